@@ -1,0 +1,129 @@
+//! Fault injection, driven by tests: failing requests, latency, dropped watches, forced
+//! `410 Gone`, and taking the whole cluster offline.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::status::ApiError;
+
+/// A failure answered instead of the next request(s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// `500 InternalError`.
+    InternalError,
+    /// `429 TooManyRequests` with `Retry-After`.
+    TooManyRequests { retry_after_seconds: u64 },
+    /// `503 ServiceUnavailable` with `Retry-After`.
+    ServiceUnavailable { retry_after_seconds: u64 },
+}
+
+impl Failure {
+    pub fn to_error(self) -> ApiError {
+        match self {
+            Failure::InternalError => ApiError::internal("Internal error occurred: injected fault"),
+            Failure::TooManyRequests { retry_after_seconds } => {
+                let mut e = ApiError::new(429, "TooManyRequests", "Too many requests, please try again later.");
+                e.retry_after = Some(retry_after_seconds);
+                e
+            }
+            Failure::ServiceUnavailable { retry_after_seconds } => {
+                let mut e = ApiError::new(503, "ServiceUnavailable", "the server is currently unable to handle the request");
+                e.retry_after = Some(retry_after_seconds);
+                e
+            }
+        }
+    }
+}
+
+/// The fault switches of one simulated cluster. All methods take effect at once.
+#[derive(Debug)]
+pub struct Faults {
+    failures: Mutex<VecDeque<Failure>>,
+    latency_ms: AtomicU64,
+    expire_next_watches: AtomicU32,
+    drop_watches: watch::Sender<u64>,
+    online: watch::Sender<bool>,
+    requests: AtomicU64,
+    offline_flag: AtomicBool,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            failures: Mutex::new(VecDeque::new()),
+            latency_ms: AtomicU64::new(0),
+            expire_next_watches: AtomicU32::new(0),
+            drop_watches: watch::channel(0).0,
+            online: watch::channel(true).0,
+            requests: AtomicU64::new(0),
+            offline_flag: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Faults {
+    /// Answers the next `n` requests with `failure`.
+    pub fn fail_next(&self, n: usize, failure: Failure) {
+        let mut q = self.failures.lock().expect("faults lock");
+        q.extend(std::iter::repeat_n(failure, n));
+    }
+
+    /// Delays every request by `latency` before it is handled.
+    pub fn set_latency(&self, latency: Duration) {
+        self.latency_ms.store(latency.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Ends every open watch stream (clients see the stream close and re-watch).
+    pub fn drop_watches(&self) {
+        self.drop_watches.send_modify(|n| *n += 1);
+    }
+
+    /// The next watch request gets `410 Expired` whatever its resourceVersion.
+    pub fn expire_next_watch(&self) {
+        self.expire_next_watches.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Offline: the listener is closed (connections are refused) and every open connection
+    /// is cut. Online again: the same address is served again.
+    pub fn set_offline(&self, offline: bool) {
+        self.offline_flag.store(offline, Ordering::SeqCst);
+        self.online.send_replace(!offline);
+    }
+
+    pub fn is_offline(&self) -> bool {
+        self.offline_flag.load(Ordering::SeqCst)
+    }
+
+    /// Requests handled so far (served or failed), for tests that count API traffic.
+    pub fn request_count(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn online_signal(&self) -> watch::Receiver<bool> {
+        self.online.subscribe()
+    }
+
+    pub(crate) fn drop_signal(&self) -> watch::Receiver<u64> {
+        let mut rx = self.drop_watches.subscribe();
+        rx.mark_unchanged();
+        rx
+    }
+
+    pub(crate) fn take_expire_next_watch(&self) -> bool {
+        self.expire_next_watches
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    /// Called once per request: the latency to apply and the failure to answer with, if any.
+    pub(crate) fn on_request(&self) -> (Duration, Option<Failure>) {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        let latency = Duration::from_millis(self.latency_ms.load(Ordering::SeqCst));
+        let failure = self.failures.lock().expect("faults lock").pop_front();
+        (latency, failure)
+    }
+}

@@ -1,0 +1,302 @@
+//! PATCH bodies: RFC 6902 JSON patch (with `test`), RFC 7386 JSON merge patch, and strategic
+//! merge patch for the built-in fields a controller touches.
+//!
+//! Strategic merge patch knows the merge keys of the lists that carry a `patchStrategy` in
+//! the Kubernetes types (`metadata.finalizers`, `status.conditions` by `type`, containers by
+//! `name`, …) and the `$patch`, `$deleteFromPrimitiveList`, `$setElementOrder` and
+//! `$retainKeys` directives. Custom resources have no strategic merge patch, as on a real
+//! cluster.
+
+use serde_json::{Map, Value};
+
+use crate::status::{ApiError, ApiResult};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchType {
+    Json,
+    Merge,
+    Strategic,
+    Apply,
+}
+
+pub const JSON_PATCH: &str = "application/json-patch+json";
+pub const MERGE_PATCH: &str = "application/merge-patch+json";
+pub const STRATEGIC_PATCH: &str = "application/strategic-merge-patch+json";
+pub const APPLY_PATCH: &str = "application/apply-patch+yaml";
+
+impl PatchType {
+    pub fn from_content_type(ct: &str) -> Option<PatchType> {
+        match ct.split(';').next().unwrap_or("").trim() {
+            JSON_PATCH => Some(PatchType::Json),
+            MERGE_PATCH => Some(PatchType::Merge),
+            STRATEGIC_PATCH => Some(PatchType::Strategic),
+            APPLY_PATCH => Some(PatchType::Apply),
+            _ => None,
+        }
+    }
+}
+
+/// Applies a patch to `doc` (the full current object, with `kind`/`apiVersion`).
+pub fn apply(kind: PatchType, doc: &Value, body: &[u8], strategic_allowed: bool) -> ApiResult<Value> {
+    let accepted: &[&str] = if strategic_allowed {
+        &[JSON_PATCH, MERGE_PATCH, APPLY_PATCH, STRATEGIC_PATCH]
+    } else {
+        &[JSON_PATCH, MERGE_PATCH, APPLY_PATCH]
+    };
+    match kind {
+        PatchType::Json => {
+            let ops: json_patch::Patch = serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+            let mut out = doc.clone();
+            json_patch::patch(&mut out, &ops).map_err(json_patch_error)?;
+            Ok(out)
+        }
+        PatchType::Merge => {
+            let p: Value = decode(body)?;
+            let mut out = doc.clone();
+            json_patch::merge(&mut out, &p);
+            Ok(out)
+        }
+        PatchType::Strategic if strategic_allowed => {
+            let p: Value = decode(body)?;
+            let mut out = doc.clone();
+            strategic_merge(&mut out, &p, "")?;
+            Ok(out)
+        }
+        PatchType::Strategic => Err(ApiError::unsupported_media_type(accepted)),
+        PatchType::Apply => Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            "server-side apply (application/apply-patch+yaml) is not implemented by kube-sim; \
+             use application/merge-patch+json, application/json-patch+json or \
+             application/strategic-merge-patch+json",
+        )),
+    }
+}
+
+fn decode(body: &[u8]) -> ApiResult<Value> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+    if !v.is_object() {
+        return Err(ApiError::bad_request("error decoding patch: patch is not a JSON object"));
+    }
+    Ok(v)
+}
+
+/// A failed JSON patch operation (including a failed `test`) is answered as the apiserver
+/// answers it: `422 Invalid` with the jsonpatch error text.
+fn json_patch_error(e: json_patch::PatchError) -> ApiError {
+    // kube-apiserver replaces the jsonpatch text with this generic message
+    // (NewGenericServerResponse); the cause is only in its logs.
+    tracing::debug!(error = %e, "JSON patch rejected");
+    ApiError::new(422, "Invalid", "the server rejected our request due to an error in our request")
+        .with_empty_details()
+}
+
+enum ListStrategy {
+    Replace,
+    MergePrimitive,
+    MergeKey(&'static str),
+}
+
+/// Merge strategies of the built-in lists, by dotted path without indices.
+fn list_strategy(path: &str) -> ListStrategy {
+    use ListStrategy::*;
+    match path {
+        "metadata.finalizers" => MergePrimitive,
+        "metadata.ownerReferences" => MergeKey("uid"),
+        "spec.containers" | "spec.initContainers" | "spec.ephemeralContainers" => MergeKey("name"),
+        "spec.containers.ports" | "spec.initContainers.ports" => MergeKey("containerPort"),
+        "spec.containers.env" | "spec.initContainers.env" => MergeKey("name"),
+        "spec.containers.volumeMounts" | "spec.initContainers.volumeMounts" => MergeKey("mountPath"),
+        "spec.volumes" | "spec.imagePullSecrets" => MergeKey("name"),
+        "spec.hostAliases" => MergeKey("ip"),
+        "status.conditions" => MergeKey("type"),
+        "status.podIPs" | "status.hostIPs" => MergeKey("ip"),
+        _ => Replace,
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// Removes directive keys (`$patch`, `$setElementOrder/...`, …) from a value being inserted.
+fn strip_directives(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(k, _)| !k.starts_with('$'))
+                .map(|(k, v)| (k.clone(), strip_directives(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(strip_directives).collect()),
+        other => other.clone(),
+    }
+}
+
+fn strategic_merge(orig: &mut Value, patch: &Value, path: &str) -> ApiResult<()> {
+    let Some(pm) = patch.as_object() else {
+        *orig = patch.clone();
+        return Ok(());
+    };
+    match pm.get("$patch").and_then(Value::as_str) {
+        Some("replace") => {
+            *orig = strip_directives(patch);
+            return Ok(());
+        }
+        Some("delete") => {
+            *orig = Value::Object(Map::new());
+            return Ok(());
+        }
+        Some("merge") | None => {}
+        Some(other) => {
+            return Err(ApiError::bad_request(format!("Unknown patch type: {other}")));
+        }
+    }
+    if !orig.is_object() {
+        *orig = Value::Object(Map::new());
+    }
+    let mut retain: Option<Vec<String>> = None;
+    for (k, pv) in pm {
+        if k == "$patch" || k.starts_with("$setElementOrder/") {
+            continue;
+        }
+        if k == "$retainKeys" {
+            retain = pv.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect());
+            continue;
+        }
+        let om = orig.as_object_mut().expect("orig is an object");
+        if let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/") {
+            let remove = pv.as_array().cloned().unwrap_or_default();
+            if let Some(Value::Array(list)) = om.get_mut(field) {
+                list.retain(|x| !remove.contains(x));
+            }
+            continue;
+        }
+        let child_path = join(path, k);
+        match pv {
+            Value::Null => {
+                om.shift_remove(k);
+            }
+            Value::Object(_) => {
+                let entry = om.entry(k.clone()).or_insert_with(|| Value::Object(Map::new()));
+                strategic_merge(entry, pv, &child_path)?;
+            }
+            Value::Array(items) => {
+                let merged = merge_list(om.get(k), items, &child_path)?;
+                om.insert(k.clone(), merged);
+            }
+            other => {
+                om.insert(k.clone(), other.clone());
+            }
+        }
+    }
+    if let (Some(keep), Some(om)) = (retain, orig.as_object_mut()) {
+        om.retain(|k, _| keep.contains(k));
+    }
+    Ok(())
+}
+
+fn merge_list(orig: Option<&Value>, items: &[Value], path: &str) -> ApiResult<Value> {
+    let orig: Vec<Value> = orig.and_then(Value::as_array).cloned().unwrap_or_default();
+    match list_strategy(path) {
+        ListStrategy::Replace => Ok(strip_directives(&Value::Array(items.to_vec()))),
+        ListStrategy::MergePrimitive => {
+            let mut out = orig;
+            for it in items {
+                if !out.contains(it) {
+                    out.push(it.clone());
+                }
+            }
+            Ok(Value::Array(out))
+        }
+        ListStrategy::MergeKey(key) => {
+            let mut out = orig;
+            for it in items {
+                if it.get("$patch").and_then(Value::as_str) == Some("replace") {
+                    return Ok(strip_directives(&Value::Array(
+                        items.iter().filter(|i| i.get("$patch").is_none()).cloned().collect(),
+                    )));
+                }
+                let Some(kv) = it.get(key) else {
+                    return Err(ApiError::bad_request(format!(
+                        "map: {it} does not contain declared merge key: {key}"
+                    )));
+                };
+                let pos = out.iter().position(|o| o.get(key) == Some(kv));
+                if it.get("$patch").and_then(Value::as_str) == Some("delete") {
+                    if let Some(p) = pos {
+                        out.remove(p);
+                    }
+                    continue;
+                }
+                match pos {
+                    Some(p) => strategic_merge(&mut out[p], it, path)?,
+                    None => out.push(strip_directives(it)),
+                }
+            }
+            Ok(Value::Array(out))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn smp(doc: Value, patch: Value) -> Value {
+        apply(PatchType::Strategic, &doc, patch.to_string().as_bytes(), true).unwrap()
+    }
+
+    #[test]
+    fn conditions_merge_by_type() {
+        let doc = json!({"status": {"conditions": [
+            {"type": "Ready", "status": "False"}, {"type": "PodScheduled", "status": "True"}]}});
+        let out = smp(doc, json!({"status": {"conditions": [
+            {"type": "Ready", "status": "True"}, {"type": "sluice.dev/traffic-ready", "status": "True"}]}}));
+        assert_eq!(
+            out["status"]["conditions"],
+            json!([{"type": "Ready", "status": "True"}, {"type": "PodScheduled", "status": "True"},
+                   {"type": "sluice.dev/traffic-ready", "status": "True"}])
+        );
+    }
+
+    #[test]
+    fn finalizers_union_and_delete_from_primitive_list() {
+        let doc = json!({"metadata": {"finalizers": ["a", "b"]}});
+        let out = smp(doc.clone(), json!({"metadata": {"finalizers": ["c", "a"]}}));
+        assert_eq!(out["metadata"]["finalizers"], json!(["a", "b", "c"]));
+        let out = smp(doc, json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}}));
+        assert_eq!(out["metadata"]["finalizers"], json!(["b"]));
+    }
+
+    #[test]
+    fn delete_directive_and_null() {
+        let doc = json!({"metadata": {"labels": {"a": "1", "b": "2"}},
+                         "status": {"conditions": [{"type": "X"}, {"type": "Y"}]}});
+        let out = smp(doc, json!({"metadata": {"labels": {"a": null}},
+                                  "status": {"conditions": [{"type": "X", "$patch": "delete"}]}}));
+        assert_eq!(out["metadata"]["labels"], json!({"b": "2"}));
+        assert_eq!(out["status"]["conditions"], json!([{"type": "Y"}]));
+    }
+
+    #[test]
+    fn custom_resources_refuse_strategic() {
+        let e = apply(PatchType::Strategic, &json!({}), b"{}", false).unwrap_err();
+        assert_eq!(e.code, 415);
+    }
+
+    #[test]
+    fn json_patch_test_failure_is_invalid() {
+        let doc = json!({"metadata": {"resourceVersion": "5"}});
+        let body = br#"[{"op":"test","path":"/metadata/resourceVersion","value":"4"}]"#;
+        let e = apply(PatchType::Json, &doc, body, true).unwrap_err();
+        assert_eq!(e.code, 422);
+    }
+}

@@ -1,0 +1,371 @@
+//! Reads: list (selectors, `limit`/`continue` pagination over consistent snapshots,
+//! `resourceVersion` semantics) and watch (replay from a resourceVersion, filtered
+//! ADDED/MODIFIED/DELETED, bookmarks, timeouts, `410 Expired`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use serde_json::json;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::cluster::ClusterState;
+use crate::events;
+use crate::object::{storage_key, Obj};
+use crate::ops::present;
+use crate::resources::{Flavor, ResourceDef};
+use crate::selectors::{FieldSelector, LabelSelector};
+use crate::status::{ApiError, ApiResult};
+use crate::store::{Event, EventType, Table};
+
+/// What a list or watch selects.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub namespace: Option<String>,
+    pub labels: LabelSelector,
+    pub fields: FieldSelector,
+}
+
+impl Selection {
+    pub fn parse(def: &ResourceDef, namespace: Option<String>, labels: Option<&str>, fields: Option<&str>) -> ApiResult<Self> {
+        let labels = LabelSelector::parse(labels.unwrap_or(""))?;
+        let supported = def.selectable_fields();
+        let generic = !matches!(def.flavor, Flavor::Pod | Flavor::Namespace | Flavor::CoreEvent | Flavor::EventsV1);
+        let fields = match fields {
+            Some(f) if def.flavor == Flavor::EventsV1 => {
+                // Parse against the v1 labels, then filter on the storage's labels.
+                FieldSelector::parse(f, &supported, false)?;
+                let core: Vec<String> = f
+                    .split(',')
+                    .map(|part| {
+                        let (k, rest) = part.split_at(part.find(['=', '!']).unwrap_or(part.len()));
+                        format!("{}{rest}", events::v1_field_to_core(k.trim()))
+                    })
+                    .collect();
+                let core_fields = crate::resources::builtins()
+                    .into_iter()
+                    .find(|d| d.flavor == Flavor::CoreEvent)
+                    .expect("core events are built in")
+                    .selectable_fields()
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>();
+                let refs: Vec<&str> = core_fields.iter().map(String::as_str).collect();
+                FieldSelector::parse(&core.join(","), &refs, false)?
+            }
+            Some(f) => FieldSelector::parse(f, &supported, generic)?,
+            None => FieldSelector::default(),
+        };
+        Ok(Selection { namespace, labels, fields })
+    }
+
+    pub fn matches(&self, sdef: &ResourceDef, obj: &Obj) -> bool {
+        if let Some(ns) = &self.namespace {
+            if obj.namespace != *ns {
+                return false;
+            }
+        }
+        self.labels.matches(&obj.labels) && self.fields.matches(|f| obj.field(sdef, f))
+    }
+
+    fn unfiltered(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListParams {
+    pub limit: Option<usize>,
+    pub continue_token: Option<String>,
+    pub resource_version: Option<String>,
+    pub resource_version_match: Option<String>,
+}
+
+pub struct ListResult {
+    pub resource_version: u64,
+    pub items: Vec<Arc<Obj>>,
+    pub continue_token: Option<String>,
+    pub remaining: Option<u64>,
+}
+
+const CONTINUE_TOO_OLD: &str = "The provided continue parameter is too old to display a consistent list result. \
+You can start a new list without the continue parameter, or use the continue token in this response to retrieve the \
+remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were \
+created, modified, or deleted between the time the first chunk was returned and now may show up in the list.";
+
+fn encode_continue(rv: u64, start: &str) -> String {
+    let token = json!({"v": "meta.k8s.io/v1", "rv": rv, "start": format!("{start}\u{0}")});
+    base64::engine::general_purpose::URL_SAFE.encode(token.to_string())
+}
+
+fn decode_continue(token: &str) -> ApiResult<(u64, String)> {
+    let bad = |why: &str| ApiError::bad_request(format!("invalid continue token: {why}"));
+    let raw = base64::engine::general_purpose::URL_SAFE
+        .decode(token)
+        .or_else(|_| base64::engine::general_purpose::STANDARD.decode(token))
+        .map_err(|e| bad(&e.to_string()))?;
+    let v: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| bad(&e.to_string()))?;
+    if v["v"] != "meta.k8s.io/v1" {
+        return Err(bad("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)"));
+    }
+    let rv = v["rv"].as_u64().ok_or_else(|| bad("continue key is not valid: incorrect encoded start resourceVersion"))?;
+    let start = v["start"].as_str().ok_or_else(|| bad("continue key is not valid: missing start"))?;
+    Ok((rv, start.to_string()))
+}
+
+/// Waits (up to 3 s, like the watch cache) for the store to reach `rv`.
+async fn wait_for_rv(state: &ClusterState, rv: u64) -> ApiResult<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let current = state.store().rv();
+        if current >= rv {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let mut e = ApiError::new(504, "Timeout", format!("Timeout: Too large resource version: {rv}, current: {current}"));
+            e.details = Some(json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}]}));
+            e.retry_after = Some(1);
+            return Err(e);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn list(state: &ClusterState, def: &ResourceDef, sel: &Selection, p: &ListParams) -> ApiResult<ListResult> {
+    let key = def.storage_key();
+    let rv_param = p.resource_version.as_deref().unwrap_or("");
+    if p.continue_token.is_none() && !rv_param.is_empty() && rv_param != "0" {
+        let rv: u64 = rv_param
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv_param}")))?;
+        wait_for_rv(state, rv).await?;
+    }
+    let (table, list_rv, start) = {
+        let mut store = state.store();
+        if let Some(token) = &p.continue_token {
+            let (rv, start) = decode_continue(token)?;
+            match store.snapshot(rv, &key) {
+                Some(t) => (t, rv, Some(start)),
+                None => {
+                    let mut e = ApiError::expired(CONTINUE_TOO_OLD);
+                    e.details = Some(json!({}));
+                    return Err(e);
+                }
+            }
+        } else {
+            let current = store.rv();
+            if p.resource_version_match.as_deref() == Some("Exact") && rv_param != current.to_string() {
+                return Err(ApiError::expired("The resourceVersion for the provided list is too old."));
+            }
+            let table = store.table(&key);
+            if p.limit.is_some() && rv_param != "0" {
+                store.save_snapshot(current, key.clone(), table.clone());
+            }
+            (table, current, None)
+        }
+    };
+    let sdef = state.store().storage_def(&key).expect("storage definition");
+    // resourceVersion=0 is served from the cache, which ignores `limit`.
+    let limit = if rv_param == "0" && p.continue_token.is_none() { None } else { p.limit.filter(|l| *l > 0) };
+    Ok(collect(&table, &sdef, sel, start, limit, list_rv))
+}
+
+fn collect(table: &Table, sdef: &ResourceDef, sel: &Selection, start: Option<String>, limit: Option<usize>, list_rv: u64) -> ListResult {
+    let prefix = sel.namespace.as_ref().filter(|_| sdef.namespaced).map(|ns| format!("{ns}/"));
+    let from = match (&start, &prefix) {
+        (Some(s), _) => s.clone(),
+        (None, Some(p)) => p.clone(),
+        (None, None) => String::new(),
+    };
+    let mut items = Vec::new();
+    let mut iter = table.range(from..).filter(|(k, _)| prefix.as_ref().is_none_or(|p| k.starts_with(p)));
+    let mut last_key = None;
+    for (k, obj) in iter.by_ref() {
+        if prefix.as_ref().is_some_and(|p| !k.starts_with(p)) {
+            break;
+        }
+        if !sel.matches(sdef, obj) {
+            continue;
+        }
+        items.push(obj.clone());
+        if limit.is_some_and(|l| items.len() >= l) {
+            last_key = Some(k.clone());
+            break;
+        }
+    }
+    let mut continue_token = None;
+    let mut remaining = None;
+    if let Some(last) = last_key {
+        let rest: Vec<_> = iter.filter(|(_, o)| sel.matches(sdef, o)).map(|_| ()).collect();
+        if !rest.is_empty() {
+            continue_token = Some(encode_continue(list_rv, &last));
+            if sel.unfiltered() {
+                remaining = Some(rest.len() as u64);
+            }
+        }
+    }
+    ListResult { resource_version: list_rv, items, continue_token, remaining }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct WatchParams {
+    pub resource_version: Option<String>,
+    pub allow_bookmarks: bool,
+    pub timeout: Option<Duration>,
+    pub send_initial_events: bool,
+}
+
+/// The bytes of one object as `def` presents it.
+pub fn object_bytes(def: &ResourceDef, sdef: &ResourceDef, obj: &Obj) -> Vec<Bytes> {
+    if def.flavor == Flavor::EventsV1 || def.version != sdef.version {
+        return vec![Bytes::from(present(def, sdef, obj).to_string())];
+    }
+    vec![def.type_prefix.clone(), obj.json.slice(1..)]
+}
+
+fn frame(kind: &str, def: &ResourceDef, sdef: &ResourceDef, obj: &Obj) -> Vec<Bytes> {
+    let mut out = vec![Bytes::from(format!(r#"{{"type":"{kind}","object":"#))];
+    out.extend(object_bytes(def, sdef, obj));
+    out.push(Bytes::from_static(b"}\n"));
+    out
+}
+
+fn status_frame(e: &ApiError) -> Vec<Bytes> {
+    vec![Bytes::from(format!("{}\n", json!({"type": "ERROR", "object": e.to_status()})))]
+}
+
+fn bookmark_frame(def: &ResourceDef, rv: u64, initial_end: bool) -> Vec<Bytes> {
+    let mut meta = json!({"resourceVersion": rv.to_string(), "creationTimestamp": null});
+    if initial_end {
+        meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    let mut object = json!({"kind": def.kind, "apiVersion": def.api_version(), "metadata": meta});
+    if def.flavor == Flavor::Pod {
+        object["spec"] = json!({"containers": null});
+        object["status"] = json!({});
+    }
+    vec![Bytes::from(format!("{}\n", json!({"type": "BOOKMARK", "object": object})))]
+}
+
+/// Maps a committed change to what this watcher sees.
+fn filtered(ev: &Event, sdef: &ResourceDef, sel: &Selection) -> Option<&'static str> {
+    let now = sel.matches(sdef, &ev.obj);
+    let before = ev.prev.as_ref().is_some_and(|p| sel.matches(sdef, p));
+    match (ev.kind, before, now) {
+        (EventType::Added, _, true) => Some("ADDED"),
+        (EventType::Modified, true, true) => Some("MODIFIED"),
+        (EventType::Modified, false, true) => Some("ADDED"),
+        (EventType::Modified, true, false) => Some("DELETED"),
+        (EventType::Deleted, _, true) => Some("DELETED"),
+        _ => None,
+    }
+}
+
+/// Starts a watch; frames arrive on the returned channel, which closes when the watch ends.
+pub fn watch(state: Arc<ClusterState>, def: Arc<ResourceDef>, sel: Selection, p: WatchParams) -> mpsc::Receiver<Vec<Bytes>> {
+    let (tx, rx) = mpsc::channel(1024);
+    tokio::spawn(async move {
+        if let Err(frames) = run_watch(&state, &def, &sel, &p, &tx).await {
+            let _ = tx.send(frames).await;
+        }
+    });
+    rx
+}
+
+async fn run_watch(
+    state: &ClusterState,
+    def: &ResourceDef,
+    sel: &Selection,
+    p: &WatchParams,
+    tx: &mpsc::Sender<Vec<Bytes>>,
+) -> Result<(), Vec<Bytes>> {
+    let key = def.storage_key();
+    let rv_param = p.resource_version.as_deref().unwrap_or("");
+    let requested: Option<u64> = match rv_param {
+        "" | "0" => None,
+        s => Some(s.parse().map_err(|_| status_frame(&ApiError::bad_request(format!("invalid resource version: {s}"))))?),
+    };
+    let mut drop_rx = state.faults.drop_signal();
+    let force_expired = state.faults.take_expire_next_watch();
+    let (initial, backlog, mut rx, start_rv, sdef) = {
+        let store = state.store();
+        let sdef = store.storage_def(&key).expect("storage definition");
+        let current = store.rv();
+        let from = requested.unwrap_or(current);
+        if force_expired || requested.is_some_and(|r| r < store.history_floor()) {
+            let e = ApiError::expired(format!("too old resource version: {from} ({})", store.history_floor()));
+            return Err(status_frame(&e));
+        }
+        let initial: Vec<Arc<Obj>> = if requested.is_none() || p.send_initial_events {
+            let prefix = sel.namespace.clone().filter(|_| def.namespaced).map(|ns| storage_key(&ns, ""));
+            store
+                .table(&key)
+                .values()
+                .filter(|o| prefix.as_ref().is_none_or(|p| o.key.starts_with(p.as_str())))
+                .filter(|o| sel.matches(&sdef, o))
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let (backlog, rx) = store
+            .subscribe_from(if requested.is_none() || p.send_initial_events { current } else { from })
+            .expect("history covers the current version");
+        (initial, backlog, rx, if p.send_initial_events { current } else { from }, sdef)
+    };
+    let send = |frames: Vec<Bytes>| async { tx.send(frames).await.is_ok() };
+    for obj in &initial {
+        if !send(frame("ADDED", def, &sdef, obj)).await {
+            return Ok(());
+        }
+    }
+    let mut last_rv = start_rv;
+    if p.send_initial_events && p.allow_bookmarks && !send(bookmark_frame(def, last_rv, true)).await {
+        return Ok(());
+    }
+    for ev in backlog.iter().filter(|e| e.storage == key) {
+        last_rv = ev.rv;
+        if let Some(kind) = filtered(ev, &sdef, sel) {
+            if !send(frame(kind, def, &sdef, &ev.obj)).await {
+                return Ok(());
+            }
+        }
+    }
+    let timeout = p.timeout.unwrap_or_else(|| Duration::from_secs(1800 + rand::random::<u64>() % 1800));
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let mut bookmarks = tokio::time::interval(state.bookmark_interval);
+    bookmarks.tick().await;
+    loop {
+        tokio::select! {
+            _ = &mut deadline => return Ok(()),
+            _ = drop_rx.changed() => return Ok(()),
+            _ = bookmarks.tick(), if p.allow_bookmarks => {
+                if !send(bookmark_frame(def, last_rv, false)).await {
+                    return Ok(());
+                }
+            }
+            ev = rx.recv() => match ev {
+                Ok(ev) => {
+                    if ev.rv <= last_rv {
+                        continue;
+                    }
+                    last_rv = ev.rv;
+                    if ev.storage != key {
+                        continue;
+                    }
+                    if let Some(kind) = filtered(&ev, &sdef, sel) {
+                        if !send(frame(kind, def, &sdef, &ev.obj)).await {
+                            return Ok(());
+                        }
+                    }
+                }
+                // A watcher that falls this far behind is closed, as the watch cache closes
+                // slow watchers; the client re-watches from its last resourceVersion.
+                Err(broadcast::error::RecvError::Lagged(_)) | Err(broadcast::error::RecvError::Closed) => return Ok(()),
+            },
+            _ = tx.closed() => return Ok(()),
+        }
+    }
+}

@@ -1,0 +1,400 @@
+//! HTTP(S) front: authentication, fault injection, URL routing and the encoding of
+//! responses (single objects, lists, watch streams, `Status` errors).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use serde_json::{json, Value};
+
+use crate::cluster::ClusterState;
+use crate::ops::{self, DeleteOpts, Sub};
+use crate::patch::PatchType;
+use crate::read::{self, ListParams, Selection, WatchParams};
+use crate::resources::{self, Flavor, ResourceDef};
+use crate::status::{success_status, ApiError, ApiResult};
+
+pub type Body = BoxBody<Bytes, Infallible>;
+
+fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).boxed()
+}
+
+fn json_response(code: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(full(body))
+        .expect("valid response")
+}
+
+fn error_response(e: &ApiError) -> Response<Body> {
+    let mut r = json_response(
+        StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        e.to_status().to_string(),
+    );
+    if let Some(s) = e.retry_after {
+        r.headers_mut().insert(header::RETRY_AFTER, s.to_string().parse().expect("number"));
+    }
+    r
+}
+
+fn chunks_response(chunks: Vec<Bytes>) -> Response<Body> {
+    let stream = futures::stream::iter(chunks.into_iter().map(|b| Ok::<_, Infallible>(Frame::data(b))));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(BodyExt::boxed(StreamBody::new(stream)))
+        .expect("valid response")
+}
+
+/// Entry point for every request.
+pub async fn handle(state: Arc<ClusterState>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path().to_string();
+    if matches!(path.as_str(), "/healthz" | "/readyz" | "/livez") {
+        return Ok(Response::new(full("ok")));
+    }
+    if !state.authenticate(req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())) {
+        return Ok(error_response(&ApiError::unauthorized()));
+    }
+    let (latency, failure) = state.faults.on_request();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    if let Some(f) = failure {
+        return Ok(error_response(&f.to_error()));
+    }
+    Ok(match route(state, req).await {
+        Ok(r) => r,
+        Err(e) => error_response(&e),
+    })
+}
+
+/// Decoded query parameters.
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(q: Option<&str>) -> Query {
+        Query(
+            q.unwrap_or("")
+                .split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                    (percent_decode(k), percent_decode(v))
+                })
+                .collect(),
+        )
+    }
+
+    fn get(&self, k: &str) -> Option<&str> {
+        self.0.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str())
+    }
+
+    fn flag(&self, k: &str) -> bool {
+        matches!(self.get(k), Some("true" | "1"))
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = (b[i] == b'%' && i + 3 <= b.len())
+            .then(|| std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()))
+            .flatten();
+        match (b[i], hex) {
+            (_, Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (b'+', None) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (c, None) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A request for a resource, after the URL is taken apart.
+struct Target {
+    def: Arc<ResourceDef>,
+    namespace: Option<String>,
+    name: Option<String>,
+    sub: Sub,
+}
+
+async fn route(state: Arc<ClusterState>, req: Request<Incoming>) -> ApiResult<Response<Body>> {
+    let segs: Vec<String> = req.uri().path().trim_matches('/').split('/').filter(|s| !s.is_empty()).map(percent_decode).collect();
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let get_only = |doc: Option<Value>| -> ApiResult<Response<Body>> {
+        if req.method() != Method::GET {
+            return Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource").with_empty_details());
+        }
+        doc.map(|d| json_response(StatusCode::OK, d.to_string())).ok_or_else(ApiError::path_not_found)
+    };
+    let defs = state.store().defs().to_vec();
+    match segs.as_slice() {
+        [] => get_only(Some(json!({"paths": ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/readyz", "/version"]}))),
+        ["version"] => get_only(Some(resources::version_doc())),
+        ["api"] => get_only(Some(resources::core_versions(&state.server_address))),
+        ["api", "v1"] => get_only(resources::resource_list(&defs, "", "v1")),
+        ["apis"] => get_only(Some(resources::group_list(&defs))),
+        ["apis", g] => get_only(resources::api_group(&defs, g)),
+        ["apis", g, v] => get_only(resources::resource_list(&defs, g, v)),
+        ["api", "v1", rest @ ..] => {
+            let target = resolve(&state, "", "v1", rest)?;
+            serve(state, target, req).await
+        }
+        ["apis", g, v, rest @ ..] => {
+            let target = resolve(&state, g, v, rest)?;
+            serve(state, target, req).await
+        }
+        _ => Err(ApiError::path_not_found()),
+    }
+}
+
+fn resolve(state: &ClusterState, group: &str, version: &str, rest: &[&str]) -> ApiResult<Target> {
+    let store = state.store();
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, plural, tail @ ..] if store.find_def(group, version, plural).is_some_and(|d| d.namespaced) => {
+            (Some(ns.to_string()), [&[*plural][..], tail].concat())
+        }
+        _ => (None, rest.to_vec()),
+    };
+    let (plural, name, sub) = match rest.as_slice() {
+        [plural] => (*plural, None, None),
+        [plural, name] => (*plural, Some(name.to_string()), None),
+        [plural, name, sub] => (*plural, Some(name.to_string()), Some(*sub)),
+        _ => return Err(ApiError::path_not_found()),
+    };
+    let def = store.find_def(group, version, plural).ok_or_else(ApiError::path_not_found)?;
+    if def.namespaced && namespace.is_none() && name.is_some() {
+        return Err(ApiError::path_not_found());
+    }
+    let sub = match sub {
+        None => Sub::Main,
+        Some("status") if def.status_subresource => Sub::Status,
+        Some(_) => return Err(ApiError::path_not_found()),
+    };
+    Ok(Target { def, namespace, name, sub })
+}
+
+async fn read_body(req: Request<Incoming>) -> ApiResult<Bytes> {
+    req.into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))
+}
+
+fn check_json_content_type(req: &Request<Incoming>) -> ApiResult<()> {
+    let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+    match ct.split(';').next().unwrap_or("").trim() {
+        "application/json" | "" | "*/*" => Ok(()),
+        _ => Err(ApiError::new(415, "UnsupportedMediaType", "415: Unsupported Media Type").with_empty_details()),
+    }
+}
+
+fn decode_object(body: &[u8]) -> ApiResult<Value> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding body: {e}")))?;
+    if !v.is_object() {
+        return Err(ApiError::bad_request("the body of the request is not a JSON object"));
+    }
+    Ok(v)
+}
+
+fn object_response(state: &ClusterState, def: &ResourceDef, obj: &crate::object::Obj, code: StatusCode) -> Response<Body> {
+    let sdef = state.store().storage_def(&def.storage_key()).expect("storage definition");
+    let mut r = chunks_response(read::object_bytes(def, &sdef, obj));
+    *r.status_mut() = code;
+    r
+}
+
+async fn serve(state: Arc<ClusterState>, t: Target, req: Request<Incoming>) -> ApiResult<Response<Body>> {
+    let q = Query::parse(req.uri().query());
+    if q.get("dryRun").is_some() {
+        return Err(ApiError::method_not_allowed("dry-run requests are not implemented by kube-sim"));
+    }
+    let ns = t.namespace.clone().unwrap_or_default();
+    let method = req.method().clone();
+    match (method, &t.name) {
+        (Method::GET, Some(name)) => {
+            let obj = ops::get(&state.store(), &t.def, &ns, name)?;
+            Ok(object_response(&state, &t.def, &obj, StatusCode::OK))
+        }
+        (Method::GET, None) => {
+            let sel = Selection::parse(&t.def, t.namespace.clone(), q.get("labelSelector"), q.get("fieldSelector"))?;
+            if q.flag("watch") {
+                let p = WatchParams {
+                    resource_version: q.get("resourceVersion").map(String::from),
+                    allow_bookmarks: q.flag("allowWatchBookmarks"),
+                    timeout: q.get("timeoutSeconds").and_then(|s| s.parse().ok()).filter(|s| *s > 0).map(std::time::Duration::from_secs),
+                    send_initial_events: q.flag("sendInitialEvents"),
+                };
+                if p.send_initial_events && q.get("resourceVersionMatch") != Some("NotOlderThan") {
+                    return Err(ApiError::invalid(
+                        "meta.k8s.io",
+                        "ListOptions",
+                        "",
+                        "resourceVersionMatch",
+                        "Forbidden",
+                        "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+                    ));
+                }
+                let rx = read::watch(state.clone(), t.def.clone(), sel, p);
+                let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) })
+                    .flat_map(|frames| futures::stream::iter(frames.into_iter().map(|b| Ok::<_, Infallible>(Frame::data(b)))));
+                return Ok(Response::builder()
+                    .status(StatusCode::OK)
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .header(header::TRANSFER_ENCODING, "chunked")
+                    .body(BodyExt::boxed(StreamBody::new(stream)))
+                    .expect("valid response"));
+            }
+            let p = ListParams {
+                limit: q.get("limit").and_then(|s| s.parse().ok()),
+                continue_token: q.get("continue").filter(|s| !s.is_empty()).map(String::from),
+                resource_version: q.get("resourceVersion").map(String::from),
+                resource_version_match: q.get("resourceVersionMatch").map(String::from),
+            };
+            let result = read::list(&state, &t.def, &sel, &p).await?;
+            Ok(list_response(&state, &t.def, result))
+        }
+        (Method::POST, None) => {
+            if t.namespace.is_none() && t.def.namespaced {
+                return Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource").with_empty_details());
+            }
+            check_json_content_type(&req)?;
+            let def = t.def.clone();
+            let body = decode_object(&read_body(req).await?)?;
+            check_type_meta(&def, &body)?;
+            let obj = ops::create(&mut state.store(), &def, &ns, body)?;
+            Ok(object_response(&state, &def, &obj, StatusCode::CREATED))
+        }
+        (Method::PUT, Some(name)) => {
+            check_json_content_type(&req)?;
+            let (def, name) = (t.def.clone(), name.clone());
+            let body = decode_object(&read_body(req).await?)?;
+            check_type_meta(&def, &body)?;
+            let existed = ops::get(&state.store(), &def, &ns, &name).is_ok();
+            let obj = ops::update(&mut state.store(), &def, &ns, &name, t.sub, body)?;
+            let code = if existed { StatusCode::OK } else { StatusCode::CREATED };
+            Ok(object_response(&state, &def, &obj, code))
+        }
+        (Method::PATCH, Some(name)) => {
+            let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            let Some(kind) = PatchType::from_content_type(&ct) else {
+                return Err(ApiError::new(415, "UnsupportedMediaType", "415: Unsupported Media Type").with_empty_details());
+            };
+            let (def, name) = (t.def.clone(), name.clone());
+            let body = read_body(req).await?;
+            let obj = ops::patch(&mut state.store(), &def, &ns, &name, t.sub, kind, &body)?;
+            Ok(object_response(&state, &def, &obj, StatusCode::OK))
+        }
+        (Method::DELETE, Some(name)) if t.sub == Sub::Main => {
+            let (def, name) = (t.def.clone(), name.clone());
+            let opts = delete_opts(&q, &read_body(req).await?)?;
+            let d = ops::delete(&mut state.store(), &def, &ns, &name, &opts)?;
+            Ok(delete_response(&state, &def, &d))
+        }
+        (Method::DELETE, None) => {
+            let def = t.def.clone();
+            let sel = Selection::parse(&def, t.namespace.clone(), q.get("labelSelector"), q.get("fieldSelector"))?;
+            let opts = delete_opts(&q, &read_body(req).await?)?;
+            let listed = read::list(&state, &def, &sel, &ListParams::default()).await?;
+            let mut deleted = Vec::new();
+            for obj in &listed.items {
+                if let Ok(d) = ops::delete(&mut state.store(), &def, &obj.namespace, &obj.name, &opts) {
+                    deleted.push(d.obj);
+                }
+            }
+            let rv = state.store().rv();
+            Ok(list_response(&state, &def, read::ListResult { resource_version: rv, items: deleted, continue_token: None, remaining: None }))
+        }
+        _ => Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource").with_empty_details()),
+    }
+}
+
+/// A body whose `kind`/`apiVersion` name another type is rejected as the apiserver's
+/// decoder rejects it.
+fn check_type_meta(def: &ResourceDef, body: &Value) -> ApiResult<()> {
+    let kind = body.get("kind").and_then(Value::as_str).unwrap_or(&def.kind);
+    let api_version = body.get("apiVersion").and_then(Value::as_str).map(String::from).unwrap_or_else(|| def.api_version());
+    if kind != def.kind || api_version != def.api_version() {
+        return Err(ApiError::bad_request(format!(
+            "the API version in the data ({api_version}) does not match the expected API version ({})",
+            def.api_version()
+        )));
+    }
+    Ok(())
+}
+
+fn delete_opts(q: &Query, body: &[u8]) -> ApiResult<DeleteOpts> {
+    let mut opts = DeleteOpts { grace_period_seconds: q.get("gracePeriodSeconds").and_then(|s| s.parse().ok()), ..Default::default() };
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        let v: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?;
+        if let Some(g) = v.get("gracePeriodSeconds").and_then(Value::as_i64) {
+            opts.grace_period_seconds = Some(g);
+        }
+        opts.precondition_uid = v["preconditions"]["uid"].as_str().map(String::from);
+        opts.precondition_rv = v["preconditions"]["resourceVersion"].as_str().map(String::from);
+    }
+    Ok(opts)
+}
+
+fn delete_response(state: &ClusterState, def: &ResourceDef, d: &ops::Deleted) -> Response<Body> {
+    let returns_object = matches!(def.flavor, Flavor::Pod | Flavor::Namespace | Flavor::Crd | Flavor::Custom);
+    if d.gone && !returns_object {
+        let s = success_status(&def.group, &def.plural, &d.obj.name, &d.obj.uid);
+        return json_response(StatusCode::OK, s.to_string());
+    }
+    object_response(state, def, &d.obj, StatusCode::OK)
+}
+
+fn list_response(state: &ClusterState, def: &ResourceDef, r: read::ListResult) -> Response<Body> {
+    let sdef = state.store().storage_def(&def.storage_key()).expect("storage definition");
+    let mut meta = json!({"resourceVersion": r.resource_version.to_string()});
+    if let Some(c) = &r.continue_token {
+        meta["continue"] = json!(c);
+    }
+    if let Some(n) = r.remaining {
+        meta["remainingItemCount"] = json!(n);
+    }
+    let head = format!(r#"{{"kind":"{}List","apiVersion":"{}","metadata":{},"items":["#, def.kind, def.api_version(), meta);
+    let mut chunks = Vec::with_capacity(r.items.len() * 3 + 2);
+    chunks.push(Bytes::from(head));
+    let typed = def.list_items_typed() || def.flavor == Flavor::EventsV1;
+    for (i, obj) in r.items.iter().enumerate() {
+        if i > 0 {
+            chunks.push(Bytes::from_static(b","));
+        }
+        if typed {
+            chunks.extend(read::object_bytes(def, &sdef, obj));
+        } else {
+            chunks.push(obj.json.clone());
+        }
+    }
+    chunks.push(Bytes::from_static(b"]}"));
+    // Coalesce into a few large frames: one frame per object would cost a syscall each.
+    let mut out = Vec::new();
+    let mut buf = Vec::with_capacity(1 << 20);
+    for c in chunks {
+        buf.extend_from_slice(&c);
+        if buf.len() >= 1 << 20 {
+            out.push(Bytes::from(std::mem::replace(&mut buf, Vec::with_capacity(1 << 20))));
+        }
+    }
+    out.push(Bytes::from(buf));
+    chunks_response(out)
+}

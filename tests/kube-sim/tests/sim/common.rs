@@ -1,0 +1,61 @@
+//! Shared helpers: start a cluster and get a kube-rs client for it through the normal
+//! kubeconfig loading path.
+
+use std::future::Future;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use kube_sim::{Cluster, ClusterConfig};
+use serde_json::json;
+
+pub async fn start(name: &str) -> Cluster {
+    start_with(ClusterConfig::new(name)).await
+}
+
+pub async fn start_with(cfg: ClusterConfig) -> Cluster {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Cluster::start(cfg).await.expect("cluster starts")
+}
+
+/// A client built from the cluster's kubeconfig, as an operator's would be.
+pub async fn client(cluster: &Cluster) -> Client {
+    client_for_context(&cluster.kubeconfig(), cluster.name()).await
+}
+
+pub async fn client_for_context(kubeconfig: &str, context: &str) -> Client {
+    let kc = Kubeconfig::from_yaml(kubeconfig).expect("kubeconfig parses");
+    let opts = KubeConfigOptions { context: Some(context.to_string()), ..Default::default() };
+    let cfg = Config::from_custom_kubeconfig(kc, &opts).await.expect("kubeconfig loads");
+    Client::try_from(cfg).expect("client builds")
+}
+
+/// Awaits `f` for at most 10 s, naming what was awaited when it does not finish.
+pub async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// The `Status` of an API error; panics on anything else.
+pub fn status(e: kube::Error) -> Box<kube::core::Status> {
+    match e {
+        kube::Error::Api(s) => s,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+pub fn pod(name: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "app", "image": "registry.local/app:1.0"}]}
+    }))
+    .expect("pod literal")
+}
+
+pub fn pod_on_node(name: &str, node: &str) -> Pod {
+    let mut p = pod(name);
+    p.spec.as_mut().expect("spec").node_name = Some(node.to_string());
+    p
+}

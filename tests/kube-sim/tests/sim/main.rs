@@ -1,0 +1,8 @@
+//! kube-sim's test suite: every semantic it implements, driven through kube-rs over
+//! HTTPS exactly as a controller would use a real cluster.
+
+mod api;
+mod cluster;
+mod common;
+mod crd;
+mod watch;

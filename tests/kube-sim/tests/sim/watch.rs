@@ -1,0 +1,164 @@
+//! Watch semantics through kube-rs: replay from a resourceVersion, filtered transitions,
+//! bookmarks, timeouts, `410 Expired`, and kube-runtime's watcher riding out dropped
+//! watches and expired versions.
+
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube_sim::ClusterConfig;
+use serde_json::json;
+
+use crate::common::{client, pod, start, start_with, within};
+
+fn kind_and_name(e: &WatchEvent<Pod>) -> (String, String) {
+    match e {
+        WatchEvent::Added(p) => ("ADDED".into(), p.metadata.name.clone().unwrap()),
+        WatchEvent::Modified(p) => ("MODIFIED".into(), p.metadata.name.clone().unwrap()),
+        WatchEvent::Deleted(p) => ("DELETED".into(), p.metadata.name.clone().unwrap()),
+        WatchEvent::Bookmark(b) => ("BOOKMARK".into(), b.metadata.resource_version.clone()),
+        WatchEvent::Error(s) => ("ERROR".into(), format!("{} {}", s.code, s.reason)),
+    }
+}
+
+#[tokio::test]
+async fn watch_replays_from_resource_version_and_filters() {
+    let c = start("watch").await;
+    let pods: Api<Pod> = Api::namespaced(client(&c).await, "default");
+    let first = pods.create(&PostParams::default(), &pod("a")).await.unwrap();
+    let from = first.metadata.resource_version.unwrap();
+    pods.create(&PostParams::default(), &pod("b")).await.unwrap();
+    let relabel = json!({"metadata": {"labels": {"app": "other"}}});
+    pods.patch("a", &PatchParams::default(), &Patch::Merge(&relabel)).await.unwrap();
+    let last = pods.delete("b", &DeleteParams::default()).await.unwrap().left().unwrap();
+
+    let all: Vec<(String, String)> = within(
+        "four events from the replay",
+        pods.watch(&WatchParams::default().timeout(2), &from)
+            .await
+            .unwrap()
+            .take(3)
+            .map(|e| kind_and_name(&e.unwrap()))
+            .collect(),
+    )
+    .await;
+    assert_eq!(all, vec![("ADDED".into(), "b".into()), ("MODIFIED".into(), "a".into()), ("DELETED".into(), "b".into())]);
+
+    // A label-filtered watch sees `a` leave the selection as DELETED.
+    let web: Vec<(String, String)> = within(
+        "filtered replay",
+        pods.watch(&WatchParams::default().labels("app=web").timeout(1), &from)
+            .await
+            .unwrap()
+            .map(|e| kind_and_name(&e.unwrap()))
+            .collect(),
+    )
+    .await;
+    assert_eq!(web, vec![("ADDED".into(), "b".into()), ("DELETED".into(), "a".into()), ("DELETED".into(), "b".into())]);
+
+    // DELETED carries the last stored object at the deletion's resourceVersion.
+    let got = pods.get_opt("b").await.unwrap();
+    assert!(got.is_none());
+    assert!(last.metadata.resource_version.is_some());
+}
+
+#[tokio::test]
+async fn bookmarks_and_timeout() {
+    let mut cfg = ClusterConfig::new("bookmarks");
+    cfg.bookmark_interval = Duration::from_millis(200);
+    let c = start_with(cfg).await;
+    let pods: Api<Pod> = Api::namespaced(client(&c).await, "default");
+    let p = pods.create(&PostParams::default(), &pod("a")).await.unwrap();
+    let rv = p.metadata.resource_version.unwrap();
+    let started = std::time::Instant::now();
+    let events: Vec<(String, String)> = within(
+        "a watch with timeoutSeconds=1 to end",
+        pods.watch(&WatchParams::default().timeout(1), &rv)
+            .await
+            .unwrap()
+            .map(|e| kind_and_name(&e.unwrap()))
+            .collect(),
+    )
+    .await;
+    assert!(started.elapsed() >= Duration::from_millis(900), "the server ends the watch at timeoutSeconds");
+    assert!(!events.is_empty() && events.iter().all(|(k, v)| k == "BOOKMARK" && *v == rv), "{events:?}");
+}
+
+#[tokio::test]
+async fn too_old_resource_version_is_410_expired() {
+    let mut cfg = ClusterConfig::new("expired");
+    cfg.history = 5;
+    let c = start_with(cfg).await;
+    let pods: Api<Pod> = Api::namespaced(client(&c).await, "default");
+    let first = pods.create(&PostParams::default(), &pod("p0")).await.unwrap();
+    for i in 1..10 {
+        pods.create(&PostParams::default(), &pod(&format!("p{i}"))).await.unwrap();
+    }
+    let events: Vec<WatchEvent<Pod>> = within(
+        "the expired watch",
+        pods.watch(&WatchParams::default().timeout(5), first.metadata.resource_version.as_deref().unwrap())
+            .await
+            .unwrap()
+            .map(|e| e.unwrap())
+            .collect(),
+    )
+    .await;
+    match events.as_slice() {
+        [WatchEvent::Error(s)] => {
+            assert_eq!((s.code, s.reason.as_str()), (410, "Expired"));
+            assert!(s.message.starts_with("too old resource version: "), "{}", s.message);
+        }
+        other => panic!("expected one 410 ERROR event, got {other:?}"),
+    }
+
+    // Forced by fault injection, whatever the version.
+    let now = pods.get("p9").await.unwrap().metadata.resource_version.unwrap();
+    c.faults().expire_next_watch();
+    let first_event = within("forced 410", async {
+        pods.watch(&WatchParams::default().timeout(5), &now).await.unwrap().boxed().next().await
+    })
+    .await;
+    assert!(matches!(first_event, Some(Ok(WatchEvent::Error(s))) if s.code == 410));
+}
+
+#[tokio::test]
+async fn runtime_watcher_survives_dropped_watches_and_expiry() {
+    let c = start("watcher").await;
+    let client = client(&c).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    pods.create(&PostParams::default(), &pod("before")).await.unwrap();
+    let mut stream = watcher(pods.clone(), watcher::Config::default()).applied_objects().boxed();
+    let first = within("initial list", stream.try_next()).await.unwrap().unwrap();
+    assert_eq!(first.metadata.name.as_deref(), Some("before"));
+
+    c.faults().drop_watches();
+    c.faults().expire_next_watch();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    pods.create(&PostParams::default(), &pod("after")).await.unwrap();
+    within("the watcher to see the pod created after its watch was cut", async {
+        loop {
+            let p = stream.try_next().await.expect("watcher recovers").expect("stream continues");
+            if p.metadata.name.as_deref() == Some("after") {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn watch_list_initial_events_end_with_bookmark() {
+    let c = start("watchlist").await;
+    let pods: Api<Pod> = Api::namespaced(client(&c).await, "default");
+    pods.create(&PostParams::default(), &pod("x")).await.unwrap();
+    let wp = WatchParams::default().initial_events().timeout(1);
+    let events: Vec<(String, String)> = within(
+        "watch-list stream",
+        pods.watch(&wp, "").await.unwrap().map(|e| kind_and_name(&e.unwrap())).collect(),
+    )
+    .await;
+    assert_eq!(events.first(), Some(&("ADDED".to_string(), "x".to_string())));
+    assert_eq!(events.get(1).map(|e| e.0.as_str()), Some("BOOKMARK"));
+}
