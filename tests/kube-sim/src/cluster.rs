@@ -121,7 +121,9 @@ impl Drop for Cluster {
 
 impl Cluster {
     pub async fn start(cfg: ClusterConfig) -> anyhow::Result<Cluster> {
-        let listener = TcpListener::bind(cfg.addr).await.with_context(|| format!("binding {}", cfg.addr))?;
+        let listener = TcpListener::bind(cfg.addr)
+            .await
+            .with_context(|| format!("binding {}", cfg.addr))?;
         let addr = listener.local_addr()?;
         let mut tokens = cfg.tokens.clone();
         let token = match tokens.keys().next() {
@@ -147,7 +149,11 @@ impl Cluster {
                 ops::create(&mut store, &def, "", json!({"metadata": {"name": ns}})).map_err(anyhow::Error::new)?;
             }
         }
-        let tls = if cfg.tls { Some(crate::tls::generate(&cfg.name)?) } else { None };
+        let tls = if cfg.tls {
+            Some(crate::tls::generate(&cfg.name)?)
+        } else {
+            None
+        };
         let ca_pem = tls.as_ref().map(|t| t.ca_pem.clone());
         let acceptor = tls.map(|t| tokio_rustls::TlsAcceptor::from(t.config));
         let mut tasks = vec![tokio::spawn(accept_loop(state.clone(), listener, addr, acceptor))];
@@ -157,7 +163,15 @@ impl Cluster {
             tasks.push(task);
             kubelet
         });
-        Ok(Cluster { state, addr, tls: cfg.tls, ca_pem, token, tasks, kubelet })
+        Ok(Cluster {
+            state,
+            addr,
+            tls: cfg.tls,
+            ca_pem,
+            token,
+            tasks,
+            kubelet,
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -205,7 +219,10 @@ impl Cluster {
             .store()
             .find_def(group, version, plural)
             .ok_or_else(ApiError::path_not_found)?;
-        Ok(ObjectApi { state: self.state.clone(), def })
+        Ok(ObjectApi {
+            state: self.state.clone(),
+            def,
+        })
     }
 }
 
@@ -278,7 +295,15 @@ impl ObjectApi {
 
     pub fn patch(&self, ns: &str, name: &str, kind: PatchType, patch: &Value) -> ApiResult<Value> {
         let body = patch.to_string();
-        let obj = ops::patch(&mut self.state.store(), &self.def, ns, name, Sub::Main, kind, body.as_bytes())?;
+        let obj = ops::patch(
+            &mut self.state.store(),
+            &self.def,
+            ns,
+            name,
+            Sub::Main,
+            kind,
+            body.as_bytes(),
+        )?;
         Ok(self.present(&obj))
     }
 
@@ -288,13 +313,21 @@ impl ObjectApi {
     }
 
     pub async fn list(&self, ns: Option<&str>) -> ApiResult<Vec<Value>> {
-        let sel = Selection { namespace: ns.map(String::from), ..Default::default() };
+        let sel = Selection {
+            namespace: ns.map(String::from),
+            ..Default::default()
+        };
         let r = read::list(&self.state, &self.def, &sel, &ListParams::default()).await?;
         Ok(r.items.iter().map(|o| self.present(o)).collect())
     }
 }
 
-async fn accept_loop(state: Arc<ClusterState>, first: TcpListener, addr: SocketAddr, tls: Option<tokio_rustls::TlsAcceptor>) {
+async fn accept_loop(
+    state: Arc<ClusterState>,
+    first: TcpListener,
+    addr: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let mut online = state.faults.online_signal();
     let mut listener = Some(first);
     loop {
@@ -326,7 +359,11 @@ async fn accept_loop(state: Arc<ClusterState>, first: TcpListener, addr: SocketA
     }
 }
 
-async fn serve_connection(state: Arc<ClusterState>, stream: tokio::net::TcpStream, tls: Option<tokio_rustls::TlsAcceptor>) {
+async fn serve_connection(
+    state: Arc<ClusterState>,
+    stream: tokio::net::TcpStream,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let mut online = state.faults.online_signal();
     let service = hyper::service::service_fn(move |req| crate::server::handle(state.clone(), req));
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -357,13 +394,18 @@ async fn reaper(state: Arc<ClusterState>) {
         tick.tick().await;
         let mut store = state.store();
         let ns_key = (String::new(), "namespaces".to_string());
-        let crd_key = ("apiextensions.k8s.io".to_string(), "customresourcedefinitions".to_string());
+        let crd_key = (
+            "apiextensions.k8s.io".to_string(),
+            "customresourcedefinitions".to_string(),
+        );
         let ns_def = store.storage_def(&ns_key).expect("namespaces");
         let crd_def = store.storage_def(&crd_key).expect("crds");
         let terminating: Vec<Arc<Obj>> = store
             .table(&ns_key)
             .values()
-            .filter(|o| serde_json::from_slice::<Value>(&o.json).is_ok_and(|v| meta_str(&v, "deletionTimestamp").is_some()))
+            .filter(|o| {
+                serde_json::from_slice::<Value>(&o.json).is_ok_and(|v| meta_str(&v, "deletionTimestamp").is_some())
+            })
             .cloned()
             .collect();
         for ns in terminating {
@@ -379,7 +421,8 @@ async fn reaper(state: Arc<ClusterState>) {
                 continue;
             }
             for (key, obj) in contents {
-                let deleting = serde_json::from_slice::<Value>(&obj.json).is_ok_and(|v| meta_str(&v, "deletionTimestamp").is_some());
+                let deleting = serde_json::from_slice::<Value>(&obj.json)
+                    .is_ok_and(|v| meta_str(&v, "deletionTimestamp").is_some());
                 if deleting {
                     continue;
                 }
@@ -423,7 +466,12 @@ async fn reaper(state: Arc<ClusterState>) {
 }
 
 /// Patch helper for callers that hold a [`ClusterState`] (kubelet-lite).
-pub(crate) fn patch_status(state: &ClusterState, ns: &str, name: &str, f: impl FnOnce(&mut Value) -> bool) -> ApiResult<()> {
+pub(crate) fn patch_status(
+    state: &ClusterState,
+    ns: &str,
+    name: &str,
+    f: impl FnOnce(&mut Value) -> bool,
+) -> ApiResult<()> {
     let mut store = state.store();
     let def = store.find_def("", "v1", "pods").expect("pods are built in");
     let obj = ops::get(&store, &def, ns, name)?;

@@ -14,7 +14,14 @@ use crate::status::{ApiError, ApiResult};
 pub const CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
 
 fn crd_invalid(name: &str, field: &str, kind: &str, detail: &str) -> ApiError {
-    ApiError::invalid("apiextensions.k8s.io", "CustomResourceDefinition", name, field, kind, detail)
+    ApiError::invalid(
+        "apiextensions.k8s.io",
+        "CustomResourceDefinition",
+        name,
+        field,
+        kind,
+        detail,
+    )
 }
 
 /// Checks a new or updated CRD and fills in what the apiextensions server sets: the
@@ -49,17 +56,30 @@ pub fn prepare(v: &mut Value, creating: bool) -> ApiResult<()> {
                 &name,
                 "spec.scope",
                 "Unsupported value",
-                &format!("{:?}: supported values: \"Cluster\", \"Namespaced\"", other.unwrap_or("")),
+                &format!(
+                    "{:?}: supported values: \"Cluster\", \"Namespaced\"",
+                    other.unwrap_or("")
+                ),
             ))
         }
     }
     let versions = spec["versions"].as_array().cloned().unwrap_or_default();
     if versions.is_empty() {
-        return Err(crd_invalid(&name, "spec.versions", "Invalid value", "must have exactly one version marked as storage version"));
+        return Err(crd_invalid(
+            &name,
+            "spec.versions",
+            "Invalid value",
+            "must have exactly one version marked as storage version",
+        ));
     }
     let storage: Vec<&Value> = versions.iter().filter(|v| v["storage"] == true).collect();
     if storage.len() != 1 {
-        return Err(crd_invalid(&name, "spec.versions", "Invalid value", "must have exactly one version marked as storage version"));
+        return Err(crd_invalid(
+            &name,
+            "spec.versions",
+            "Invalid value",
+            "must have exactly one version marked as storage version",
+        ));
     }
     let storage_version = storage[0]["name"].as_str().unwrap_or("").to_string();
     if creating {
@@ -102,7 +122,10 @@ pub fn defs_for(v: &Value) -> Vec<Arc<ResourceDef>> {
     let names = &spec["names"];
     let plural = names["plural"].as_str().unwrap_or("");
     let kind = names["kind"].as_str().unwrap_or("");
-    let singular = names["singular"].as_str().map(String::from).unwrap_or_else(|| kind.to_lowercase());
+    let singular = names["singular"]
+        .as_str()
+        .map(String::from)
+        .unwrap_or_else(|| kind.to_lowercase());
     let short: Vec<&str> = names["shortNames"]
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_str).collect())
@@ -205,8 +228,10 @@ fn walk(schema: &Value, v: &mut Value, path: &str, errors: &mut Vec<FieldError>)
     let int_or_string = schema["x-kubernetes-int-or-string"] == true;
     if let Some(want) = schema["type"].as_str() {
         let got = type_name(v);
-        let ok = got == want || (want == "number" && got == "integer") || (int_or_string && matches!(got, "integer" | "string"));
-        if !ok && !(int_or_string && got == "string") {
+        let ok = got == want
+            || (want == "number" && got == "integer")
+            || (int_or_string && matches!(got, "integer" | "string"));
+        if !ok {
             errors.push((
                 path.to_string(),
                 "Invalid value",
@@ -218,18 +243,30 @@ fn walk(schema: &Value, v: &mut Value, path: &str, errors: &mut Vec<FieldError>)
     if let Some(allowed) = schema["enum"].as_array() {
         if !allowed.contains(v) {
             let list: Vec<String> = allowed.iter().map(|a| a.to_string()).collect();
-            errors.push((path.to_string(), "Unsupported value", format!("{v}: supported values: {}", list.join(", "))));
+            errors.push((
+                path.to_string(),
+                "Unsupported value",
+                format!("{v}: supported values: {}", list.join(", ")),
+            ));
         }
     }
     if let Some(n) = v.as_f64() {
         if let Some(min) = schema["minimum"].as_f64() {
             if n < min {
-                errors.push((path.to_string(), "Invalid value", format!("{v}: {path} in body should be greater than or equal to {min}")));
+                errors.push((
+                    path.to_string(),
+                    "Invalid value",
+                    format!("{v}: {path} in body should be greater than or equal to {min}"),
+                ));
             }
         }
         if let Some(max) = schema["maximum"].as_f64() {
             if n > max {
-                errors.push((path.to_string(), "Invalid value", format!("{v}: {path} in body should be less than or equal to {max}")));
+                errors.push((
+                    path.to_string(),
+                    "Invalid value",
+                    format!("{v}: {path} in body should be less than or equal to {max}"),
+                ));
             }
         }
     }
@@ -274,9 +311,18 @@ fn apply_defaults(props: &Map<String, Value>, obj: &mut Map<String, Value>) {
 }
 
 fn check_required(schema: &Value, obj: &Map<String, Value>, path: &str, errors: &mut Vec<FieldError>) {
-    for r in schema["required"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+    for r in schema["required"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
         if !obj.contains_key(r) {
-            let field = if path.is_empty() { r.to_string() } else { format!("{path}.{r}") };
+            let field = if path.is_empty() {
+                r.to_string()
+            } else {
+                format!("{path}.{r}")
+            };
             errors.push((field, "Required value", String::new()));
         }
     }
@@ -287,7 +333,19 @@ mod tests {
     use super::*;
 
     fn def(schema: Value) -> Arc<ResourceDef> {
-        ResourceDef::new("ex.dev", "v1", "things", "thing", "Thing", true, true, &[], Flavor::Custom, &[], Some(schema))
+        ResourceDef::new(
+            "ex.dev",
+            "v1",
+            "things",
+            "thing",
+            "Thing",
+            true,
+            true,
+            &[],
+            Flavor::Custom,
+            &[],
+            Some(schema),
+        )
     }
 
     #[test]
@@ -301,8 +359,11 @@ mod tests {
         let mut v = json!({"metadata": {"name": "t"}, "spec": {"port": 80, "junk": 1, "opt": null,
                            "free": {"anything": [1]}}, "other": 2});
         apply_schema(&d, "t", &mut v).unwrap();
-        assert_eq!(v, json!({"metadata": {"name": "t"}, "spec": {"port": 80, "opt": null,
-                                 "free": {"anything": [1]}, "mode": "a"}}));
+        assert_eq!(
+            v,
+            json!({"metadata": {"name": "t"}, "spec": {"port": 80, "opt": null,
+                                 "free": {"anything": [1]}, "mode": "a"}})
+        );
         let mut bad = json!({"spec": {"port": "x"}});
         let e = apply_schema(&d, "t", &mut bad).unwrap_err();
         assert_eq!(e.code, 422);

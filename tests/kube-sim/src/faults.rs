@@ -31,7 +31,11 @@ impl Failure {
                 e
             }
             Failure::ServiceUnavailable { retry_after_seconds } => {
-                let mut e = ApiError::new(503, "ServiceUnavailable", "the server is currently unable to handle the request");
+                let mut e = ApiError::new(
+                    503,
+                    "ServiceUnavailable",
+                    "the server is currently unable to handle the request",
+                );
                 e.retry_after = Some(retry_after_seconds);
                 e
             }

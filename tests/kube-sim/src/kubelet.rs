@@ -40,7 +40,11 @@ pub struct KubeletConfig {
 
 impl Default for KubeletConfig {
     fn default() -> Self {
-        KubeletConfig { start_delay: Duration::from_millis(50), ready_delay: Some(Duration::from_millis(100)), terminate_delay: Duration::from_millis(50) }
+        KubeletConfig {
+            start_delay: Duration::from_millis(50),
+            ready_delay: Some(Duration::from_millis(100)),
+            terminate_delay: Duration::from_millis(50),
+        }
     }
 }
 
@@ -62,7 +66,10 @@ pub struct Kubelet {
 impl Kubelet {
     /// Starts the kubelet; the cluster owns the returned task and aborts it on shutdown.
     pub(crate) fn start(state: Arc<ClusterState>, cfg: KubeletConfig) -> (Kubelet, JoinHandle<()>) {
-        let tracked = Arc::new(Mutex::new(Tracked { next_ip: 1, ..Default::default() }));
+        let tracked = Arc::new(Mutex::new(Tracked {
+            next_ip: 1,
+            ..Default::default()
+        }));
         let task = tokio::spawn(run(state.clone(), cfg, tracked.clone()));
         (Kubelet { state, tracked }, task)
     }
@@ -75,7 +82,11 @@ impl Kubelet {
             let def = store.find_def("", "v1", "pods").expect("pods");
             ops::get(&store, &def, ns, name)?.uid.clone()
         };
-        self.tracked.lock().expect("kubelet lock").ready_override.insert(uid, ready);
+        self.tracked
+            .lock()
+            .expect("kubelet lock")
+            .ready_override
+            .insert(uid, ready);
         patch_status(&self.state, ns, name, |v| {
             let mut changed = set_condition(v, "ContainersReady", ready, (!ready).then_some("ContainersNotReady"));
             changed |= apply_ready(v);
@@ -104,7 +115,9 @@ async fn run(state: Arc<ClusterState>, cfg: KubeletConfig, tracked: Arc<Mutex<Tr
         }
         loop {
             match rx.recv().await {
-                Ok(ev) if ev.storage == key && ev.kind != EventType::Deleted => reconcile(&state, &cfg, &tracked, &ev.obj.key),
+                Ok(ev) if ev.storage == key && ev.kind != EventType::Deleted => {
+                    reconcile(&state, &cfg, &tracked, &ev.obj.key)
+                }
                 Ok(ev) if ev.storage == key => {
                     let mut t = tracked.lock().expect("kubelet lock");
                     t.started.remove(&ev.obj.uid);
@@ -150,18 +163,25 @@ fn reconcile(state: &Arc<ClusterState>, cfg: &KubeletConfig, tracked: &Arc<Mutex
                 tokio::time::sleep(delay).await;
                 let mut store = state.store();
                 let def = store.find_def("", "v1", "pods").expect("pods");
-                let opts = DeleteOpts { grace_period_seconds: Some(0), precondition_uid: Some(uid), ..Default::default() };
+                let opts = DeleteOpts {
+                    grace_period_seconds: Some(0),
+                    precondition_uid: Some(uid),
+                    ..Default::default()
+                };
                 let _ = ops::delete(&mut store, &def, &ns, &name, &opts);
             });
         }
         return;
     }
     if t.started.insert(uid.clone()) {
-        let ip = v["metadata"]["annotations"][POD_IP_ANNOTATION].as_str().map(String::from).unwrap_or_else(|| {
-            let n = t.next_ip;
-            t.next_ip += 1;
-            Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 1, 0, 0)) + n).to_string()
-        });
+        let ip = v["metadata"]["annotations"][POD_IP_ANNOTATION]
+            .as_str()
+            .map(String::from)
+            .unwrap_or_else(|| {
+                let n = t.next_ip;
+                t.next_ip += 1;
+                Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 1, 0, 0)) + n).to_string()
+            });
         let (state, cfg, tracked) = (state.clone(), cfg.clone(), tracked.clone());
         tokio::spawn(async move {
             tokio::time::sleep(cfg.start_delay).await;
@@ -181,8 +201,10 @@ fn reconcile(state: &Arc<ClusterState>, cfg: &KubeletConfig, tracked: &Arc<Mutex
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .map(|c| json!({"name": c["name"], "image": c["image"], "imageID": "", "ready": false,
-                                    "restartCount": 0, "started": true, "state": {"running": {"startedAt": now}}}))
+                    .map(|c| {
+                        json!({"name": c["name"], "image": c["image"], "imageID": "", "ready": false,
+                                    "restartCount": 0, "started": true, "state": {"running": {"startedAt": now}}})
+                    })
                     .collect();
                 v["status"]["containerStatuses"] = json!(statuses);
                 apply_ready(v);

@@ -37,7 +37,13 @@ fn parse_args() -> Result<Args, String> {
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
         match arg.as_str() {
-            "--clusters" => a.clusters = value("--clusters")?.split(',').map(String::from).filter(|s| !s.is_empty()).collect(),
+            "--clusters" => {
+                a.clusters = value("--clusters")?
+                    .split(',')
+                    .map(String::from)
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            }
             "--kubeconfig" => a.kubeconfig = value("--kubeconfig")?.into(),
             "--port" => a.port = value("--port")?.parse().map_err(|e| format!("--port: {e}"))?,
             "--plain-http" => a.tls = false,
@@ -56,7 +62,9 @@ fn parse_args() -> Result<Args, String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
@@ -70,7 +78,9 @@ async fn main() -> ExitCode {
         cfg.tls = args.tls;
         cfg.history = args.history;
         if args.port != 0 {
-            cfg.addr = format!("127.0.0.1:{}", args.port + i as u16).parse().expect("valid address");
+            cfg.addr = format!("127.0.0.1:{}", args.port + i as u16)
+                .parse()
+                .expect("valid address");
         }
         if let Some(f) = &args.token_file {
             cfg = match cfg.token_file(f) {

@@ -39,11 +39,18 @@ pub fn storage_key(namespace: &str, name: &str) -> String {
 impl Obj {
     /// Builds the stored form. `v` must be an object; `kind`/`apiVersion` are dropped.
     pub fn from_value(def: &ResourceDef, mut v: Value) -> ApiResult<Obj> {
-        let map = v.as_object_mut().ok_or_else(|| ApiError::bad_request("object is not a JSON object"))?;
+        let map = v
+            .as_object_mut()
+            .ok_or_else(|| ApiError::bad_request("object is not a JSON object"))?;
         map.shift_remove("kind");
         map.shift_remove("apiVersion");
         let meta = map.get("metadata").and_then(Value::as_object);
-        let s = |k: &str| meta.and_then(|m| m.get(k)).and_then(Value::as_str).unwrap_or("").to_string();
+        let s = |k: &str| {
+            meta.and_then(|m| m.get(k))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
         let (namespace, name, uid) = (s("namespace"), s("name"), s("uid"));
         let rv = meta
             .and_then(|m| m.get("resourceVersion"))
@@ -59,9 +66,22 @@ impl Obj {
                     .collect()
             })
             .unwrap_or_default();
-        let fields = def.extra_fields.iter().map(|f| field_value(def.flavor, &v, f)).collect();
+        let fields = def
+            .extra_fields
+            .iter()
+            .map(|f| field_value(def.flavor, &v, f))
+            .collect();
         let json = Bytes::from(serde_json::to_vec(&v).map_err(|e| ApiError::internal(e.to_string()))?);
-        Ok(Obj { key: storage_key(&namespace, &name), namespace, name, uid, rv, labels, fields, json })
+        Ok(Obj {
+            key: storage_key(&namespace, &name),
+            namespace,
+            name,
+            uid,
+            rv,
+            labels,
+            fields,
+            json,
+        })
     }
 
     /// The stored object parsed back, with `kind`/`apiVersion` of `def`.
@@ -147,7 +167,9 @@ pub fn is_dns1123_subdomain(s: &str) -> bool {
         && s.len() <= 253
         && s.split('.').all(|label| {
             !label.is_empty()
-                && label.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })

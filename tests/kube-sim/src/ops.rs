@@ -11,7 +11,9 @@ use serde_json::{json, Value};
 
 use crate::crd;
 use crate::events;
-use crate::object::{finalizers, is_dns1123_label, is_dns1123_subdomain, meta_mut, meta_str, now_rfc3339, rfc3339_in, storage_key, Obj};
+use crate::object::{
+    finalizers, is_dns1123_label, is_dns1123_subdomain, meta_mut, meta_str, now_rfc3339, rfc3339_in, storage_key, Obj,
+};
 use crate::patch::{self, PatchType};
 use crate::pods;
 use crate::resources::{Flavor, ResourceDef};
@@ -38,7 +40,9 @@ const NAME_CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 fn generate_name(prefix: &str) -> String {
     use rand::Rng;
     let mut rng = rand::rng();
-    let suffix: String = (0..5).map(|_| NAME_CHARS[rng.random_range(0..NAME_CHARS.len())] as char).collect();
+    let suffix: String = (0..5)
+        .map(|_| NAME_CHARS[rng.random_range(0..NAME_CHARS.len())] as char)
+        .collect();
     format!("{prefix}{suffix}")
 }
 
@@ -75,7 +79,9 @@ pub fn present(def: &ResourceDef, storage_def: &ResourceDef, obj: &Obj) -> Value
 }
 
 fn storage_def(store: &Store, def: &ResourceDef) -> Arc<ResourceDef> {
-    store.storage_def(&def.storage_key()).expect("every served resource has a storage definition")
+    store
+        .storage_def(&def.storage_key())
+        .expect("every served resource has a storage definition")
 }
 
 pub fn get(store: &Store, def: &ResourceDef, ns: &str, name: &str) -> ApiResult<Arc<Obj>> {
@@ -95,7 +101,7 @@ fn check_namespace_open(store: &Store, def: &ResourceDef, ns: &str, name: &str) 
             "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
             crate::status::qualified_resource(&def.group, &def.plural)
         ));
-        e.details = Some(json!({"name": name, "kind": def.plural, "causes": [{
+        e = e.with_details(json!({"name": name, "kind": def.plural, "causes": [{
             "reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"),
             "field": "metadata.namespace"}]}));
         return Err(e);
@@ -111,12 +117,22 @@ pub fn create(store: &mut Store, def: &ResourceDef, ns: &str, body: Value) -> Ap
     }
     let kind = invalid_kind(def);
     let meta = meta_mut(&mut v);
-    if meta.get("resourceVersion").and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
-        return Err(ApiError::bad_request("resourceVersion should not be set on objects to be created"));
+    if meta
+        .get("resourceVersion")
+        .and_then(Value::as_str)
+        .is_some_and(|s| !s.is_empty())
+    {
+        return Err(ApiError::bad_request(
+            "resourceVersion should not be set on objects to be created",
+        ));
     }
     let mut name = meta.get("name").and_then(Value::as_str).unwrap_or("").to_string();
     if name.is_empty() {
-        if let Some(prefix) = meta.get("generateName").and_then(Value::as_str).filter(|p| !p.is_empty()) {
+        if let Some(prefix) = meta
+            .get("generateName")
+            .and_then(Value::as_str)
+            .filter(|p| !p.is_empty())
+        {
             name = generate_name(prefix);
             meta.insert("name".into(), json!(name));
         }
@@ -133,9 +149,20 @@ pub fn create(store: &mut Store, def: &ResourceDef, ns: &str, body: Value) -> Ap
         meta.shift_remove("namespace");
     }
     if name.is_empty() {
-        return Err(ApiError::invalid(&def.group, &kind, "", "metadata.name", "Required value", "name or generateName is required"));
+        return Err(ApiError::invalid(
+            &def.group,
+            &kind,
+            "",
+            "metadata.name",
+            "Required value",
+            "name or generateName is required",
+        ));
     }
-    let name_ok = if def.flavor == Flavor::Namespace { is_dns1123_label(&name) } else { is_dns1123_subdomain(&name) };
+    let name_ok = if def.flavor == Flavor::Namespace {
+        is_dns1123_label(&name)
+    } else {
+        is_dns1123_subdomain(&name)
+    };
     if !name_ok {
         return Err(ApiError::invalid(
             &def.group,
@@ -157,7 +184,13 @@ pub fn create(store: &mut Store, def: &ResourceDef, ns: &str, body: Value) -> Ap
         return Err(ApiError::already_exists(&def.group, &def.plural, &name));
     }
     let meta = meta_mut(&mut v);
-    for k in ["deletionTimestamp", "deletionGracePeriodSeconds", "generation", "managedFields", "selfLink"] {
+    for k in [
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+        "managedFields",
+        "selfLink",
+    ] {
         meta.shift_remove(k);
     }
     meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
@@ -202,7 +235,14 @@ fn register_crd(store: &mut Store, v: &Value) {
 }
 
 /// `PUT`: replaces the object (or its status).
-pub fn update(store: &mut Store, def: &ResourceDef, ns: &str, name: &str, sub: Sub, body: Value) -> ApiResult<Arc<Obj>> {
+pub fn update(
+    store: &mut Store,
+    def: &ResourceDef,
+    ns: &str,
+    name: &str,
+    sub: Sub,
+    body: Value,
+) -> ApiResult<Arc<Obj>> {
     let new_v = to_storage(def, body);
     if !new_v.is_object() {
         return Err(ApiError::bad_request("the body of the request is not a JSON object"));
@@ -226,7 +266,11 @@ pub fn update(store: &mut Store, def: &ResourceDef, ns: &str, name: &str, sub: S
         if sub == Sub::Main && matches!(def.flavor, Flavor::Lease | Flavor::CoreEvent | Flavor::EventsV1) {
             let mut v = new_v;
             meta_mut(&mut v).shift_remove("resourceVersion");
-            let v = if def.flavor == Flavor::EventsV1 { events::core_to_v1(v) } else { v };
+            let v = if def.flavor == Flavor::EventsV1 {
+                events::core_to_v1(v)
+            } else {
+                v
+            };
             return create(store, def, ns, v);
         }
         return Err(ApiError::not_found(&def.group, &def.plural, name));
@@ -258,7 +302,13 @@ pub fn patch(
     finish_update(store, def, &old, to_storage(def, patched), sub)
 }
 
-fn finish_update(store: &mut Store, def: &ResourceDef, old: &Arc<Obj>, mut new_v: Value, sub: Sub) -> ApiResult<Arc<Obj>> {
+fn finish_update(
+    store: &mut Store,
+    def: &ResourceDef,
+    old: &Arc<Obj>,
+    mut new_v: Value,
+    sub: Sub,
+) -> ApiResult<Arc<Obj>> {
     let sdef = storage_def(store, def);
     let mut old_v = old.value(&sdef);
     let kind = invalid_kind(def);
@@ -304,7 +354,15 @@ fn finish_update(store: &mut Store, def: &ResourceDef, old: &Arc<Obj>, mut new_v
             }
             let old_meta = old_v["metadata"].clone();
             let meta = meta_mut(&mut new_v);
-            for k in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "namespace", "name"] {
+            for k in [
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+                "namespace",
+                "name",
+            ] {
                 match old_meta.get(k) {
                     Some(val) => {
                         meta.insert(k.into(), val.clone());
@@ -366,7 +424,11 @@ fn finish_update(store: &mut Store, def: &ResourceDef, old: &Arc<Obj>, mut new_v
         && finalizers(&next).is_empty()
         && next["metadata"]["deletionGracePeriodSeconds"].as_i64().unwrap_or(0) == 0;
     let obj = Arc::new(Obj::from_value(&sdef, next.clone())?);
-    let kind = if delete_now { EventType::Deleted } else { EventType::Modified };
+    let kind = if delete_now {
+        EventType::Deleted
+    } else {
+        EventType::Modified
+    };
     store.commit(def.storage_key(), kind, obj.clone(), Some(old.clone()));
     if def.flavor == Flavor::Crd {
         if delete_now {
@@ -409,7 +471,10 @@ pub fn delete(store: &mut Store, def: &ResourceDef, ns: &str, name: &str, opts: 
                 &def.group,
                 &def.plural,
                 name,
-                &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", old.uid),
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    old.uid
+                ),
             ));
         }
     }
@@ -430,7 +495,11 @@ pub fn delete(store: &mut Store, def: &ResourceDef, ns: &str, name: &str, opts: 
     let fins = finalizers(&v);
     let deleting = meta_str(&v, "deletionTimestamp").is_some();
     let graceful = def.flavor == Flavor::Pod;
-    let grace = if graceful { pods::grace_period(&v, opts.grace_period_seconds) } else { 0 };
+    let grace = if graceful {
+        pods::grace_period(&v, opts.grace_period_seconds)
+    } else {
+        0
+    };
 
     if def.flavor == Flavor::Namespace {
         // The namespace controller (the reaper) empties it, then removes it.

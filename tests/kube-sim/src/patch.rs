@@ -75,10 +75,12 @@ pub fn apply(kind: PatchType, doc: &Value, body: &[u8], strategic_allowed: bool)
 }
 
 fn decode(body: &[u8]) -> ApiResult<Value> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
     if !v.is_object() {
-        return Err(ApiError::bad_request("error decoding patch: patch is not a JSON object"));
+        return Err(ApiError::bad_request(
+            "error decoding patch: patch is not a JSON object",
+        ));
     }
     Ok(v)
 }
@@ -89,8 +91,12 @@ fn json_patch_error(e: json_patch::PatchError) -> ApiError {
     // kube-apiserver replaces the jsonpatch text with this generic message
     // (NewGenericServerResponse); the cause is only in its logs.
     tracing::debug!(error = %e, "JSON patch rejected");
-    ApiError::new(422, "Invalid", "the server rejected our request due to an error in our request")
-        .with_empty_details()
+    ApiError::new(
+        422,
+        "Invalid",
+        "the server rejected our request due to an error in our request",
+    )
+    .with_empty_details()
 }
 
 enum ListStrategy {
@@ -167,7 +173,9 @@ fn strategic_merge(orig: &mut Value, patch: &Value, path: &str) -> ApiResult<()>
             continue;
         }
         if k == "$retainKeys" {
-            retain = pv.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect());
+            retain = pv
+                .as_array()
+                .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect());
             continue;
         }
         let om = orig.as_object_mut().expect("orig is an object");
@@ -258,8 +266,11 @@ mod tests {
     fn conditions_merge_by_type() {
         let doc = json!({"status": {"conditions": [
             {"type": "Ready", "status": "False"}, {"type": "PodScheduled", "status": "True"}]}});
-        let out = smp(doc, json!({"status": {"conditions": [
-            {"type": "Ready", "status": "True"}, {"type": "sluice.dev/traffic-ready", "status": "True"}]}}));
+        let out = smp(
+            doc,
+            json!({"status": {"conditions": [
+            {"type": "Ready", "status": "True"}, {"type": "sluice.dev/traffic-ready", "status": "True"}]}}),
+        );
         assert_eq!(
             out["status"]["conditions"],
             json!([{"type": "Ready", "status": "True"}, {"type": "PodScheduled", "status": "True"},
@@ -280,8 +291,11 @@ mod tests {
     fn delete_directive_and_null() {
         let doc = json!({"metadata": {"labels": {"a": "1", "b": "2"}},
                          "status": {"conditions": [{"type": "X"}, {"type": "Y"}]}});
-        let out = smp(doc, json!({"metadata": {"labels": {"a": null}},
-                                  "status": {"conditions": [{"type": "X", "$patch": "delete"}]}}));
+        let out = smp(
+            doc,
+            json!({"metadata": {"labels": {"a": null}},
+                                  "status": {"conditions": [{"type": "X", "$patch": "delete"}]}}),
+        );
         assert_eq!(out["metadata"]["labels"], json!({"b": "2"}));
         assert_eq!(out["status"]["conditions"], json!([{"type": "Y"}]));
     }

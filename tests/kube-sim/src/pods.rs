@@ -51,7 +51,8 @@ fn container_defaults(c: &mut Map<String, Value>) {
         "Always"
     };
     c.entry("imagePullPolicy").or_insert(json!(pull));
-    c.entry("terminationMessagePath").or_insert(json!("/dev/termination-log"));
+    c.entry("terminationMessagePath")
+        .or_insert(json!("/dev/termination-log"));
     c.entry("terminationMessagePolicy").or_insert(json!("File"));
     c.entry("resources").or_insert(json!({}));
     if let Some(Value::Array(ports)) = c.get_mut("ports") {
@@ -91,7 +92,14 @@ fn qos_class(v: &Value) -> &'static str {
 pub fn validate_create(name: &str, v: &Value) -> ApiResult<()> {
     let containers = v["spec"]["containers"].as_array();
     if containers.is_none_or(|c| c.is_empty()) {
-        return Err(ApiError::invalid("", "Pod", name, "spec.containers", "Required value", ""));
+        return Err(ApiError::invalid(
+            "",
+            "Pod",
+            name,
+            "spec.containers",
+            "Required value",
+            "",
+        ));
     }
     for (i, c) in containers.into_iter().flatten().enumerate() {
         for field in ["name", "image"] {
@@ -122,7 +130,12 @@ pub fn validate_update(name: &str, old: &Value, new: &Value) -> ApiResult<()> {
             }
         }
         if let Some(m) = s.as_object_mut() {
-            for k in ["activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds", "schedulingGates"] {
+            for k in [
+                "activeDeadlineSeconds",
+                "tolerations",
+                "terminationGracePeriodSeconds",
+                "schedulingGates",
+            ] {
                 m.shift_remove(k);
             }
         }
@@ -174,7 +187,9 @@ pub fn set_condition(v: &mut Value, ctype: &str, status: bool, reason: Option<&s
     if !v["status"]["conditions"].is_array() {
         v["status"]["conditions"] = json!([]);
     }
-    let conds = v["status"]["conditions"].as_array_mut().expect("conditions is an array");
+    let conds = v["status"]["conditions"]
+        .as_array_mut()
+        .expect("conditions is an array");
     let now = now_rfc3339();
     match conds.iter_mut().find(|c| c["type"] == ctype) {
         Some(c) if c["status"] == status_s && c.get("reason").and_then(Value::as_str) == reason => false,
@@ -233,12 +248,13 @@ mod tests {
         set_condition(&mut p, "sluice.dev/traffic-ready", true, None);
         assert_eq!(computed_ready(&p), (true, None));
         set_condition(&mut p, "ContainersReady", false, None);
-        assert_eq!(computed_ready(&p).0, false);
+        assert!(!computed_ready(&p).0);
     }
 
     #[test]
     fn grace_rules() {
-        let scheduled = json!({"spec": {"nodeName": "n", "terminationGracePeriodSeconds": 30}, "status": {"phase": "Running"}});
+        let scheduled =
+            json!({"spec": {"nodeName": "n", "terminationGracePeriodSeconds": 30}, "status": {"phase": "Running"}});
         assert_eq!(grace_period(&scheduled, None), 30);
         assert_eq!(grace_period(&scheduled, Some(0)), 0);
         assert_eq!(grace_period(&scheduled, Some(-5)), 1);

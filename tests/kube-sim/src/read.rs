@@ -28,10 +28,18 @@ pub struct Selection {
 }
 
 impl Selection {
-    pub fn parse(def: &ResourceDef, namespace: Option<String>, labels: Option<&str>, fields: Option<&str>) -> ApiResult<Self> {
+    pub fn parse(
+        def: &ResourceDef,
+        namespace: Option<String>,
+        labels: Option<&str>,
+        fields: Option<&str>,
+    ) -> ApiResult<Self> {
         let labels = LabelSelector::parse(labels.unwrap_or(""))?;
         let supported = def.selectable_fields();
-        let generic = !matches!(def.flavor, Flavor::Pod | Flavor::Namespace | Flavor::CoreEvent | Flavor::EventsV1);
+        let generic = !matches!(
+            def.flavor,
+            Flavor::Pod | Flavor::Namespace | Flavor::CoreEvent | Flavor::EventsV1
+        );
         let fields = match fields {
             Some(f) if def.flavor == Flavor::EventsV1 => {
                 // Parse against the v1 labels, then filter on the storage's labels.
@@ -57,7 +65,11 @@ impl Selection {
             Some(f) => FieldSelector::parse(f, &supported, generic)?,
             None => FieldSelector::default(),
         };
-        Ok(Selection { namespace, labels, fields })
+        Ok(Selection {
+            namespace,
+            labels,
+            fields,
+        })
     }
 
     pub fn matches(&self, sdef: &ResourceDef, obj: &Obj) -> bool {
@@ -107,10 +119,16 @@ fn decode_continue(token: &str) -> ApiResult<(u64, String)> {
         .map_err(|e| bad(&e.to_string()))?;
     let v: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| bad(&e.to_string()))?;
     if v["v"] != "meta.k8s.io/v1" {
-        return Err(bad("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)"));
+        return Err(bad(
+            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+        ));
     }
-    let rv = v["rv"].as_u64().ok_or_else(|| bad("continue key is not valid: incorrect encoded start resourceVersion"))?;
-    let start = v["start"].as_str().ok_or_else(|| bad("continue key is not valid: missing start"))?;
+    let rv = v["rv"]
+        .as_u64()
+        .ok_or_else(|| bad("continue key is not valid: incorrect encoded start resourceVersion"))?;
+    let start = v["start"]
+        .as_str()
+        .ok_or_else(|| bad("continue key is not valid: missing start"))?;
     Ok((rv, start.to_string()))
 }
 
@@ -123,8 +141,14 @@ async fn wait_for_rv(state: &ClusterState, rv: u64) -> ApiResult<()> {
             return Ok(());
         }
         if tokio::time::Instant::now() >= deadline {
-            let mut e = ApiError::new(504, "Timeout", format!("Timeout: Too large resource version: {rv}, current: {current}"));
-            e.details = Some(json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}]}));
+            let mut e = ApiError::new(
+                504,
+                "Timeout",
+                format!("Timeout: Too large resource version: {rv}, current: {current}"),
+            );
+            e = e.with_details(
+                json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}]}),
+            );
             e.retry_after = Some(1);
             return Err(e);
         }
@@ -149,14 +173,16 @@ pub async fn list(state: &ClusterState, def: &ResourceDef, sel: &Selection, p: &
                 Some(t) => (t, rv, Some(start)),
                 None => {
                     let mut e = ApiError::expired(CONTINUE_TOO_OLD);
-                    e.details = Some(json!({}));
+                    e = e.with_details(json!({}));
                     return Err(e);
                 }
             }
         } else {
             let current = store.rv();
             if p.resource_version_match.as_deref() == Some("Exact") && rv_param != current.to_string() {
-                return Err(ApiError::expired("The resourceVersion for the provided list is too old."));
+                return Err(ApiError::expired(
+                    "The resourceVersion for the provided list is too old.",
+                ));
             }
             let table = store.table(&key);
             if p.limit.is_some() && rv_param != "0" {
@@ -167,19 +193,36 @@ pub async fn list(state: &ClusterState, def: &ResourceDef, sel: &Selection, p: &
     };
     let sdef = state.store().storage_def(&key).expect("storage definition");
     // resourceVersion=0 is served from the cache, which ignores `limit`.
-    let limit = if rv_param == "0" && p.continue_token.is_none() { None } else { p.limit.filter(|l| *l > 0) };
+    let limit = if rv_param == "0" && p.continue_token.is_none() {
+        None
+    } else {
+        p.limit.filter(|l| *l > 0)
+    };
     Ok(collect(&table, &sdef, sel, start, limit, list_rv))
 }
 
-fn collect(table: &Table, sdef: &ResourceDef, sel: &Selection, start: Option<String>, limit: Option<usize>, list_rv: u64) -> ListResult {
-    let prefix = sel.namespace.as_ref().filter(|_| sdef.namespaced).map(|ns| format!("{ns}/"));
+fn collect(
+    table: &Table,
+    sdef: &ResourceDef,
+    sel: &Selection,
+    start: Option<String>,
+    limit: Option<usize>,
+    list_rv: u64,
+) -> ListResult {
+    let prefix = sel
+        .namespace
+        .as_ref()
+        .filter(|_| sdef.namespaced)
+        .map(|ns| format!("{ns}/"));
     let from = match (&start, &prefix) {
         (Some(s), _) => s.clone(),
         (None, Some(p)) => p.clone(),
         (None, None) => String::new(),
     };
     let mut items = Vec::new();
-    let mut iter = table.range(from..).filter(|(k, _)| prefix.as_ref().is_none_or(|p| k.starts_with(p)));
+    let mut iter = table
+        .range(from..)
+        .filter(|(k, _)| prefix.as_ref().is_none_or(|p| k.starts_with(p)));
     let mut last_key = None;
     for (k, obj) in iter.by_ref() {
         if prefix.as_ref().is_some_and(|p| !k.starts_with(p)) {
@@ -205,7 +248,12 @@ fn collect(table: &Table, sdef: &ResourceDef, sel: &Selection, start: Option<Str
             }
         }
     }
-    ListResult { resource_version: list_rv, items, continue_token, remaining }
+    ListResult {
+        resource_version: list_rv,
+        items,
+        continue_token,
+        remaining,
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -232,7 +280,10 @@ fn frame(kind: &str, def: &ResourceDef, sdef: &ResourceDef, obj: &Obj) -> Vec<By
 }
 
 fn status_frame(e: &ApiError) -> Vec<Bytes> {
-    vec![Bytes::from(format!("{}\n", json!({"type": "ERROR", "object": e.to_status()})))]
+    vec![Bytes::from(format!(
+        "{}\n",
+        json!({"type": "ERROR", "object": e.to_status()})
+    ))]
 }
 
 fn bookmark_frame(def: &ResourceDef, rv: u64, initial_end: bool) -> Vec<Bytes> {
@@ -245,7 +296,10 @@ fn bookmark_frame(def: &ResourceDef, rv: u64, initial_end: bool) -> Vec<Bytes> {
         object["spec"] = json!({"containers": null});
         object["status"] = json!({});
     }
-    vec![Bytes::from(format!("{}\n", json!({"type": "BOOKMARK", "object": object})))]
+    vec![Bytes::from(format!(
+        "{}\n",
+        json!({"type": "BOOKMARK", "object": object})
+    ))]
 }
 
 /// Maps a committed change to what this watcher sees.
@@ -263,7 +317,12 @@ fn filtered(ev: &Event, sdef: &ResourceDef, sel: &Selection) -> Option<&'static 
 }
 
 /// Starts a watch; frames arrive on the returned channel, which closes when the watch ends.
-pub fn watch(state: Arc<ClusterState>, def: Arc<ResourceDef>, sel: Selection, p: WatchParams) -> mpsc::Receiver<Vec<Bytes>> {
+pub fn watch(
+    state: Arc<ClusterState>,
+    def: Arc<ResourceDef>,
+    sel: Selection,
+    p: WatchParams,
+) -> mpsc::Receiver<Vec<Bytes>> {
     let (tx, rx) = mpsc::channel(1024);
     tokio::spawn(async move {
         if let Err(frames) = run_watch(&state, &def, &sel, &p, &tx).await {
@@ -284,7 +343,10 @@ async fn run_watch(
     let rv_param = p.resource_version.as_deref().unwrap_or("");
     let requested: Option<u64> = match rv_param {
         "" | "0" => None,
-        s => Some(s.parse().map_err(|_| status_frame(&ApiError::bad_request(format!("invalid resource version: {s}"))))?),
+        s => Some(
+            s.parse()
+                .map_err(|_| status_frame(&ApiError::bad_request(format!("invalid resource version: {s}"))))?,
+        ),
     };
     let mut drop_rx = state.faults.drop_signal();
     let force_expired = state.faults.take_expire_next_watch();
@@ -298,7 +360,11 @@ async fn run_watch(
             return Err(status_frame(&e));
         }
         let initial: Vec<Arc<Obj>> = if requested.is_none() || p.send_initial_events {
-            let prefix = sel.namespace.clone().filter(|_| def.namespaced).map(|ns| storage_key(&ns, ""));
+            let prefix = sel
+                .namespace
+                .clone()
+                .filter(|_| def.namespaced)
+                .map(|ns| storage_key(&ns, ""));
             store
                 .table(&key)
                 .values()
@@ -310,9 +376,19 @@ async fn run_watch(
             Vec::new()
         };
         let (backlog, rx) = store
-            .subscribe_from(if requested.is_none() || p.send_initial_events { current } else { from })
+            .subscribe_from(if requested.is_none() || p.send_initial_events {
+                current
+            } else {
+                from
+            })
             .expect("history covers the current version");
-        (initial, backlog, rx, if p.send_initial_events { current } else { from }, sdef)
+        (
+            initial,
+            backlog,
+            rx,
+            if p.send_initial_events { current } else { from },
+            sdef,
+        )
     };
     let send = |frames: Vec<Bytes>| async { tx.send(frames).await.is_ok() };
     for obj in &initial {
@@ -332,7 +408,9 @@ async fn run_watch(
             }
         }
     }
-    let timeout = p.timeout.unwrap_or_else(|| Duration::from_secs(1800 + rand::random::<u64>() % 1800));
+    let timeout = p
+        .timeout
+        .unwrap_or_else(|| Duration::from_secs(1800 + rand::random::<u64>() % 1800));
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
     let mut bookmarks = tokio::time::interval(state.bookmark_interval);

@@ -63,7 +63,11 @@ impl ResourceDef {
         extra_fields: &[&str],
         schema: Option<Value>,
     ) -> Arc<Self> {
-        let api_version = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+        let api_version = if group.is_empty() {
+            version.to_string()
+        } else {
+            format!("{group}/{version}")
+        };
         let type_prefix = Bytes::from(format!(r#"{{"kind":"{kind}","apiVersion":"{api_version}","#));
         Arc::new(ResourceDef {
             group: group.into(),
@@ -161,35 +165,102 @@ pub fn builtins() -> Vec<Arc<ResourceDef>> {
     ];
     vec![
         ResourceDef::new(
-            "", "v1", "pods", "pod", "Pod", true, true, &["po"], Flavor::Pod,
-            &["spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName",
-              "spec.hostNetwork", "status.phase", "status.podIP", "status.nominatedNodeName"],
+            "",
+            "v1",
+            "pods",
+            "pod",
+            "Pod",
+            true,
+            true,
+            &["po"],
+            Flavor::Pod,
+            &[
+                "spec.nodeName",
+                "spec.restartPolicy",
+                "spec.schedulerName",
+                "spec.serviceAccountName",
+                "spec.hostNetwork",
+                "status.phase",
+                "status.podIP",
+                "status.nominatedNodeName",
+            ],
             None,
         ),
         ResourceDef::new(
-            "", "v1", "namespaces", "namespace", "Namespace", false, true, &["ns"],
-            Flavor::Namespace, &["status.phase"], None,
+            "",
+            "v1",
+            "namespaces",
+            "namespace",
+            "Namespace",
+            false,
+            true,
+            &["ns"],
+            Flavor::Namespace,
+            &["status.phase"],
+            None,
         ),
         ResourceDef::new(
-            "", "v1", "events", "event", "Event", true, false, &["ev"], Flavor::CoreEvent,
-            &event_fields, None,
+            "",
+            "v1",
+            "events",
+            "event",
+            "Event",
+            true,
+            false,
+            &["ev"],
+            Flavor::CoreEvent,
+            &event_fields,
+            None,
         ),
         ResourceDef::new(
-            "events.k8s.io", "v1", "events", "event", "Event", true, false, &["ev"],
+            "events.k8s.io",
+            "v1",
+            "events",
+            "event",
+            "Event",
+            true,
+            false,
+            &["ev"],
             Flavor::EventsV1,
-            &["regarding.kind", "regarding.namespace", "regarding.name", "regarding.uid",
-              "regarding.apiVersion", "regarding.resourceVersion", "regarding.fieldPath",
-              "reason", "reportingController", "type"],
+            &[
+                "regarding.kind",
+                "regarding.namespace",
+                "regarding.name",
+                "regarding.uid",
+                "regarding.apiVersion",
+                "regarding.resourceVersion",
+                "regarding.fieldPath",
+                "reason",
+                "reportingController",
+                "type",
+            ],
             None,
         ),
         ResourceDef::new(
-            "coordination.k8s.io", "v1", "leases", "lease", "Lease", true, false, &[],
-            Flavor::Lease, &[], None,
+            "coordination.k8s.io",
+            "v1",
+            "leases",
+            "lease",
+            "Lease",
+            true,
+            false,
+            &[],
+            Flavor::Lease,
+            &[],
+            None,
         ),
         ResourceDef::new(
-            "apiextensions.k8s.io", "v1", "customresourcedefinitions",
-            "customresourcedefinition", "CustomResourceDefinition", false, true,
-            &["crd", "crds"], Flavor::Crd, &[], None,
+            "apiextensions.k8s.io",
+            "v1",
+            "customresourcedefinitions",
+            "customresourcedefinition",
+            "CustomResourceDefinition",
+            false,
+            true,
+            &["crd", "crds"],
+            Flavor::Crd,
+            &[],
+            None,
         ),
     ]
 }
@@ -222,12 +293,18 @@ pub fn core_versions(server_address: &str) -> Value {
 
 /// `GET /api/v1` or `GET /apis/{group}/{version}`.
 pub fn resource_list(defs: &[Arc<ResourceDef>], group: &str, version: &str) -> Option<Value> {
-    let matching: Vec<&Arc<ResourceDef>> =
-        defs.iter().filter(|d| d.group == group && d.version == version).collect();
+    let matching: Vec<&Arc<ResourceDef>> = defs
+        .iter()
+        .filter(|d| d.group == group && d.version == version)
+        .collect();
     if matching.is_empty() {
         return None;
     }
-    let group_version = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    let group_version = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
     let resources: Vec<Value> = matching.iter().flat_map(|d| d.discovery_entries()).collect();
     Some(json!({
         "kind": "APIResourceList",

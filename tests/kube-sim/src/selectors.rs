@@ -90,7 +90,10 @@ fn parse_requirement(req: &str) -> Result<Requirement, ApiError> {
     if let Some(key) = req.strip_prefix('!') {
         let key = key.trim();
         validate_key(req, key)?;
-        return Ok(Requirement { key: key.into(), op: Op::DoesNotExist });
+        return Ok(Requirement {
+            key: key.into(),
+            op: Op::DoesNotExist,
+        });
     }
     // Set-based: `key in (a,b)` / `key notin (a,b)`.
     if let Some(open) = req.find('(') {
@@ -114,7 +117,10 @@ fn parse_requirement(req: &str) -> Result<Requirement, ApiError> {
         }
         validate_key(req, key)?;
         if values.is_empty() {
-            return Err(parse_error(req, "for 'in', 'notin' operators, values set can't be empty"));
+            return Err(parse_error(
+                req,
+                "for 'in', 'notin' operators, values set can't be empty",
+            ));
         }
         let op = match op {
             "in" => Op::In(values),
@@ -132,7 +138,10 @@ fn parse_requirement(req: &str) -> Result<Requirement, ApiError> {
             let (key, value) = (req[..i].trim(), req[i + sym.len()..].trim());
             validate_key(req, key)?;
             validate_value(req, value)?;
-            return Ok(Requirement { key: key.into(), op: ctor(value.into()) });
+            return Ok(Requirement {
+                key: key.into(),
+                op: ctor(value.into()),
+            });
         }
     }
     for (sym, gt) in [(">", true), ("<", false)] {
@@ -142,12 +151,18 @@ fn parse_requirement(req: &str) -> Result<Requirement, ApiError> {
             let n: i64 = value
                 .parse()
                 .map_err(|_| parse_error(req, "for 'Gt', 'Lt' operators, the value must be an integer"))?;
-            return Ok(Requirement { key: key.into(), op: if gt { Op::Gt(n) } else { Op::Lt(n) } });
+            return Ok(Requirement {
+                key: key.into(),
+                op: if gt { Op::Gt(n) } else { Op::Lt(n) },
+            });
         }
     }
     let key = req.trim();
     validate_key(req, key)?;
-    Ok(Requirement { key: key.into(), op: Op::Exists })
+    Ok(Requirement {
+        key: key.into(),
+        op: Op::Exists,
+    })
 }
 
 /// Label keys: an optional DNS subdomain prefix and `/`, then a name of at most 63
@@ -157,7 +172,9 @@ fn validate_key(req: &str, key: &str) -> Result<(), ApiError> {
         Some((prefix, name)) => {
             if prefix.is_empty()
                 || prefix.len() > 253
-                || !prefix.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+                || !prefix
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
             {
                 return Err(parse_error(req, &format!("invalid label key prefix {prefix:?}")));
             }
@@ -195,7 +212,8 @@ fn is_label_chars(s: &str) -> bool {
     let ok_edge = |c: char| c.is_ascii_alphanumeric();
     s.chars().next().is_some_and(ok_edge)
         && s.chars().last().is_some_and(ok_edge)
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
 }
 
 /// A parsed field selector: `a=b`, `a==b`, `a!=b`, comma-separated.
@@ -291,14 +309,22 @@ mod tests {
         for bad in ["app in ()", "app in (a", "-bad=1", "app=web!", "a b in (c)", "n>x"] {
             let e = LabelSelector::parse(bad).expect_err(bad);
             assert_eq!(e.code, 400, "{bad}");
-            assert!(e.message.starts_with("unable to parse requirement"), "{bad}: {}", e.message);
+            assert!(
+                e.message.starts_with("unable to parse requirement"),
+                "{bad}: {}",
+                e.message
+            );
         }
     }
 
     #[test]
     fn field_selector() {
-        let f = FieldSelector::parse("spec.nodeName=n1,status.phase!=Failed", &["spec.nodeName", "status.phase"], false)
-            .unwrap();
+        let f = FieldSelector::parse(
+            "spec.nodeName=n1,status.phase!=Failed",
+            &["spec.nodeName", "status.phase"],
+            false,
+        )
+        .unwrap();
         assert!(f.matches(|k| if k == "spec.nodeName" { "n1" } else { "Running" }));
         assert!(!f.matches(|k| if k == "spec.nodeName" { "n2" } else { "Running" }));
         let e = FieldSelector::parse("spec.foo=1", &["spec.nodeName"], false).unwrap_err();

@@ -38,7 +38,8 @@ fn error_response(e: &ApiError) -> Response<Body> {
         e.to_status().to_string(),
     );
     if let Some(s) = e.retry_after {
-        r.headers_mut().insert(header::RETRY_AFTER, s.to_string().parse().expect("number"));
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, s.to_string().parse().expect("number"));
     }
     r
 }
@@ -52,8 +53,24 @@ fn chunks_response(chunks: Vec<Bytes>) -> Response<Body> {
         .expect("valid response")
 }
 
+/// Answered (as a failed service call, which makes hyper drop the connection without a
+/// response) to requests that arrive on a connection while the cluster is offline.
+#[derive(Debug)]
+pub struct Offline;
+
+impl std::fmt::Display for Offline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the simulated cluster is offline")
+    }
+}
+
+impl std::error::Error for Offline {}
+
 /// Entry point for every request.
-pub async fn handle(state: Arc<ClusterState>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn handle(state: Arc<ClusterState>, req: Request<Incoming>) -> Result<Response<Body>, Offline> {
+    if state.faults.is_offline() {
+        return Err(Offline);
+    }
     let path = req.uri().path().to_string();
     if matches!(path.as_str(), "/healthz" | "/readyz" | "/livez") {
         return Ok(Response::new(full("ok")));
@@ -106,7 +123,11 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         let hex = (b[i] == b'%' && i + 3 <= b.len())
-            .then(|| std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()))
+            .then(|| {
+                std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+            })
             .flatten();
         match (b[i], hex) {
             (_, Some(v)) => {
@@ -135,17 +156,30 @@ struct Target {
 }
 
 async fn route(state: Arc<ClusterState>, req: Request<Incoming>) -> ApiResult<Response<Body>> {
-    let segs: Vec<String> = req.uri().path().trim_matches('/').split('/').filter(|s| !s.is_empty()).map(percent_decode).collect();
+    let segs: Vec<String> = req
+        .uri()
+        .path()
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(percent_decode)
+        .collect();
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let get_only = |doc: Option<Value>| -> ApiResult<Response<Body>> {
         if req.method() != Method::GET {
-            return Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource").with_empty_details());
+            return Err(ApiError::method_not_allowed(
+                "the server does not allow this method on the requested resource",
+            )
+            .with_empty_details());
         }
-        doc.map(|d| json_response(StatusCode::OK, d.to_string())).ok_or_else(ApiError::path_not_found)
+        doc.map(|d| json_response(StatusCode::OK, d.to_string()))
+            .ok_or_else(ApiError::path_not_found)
     };
     let defs = state.store().defs().to_vec();
     match segs.as_slice() {
-        [] => get_only(Some(json!({"paths": ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/readyz", "/version"]}))),
+        [] => get_only(Some(
+            json!({"paths": ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/readyz", "/version"]}),
+        )),
         ["version"] => get_only(Some(resources::version_doc())),
         ["api"] => get_only(Some(resources::core_versions(&state.server_address))),
         ["api", "v1"] => get_only(resources::resource_list(&defs, "", "v1")),
@@ -167,7 +201,9 @@ async fn route(state: Arc<ClusterState>, req: Request<Incoming>) -> ApiResult<Re
 fn resolve(state: &ClusterState, group: &str, version: &str, rest: &[&str]) -> ApiResult<Target> {
     let store = state.store();
     let (namespace, rest) = match rest {
-        ["namespaces", ns, plural, tail @ ..] if store.find_def(group, version, plural).is_some_and(|d| d.namespaced) => {
+        ["namespaces", ns, plural, tail @ ..]
+            if store.find_def(group, version, plural).is_some_and(|d| d.namespaced) =>
+        {
             (Some(ns.to_string()), [&[*plural][..], tail].concat())
         }
         _ => (None, rest.to_vec()),
@@ -178,7 +214,9 @@ fn resolve(state: &ClusterState, group: &str, version: &str, rest: &[&str]) -> A
         [plural, name, sub] => (*plural, Some(name.to_string()), Some(*sub)),
         _ => return Err(ApiError::path_not_found()),
     };
-    let def = store.find_def(group, version, plural).ok_or_else(ApiError::path_not_found)?;
+    let def = store
+        .find_def(group, version, plural)
+        .ok_or_else(ApiError::path_not_found)?;
     if def.namespaced && namespace.is_none() && name.is_some() {
         return Err(ApiError::path_not_found());
     }
@@ -187,7 +225,12 @@ fn resolve(state: &ClusterState, group: &str, version: &str, rest: &[&str]) -> A
         Some("status") if def.status_subresource => Sub::Status,
         Some(_) => return Err(ApiError::path_not_found()),
     };
-    Ok(Target { def, namespace, name, sub })
+    Ok(Target {
+        def,
+        namespace,
+        name,
+        sub,
+    })
 }
 
 async fn read_body(req: Request<Incoming>) -> ApiResult<Bytes> {
@@ -199,7 +242,11 @@ async fn read_body(req: Request<Incoming>) -> ApiResult<Bytes> {
 }
 
 fn check_json_content_type(req: &Request<Incoming>) -> ApiResult<()> {
-    let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
     match ct.split(';').next().unwrap_or("").trim() {
         "application/json" | "" | "*/*" => Ok(()),
         _ => Err(ApiError::new(415, "UnsupportedMediaType", "415: Unsupported Media Type").with_empty_details()),
@@ -207,15 +254,24 @@ fn check_json_content_type(req: &Request<Incoming>) -> ApiResult<()> {
 }
 
 fn decode_object(body: &[u8]) -> ApiResult<Value> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding body: {e}")))?;
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding body: {e}")))?;
     if !v.is_object() {
         return Err(ApiError::bad_request("the body of the request is not a JSON object"));
     }
     Ok(v)
 }
 
-fn object_response(state: &ClusterState, def: &ResourceDef, obj: &crate::object::Obj, code: StatusCode) -> Response<Body> {
-    let sdef = state.store().storage_def(&def.storage_key()).expect("storage definition");
+fn object_response(
+    state: &ClusterState,
+    def: &ResourceDef,
+    obj: &crate::object::Obj,
+    code: StatusCode,
+) -> Response<Body> {
+    let sdef = state
+        .store()
+        .storage_def(&def.storage_key())
+        .expect("storage definition");
     let mut r = chunks_response(read::object_bytes(def, &sdef, obj));
     *r.status_mut() = code;
     r
@@ -224,7 +280,9 @@ fn object_response(state: &ClusterState, def: &ResourceDef, obj: &crate::object:
 async fn serve(state: Arc<ClusterState>, t: Target, req: Request<Incoming>) -> ApiResult<Response<Body>> {
     let q = Query::parse(req.uri().query());
     if q.get("dryRun").is_some() {
-        return Err(ApiError::method_not_allowed("dry-run requests are not implemented by kube-sim"));
+        return Err(ApiError::method_not_allowed(
+            "dry-run requests are not implemented by kube-sim",
+        ));
     }
     let ns = t.namespace.clone().unwrap_or_default();
     let method = req.method().clone();
@@ -234,12 +292,21 @@ async fn serve(state: Arc<ClusterState>, t: Target, req: Request<Incoming>) -> A
             Ok(object_response(&state, &t.def, &obj, StatusCode::OK))
         }
         (Method::GET, None) => {
-            let sel = Selection::parse(&t.def, t.namespace.clone(), q.get("labelSelector"), q.get("fieldSelector"))?;
+            let sel = Selection::parse(
+                &t.def,
+                t.namespace.clone(),
+                q.get("labelSelector"),
+                q.get("fieldSelector"),
+            )?;
             if q.flag("watch") {
                 let p = WatchParams {
                     resource_version: q.get("resourceVersion").map(String::from),
                     allow_bookmarks: q.flag("allowWatchBookmarks"),
-                    timeout: q.get("timeoutSeconds").and_then(|s| s.parse().ok()).filter(|s| *s > 0).map(std::time::Duration::from_secs),
+                    timeout: q
+                        .get("timeoutSeconds")
+                        .and_then(|s| s.parse().ok())
+                        .filter(|s| *s > 0)
+                        .map(std::time::Duration::from_secs),
                     send_initial_events: q.flag("sendInitialEvents"),
                 };
                 if p.send_initial_events && q.get("resourceVersionMatch") != Some("NotOlderThan") {
@@ -254,7 +321,9 @@ async fn serve(state: Arc<ClusterState>, t: Target, req: Request<Incoming>) -> A
                 }
                 let rx = read::watch(state.clone(), t.def.clone(), sel, p);
                 let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) })
-                    .flat_map(|frames| futures::stream::iter(frames.into_iter().map(|b| Ok::<_, Infallible>(Frame::data(b)))));
+                    .flat_map(|frames| {
+                        futures::stream::iter(frames.into_iter().map(|b| Ok::<_, Infallible>(Frame::data(b))))
+                    });
                 return Ok(Response::builder()
                     .status(StatusCode::OK)
                     .header(header::CONTENT_TYPE, "application/json")
@@ -273,7 +342,10 @@ async fn serve(state: Arc<ClusterState>, t: Target, req: Request<Incoming>) -> A
         }
         (Method::POST, None) => {
             if t.namespace.is_none() && t.def.namespaced {
-                return Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource").with_empty_details());
+                return Err(ApiError::method_not_allowed(
+                    "the server does not allow this method on the requested resource",
+                )
+                .with_empty_details());
             }
             check_json_content_type(&req)?;
             let def = t.def.clone();
@@ -293,9 +365,16 @@ async fn serve(state: Arc<ClusterState>, t: Target, req: Request<Incoming>) -> A
             Ok(object_response(&state, &def, &obj, code))
         }
         (Method::PATCH, Some(name)) => {
-            let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            let ct = req
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
             let Some(kind) = PatchType::from_content_type(&ct) else {
-                return Err(ApiError::new(415, "UnsupportedMediaType", "415: Unsupported Media Type").with_empty_details());
+                return Err(
+                    ApiError::new(415, "UnsupportedMediaType", "415: Unsupported Media Type").with_empty_details(),
+                );
             };
             let (def, name) = (t.def.clone(), name.clone());
             let body = read_body(req).await?;
@@ -310,7 +389,12 @@ async fn serve(state: Arc<ClusterState>, t: Target, req: Request<Incoming>) -> A
         }
         (Method::DELETE, None) => {
             let def = t.def.clone();
-            let sel = Selection::parse(&def, t.namespace.clone(), q.get("labelSelector"), q.get("fieldSelector"))?;
+            let sel = Selection::parse(
+                &def,
+                t.namespace.clone(),
+                q.get("labelSelector"),
+                q.get("fieldSelector"),
+            )?;
             let opts = delete_opts(&q, &read_body(req).await?)?;
             let listed = read::list(&state, &def, &sel, &ListParams::default()).await?;
             let mut deleted = Vec::new();
@@ -320,9 +404,21 @@ async fn serve(state: Arc<ClusterState>, t: Target, req: Request<Incoming>) -> A
                 }
             }
             let rv = state.store().rv();
-            Ok(list_response(&state, &def, read::ListResult { resource_version: rv, items: deleted, continue_token: None, remaining: None }))
+            Ok(list_response(
+                &state,
+                &def,
+                read::ListResult {
+                    resource_version: rv,
+                    items: deleted,
+                    continue_token: None,
+                    remaining: None,
+                },
+            ))
         }
-        _ => Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource").with_empty_details()),
+        _ => Err(
+            ApiError::method_not_allowed("the server does not allow this method on the requested resource")
+                .with_empty_details(),
+        ),
     }
 }
 
@@ -330,7 +426,11 @@ async fn serve(state: Arc<ClusterState>, t: Target, req: Request<Incoming>) -> A
 /// decoder rejects it.
 fn check_type_meta(def: &ResourceDef, body: &Value) -> ApiResult<()> {
     let kind = body.get("kind").and_then(Value::as_str).unwrap_or(&def.kind);
-    let api_version = body.get("apiVersion").and_then(Value::as_str).map(String::from).unwrap_or_else(|| def.api_version());
+    let api_version = body
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .map(String::from)
+        .unwrap_or_else(|| def.api_version());
     if kind != def.kind || api_version != def.api_version() {
         return Err(ApiError::bad_request(format!(
             "the API version in the data ({api_version}) does not match the expected API version ({})",
@@ -341,9 +441,13 @@ fn check_type_meta(def: &ResourceDef, body: &Value) -> ApiResult<()> {
 }
 
 fn delete_opts(q: &Query, body: &[u8]) -> ApiResult<DeleteOpts> {
-    let mut opts = DeleteOpts { grace_period_seconds: q.get("gracePeriodSeconds").and_then(|s| s.parse().ok()), ..Default::default() };
+    let mut opts = DeleteOpts {
+        grace_period_seconds: q.get("gracePeriodSeconds").and_then(|s| s.parse().ok()),
+        ..Default::default()
+    };
     if !body.iter().all(u8::is_ascii_whitespace) {
-        let v: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?;
+        let v: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?;
         if let Some(g) = v.get("gracePeriodSeconds").and_then(Value::as_i64) {
             opts.grace_period_seconds = Some(g);
         }
@@ -354,7 +458,10 @@ fn delete_opts(q: &Query, body: &[u8]) -> ApiResult<DeleteOpts> {
 }
 
 fn delete_response(state: &ClusterState, def: &ResourceDef, d: &ops::Deleted) -> Response<Body> {
-    let returns_object = matches!(def.flavor, Flavor::Pod | Flavor::Namespace | Flavor::Crd | Flavor::Custom);
+    let returns_object = matches!(
+        def.flavor,
+        Flavor::Pod | Flavor::Namespace | Flavor::Crd | Flavor::Custom
+    );
     if d.gone && !returns_object {
         let s = success_status(&def.group, &def.plural, &d.obj.name, &d.obj.uid);
         return json_response(StatusCode::OK, s.to_string());
@@ -363,7 +470,10 @@ fn delete_response(state: &ClusterState, def: &ResourceDef, d: &ops::Deleted) ->
 }
 
 fn list_response(state: &ClusterState, def: &ResourceDef, r: read::ListResult) -> Response<Body> {
-    let sdef = state.store().storage_def(&def.storage_key()).expect("storage definition");
+    let sdef = state
+        .store()
+        .storage_def(&def.storage_key())
+        .expect("storage definition");
     let mut meta = json!({"resourceVersion": r.resource_version.to_string()});
     if let Some(c) = &r.continue_token {
         meta["continue"] = json!(c);
@@ -371,7 +481,12 @@ fn list_response(state: &ClusterState, def: &ResourceDef, r: read::ListResult) -
     if let Some(n) = r.remaining {
         meta["remainingItemCount"] = json!(n);
     }
-    let head = format!(r#"{{"kind":"{}List","apiVersion":"{}","metadata":{},"items":["#, def.kind, def.api_version(), meta);
+    let head = format!(
+        r#"{{"kind":"{}List","apiVersion":"{}","metadata":{},"items":["#,
+        def.kind,
+        def.api_version(),
+        meta
+    );
     let mut chunks = Vec::with_capacity(r.items.len() * 3 + 2);
     chunks.push(Bytes::from(head));
     let typed = def.list_items_typed() || def.flavor == Flavor::EventsV1;

@@ -13,7 +13,7 @@ pub struct ApiError {
     pub code: u16,
     pub reason: &'static str,
     pub message: String,
-    pub details: Option<Value>,
+    pub details: Option<Box<Value>>,
     /// Seconds for a `Retry-After` header (429 / 503 / 504).
     pub retry_after: Option<u64>,
 }
@@ -22,15 +22,21 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiError { code, reason, message: message.into(), details: None, retry_after: None }
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+            retry_after: None,
+        }
     }
 
     pub fn with_empty_details(self) -> Self {
         self.with_details(json!({}))
     }
 
-    fn with_details(mut self, details: Value) -> Self {
-        self.details = Some(details);
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(Box::new(details));
         self
     }
 
@@ -71,14 +77,7 @@ impl ApiError {
 
     /// `422 Invalid` with one field cause, formatted as the apiserver formats
     /// `field.ErrorList`: `Pod "p1" is invalid: metadata.finalizers: Forbidden: ...`.
-    pub fn invalid(
-        group: &str,
-        kind: &str,
-        name: &str,
-        field: &str,
-        cause_type: &str,
-        detail: &str,
-    ) -> Self {
+    pub fn invalid(group: &str, kind: &str, name: &str, field: &str, cause_type: &str, detail: &str) -> Self {
         let cause_reason = cause_reason(cause_type);
         let message = format!("{kind} \"{name}\" is invalid: {field}: {cause_type}: {detail}");
         let mut d = Map::new();
@@ -116,8 +115,7 @@ impl ApiError {
     /// `404` for a path the simulator does not serve (the real server's answer to an unknown
     /// resource is also a bare 404 `NotFound`).
     pub fn path_not_found() -> Self {
-        ApiError::new(404, "NotFound", "the server could not find the requested resource")
-            .with_details(json!({}))
+        ApiError::new(404, "NotFound", "the server could not find the requested resource").with_details(json!({}))
     }
 
     pub fn unauthorized() -> Self {
@@ -148,7 +146,7 @@ impl ApiError {
             "reason": self.reason,
         });
         if let Some(d) = &self.details {
-            let mut d = d.clone();
+            let mut d = (**d).clone();
             if let (Some(retry), Some(obj)) = (self.retry_after, d.as_object_mut()) {
                 obj.insert("retryAfterSeconds".into(), json!(retry));
             }

@@ -45,6 +45,9 @@ pub struct Event {
     pub prev: Option<Arc<Obj>>,
 }
 
+/// Live events after a replayed backlog.
+pub type Subscription = broadcast::Receiver<Arc<Event>>;
+
 /// How long a paginated list's snapshot stays usable (etcd's default compaction interval).
 pub const SNAPSHOT_TTL: Duration = Duration::from_secs(300);
 /// Snapshots kept at once; older ones expire early (their continue tokens answer 410).
@@ -106,7 +109,8 @@ impl Store {
 
     /// Replaces every definition of `(group, plural)` with `defs` (CRD (re)registration).
     pub fn set_custom_defs(&mut self, group: &str, plural: &str, defs: Vec<Arc<ResourceDef>>) {
-        self.defs.retain(|d| !(d.flavor == Flavor::Custom && d.group == group && d.plural == plural));
+        self.defs
+            .retain(|d| !(d.flavor == Flavor::Custom && d.group == group && d.plural == plural));
         self.defs.extend(defs);
     }
 
@@ -135,7 +139,13 @@ impl Store {
                 table.insert(obj.key.clone(), obj.clone());
             }
         }
-        let event = Arc::new(Event { storage, rv: obj.rv, kind, obj, prev });
+        let event = Arc::new(Event {
+            storage,
+            rv: obj.rv,
+            kind,
+            obj,
+            prev,
+        });
         self.history.push_back(event.clone());
         while self.history.len() > self.history_cap {
             if let Some(old) = self.history.pop_front() {
@@ -148,7 +158,7 @@ impl Store {
 
     /// Subscribes to future events and returns the retained events after `rv`, atomically
     /// (the caller holds the lock). `None` when events after `rv` were already dropped.
-    pub fn subscribe_from(&self, rv: u64) -> Option<(Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>)> {
+    pub fn subscribe_from(&self, rv: u64) -> Option<(Vec<Arc<Event>>, Subscription)> {
         if rv < self.history_floor {
             return None;
         }
@@ -176,11 +186,18 @@ impl Store {
 
     pub fn snapshot(&mut self, rv: u64, key: &StorageKey) -> Option<Table> {
         self.expire_snapshots();
-        self.snapshots.iter().find(|(r, k, _, _)| *r == rv && k == key).map(|(_, _, _, t)| t.clone())
+        self.snapshots
+            .iter()
+            .find(|(r, k, _, _)| *r == rv && k == key)
+            .map(|(_, _, _, t)| t.clone())
     }
 
     fn expire_snapshots(&mut self) {
-        while self.snapshots.front().is_some_and(|(_, _, at, _)| at.elapsed() > SNAPSHOT_TTL) {
+        while self
+            .snapshots
+            .front()
+            .is_some_and(|(_, _, at, _)| at.elapsed() > SNAPSHOT_TTL)
+        {
             self.snapshots.pop_front();
         }
     }

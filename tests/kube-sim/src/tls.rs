@@ -17,19 +17,31 @@ pub struct Tls {
 pub fn generate(cluster: &str) -> anyhow::Result<Tls> {
     let ca_key = KeyPair::generate().context("generating the CA key")?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).context("CA parameters")?;
-    ca_params.distinguished_name.push(DnType::CommonName, format!("kube-sim-ca-{cluster}"));
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, format!("kube-sim-ca-{cluster}"));
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let ca_cert = ca_params.self_signed(&ca_key).context("self-signing the CA")?;
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
 
     let key = KeyPair::generate().context("generating the serving key")?;
     let mut params = CertificateParams::new(vec!["localhost".to_string(), "kubernetes.default.svc".to_string()])
         .context("serving certificate parameters")?;
-    params.subject_alt_names.push(SanType::IpAddress("127.0.0.1".parse().expect("literal IP")));
-    params.subject_alt_names.push(SanType::IpAddress("::1".parse().expect("literal IP")));
+    params
+        .subject_alt_names
+        .push(SanType::IpAddress("127.0.0.1".parse().expect("literal IP")));
+    params
+        .subject_alt_names
+        .push(SanType::IpAddress("::1".parse().expect("literal IP")));
     params.distinguished_name.push(DnType::CommonName, "kube-apiserver");
-    let cert = params.signed_by(&key, &issuer).context("signing the serving certificate")?;
+    let cert = params
+        .signed_by(&key, &issuer)
+        .context("signing the serving certificate")?;
 
     let chain = vec![CertificateDer::from(cert.der().to_vec())];
     let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
@@ -40,5 +52,8 @@ pub fn generate(cluster: &str) -> anyhow::Result<Tls> {
         .with_single_cert(chain, private)
         .context("TLS server configuration")?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Tls { ca_pem: ca_cert.pem(), config: Arc::new(config) })
+    Ok(Tls {
+        ca_pem: ca_cert.pem(),
+        config: Arc::new(config),
+    })
 }

@@ -19,8 +19,15 @@ async fn discovery_and_version() {
         assert!(groups.contains(&g.to_string()), "group {g:?} missing from {groups:?}");
     }
     let core = d.get("").expect("core group");
-    let kinds: Vec<String> = core.recommended_resources().iter().map(|(r, _)| r.kind.clone()).collect();
-    assert!(kinds.contains(&"Pod".to_string()) && kinds.contains(&"Namespace".to_string()), "{kinds:?}");
+    let kinds: Vec<String> = core
+        .recommended_resources()
+        .iter()
+        .map(|(r, _)| r.kind.clone())
+        .collect();
+    assert!(
+        kinds.contains(&"Pod".to_string()) && kinds.contains(&"Namespace".to_string()),
+        "{kinds:?}"
+    );
 }
 
 #[tokio::test]
@@ -31,16 +38,30 @@ async fn create_get_replace_delete_with_real_errors() {
     let meta = &created.metadata;
     assert!(meta.uid.as_deref().is_some_and(|u| u.len() == 36), "uid {:?}", meta.uid);
     assert!(meta.creation_timestamp.is_some());
-    let rv1: u64 = meta.resource_version.as_deref().expect("rv").parse().expect("numeric rv");
-    assert_eq!(created.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Pending"));
-    assert_eq!(created.spec.as_ref().and_then(|s| s.restart_policy.as_deref()), Some("Always"));
+    let rv1: u64 = meta
+        .resource_version
+        .as_deref()
+        .expect("rv")
+        .parse()
+        .expect("numeric rv");
+    assert_eq!(
+        created.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Pending")
+    );
+    assert_eq!(
+        created.spec.as_ref().and_then(|s| s.restart_policy.as_deref()),
+        Some("Always")
+    );
 
     let e = status(pods.create(&PostParams::default(), &pod("p1")).await.unwrap_err());
     assert_eq!((e.code, e.reason.as_str()), (409, "AlreadyExists"));
     assert_eq!(e.message, r#"pods "p1" already exists"#);
 
     let e = status(pods.get("nope").await.unwrap_err());
-    assert_eq!((e.code, e.reason.as_str(), e.message.as_str()), (404, "NotFound", r#"pods "nope" not found"#));
+    assert_eq!(
+        (e.code, e.reason.as_str(), e.message.as_str()),
+        (404, "NotFound", r#"pods "nope" not found"#)
+    );
     assert_eq!(e.details.as_ref().map(|d| d.kind.as_str()), Some("pods"));
 
     let missing_ns: Api<Pod> = Api::namespaced(client(&c).await, "ghost");
@@ -51,24 +72,42 @@ async fn create_get_replace_delete_with_real_errors() {
     bad.metadata.name = Some("Bad_Name".into());
     let e = status(pods.create(&PostParams::default(), &bad).await.unwrap_err());
     assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
-    assert!(e.message.starts_with(r#"Pod "Bad_Name" is invalid: metadata.name: Invalid value"#), "{}", e.message);
+    assert!(
+        e.message
+            .starts_with(r#"Pod "Bad_Name" is invalid: metadata.name: Invalid value"#),
+        "{}",
+        e.message
+    );
 
     // generateName
     let mut g = pod("");
     g.metadata.name = None;
     g.metadata.generate_name = Some("gen-".into());
-    let made = pods.create(&PostParams::default(), &g).await.expect("generateName create");
-    assert!(made.metadata.name.as_deref().is_some_and(|n| n.starts_with("gen-") && n.len() == 9));
+    let made = pods
+        .create(&PostParams::default(), &g)
+        .await
+        .expect("generateName create");
+    assert!(made
+        .metadata
+        .name
+        .as_deref()
+        .is_some_and(|n| n.starts_with("gen-") && n.len() == 9));
 
     // Replace: labels change, rv moves on; the cluster-wide counter is shared by all kinds.
     let mut cur = pods.get("p1").await.expect("get");
-    cur.metadata.labels.get_or_insert_default().insert("tier".into(), "front".into());
+    cur.metadata
+        .labels
+        .get_or_insert_default()
+        .insert("tier".into(), "front".into());
     let replaced = pods.replace("p1", &PostParams::default(), &cur).await.expect("replace");
     let rv2: u64 = replaced.metadata.resource_version.as_deref().unwrap().parse().unwrap();
     assert!(rv2 > rv1);
 
     // A replace that changes nothing is not a write.
-    let again = pods.replace("p1", &PostParams::default(), &replaced).await.expect("no-op replace");
+    let again = pods
+        .replace("p1", &PostParams::default(), &replaced)
+        .await
+        .expect("no-op replace");
     assert_eq!(again.metadata.resource_version, replaced.metadata.resource_version);
 
     // Stale resourceVersion → 409 Conflict, for replace and for patch.
@@ -79,18 +118,28 @@ async fn create_get_replace_delete_with_real_errors() {
         r#"Operation cannot be fulfilled on pods "p1": the object has been modified; please apply your changes to the latest version and try again"#
     );
     let stale = json!({"metadata": {"resourceVersion": rv1.to_string(), "labels": {"x": "y"}}});
-    let e = status(pods.patch("p1", &PatchParams::default(), &Patch::Merge(&stale)).await.unwrap_err());
+    let e = status(
+        pods.patch("p1", &PatchParams::default(), &Patch::Merge(&stale))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(e.code, 409);
 
     // Spec is immutable but for the image.
     let mut img = pods.get("p1").await.unwrap();
     img.spec.as_mut().unwrap().containers[0].image = Some("registry.local/app:2.0".into());
-    pods.replace("p1", &PostParams::default(), &img).await.expect("image update is allowed");
+    pods.replace("p1", &PostParams::default(), &img)
+        .await
+        .expect("image update is allowed");
     img = pods.get("p1").await.unwrap();
     img.spec.as_mut().unwrap().containers[0].name = "renamed".into();
     let e = status(pods.replace("p1", &PostParams::default(), &img).await.unwrap_err());
     assert_eq!(e.code, 422);
-    assert!(e.message.contains("spec: Forbidden: pod updates may not change fields"), "{}", e.message);
+    assert!(
+        e.message.contains("spec: Forbidden: pod updates may not change fields"),
+        "{}",
+        e.message
+    );
 
     // An unscheduled pod without finalizers is removed at once.
     let gone = pods.delete("p1", &DeleteParams::default()).await.expect("delete");
@@ -102,12 +151,23 @@ async fn create_get_replace_delete_with_real_errors() {
 async fn label_and_field_selectors() {
     let c = start("sel").await;
     let pods: Api<Pod> = Api::namespaced(client(&c).await, "default");
-    for (name, app, node) in [("a", "web", "n1"), ("b", "web", "n2"), ("c", "db", "n1"), ("d", "cache", "")] {
-        let mut p = if node.is_empty() { pod(name) } else { pod_on_node(name, node) };
+    for (name, app, node) in [
+        ("a", "web", "n1"),
+        ("b", "web", "n2"),
+        ("c", "db", "n1"),
+        ("d", "cache", ""),
+    ] {
+        let mut p = if node.is_empty() {
+            pod(name)
+        } else {
+            pod_on_node(name, node)
+        };
         p.metadata.labels = Some([("app".to_string(), app.to_string())].into());
         pods.create(&PostParams::default(), &p).await.expect("create");
     }
-    let names = |l: kube::core::ObjectList<Pod>| -> Vec<String> { l.items.into_iter().map(|p| p.metadata.name.unwrap()).collect() };
+    let names = |l: kube::core::ObjectList<Pod>| -> Vec<String> {
+        l.items.into_iter().map(|p| p.metadata.name.unwrap()).collect()
+    };
     let cases: &[(&str, &str, &[&str])] = &[
         ("app=web", "", &["a", "b"]),
         ("app!=web", "", &["c", "d"]),
@@ -129,14 +189,32 @@ async fn label_and_field_selectors() {
         if !fields.is_empty() {
             lp = lp.fields(fields);
         }
-        let got = names(pods.list(&lp).await.unwrap_or_else(|e| panic!("{labels} / {fields}: {e}")));
+        let got = names(
+            pods.list(&lp)
+                .await
+                .unwrap_or_else(|e| panic!("{labels} / {fields}: {e}")),
+        );
         assert_eq!(got, want.to_vec(), "labels {labels:?} fields {fields:?}");
     }
     let all: Api<Pod> = Api::all(client(&c).await);
-    assert_eq!(all.list(&ListParams::default().fields("metadata.namespace=default")).await.unwrap().items.len(), 4);
+    assert_eq!(
+        all.list(&ListParams::default().fields("metadata.namespace=default"))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        4
+    );
 
-    let e = status(pods.list(&ListParams::default().fields("spec.bogus=1")).await.unwrap_err());
-    assert_eq!((e.code, e.message.as_str()), (400, "field label not supported: spec.bogus"));
+    let e = status(
+        pods.list(&ListParams::default().fields("spec.bogus=1"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (400, "field label not supported: spec.bogus")
+    );
     let e = status(pods.list(&ListParams::default().labels("app in (")).await.unwrap_err());
     assert_eq!((e.code, e.reason.as_str()), (400, "BadRequest"));
 }
@@ -146,27 +224,41 @@ async fn pagination_is_a_consistent_snapshot() {
     let c = start("page").await;
     let pods: Api<Pod> = Api::namespaced(client(&c).await, "default");
     for i in 0..25 {
-        pods.create(&PostParams::default(), &pod(&format!("p{i:02}"))).await.expect("create");
+        pods.create(&PostParams::default(), &pod(&format!("p{i:02}")))
+            .await
+            .expect("create");
     }
     let first = pods.list(&ListParams::default().limit(10)).await.expect("page 1");
     assert_eq!(first.items.len(), 10);
     assert_eq!(first.metadata.remaining_item_count, Some(15));
     let token = first.metadata.continue_.clone().expect("continue token");
     // Written after the first page: not part of this list.
-    pods.create(&PostParams::default(), &pod("p99")).await.expect("create late");
+    pods.create(&PostParams::default(), &pod("p99"))
+        .await
+        .expect("create late");
     pods.delete("p24", &DeleteParams::default()).await.expect("delete late");
     let mut seen: Vec<String> = first.items.iter().map(|p| p.metadata.name.clone().unwrap()).collect();
     let mut next = Some(token);
     while let Some(t) = next {
-        let page = pods.list(&ListParams::default().limit(10).continue_token(&t)).await.expect("next page");
-        assert_eq!(page.metadata.resource_version, first.metadata.resource_version, "pages share the first page's rv");
+        let page = pods
+            .list(&ListParams::default().limit(10).continue_token(&t))
+            .await
+            .expect("next page");
+        assert_eq!(
+            page.metadata.resource_version, first.metadata.resource_version,
+            "pages share the first page's rv"
+        );
         seen.extend(page.items.iter().map(|p| p.metadata.name.clone().unwrap()));
         next = page.metadata.continue_.filter(|c| !c.is_empty());
     }
     let want: Vec<String> = (0..25).map(|i| format!("p{i:02}")).collect();
     assert_eq!(seen, want);
 
-    let e = status(pods.list(&ListParams::default().continue_token("not-a-token")).await.unwrap_err());
+    let e = status(
+        pods.list(&ListParams::default().continue_token("not-a-token"))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(e.code, 400);
 }
 
@@ -184,19 +276,31 @@ async fn patches_json_merge_strategic() {
         {"op": "add", "path": "/metadata/finalizers", "value": ["sluice.dev/slb"]}
     ]))
     .unwrap();
-    let patched = pods.patch("p", &pp, &Patch::Json::<()>(ok.clone())).await.expect("guarded patch");
+    let patched = pods
+        .patch("p", &pp, &Patch::Json::<()>(ok.clone()))
+        .await
+        .expect("guarded patch");
     assert_eq!(patched.metadata.finalizers, Some(vec!["sluice.dev/slb".to_string()]));
     // ...and is refused, as kube-apiserver refuses it, when it does not.
     let e = status(pods.patch("p", &pp, &Patch::Json::<()>(ok)).await.unwrap_err());
     assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
-    assert_eq!(e.message, "the server rejected our request due to an error in our request");
+    assert_eq!(
+        e.message,
+        "the server rejected our request due to an error in our request"
+    );
 
     // Strategic merge: finalizers are a set, not replaced.
     let smp = json!({"metadata": {"finalizers": ["sluice.dev/dns"]}});
     let p2 = pods.patch("p", &pp, &Patch::Strategic(&smp)).await.expect("strategic");
-    assert_eq!(p2.metadata.finalizers, Some(vec!["sluice.dev/slb".to_string(), "sluice.dev/dns".to_string()]));
+    assert_eq!(
+        p2.metadata.finalizers,
+        Some(vec!["sluice.dev/slb".to_string(), "sluice.dev/dns".to_string()])
+    );
     let del = json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["sluice.dev/slb"]}});
-    let p3 = pods.patch("p", &pp, &Patch::Strategic(&del)).await.expect("delete from list");
+    let p3 = pods
+        .patch("p", &pp, &Patch::Strategic(&del))
+        .await
+        .expect("delete from list");
     assert_eq!(p3.metadata.finalizers, Some(vec!["sluice.dev/dns".to_string()]));
 
     // Merge patch replaces lists wholesale.
@@ -205,7 +309,11 @@ async fn patches_json_merge_strategic() {
     assert_eq!(p4.metadata.finalizers, Some(vec!["only".to_string()]));
 
     // Server-side apply is not implemented: a clear 415, never a silent wrong answer.
-    let e = status(pods.patch("p", &PatchParams::apply("test"), &Patch::Apply(&json!({}))).await.unwrap_err());
+    let e = status(
+        pods.patch("p", &PatchParams::apply("test"), &Patch::Apply(&json!({})))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(e.code, 415);
     assert!(e.message.contains("not implemented by kube-sim"), "{}", e.message);
 }
@@ -229,14 +337,25 @@ async fn status_subresource_rules() {
     let s2 = json!({"metadata": {"labels": {"l": "2"}},
                     "status": {"conditions": [{"type": "Other", "status": "True"}]}});
     let p = pods.patch_status("p", &pp, &Patch::Strategic(&s2)).await.unwrap();
-    let types: Vec<String> = p.status.unwrap().conditions.unwrap().into_iter().map(|c| c.type_).collect();
+    let types: Vec<String> = p
+        .status
+        .unwrap()
+        .conditions
+        .unwrap()
+        .into_iter()
+        .map(|c| c.type_)
+        .collect();
     assert_eq!(types, vec!["sluice.dev/traffic-ready", "Other"]);
     assert_eq!(p.metadata.labels.unwrap().get("l").map(String::as_str), Some("1"));
 
     // replace_status with a stale rv conflicts like any write.
     let mut stale = pods.get("p").await.unwrap();
     stale.metadata.resource_version = Some("1".into());
-    let e = status(pods.replace_status("p", &PostParams::default(), &stale).await.unwrap_err());
+    let e = status(
+        pods.replace_status("p", &PostParams::default(), &stale)
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(e.code, 409);
 }
 
@@ -251,11 +370,19 @@ async fn deletion_with_finalizers_and_grace() {
     let d = pods.delete("held", &DeleteParams::default()).await.expect("delete");
     let marked = d.left().expect("object returned while finalizers hold it");
     assert!(marked.metadata.deletion_timestamp.is_some());
-    assert_eq!(marked.metadata.deletion_grace_period_seconds, Some(30), "graceful delete of a scheduled pod");
+    assert_eq!(
+        marked.metadata.deletion_grace_period_seconds,
+        Some(30),
+        "graceful delete of a scheduled pod"
+    );
 
     // No new finalizer may be added while deleting.
     let add = json!({"metadata": {"finalizers": ["sluice.dev/slb", "sluice.dev/dns"]}});
-    let e = status(pods.patch("held", &PatchParams::default(), &Patch::Merge(&add)).await.unwrap_err());
+    let e = status(
+        pods.patch("held", &PatchParams::default(), &Patch::Merge(&add))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
     assert_eq!(
         e.message,
@@ -263,27 +390,63 @@ async fn deletion_with_finalizers_and_grace() {
     );
 
     // Force (grace 0) with the finalizer still there: stays.
-    pods.delete("held", &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.unwrap();
+    pods.delete(
+        "held",
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     let still = pods.get("held").await.expect("finalizer holds the pod");
     assert_eq!(still.metadata.deletion_grace_period_seconds, Some(0));
     // Removing the last finalizer deletes it.
     let rm = json!({"metadata": {"finalizers": null}});
-    pods.patch("held", &PatchParams::default(), &Patch::Merge(&rm)).await.unwrap();
+    pods.patch("held", &PatchParams::default(), &Patch::Merge(&rm))
+        .await
+        .unwrap();
     assert!(pods.get_opt("held").await.unwrap().is_none());
 
     // Graceful pod with no finalizers: stays until deleted with grace 0 (by the kubelet).
-    pods.create(&PostParams::default(), &pod_on_node("graceful", "node-1")).await.unwrap();
+    pods.create(&PostParams::default(), &pod_on_node("graceful", "node-1"))
+        .await
+        .unwrap();
     pods.delete("graceful", &DeleteParams::default()).await.unwrap();
-    assert!(pods.get("graceful").await.unwrap().metadata.deletion_timestamp.is_some());
-    pods.delete("graceful", &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.unwrap();
+    assert!(pods
+        .get("graceful")
+        .await
+        .unwrap()
+        .metadata
+        .deletion_timestamp
+        .is_some());
+    pods.delete(
+        "graceful",
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     assert!(pods.get_opt("graceful").await.unwrap().is_none());
 
     // Preconditions.
     pods.create(&PostParams::default(), &pod("pre")).await.unwrap();
-    let dp = DeleteParams { preconditions: Some(kube::api::Preconditions { uid: Some("wrong".into()), resource_version: None }), ..Default::default() };
+    let dp = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: Some("wrong".into()),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
     let e = status(pods.delete("pre", &dp).await.unwrap_err());
     assert_eq!(e.code, 409);
-    assert!(e.message.contains("Precondition failed: UID in precondition: wrong"), "{}", e.message);
+    assert!(
+        e.message.contains("Precondition failed: UID in precondition: wrong"),
+        "{}",
+        e.message
+    );
 }
 
 #[tokio::test]
@@ -291,7 +454,12 @@ async fn namespace_termination_empties_then_removes() {
     let c = start("ns").await;
     let client = client(&c).await;
     let nss: Api<Namespace> = Api::all(client.clone());
-    nss.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "team"}})).unwrap()).await.unwrap();
+    nss.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "team"}})).unwrap(),
+    )
+    .await
+    .unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), "team");
     let mut held = pod("held");
     held.metadata.finalizers = Some(vec!["example.com/hold".into()]);
@@ -301,15 +469,26 @@ async fn namespace_termination_empties_then_removes() {
     assert_eq!(ns.status.unwrap().phase.as_deref(), Some("Terminating"));
     let e = status(pods.create(&PostParams::default(), &pod("late")).await.unwrap_err());
     assert_eq!((e.code, e.reason.as_str()), (403, "Forbidden"));
-    assert!(e.message.ends_with("unable to create new content in namespace team because it is being terminated"));
+    assert!(e
+        .message
+        .ends_with("unable to create new content in namespace team because it is being terminated"));
     crate::common::within("the pod to be marked deleted", async {
         while pods.get("held").await.unwrap().metadata.deletion_timestamp.is_none() {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     })
     .await;
-    assert!(nss.get_opt("team").await.unwrap().is_some(), "a finalizer inside holds the namespace");
-    pods.patch("held", &PatchParams::default(), &Patch::Merge(&json!({"metadata": {"finalizers": null}}))).await.unwrap();
+    assert!(
+        nss.get_opt("team").await.unwrap().is_some(),
+        "a finalizer inside holds the namespace"
+    );
+    pods.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
     crate::common::within("the namespace to go", async {
         while nss.get_opt("team").await.unwrap().is_some() {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -322,12 +501,33 @@ async fn namespace_termination_empties_then_removes() {
 async fn unimplemented_and_unknown_paths_answer_clearly() {
     let c = start("unknown").await;
     let client = client(&c).await;
-    let req = |method: &str, path: &str| http::Request::builder().method(method).uri(path).body(Vec::new()).unwrap();
-    let e = status(client.request::<serde_json::Value>(req("GET", "/apis/apps/v1/namespaces/default/deployments")).await.unwrap_err());
+    let req = |method: &str, path: &str| {
+        http::Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Vec::new())
+            .unwrap()
+    };
+    let e = status(
+        client
+            .request::<serde_json::Value>(req("GET", "/apis/apps/v1/namespaces/default/deployments"))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(e.code, 404);
-    let e = status(client.request::<serde_json::Value>(req("POST", "/api/v1/namespaces/default/pods/p")).await.unwrap_err());
+    let e = status(
+        client
+            .request::<serde_json::Value>(req("POST", "/api/v1/namespaces/default/pods/p"))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(e.code, 405);
-    let e = status(client.request::<serde_json::Value>(req("GET", "/api/v1/namespaces/default/pods/p/exec")).await.unwrap_err());
+    let e = status(
+        client
+            .request::<serde_json::Value>(req("GET", "/api/v1/namespaces/default/pods/p/exec"))
+            .await
+            .unwrap_err(),
+    );
     assert_eq!(e.code, 404);
     let mut wrong_ct = http::Request::builder()
         .method("POST")

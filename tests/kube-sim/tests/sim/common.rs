@@ -25,9 +25,24 @@ pub async fn client(cluster: &Cluster) -> Client {
 }
 
 pub async fn client_for_context(kubeconfig: &str, context: &str) -> Client {
+    Client::try_from(config_for_context(kubeconfig, context).await).expect("client builds")
+}
+
+async fn config_for_context(kubeconfig: &str, context: &str) -> Config {
     let kc = Kubeconfig::from_yaml(kubeconfig).expect("kubeconfig parses");
-    let opts = KubeConfigOptions { context: Some(context.to_string()), ..Default::default() };
-    let cfg = Config::from_custom_kubeconfig(kc, &opts).await.expect("kubeconfig loads");
+    let opts = KubeConfigOptions {
+        context: Some(context.to_string()),
+        ..Default::default()
+    };
+    Config::from_custom_kubeconfig(kc, &opts)
+        .await
+        .expect("kubeconfig loads")
+}
+
+/// A client without kube-rs's default retry of 429/503/504, to see the raw answers.
+pub async fn client_without_retry(cluster: &Cluster) -> Client {
+    let mut cfg = config_for_context(&cluster.kubeconfig(), cluster.name()).await;
+    cfg.default_retry = false;
     Client::try_from(cfg).expect("client builds")
 }
 

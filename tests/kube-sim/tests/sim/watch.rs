@@ -31,20 +31,33 @@ async fn watch_replays_from_resource_version_and_filters() {
     let from = first.metadata.resource_version.unwrap();
     pods.create(&PostParams::default(), &pod("b")).await.unwrap();
     let relabel = json!({"metadata": {"labels": {"app": "other"}}});
-    pods.patch("a", &PatchParams::default(), &Patch::Merge(&relabel)).await.unwrap();
-    let last = pods.delete("b", &DeleteParams::default()).await.unwrap().left().unwrap();
+    pods.patch("a", &PatchParams::default(), &Patch::Merge(&relabel))
+        .await
+        .unwrap();
+    let last = pods
+        .delete("b", &DeleteParams::default())
+        .await
+        .unwrap()
+        .left()
+        .unwrap();
 
     let all: Vec<(String, String)> = within(
         "four events from the replay",
         pods.watch(&WatchParams::default().timeout(2), &from)
             .await
             .unwrap()
-            .take(3)
+            .take(4)
             .map(|e| kind_and_name(&e.unwrap()))
             .collect(),
     )
     .await;
-    assert_eq!(all, vec![("ADDED".into(), "b".into()), ("MODIFIED".into(), "a".into()), ("DELETED".into(), "b".into())]);
+    // A pod delete is graceful even at grace period 0: MODIFIED (deletionTimestamp set),
+    // then DELETED, as kube-apiserver's registry does it.
+    let want: Vec<(String, String)> = [("ADDED", "b"), ("MODIFIED", "a"), ("MODIFIED", "b"), ("DELETED", "b")]
+        .iter()
+        .map(|(k, n)| (k.to_string(), n.to_string()))
+        .collect();
+    assert_eq!(all, want);
 
     // A label-filtered watch sees `a` leave the selection as DELETED.
     let web: Vec<(String, String)> = within(
@@ -56,7 +69,11 @@ async fn watch_replays_from_resource_version_and_filters() {
             .collect(),
     )
     .await;
-    assert_eq!(web, vec![("ADDED".into(), "b".into()), ("DELETED".into(), "a".into()), ("DELETED".into(), "b".into())]);
+    let want: Vec<(String, String)> = [("ADDED", "b"), ("DELETED", "a"), ("MODIFIED", "b"), ("DELETED", "b")]
+        .iter()
+        .map(|(k, n)| (k.to_string(), n.to_string()))
+        .collect();
+    assert_eq!(web, want);
 
     // DELETED carries the last stored object at the deletion's resourceVersion.
     let got = pods.get_opt("b").await.unwrap();
@@ -82,8 +99,14 @@ async fn bookmarks_and_timeout() {
             .collect(),
     )
     .await;
-    assert!(started.elapsed() >= Duration::from_millis(900), "the server ends the watch at timeoutSeconds");
-    assert!(!events.is_empty() && events.iter().all(|(k, v)| k == "BOOKMARK" && *v == rv), "{events:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "the server ends the watch at timeoutSeconds"
+    );
+    assert!(
+        !events.is_empty() && events.iter().all(|(k, v)| k == "BOOKMARK" && *v == rv),
+        "{events:?}"
+    );
 }
 
 #[tokio::test]
@@ -94,15 +117,20 @@ async fn too_old_resource_version_is_410_expired() {
     let pods: Api<Pod> = Api::namespaced(client(&c).await, "default");
     let first = pods.create(&PostParams::default(), &pod("p0")).await.unwrap();
     for i in 1..10 {
-        pods.create(&PostParams::default(), &pod(&format!("p{i}"))).await.unwrap();
+        pods.create(&PostParams::default(), &pod(&format!("p{i}")))
+            .await
+            .unwrap();
     }
     let events: Vec<WatchEvent<Pod>> = within(
         "the expired watch",
-        pods.watch(&WatchParams::default().timeout(5), first.metadata.resource_version.as_deref().unwrap())
-            .await
-            .unwrap()
-            .map(|e| e.unwrap())
-            .collect(),
+        pods.watch(
+            &WatchParams::default().timeout(5),
+            first.metadata.resource_version.as_deref().unwrap(),
+        )
+        .await
+        .unwrap()
+        .map(|e| e.unwrap())
+        .collect(),
     )
     .await;
     match events.as_slice() {
@@ -117,7 +145,12 @@ async fn too_old_resource_version_is_410_expired() {
     let now = pods.get("p9").await.unwrap().metadata.resource_version.unwrap();
     c.faults().expire_next_watch();
     let first_event = within("forced 410", async {
-        pods.watch(&WatchParams::default().timeout(5), &now).await.unwrap().boxed().next().await
+        pods.watch(&WatchParams::default().timeout(5), &now)
+            .await
+            .unwrap()
+            .boxed()
+            .next()
+            .await
     })
     .await;
     assert!(matches!(first_event, Some(Ok(WatchEvent::Error(s))) if s.code == 410));
@@ -129,7 +162,10 @@ async fn runtime_watcher_survives_dropped_watches_and_expiry() {
     let client = client(&c).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     pods.create(&PostParams::default(), &pod("before")).await.unwrap();
-    let mut stream = watcher(pods.clone(), watcher::Config::default()).applied_objects().boxed();
+    let mut stream = watcher(pods.clone(), watcher::Config::default())
+        .default_backoff()
+        .applied_objects()
+        .boxed();
     let first = within("initial list", stream.try_next()).await.unwrap().unwrap();
     assert_eq!(first.metadata.name.as_deref(), Some("before"));
 
@@ -137,15 +173,20 @@ async fn runtime_watcher_survives_dropped_watches_and_expiry() {
     c.faults().expire_next_watch();
     tokio::time::sleep(Duration::from_millis(100)).await;
     pods.create(&PostParams::default(), &pod("after")).await.unwrap();
+    // The watcher reports the 410 (as it would from a real server), then relists.
+    let mut saw_expired = false;
     within("the watcher to see the pod created after its watch was cut", async {
         loop {
-            let p = stream.try_next().await.expect("watcher recovers").expect("stream continues");
-            if p.metadata.name.as_deref() == Some("after") {
-                break;
+            match stream.next().await.expect("stream continues") {
+                Ok(p) if p.metadata.name.as_deref() == Some("after") => break,
+                Ok(_) => {}
+                Err(watcher::Error::WatchError(s)) if s.code == 410 => saw_expired = true,
+                Err(e) => panic!("unexpected watcher error {e}"),
             }
         }
     })
     .await;
+    assert!(saw_expired, "the forced 410 reached the watcher");
 }
 
 #[tokio::test]
@@ -156,7 +197,11 @@ async fn watch_list_initial_events_end_with_bookmark() {
     let wp = WatchParams::default().initial_events().timeout(1);
     let events: Vec<(String, String)> = within(
         "watch-list stream",
-        pods.watch(&wp, "").await.unwrap().map(|e| kind_and_name(&e.unwrap())).collect(),
+        pods.watch(&wp, "")
+            .await
+            .unwrap()
+            .map(|e| kind_and_name(&e.unwrap()))
+            .collect(),
     )
     .await;
     assert_eq!(events.first(), Some(&("ADDED".to_string(), "x".to_string())));
