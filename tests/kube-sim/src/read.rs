@@ -256,8 +256,18 @@ fn collect(
     }
 }
 
+/// How objects are encoded: whole, or as `meta.k8s.io/v1` `PartialObjectMetadata` (what
+/// clients ask for with `Accept: application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Form {
+    #[default]
+    Full,
+    Metadata,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct WatchParams {
+    pub form: Form,
     pub resource_version: Option<String>,
     pub allow_bookmarks: bool,
     pub timeout: Option<Duration>,
@@ -265,16 +275,21 @@ pub struct WatchParams {
 }
 
 /// The bytes of one object as `def` presents it.
-pub fn object_bytes(def: &ResourceDef, sdef: &ResourceDef, obj: &Obj) -> Vec<Bytes> {
+pub fn object_bytes(def: &ResourceDef, sdef: &ResourceDef, obj: &Obj, form: Form) -> Vec<Bytes> {
+    if form == Form::Metadata {
+        let v: serde_json::Value = serde_json::from_slice(&obj.json).unwrap_or_default();
+        let doc = json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": v["metadata"]});
+        return vec![Bytes::from(doc.to_string())];
+    }
     if def.flavor == Flavor::EventsV1 || def.version != sdef.version {
         return vec![Bytes::from(present(def, sdef, obj).to_string())];
     }
     vec![def.type_prefix.clone(), obj.json.slice(1..)]
 }
 
-fn frame(kind: &str, def: &ResourceDef, sdef: &ResourceDef, obj: &Obj) -> Vec<Bytes> {
+fn frame(kind: &str, def: &ResourceDef, sdef: &ResourceDef, obj: &Obj, form: Form) -> Vec<Bytes> {
     let mut out = vec![Bytes::from(format!(r#"{{"type":"{kind}","object":"#))];
-    out.extend(object_bytes(def, sdef, obj));
+    out.extend(object_bytes(def, sdef, obj, form));
     out.push(Bytes::from_static(b"}\n"));
     out
 }
@@ -392,7 +407,7 @@ async fn run_watch(
     };
     let send = |frames: Vec<Bytes>| async { tx.send(frames).await.is_ok() };
     for obj in &initial {
-        if !send(frame("ADDED", def, &sdef, obj)).await {
+        if !send(frame("ADDED", def, &sdef, obj, p.form)).await {
             return Ok(());
         }
     }
@@ -403,7 +418,7 @@ async fn run_watch(
     for ev in backlog.iter().filter(|e| e.storage == key) {
         last_rv = ev.rv;
         if let Some(kind) = filtered(ev, &sdef, sel) {
-            if !send(frame(kind, def, &sdef, &ev.obj)).await {
+            if !send(frame(kind, def, &sdef, &ev.obj, p.form)).await {
                 return Ok(());
             }
         }
@@ -434,7 +449,7 @@ async fn run_watch(
                         continue;
                     }
                     if let Some(kind) = filtered(&ev, &sdef, sel) {
-                        if !send(frame(kind, def, &sdef, &ev.obj)).await {
+                        if !send(frame(kind, def, &sdef, &ev.obj, p.form)).await {
                             return Ok(());
                         }
                     }

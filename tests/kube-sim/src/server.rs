@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use crate::cluster::ClusterState;
 use crate::ops::{self, DeleteOpts, Sub};
 use crate::patch::PatchType;
-use crate::read::{self, ListParams, Selection, WatchParams};
+use crate::read::{self, Form, ListParams, Selection, WatchParams};
 use crate::resources::{self, Flavor, ResourceDef};
 use crate::status::{success_status, ApiError, ApiResult};
 
@@ -262,17 +262,54 @@ fn decode_object(body: &[u8]) -> ApiResult<Value> {
     Ok(v)
 }
 
+/// Content negotiation on `Accept`: whole objects, `PartialObjectMetadata`, or 406 for
+/// what the simulator does not encode (Table, protobuf-only, YAML-only).
+fn negotiate(req: &Request<Incoming>) -> ApiResult<Form> {
+    let Some(accept) = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return Ok(Form::Full);
+    };
+    for range in accept.split(',') {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or("");
+        let as_ = parts.find_map(|p| p.strip_prefix("as="));
+        if !matches!(media, "application/json" | "*/*" | "application/*") {
+            continue;
+        }
+        match as_ {
+            None => return Ok(Form::Full),
+            Some("PartialObjectMetadata" | "PartialObjectMetadataList") => return Ok(Form::Metadata),
+            Some(_) => continue,
+        }
+    }
+    Err(ApiError::new(
+        406,
+        "NotAcceptable",
+        "only the following media types are accepted: application/json, \
+         application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1 (kube-sim encodes no Table, YAML or protobuf)",
+    ))
+}
+
 fn object_response(
     state: &ClusterState,
     def: &ResourceDef,
     obj: &crate::object::Obj,
     code: StatusCode,
 ) -> Response<Body> {
+    object_response_as(state, def, obj, code, Form::Full)
+}
+
+fn object_response_as(
+    state: &ClusterState,
+    def: &ResourceDef,
+    obj: &crate::object::Obj,
+    code: StatusCode,
+    form: Form,
+) -> Response<Body> {
     let sdef = state
         .store()
         .storage_def(&def.storage_key())
         .expect("storage definition");
-    let mut r = chunks_response(read::object_bytes(def, &sdef, obj));
+    let mut r = chunks_response(read::object_bytes(def, &sdef, obj, form));
     *r.status_mut() = code;
     r
 }
@@ -286,10 +323,11 @@ async fn serve(state: Arc<ClusterState>, t: Target, req: Request<Incoming>) -> A
     }
     let ns = t.namespace.clone().unwrap_or_default();
     let method = req.method().clone();
+    let form = negotiate(&req)?;
     match (method, &t.name) {
         (Method::GET, Some(name)) => {
             let obj = ops::get(&state.store(), &t.def, &ns, name)?;
-            Ok(object_response(&state, &t.def, &obj, StatusCode::OK))
+            Ok(object_response_as(&state, &t.def, &obj, StatusCode::OK, form))
         }
         (Method::GET, None) => {
             let sel = Selection::parse(
@@ -300,6 +338,7 @@ async fn serve(state: Arc<ClusterState>, t: Target, req: Request<Incoming>) -> A
             )?;
             if q.flag("watch") {
                 let p = WatchParams {
+                    form,
                     resource_version: q.get("resourceVersion").map(String::from),
                     allow_bookmarks: q.flag("allowWatchBookmarks"),
                     timeout: q
@@ -338,7 +377,7 @@ async fn serve(state: Arc<ClusterState>, t: Target, req: Request<Incoming>) -> A
                 resource_version_match: q.get("resourceVersionMatch").map(String::from),
             };
             let result = read::list(&state, &t.def, &sel, &p).await?;
-            Ok(list_response(&state, &t.def, result))
+            Ok(list_response(&state, &t.def, result, form))
         }
         (Method::POST, None) => {
             if t.namespace.is_none() && t.def.namespaced {
@@ -413,6 +452,7 @@ async fn serve(state: Arc<ClusterState>, t: Target, req: Request<Incoming>) -> A
                     continue_token: None,
                     remaining: None,
                 },
+                Form::Full,
             ))
         }
         _ => Err(
@@ -469,7 +509,7 @@ fn delete_response(state: &ClusterState, def: &ResourceDef, d: &ops::Deleted) ->
     object_response(state, def, &d.obj, StatusCode::OK)
 }
 
-fn list_response(state: &ClusterState, def: &ResourceDef, r: read::ListResult) -> Response<Body> {
+fn list_response(state: &ClusterState, def: &ResourceDef, r: read::ListResult, form: Form) -> Response<Body> {
     let sdef = state
         .store()
         .storage_def(&def.storage_key())
@@ -481,21 +521,20 @@ fn list_response(state: &ClusterState, def: &ResourceDef, r: read::ListResult) -
     if let Some(n) = r.remaining {
         meta["remainingItemCount"] = json!(n);
     }
-    let head = format!(
-        r#"{{"kind":"{}List","apiVersion":"{}","metadata":{},"items":["#,
-        def.kind,
-        def.api_version(),
-        meta
-    );
+    let (kind, api_version) = match form {
+        Form::Full => (format!("{}List", def.kind), def.api_version()),
+        Form::Metadata => ("PartialObjectMetadataList".to_string(), "meta.k8s.io/v1".to_string()),
+    };
+    let head = format!(r#"{{"kind":"{kind}","apiVersion":"{api_version}","metadata":{meta},"items":["#);
     let mut chunks = Vec::with_capacity(r.items.len() * 3 + 2);
     chunks.push(Bytes::from(head));
-    let typed = def.list_items_typed() || def.flavor == Flavor::EventsV1;
+    let typed = def.list_items_typed() || def.flavor == Flavor::EventsV1 || form == Form::Metadata;
     for (i, obj) in r.items.iter().enumerate() {
         if i > 0 {
             chunks.push(Bytes::from_static(b","));
         }
         if typed {
-            chunks.extend(read::object_bytes(def, &sdef, obj));
+            chunks.extend(read::object_bytes(def, &sdef, obj, form));
         } else {
             chunks.push(obj.json.clone());
         }

@@ -539,3 +539,53 @@ async fn unimplemented_and_unknown_paths_answer_clearly() {
     let e = status(client.request::<serde_json::Value>(wrong_ct).await.unwrap_err());
     assert_eq!((e.code, e.reason.as_str()), (415, "UnsupportedMediaType"));
 }
+
+#[tokio::test]
+async fn metadata_only_reads_and_not_acceptable() {
+    let c = start("meta").await;
+    let client = client(&c).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    pods.create(&PostParams::default(), &pod("m")).await.unwrap();
+    let meta = pods.get_metadata("m").await.expect("PartialObjectMetadata get");
+    assert_eq!(
+        meta.types.as_ref().map(|t| t.kind.as_str()),
+        Some("PartialObjectMetadata")
+    );
+    assert_eq!(meta.metadata.name.as_deref(), Some("m"));
+    let list = pods
+        .list_metadata(&ListParams::default())
+        .await
+        .expect("PartialObjectMetadataList");
+    assert_eq!(list.items.len(), 1);
+    let raw = http::Request::builder()
+        .uri("/api/v1/namespaces/default/pods")
+        .header(
+            "accept",
+            "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+        )
+        .body(Vec::new())
+        .unwrap();
+    let v = client.request::<serde_json::Value>(raw).await.unwrap();
+    assert_eq!(v["kind"], "PartialObjectMetadataList");
+    assert_eq!(v["items"][0]["kind"], "PartialObjectMetadata");
+    assert!(v["items"][0].get("spec").is_none(), "metadata only");
+
+    let table = http::Request::builder()
+        .uri("/api/v1/namespaces/default/pods")
+        .header("accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+        .body(Vec::new())
+        .unwrap();
+    let e = status(client.request::<serde_json::Value>(table).await.unwrap_err());
+    assert_eq!((e.code, e.reason.as_str()), (406, "NotAcceptable"));
+    // kubectl's Accept falls back to plain JSON, which is served.
+    let kubectl = http::Request::builder()
+        .uri("/api/v1/namespaces/default/pods")
+        .header(
+            "accept",
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
+        )
+        .body(Vec::new())
+        .unwrap();
+    let v = client.request::<serde_json::Value>(kubectl).await.expect("fallback");
+    assert_eq!(v["kind"], "PodList");
+}
