@@ -1,0 +1,253 @@
+//! The gateway's own configuration (YAML): which clusters to watch, which adapter instances
+//! exist (with their connection settings and secrets), and where to listen.
+//!
+//! Loading validates everything before any port is bound or any cluster is contacted; a
+//! bad file yields one line naming the field and the problem ([`ConfigError`]), and the
+//! CLI exits with code 64 (`EX_USAGE`).
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A configuration problem: `field` is a path like `adapters[1].endpoint`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config {file}: {field}: {problem}")]
+pub struct ConfigError {
+    pub file: String,
+    pub field: String,
+    pub problem: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Config {
+    pub clusters: Vec<ClusterConfig>,
+    #[serde(default)]
+    pub adapters: Vec<AdapterConfig>,
+    #[serde(default)]
+    pub listen: ListenConfig,
+    #[serde(default)]
+    pub engine: EngineConfig,
+}
+
+/// One cluster to watch. Its `name` is stable: it appears in pod status, events and
+/// traces, and keys the per-cluster state.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClusterConfig {
+    pub name: String,
+    /// Path to a kubeconfig file (relative paths are relative to the config file).
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Context within the kubeconfig; its current context when unset.
+    #[serde(default)]
+    pub context: Option<String>,
+    /// Use the pod's service account instead of a kubeconfig.
+    #[serde(default)]
+    pub in_cluster: bool,
+}
+
+/// One adapter instance: a traffic component the gateway may act on. Bindings refer to it
+/// by `name`; only the gateway's operator decides where it points.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum AdapterConfig {
+    /// HAProxy through its runtime API.
+    Haproxy(sluice_adapter_slb::HaproxyConfig),
+}
+
+impl AdapterConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            AdapterConfig::Haproxy(c) => &c.name,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ListenConfig {
+    /// Health / readiness / preStop HTTP endpoint.
+    #[serde(default = "default_health_addr")]
+    pub health: SocketAddr,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        ListenConfig { health: default_health_addr() }
+    }
+}
+
+fn default_health_addr() -> SocketAddr {
+    "127.0.0.1:9797".parse().expect("literal address")
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EngineConfig {
+    /// How often a target is observed while a drain or restore is being verified.
+    /// 10 ms: HAProxy's `scur` falls to 0 within ~2 ms of the last client closing, so a
+    /// drain is confirmed at most ~10 ms after the traffic is really gone.
+    #[serde(default = "default_poll_ms")]
+    pub poll_interval_ms: u64,
+    /// Per adapter call.
+    #[serde(default = "default_call_timeout_ms")]
+    pub call_timeout_ms: u64,
+    /// Deadline of a drain when the binding does not set one.
+    #[serde(default = "default_deadline_s")]
+    pub default_deadline_seconds: u64,
+    /// Identity written into events (`reportingInstance`).
+    #[serde(default = "default_instance")]
+    pub instance: String,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            poll_interval_ms: default_poll_ms(),
+            call_timeout_ms: default_call_timeout_ms(),
+            default_deadline_seconds: default_deadline_s(),
+            instance: default_instance(),
+        }
+    }
+}
+
+fn default_poll_ms() -> u64 {
+    10
+}
+fn default_call_timeout_ms() -> u64 {
+    2000
+}
+fn default_deadline_s() -> u64 {
+    300
+}
+fn default_instance() -> String {
+    std::env::var("HOSTNAME").unwrap_or_else(|_| "sluice-gateway".into())
+}
+
+impl EngineConfig {
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms.max(1))
+    }
+    pub fn call_timeout(&self) -> Duration {
+        Duration::from_millis(self.call_timeout_ms.max(1))
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            field: "(file)".into(),
+            problem: format!("cannot be read: {e}"),
+        })?;
+        let mut cfg = Config::parse(&text, &file)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for c in &mut cfg.clusters {
+            if let Some(k) = &c.kubeconfig {
+                if k.is_relative() {
+                    c.kubeconfig = Some(base.join(k));
+                }
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// Parses and validates config text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let err = |field: String, problem: String| ConfigError { file: file.to_string(), field, problem };
+        let de = serde_yaml::Deserializer::from_str(text);
+        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            // serde_yaml appends " at line L column C"; keep it, it helps.
+            err(if path == "." { "(top level)".into() } else { path }, inner)
+        })?;
+        cfg.validate().map_err(|(f, p)| err(f, p))?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        if self.clusters.is_empty() {
+            return Err(("clusters".into(), "at least one cluster is required".into()));
+        }
+        let mut names = BTreeSet::new();
+        for (i, c) in self.clusters.iter().enumerate() {
+            let f = |x: &str| format!("clusters[{i}].{x}");
+            if !is_name(&c.name) {
+                return Err((f("name"), format!("{:?} must be a DNS label (lowercase letters, digits, '-')", c.name)));
+            }
+            if !names.insert(c.name.clone()) {
+                return Err((f("name"), format!("{:?} is used by two clusters; names must be unique", c.name)));
+            }
+            match (&c.kubeconfig, c.in_cluster) {
+                (Some(_), true) => return Err((f("inCluster"), "set either kubeconfig or inCluster, not both".into())),
+                (None, false) => return Err((f("kubeconfig"), "required unless inCluster is true".into())),
+                _ => {}
+            }
+        }
+        let mut adapters = BTreeSet::new();
+        for (i, a) in self.adapters.iter().enumerate() {
+            if !is_name(a.name()) {
+                return Err((format!("adapters[{i}].name"), format!("{:?} must be a DNS label", a.name())));
+            }
+            if !adapters.insert(a.name().to_string()) {
+                return Err((format!("adapters[{i}].name"), format!("{:?} is used by two adapters", a.name())));
+            }
+        }
+        if self.engine.poll_interval_ms == 0 {
+            return Err(("engine.pollIntervalMs".into(), "must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_config_parses() {
+        let cfg = Config::parse(
+            "clusters:\n- name: east\n  kubeconfig: /k\n  context: e\nadapters:\n- kind: haproxy\n  name: lb\n  endpoint: unix:/run/haproxy.sock\n",
+            "t.yaml",
+        )
+        .expect("valid");
+        assert_eq!(cfg.clusters[0].name, "east");
+        assert_eq!(cfg.adapters[0].name(), "lb");
+        assert_eq!(cfg.engine.poll_interval_ms, 10);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            ("clusters: []\n", "clusters", "at least one cluster"),
+            ("clusters:\n- name: East\n  kubeconfig: /k\n", "clusters[0].name", "DNS label"),
+            ("clusters:\n- name: a\n", "clusters[0].kubeconfig", "required"),
+            ("clusters:\n- name: a\n  kubeconfig: /k\n  inCluster: true\n", "clusters[0].inCluster", "not both"),
+            ("clusters:\n- name: a\n  kubeconfig: /k\n- name: a\n  kubeconfig: /k\n", "clusters[1].name", "unique"),
+            ("clusters:\n- name: a\n  kubeconfig: /k\n  bogus: 1\n", "clusters[0]", "unknown field `bogus`"),
+            ("clusters:\n- name: a\n  kubeconfig: /k\nadapters:\n- kind: f5\n  name: x\n", "adapters[0]", "unknown variant `f5`"),
+            ("clusters:\n- name: a\n  kubeconfig: /k\nlisten:\n  health: nowhere\n", "listen.health", "invalid socket address"),
+        ];
+        for (text, field, problem) in cases {
+            let e = Config::parse(text, "t.yaml").expect_err(text);
+            assert!(e.field.starts_with(field), "{text}: field {:?} (want {field})", e.field);
+            assert!(e.problem.contains(problem), "{text}: problem {:?} (want {problem})", e.problem);
+            assert!(!e.to_string().contains('\n'), "one line: {e}");
+        }
+    }
+}

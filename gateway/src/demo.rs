@@ -1,0 +1,389 @@
+//! The lossless-rollout demo (`sluice demo`): an embedded simulated cluster whose pods are
+//! backed by real local HTTP servers, real HAProxy in front, a steady keep-alive load
+//! through HAProxy, and Sluice draining and restoring each pod while the pods are rolled
+//! one by one the way an OpenKruise CloneSet with lifecycle hooks rolls them.
+//!
+//! With `--no-sluice` the same rollout runs without Sluice (no drain, no gate): the
+//! failures that shows are what Sluice prevents.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::CustomResourceExt;
+use kube_sim::{Cluster, ClusterConfig, KubeletConfig};
+use serde_json::json;
+
+use crate::binding::TrafficBinding;
+use crate::config::Config;
+use crate::gateway::Gateway;
+use crate::model::{GATE, KRUISE_STATE};
+
+mod backend;
+mod load;
+
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub pods: usize,
+    pub sluice: bool,
+    /// Concurrent keep-alive client connections.
+    pub clients: usize,
+    /// Print progress lines.
+    pub verbose: bool,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        DemoOptions { pods: 6, sluice: true, clients: 8, verbose: true }
+    }
+}
+
+impl DemoOptions {
+    pub fn parse(args: &[String]) -> Result<DemoOptions, String> {
+        let mut o = DemoOptions::default();
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "--pods" => {
+                    o.pods = it
+                        .next()
+                        .and_then(|v| v.parse().ok())
+                        .filter(|n| (2..=200).contains(n))
+                        .ok_or("--pods needs a number from 2 to 200")?
+                }
+                "--clients" => {
+                    o.clients = it
+                        .next()
+                        .and_then(|v| v.parse().ok())
+                        .filter(|n| (1..=256).contains(n))
+                        .ok_or("--clients needs a number from 1 to 256")?
+                }
+                "--no-sluice" => o.sluice = false,
+                "--quiet" => o.verbose = false,
+                other => return Err(format!("unknown demo flag {other:?}")),
+            }
+        }
+        Ok(o)
+    }
+}
+
+/// What the demo measured. Failures are counted at the client.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub requests: u64,
+    pub failed: u64,
+    pub drain_ms: Vec<u64>,
+    pub rollout_s: f64,
+}
+
+impl Summary {
+    pub fn line(&self) -> String {
+        let mut d = self.drain_ms.clone();
+        d.sort_unstable();
+        let p50 = d.get(d.len().saturating_sub(1) / 2).copied().unwrap_or(0);
+        let max = d.last().copied().unwrap_or(0);
+        format!(
+            "summary: requests={} failed={} drain_p50_ms={} drain_max_ms={} rollout_s={:.1}",
+            self.requests, self.failed, p50, max, self.rollout_s
+        )
+    }
+}
+
+/// Finds `haproxy`, installing Debian's package when running as root and it is missing.
+pub fn ensure_haproxy() -> anyhow::Result<PathBuf> {
+    let find = || {
+        std::env::var_os("PATH")
+            .into_iter()
+            .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .chain([PathBuf::from("/usr/sbin")])
+            .map(|d| d.join("haproxy"))
+            .find(|p| p.is_file())
+    };
+    if let Some(p) = find() {
+        return Ok(p);
+    }
+    let root = std::process::Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+    if !root {
+        bail!("haproxy is not installed; install it with: sudo apt-get install -y --no-install-recommends haproxy");
+    }
+    eprintln!("demo: installing haproxy (apt-get)…");
+    let ok = std::process::Command::new("sh")
+        .args(["-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy"])
+        .status()
+        .context("running apt-get")?
+        .success();
+    match find() {
+        Some(p) if ok => Ok(p),
+        _ => bail!("installing haproxy with apt-get failed; install it by hand: apt-get install -y haproxy"),
+    }
+}
+
+fn free_port(ip: &str) -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind((ip, 0)).with_context(|| format!("binding {ip}:0"))?;
+    Ok(l.local_addr()?.port())
+}
+
+/// A running HAProxy child.
+struct Haproxy {
+    child: std::process::Child,
+    socket: PathBuf,
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_haproxy(bin: &PathBuf, dir: &std::path::Path, frontend: u16, pods: &[SocketAddr]) -> anyhow::Result<Haproxy> {
+    let socket = dir.join("haproxy.sock");
+    let servers: String = pods
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("  server web-{} {a} check inter 100 rise 2 fall 2\n", i + 1))
+        .collect();
+    let cfg = format!(
+        "global\n  stats socket {sock} mode 600 level admin\n  stats timeout 2m\n\
+         defaults\n  mode http\n  timeout connect 1s\n  timeout client 30s\n  timeout server 30s\n  retries 0\n\
+         frontend fe\n  bind 127.0.0.1:{frontend}\n  default_backend web\n\
+         backend web\n  balance roundrobin\n  option httpchk GET /healthz\n{servers}",
+        sock = socket.display()
+    );
+    let path = dir.join("haproxy.cfg");
+    std::fs::write(&path, cfg)?;
+    let child = std::process::Command::new(bin)
+        .args(["-db", "-f"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("starting haproxy")?;
+    let hp = Haproxy { child, socket };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::UnixStream::connect(&hp.socket).await.is_err() {
+        if Instant::now() > deadline {
+            bail!("haproxy did not open its runtime socket within 10 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(hp)
+}
+
+fn pod_manifest(name: &str, ip: IpAddr, port: u16, image: &str, gate: bool, state: &str) -> anyhow::Result<Pod> {
+    let mut spec = json!({
+        "nodeName": "sim-node-1",
+        "terminationGracePeriodSeconds": 30,
+        "containers": [{"name": "web", "image": image, "ports": [{"containerPort": port}]}],
+    });
+    if gate {
+        spec["readinessGates"] = json!([{"conditionType": GATE}]);
+    }
+    Ok(serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"app": "web", KRUISE_STATE: state},
+                     "annotations": {kube_sim::POD_IP_ANNOTATION: ip.to_string()}},
+        "spec": spec,
+    }))?)
+}
+
+async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut f: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !f().await {
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn has_sluice_finalizer(p: &Pod) -> bool {
+    p.metadata.finalizers.as_ref().is_some_and(|f| f.iter().any(|f| f.starts_with("sluice.dev/")))
+}
+
+/// Runs the demo and returns its measurements.
+pub async fn run(opts: DemoOptions) -> anyhow::Result<Summary> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let haproxy_bin = ensure_haproxy()?;
+    let dir = std::env::temp_dir().join(format!("sluice-demo-{}-{}", std::process::id(), rand::random::<u32>()));
+    std::fs::create_dir_all(&dir)?;
+    let say = |s: String| {
+        if opts.verbose {
+            println!("{s}");
+        }
+    };
+
+    // Pods: 127.0.0.11, .12, … all on one port, as real pods share a container port.
+    let ips: Vec<IpAddr> = (0..opts.pods).map(|i| IpAddr::from([127, 0, 0, 11 + i as u8])).collect();
+    let port = free_port("127.0.0.11")?;
+    let addrs: Vec<SocketAddr> = ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
+    let mut backends: Vec<Option<backend::Backend>> = Vec::new();
+    for a in &addrs {
+        backends.push(Some(backend::Backend::start(*a).await?));
+    }
+    let frontend = free_port("127.0.0.1")?;
+    let haproxy = start_haproxy(&haproxy_bin, &dir, frontend, &addrs).await?;
+    say(format!("demo: haproxy on 127.0.0.1:{frontend}, {} pods on port {port}", opts.pods));
+
+    let mut ccfg = ClusterConfig::new("demo");
+    ccfg.kubelet = Some(KubeletConfig {
+        start_delay: Duration::from_millis(10),
+        ready_delay: None,
+        terminate_delay: Duration::from_millis(10),
+    });
+    let cluster = Cluster::start(ccfg).await?;
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, cluster.kubeconfig())?;
+    let client = crate::gateway::client_for(&crate::config::ClusterConfig {
+        name: "demo".into(),
+        kubeconfig: Some(kubeconfig.clone()),
+        context: None,
+        in_cluster: false,
+    })
+    .await?;
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(client.clone());
+    crds.create(&PostParams::default(), &TrafficBinding::crd()).await.context("installing the CRD")?;
+    let bindings: Api<TrafficBinding> = Api::namespaced(client.clone(), "default");
+    let binding: TrafficBinding = serde_json::from_value(json!({
+        "apiVersion": "sluice.dev/v1alpha1", "kind": "TrafficBinding",
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, "port": port,
+                 "targets": [{"adapter": "haproxy", "params": {"backend": "web"}}],
+                 "drainPolicy": {"deadlineSeconds": 60}, "disruptionBudget": {"maxDraining": 1}}
+    }))?;
+    if opts.sluice {
+        bindings.create(&PostParams::default(), &binding).await.context("creating the TrafficBinding")?;
+    }
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    for (i, ip) in ips.iter().enumerate() {
+        let p = pod_manifest(&format!("web-{}", i + 1), *ip, port, "registry.local/web:v1", opts.sluice, "Normal")?;
+        pods.create(&PostParams::default(), &p).await?;
+    }
+    let kubelet = cluster.kubelet().expect("kubelet-lite is on");
+    for i in 0..opts.pods {
+        let name = format!("web-{}", i + 1);
+        wait_for("pod start", Duration::from_secs(10), || async {
+            pods.get(&name).await.is_ok_and(|p| p.status.and_then(|s| s.pod_ip).is_some())
+        })
+        .await?;
+        kubelet.set_containers_ready("default", &name, true).map_err(anyhow::Error::new)?;
+    }
+
+    let _gateway = if opts.sluice {
+        let cfg = Config::parse(
+            &format!(
+                "clusters:\n- name: demo\n  kubeconfig: {}\nadapters:\n- kind: haproxy\n  name: haproxy\n  endpoint: unix:{}\n\
+                 listen:\n  health: 127.0.0.1:0\n",
+                kubeconfig.display(),
+                haproxy.socket.display()
+            ),
+            "demo",
+        )?;
+        let gw = Gateway::start(cfg).await?;
+        tokio::time::timeout(Duration::from_secs(30), gw.wait_ready()).await.context("gateway readiness")?;
+        Some(gw)
+    } else {
+        None
+    };
+    for i in 0..opts.pods {
+        let name = format!("web-{}", i + 1);
+        wait_for(&format!("{name} Ready"), Duration::from_secs(30), || async {
+            pods.get(&name).await.is_ok_and(|p| pod_ready(&p))
+        })
+        .await?;
+    }
+    // Let HAProxy's checks see every server up before traffic starts.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    say(format!("demo: {} pods Ready; starting load ({} keep-alive clients)", opts.pods, opts.clients));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let requests = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let front = SocketAddr::from(([127, 0, 0, 1], frontend));
+    let mut load_tasks = Vec::new();
+    for c in 0..opts.clients {
+        load_tasks.push(tokio::spawn(load::client(front, c as u64, stop.clone(), requests.clone(), failed.clone())));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let started = Instant::now();
+    let mut drain_ms = Vec::new();
+    for i in 0..opts.pods {
+        let name = format!("web-{}", i + 1);
+        let t0 = Instant::now();
+        if opts.sluice {
+            // OpenKruise: the pod enters PreparingDelete and waits for the hook's finalizers.
+            let patch = json!({"metadata": {"labels": {KRUISE_STATE: "PreparingDelete"}}});
+            pods.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            wait_for(&format!("{name} drained"), Duration::from_secs(60), || async {
+                pods.get(&name).await.is_ok_and(|p| !has_sluice_finalizer(&p))
+            })
+            .await?;
+        }
+        let drained = t0.elapsed();
+        drain_ms.push(drained.as_millis() as u64);
+        // Replace: the old container stops, the pod is deleted, a new one takes its place.
+        backends[i].take();
+        pods.delete(&name, &DeleteParams::default()).await?;
+        wait_for(&format!("{name} deleted"), Duration::from_secs(30), || async {
+            pods.get_opt(&name).await.is_ok_and(|p| p.is_none())
+        })
+        .await?;
+        let state = if opts.sluice { "PreparingNormal" } else { "Normal" };
+        let p = pod_manifest(&name, ips[i], port, "registry.local/web:v2", opts.sluice, state)?;
+        pods.create(&PostParams::default(), &p).await?;
+        backends[i] = Some(backend::Backend::start(addrs[i]).await?);
+        wait_for("new pod start", Duration::from_secs(10), || async {
+            pods.get(&name).await.is_ok_and(|p| p.status.and_then(|s| s.pod_ip).is_some())
+        })
+        .await?;
+        kubelet.set_containers_ready("default", &name, true).map_err(anyhow::Error::new)?;
+        wait_for(&format!("{name} Ready again"), Duration::from_secs(60), || async {
+            pods.get(&name).await.is_ok_and(|p| pod_ready(&p))
+        })
+        .await?;
+        if opts.sluice {
+            let patch = json!({"metadata": {"labels": {KRUISE_STATE: "Normal"}}});
+            pods.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        } else {
+            // Without a gate, Ready does not mean the load balancer sends it traffic yet.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        say(format!(
+            "demo: [{}/{}] {name}: drained in {} ms, replaced, serving again after {} ms (requests={} failed={})",
+            i + 1,
+            opts.pods,
+            drained.as_millis(),
+            t0.elapsed().as_millis(),
+            requests.load(Ordering::SeqCst),
+            failed.load(Ordering::SeqCst)
+        ));
+    }
+    let rollout_s = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    for t in load_tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    drop(haproxy);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(Summary { requests: requests.load(Ordering::SeqCst), failed: failed.load(Ordering::SeqCst), drain_ms, rollout_s })
+}

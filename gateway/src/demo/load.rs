@@ -1,0 +1,68 @@
+//! The demo's load: keep-alive HTTP clients through HAProxy, with a mix of short and long
+//! requests (90 % 5–50 ms, 10 % 200–800 ms). Failures are counted at the client — a
+//! request cut on a keep-alive connection is mostly a silent close, which HAProxy's own
+//! counters miss.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use rand::Rng;
+
+fn next_duration_ms() -> u64 {
+    let mut rng = rand::rng();
+    if rng.random_bool(0.9) {
+        rng.random_range(5..=50)
+    } else {
+        rng.random_range(200..=800)
+    }
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+
+async fn connect(front: SocketAddr) -> anyhow::Result<Sender> {
+    let stream = tokio::net::TcpStream::connect(front).await?;
+    stream.set_nodelay(true)?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+/// One client: sends requests back to back until `stop`.
+pub async fn client(front: SocketAddr, id: u64, stop: Arc<AtomicBool>, requests: Arc<AtomicU64>, failed: Arc<AtomicU64>) {
+    let mut sender: Option<Sender> = None;
+    while !stop.load(Ordering::SeqCst) {
+        let s = match sender.as_mut() {
+            Some(s) => s,
+            None => match connect(front).await {
+                Ok(s) => sender.insert(s),
+                Err(_) => {
+                    requests.fetch_add(1, Ordering::SeqCst);
+                    failed.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let ms = next_duration_ms();
+        let req = http::Request::get(format!("/work?ms={ms}&client={id}"))
+            .header(http::header::HOST, "demo.local")
+            .body(Empty::<Bytes>::new())
+            .expect("request literal");
+        let ok = match s.send_request(req).await {
+            Ok(resp) if resp.status() == http::StatusCode::OK => {
+                matches!(resp.into_body().collect().await, Ok(b) if b.to_bytes().as_ref() == b"ok")
+            }
+            _ => false,
+        };
+        requests.fetch_add(1, Ordering::SeqCst);
+        if !ok {
+            failed.fetch_add(1, Ordering::SeqCst);
+            sender = None;
+        }
+    }
+}

@@ -1,0 +1,441 @@
+//! The engine: shared state (pods, bindings, budgets, cluster health) and the executor —
+//! one worker per pod that needs work, which observes the pod's targets, asks the pure
+//! planner for the next steps, performs them (adapter calls with deadlines and retries,
+//! guarded kube writes) and loops until the plan is empty.
+//!
+//! All durable state lives on the pods and in the traffic components; a restarted gateway
+//! rebuilds everything from them and resumes (a pod whose gate is False and which still
+//! carries a finalizer is a drain in progress, and holds its budget slot again).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use serde_json::json;
+use sluice_adapter::{Adapter, Observation, PodRef, Target, TrafficState};
+use tracing::{info, info_span, warn, Instrument};
+
+use crate::binding::OnDeadline;
+use crate::config::EngineConfig;
+use crate::kubeio::{pod_reference, PodWriter};
+use crate::model::{finalizer, Binding, PodKey, PodView, DOMAIN};
+use crate::planner::{self, Facts, Intent, Step, TargetFact};
+
+/// Per-cluster state.
+pub struct ClusterHandle {
+    pub name: String,
+    pub writer: PodWriter,
+    /// Watch healthy: false freezes the cluster's pods (no adapter call, no write).
+    pub healthy: AtomicBool,
+    /// Both watches (pods, bindings) have completed their first list.
+    pub synced: AtomicBool,
+}
+
+/// One pod's resolved target.
+struct PodTarget {
+    kind: String,
+    adapter: Arc<dyn Adapter>,
+    target: Target,
+}
+
+/// Shared engine state.
+pub struct Engine {
+    pub cfg: EngineConfig,
+    pub clusters: BTreeMap<String, Arc<ClusterHandle>>,
+    pub pods: DashMap<PodKey, PodView>,
+    pub bindings: DashMap<(String, String, String), Binding>,
+    budgets: DashMap<String, BTreeSet<PodKey>>,
+    workers: DashMap<PodKey, Arc<AtomicBool>>,
+    /// Adapter writes made (register + deregister), for tests of convergence.
+    pub adapter_writes: std::sync::atomic::AtomicU64,
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig, clusters: BTreeMap<String, Arc<ClusterHandle>>) -> Arc<Engine> {
+        Arc::new(Engine {
+            cfg,
+            clusters,
+            pods: DashMap::new(),
+            bindings: DashMap::new(),
+            budgets: DashMap::new(),
+            workers: DashMap::new(),
+            adapter_writes: Default::default(),
+        })
+    }
+
+    pub fn ready(&self) -> bool {
+        self.clusters.values().all(|c| c.synced.load(Ordering::SeqCst))
+    }
+
+    /// The bindings that select a pod.
+    pub fn bindings_for(&self, pod: &PodView) -> Vec<Binding> {
+        let mut v: Vec<Binding> = self.bindings.iter().filter(|b| b.matches(pod)).map(|b| b.clone()).collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Asks for a pod to be (re)considered: starts its worker, or marks the running one dirty.
+    pub fn kick(self: &Arc<Self>, key: PodKey) {
+        if !self.ready() {
+            return;
+        }
+        if let Some(flag) = self.workers.get(&key) {
+            flag.store(true, Ordering::SeqCst);
+            return;
+        }
+        let flag = Arc::new(AtomicBool::new(false));
+        self.workers.insert(key.clone(), flag.clone());
+        let engine = self.clone();
+        tokio::spawn(async move {
+            engine.run_pod(&key, &flag).await;
+            engine.workers.remove(&key);
+            // An event that arrived while the worker was exiting is not lost.
+            if flag.load(Ordering::SeqCst) {
+                engine.kick(key);
+            }
+        });
+    }
+
+    /// Kicks every known pod (after the first sync, after a binding changes).
+    pub fn kick_all(self: &Arc<Self>) {
+        let keys: Vec<PodKey> = self.pods.iter().map(|p| p.key()).collect();
+        for k in keys {
+            self.kick(k);
+        }
+    }
+
+    fn matched_pods(&self, budget_key: &str) -> usize {
+        let bindings: Vec<Binding> =
+            self.bindings.iter().filter(|b| b.budget_key() == budget_key).map(|b| b.clone()).collect();
+        self.pods.iter().filter(|p| bindings.iter().any(|b| b.matches(&p))).count()
+    }
+
+    fn release_budget(&self, key: &PodKey) {
+        for mut holders in self.budgets.iter_mut() {
+            holders.remove(key);
+        }
+    }
+
+    fn targets(pod: &PodView, bindings: &[Binding]) -> Vec<PodTarget> {
+        let Some(ip) = pod.ip else { return Vec::new() };
+        let pod_ref = PodRef {
+            cluster: pod.cluster.clone(),
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+            uid: pod.uid.clone(),
+        };
+        let mut out = Vec::new();
+        for b in bindings {
+            for t in &b.targets {
+                out.push(PodTarget {
+                    kind: t.kind.clone(),
+                    adapter: t.adapter.clone(),
+                    target: Target { pod: pod_ref.clone(), ip, port: b.port, params: t.params.clone() },
+                });
+            }
+        }
+        out
+    }
+
+    async fn observe(&self, t: &PodTarget) -> Result<Observation, String> {
+        let span = info_span!("observe", adapter = t.adapter.name(), target = %t.target.addr());
+        match tokio::time::timeout(self.cfg.call_timeout(), t.adapter.observe(&t.target)).instrument(span).await {
+            Ok(Ok(o)) => Ok(o),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("observe timed out after {:?}", self.cfg.call_timeout())),
+        }
+    }
+
+    async fn run_pod(self: &Arc<Self>, key: &PodKey, dirty: &AtomicBool) {
+        let Some(first) = self.pods.get(key).map(|p| p.clone()) else { return };
+        let span = match planner::intent(&first) {
+            Intent::Drain(r) => info_span!("drain", pod = %format!("{}/{}/{}", first.cluster, first.namespace, first.name), uid = %first.uid, reason = ?r),
+            Intent::Restore => info_span!("restore", pod = %format!("{}/{}/{}", first.cluster, first.namespace, first.name), uid = %first.uid),
+            Intent::Hold(_) => info_span!("hold", pod = %first.name),
+        };
+        self.pod_loop(key, dirty).instrument(span).await;
+    }
+
+    async fn pod_loop(self: &Arc<Self>, key: &PodKey, dirty: &AtomicBool) {
+        let Some(cluster) = self.clusters.get(&key.cluster).cloned() else { return };
+        let mut errors = 0u32;
+        let mut drained_since: Option<Instant> = None;
+        let mut last_status = String::new();
+        let mut last_intent: Option<Intent> = None;
+        let mut drain_start: Option<jiff::Timestamp> = None;
+        loop {
+            dirty.store(false, Ordering::SeqCst);
+            if !cluster.healthy.load(Ordering::SeqCst) {
+                // Frozen: the watch is failing, what we know may be stale. Do nothing.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            let Some(pod) = self.pods.get(key).map(|p| p.clone()) else {
+                self.release_budget(key);
+                return;
+            };
+            let bindings = self.bindings_for(&pod);
+            let intent = planner::intent(&pod);
+            if last_intent.as_ref().is_some_and(|i| std::mem::discriminant(i) != std::mem::discriminant(&intent)) {
+                drained_since = None;
+            }
+            last_intent = Some(intent.clone());
+            if matches!(intent, Intent::Drain(_)) {
+                drain_start = drain_start.or_else(|| drain_started(&pod));
+            } else {
+                drain_start = None;
+            }
+            let targets = Self::targets(&pod, &bindings);
+            if matches!(intent, Intent::Hold(_)) || (bindings.is_empty() && !pod.finalizers.iter().any(|f| f.starts_with(DOMAIN))) {
+                self.release_budget(key);
+                return;
+            }
+            let mut observations = Vec::new();
+            for t in &targets {
+                observations.push(self.observe(t).await);
+            }
+            let facts =
+                self.facts(&pod, &bindings, &targets, &observations, intent.clone(), &mut drained_since, drain_start);
+            let steps = planner::plan(&facts);
+            if steps.contains(&Step::TakeBudget) {
+                drain_start = Some(jiff::Timestamp::now());
+            }
+            let summary = status_summary(&pod, &intent, &targets, &observations, &steps, drain_start);
+            if summary != last_status && pod.status_annotation.as_deref() != Some(summary.as_str()) {
+                if let Err(e) = cluster.writer.set_status_annotation(&pod.namespace, &pod.name, &summary).await {
+                    warn!(error = %e, "Could not write the status annotation.");
+                }
+                last_status = summary;
+            }
+            if steps.is_empty() {
+                if matches!(intent, Intent::Drain(_) | Intent::Restore) {
+                    self.release_budget(key);
+                }
+                if !dirty.load(Ordering::SeqCst) {
+                    return;
+                }
+                continue;
+            }
+            let mut failed = false;
+            let mut only_waiting = true;
+            for step in &steps {
+                if !matches!(step, Step::Wait(_) | Step::WaitForBudget | Step::Blocked(_)) {
+                    only_waiting = false;
+                }
+                if let Err(e) = self.execute(&cluster, &pod, &bindings, &targets, step).await {
+                    warn!(step = ?step, error = %e, "Step failed; will retry.");
+                    failed = true;
+                }
+            }
+            errors = if failed { errors + 1 } else { 0 };
+            let pause = if failed {
+                // Exponential backoff, 50 ms → 5 s.
+                Duration::from_millis((50u64 << errors.min(7)).min(5000))
+            } else if only_waiting {
+                self.cfg.poll_interval()
+            } else {
+                Duration::ZERO
+            };
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
+
+    fn facts(
+        &self,
+        pod: &PodView,
+        bindings: &[Binding],
+        targets: &[PodTarget],
+        observations: &[Result<Observation, String>],
+        intent: Intent,
+        drained_since: &mut Option<Instant>,
+        drain_start: Option<jiff::Timestamp>,
+    ) -> Facts {
+        let key = pod.key();
+        let facts_targets: Vec<TargetFact> = targets
+            .iter()
+            .zip(observations)
+            .enumerate()
+            .map(|(id, (t, o))| TargetFact { id, kind: t.kind.clone(), state: o.as_ref().ok().map(|o| o.state) })
+            .collect();
+        let finalizers: BTreeSet<String> = pod
+            .finalizers
+            .iter()
+            .filter_map(|f| f.strip_prefix(&format!("{DOMAIN}/")).map(String::from))
+            .collect();
+        let in_drain = pod.gate == Some(false) && !finalizers.is_empty();
+        let mut holds = true;
+        let mut free = true;
+        for b in bindings {
+            let bk = b.budget_key();
+            let max = b.max_draining(self.matched_pods(&bk));
+            let mut holders = self.budgets.entry(bk).or_default();
+            if in_drain && matches!(intent, Intent::Drain(_)) {
+                // Restart safety: a drain in progress keeps (re-takes) its slot.
+                holders.insert(key.clone());
+            }
+            if !holders.contains(&key) {
+                holds = false;
+                if holders.len() >= max {
+                    free = false;
+                }
+            }
+        }
+        let all_drained = !facts_targets.is_empty() && facts_targets.iter().all(|t| t.state == Some(TrafficState::Drained));
+        if all_drained {
+            drained_since.get_or_insert_with(Instant::now);
+        } else {
+            *drained_since = None;
+        }
+        let settle = bindings.iter().map(|b| b.settle_seconds).max().unwrap_or(0);
+        let deadline = bindings.iter().map(|b| b.deadline_seconds).min().unwrap_or(self.cfg.default_deadline_seconds);
+        let on_deadline = if bindings.iter().all(|b| b.on_deadline == OnDeadline::Release) && !bindings.is_empty() {
+            OnDeadline::Release
+        } else {
+            OnDeadline::Block
+        };
+        let deadline_passed = drain_start.is_some_and(|s| {
+            jiff::Timestamp::now().duration_since(s) > jiff::SignedDuration::from_secs(deadline as i64)
+        });
+        Facts {
+            intent,
+            targets: facts_targets,
+            finalizers,
+            gate: pod.gate,
+            holds_budget: holds,
+            budget_free: free,
+            deadline_passed,
+            on_deadline,
+            settled: drained_since.is_some_and(|t| t.elapsed() >= Duration::from_secs(settle)),
+        }
+    }
+
+    async fn execute(
+        &self,
+        cluster: &ClusterHandle,
+        pod: &PodView,
+        bindings: &[Binding],
+        targets: &[PodTarget],
+        step: &Step,
+    ) -> Result<(), String> {
+        let (ns, name) = (&pod.namespace, &pod.name);
+        let reference = pod_reference(ns, name, &pod.uid);
+        let call = |fut| async move {
+            match tokio::time::timeout(self.cfg.call_timeout(), fut).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(format!("{e}")),
+                Err(_) => Err("adapter call timed out".to_string()),
+            }
+        };
+        match step {
+            Step::TakeBudget => {
+                for b in bindings {
+                    self.budgets.entry(b.budget_key()).or_default().insert(pod.key());
+                }
+                info!("Drain started.");
+                cluster.writer.event(&reference, false, "DrainStarted", "Drain", format!("draining {} target(s)", targets.len())).await;
+                Ok(())
+            }
+            Step::WaitForBudget | Step::Wait(_) => Ok(()),
+            Step::SetGate(v) => {
+                let (reason, msg) = if *v {
+                    ("TrafficRegistered", "every traffic component serves this pod")
+                } else {
+                    ("Draining", "traffic is being drained")
+                };
+                cluster.writer.set_gate(ns, name, *v, reason, msg).await.map_err(|e| e.to_string())
+            }
+            Step::Deregister(i) => {
+                let t = &targets[*i];
+                let span = info_span!("deregister", adapter = t.adapter.name(), kind = %t.kind, target = %t.target.addr());
+                self.adapter_writes.fetch_add(1, Ordering::SeqCst);
+                call(t.adapter.deregister(&t.target)).instrument(span).await
+            }
+            Step::Register(i) => {
+                let t = &targets[*i];
+                let span = info_span!("register", adapter = t.adapter.name(), kind = %t.kind, target = %t.target.addr());
+                self.adapter_writes.fetch_add(1, Ordering::SeqCst);
+                call(t.adapter.register(&t.target)).instrument(span).await
+            }
+            Step::AddFinalizer(kind) => {
+                cluster.writer.add_finalizer(ns, name, kind).await.map_err(|e| e.to_string())?;
+                cluster.writer.event(&reference, false, "TrafficRestored", "Restore", format!("{kind} traffic registered and verified serving")).await;
+                Ok(())
+            }
+            Step::RemoveFinalizer(kind) => {
+                cluster.writer.remove_finalizer(ns, name, kind).await.map_err(|e| e.to_string())?;
+                info!(kind, "Drain verified; finalizer removed.");
+                cluster.writer.event(&reference, false, "TrafficDrained", "Drain", format!("{kind} traffic verified drained; finalizer {} removed", finalizer(kind))).await;
+                Ok(())
+            }
+            Step::ReleaseFinalizer(kind) => {
+                cluster.writer.remove_finalizer(ns, name, kind).await.map_err(|e| e.to_string())?;
+                warn!(kind, "Drain deadline passed; finalizer released WITHOUT verified drain (policy Release).");
+                cluster.writer.event(&reference, true, "DrainReleased", "Drain", format!("deadline passed: {} removed WITHOUT verified drain (onDeadline: Release)", finalizer(kind))).await;
+                Ok(())
+            }
+            Step::Blocked(why) => {
+                warn!(reason = %why, "Drain blocked.");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// When the current drain started, from the status annotation (survives restarts).
+fn drain_started(pod: &PodView) -> Option<jiff::Timestamp> {
+    let v: serde_json::Value = serde_json::from_str(pod.status_annotation.as_deref()?).ok()?;
+    v["drainStartedAt"].as_str()?.parse().ok()
+}
+
+/// The `sluice.dev/status` annotation: state, evidence per target, and what blocks.
+fn status_summary(
+    pod: &PodView,
+    intent: &Intent,
+    targets: &[PodTarget],
+    observations: &[Result<Observation, String>],
+    steps: &[Step],
+    drain_start: Option<jiff::Timestamp>,
+) -> String {
+    let state = match (intent, steps.is_empty()) {
+        (Intent::Drain(_), true) => "drained",
+        (Intent::Drain(_), false) if steps.iter().any(|s| matches!(s, Step::Blocked(_))) => "blocked",
+        (Intent::Drain(_), false) if steps.iter().any(|s| matches!(s, Step::WaitForBudget)) => "waiting-for-budget",
+        (Intent::Drain(_), false) => "draining",
+        (Intent::Restore, true) => "serving",
+        (Intent::Restore, false) => "restoring",
+        (Intent::Hold(_), _) => "holding",
+    };
+    let evidence: BTreeMap<String, String> = targets
+        .iter()
+        .zip(observations)
+        .map(|(t, o)| {
+            let k = format!("{}/{}", t.kind, t.adapter.name());
+            // State only (and whole seconds remaining): evidence counters change every poll and
+            // would turn the annotation into a stream of writes.
+            let v = match o {
+                Ok(o) => match o.remaining {
+                    Some(r) => format!("{:?} (remaining {}s)", o.state, r.as_secs()),
+                    None => format!("{:?}", o.state),
+                },
+                Err(e) => format!("unobserved: {e}"),
+            };
+            (k, v)
+        })
+        .collect();
+    let blocked: Vec<&String> = steps.iter().filter_map(|s| if let Step::Blocked(w) = s { Some(w) } else { None }).collect();
+    let mut doc = json!({"state": state, "targets": evidence});
+    if let Some(s) = drain_start.filter(|_| matches!(intent, Intent::Drain(_))) {
+        doc["drainStartedAt"] = json!(s.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+    }
+    if !blocked.is_empty() {
+        doc["blocked"] = json!(blocked);
+    }
+    if !pod.has_gate {
+        doc["warning"] = json!("pod lacks readinessGate sluice.dev/traffic-ready: it may be Ready before its traffic is");
+    }
+    doc.to_string()
+}

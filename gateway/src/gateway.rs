@@ -1,0 +1,154 @@
+//! Wiring: builds adapters and cluster clients from the configuration, starts the watches
+//! and the health endpoint, and holds readiness until every cluster has listed once.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use anyhow::Context;
+use http::{Response, StatusCode};
+use http_body_util::Full;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::Client;
+use sluice_adapter::Adapter;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+use crate::config::{AdapterConfig, ClusterConfig, Config};
+use crate::engine::{ClusterHandle, Engine};
+use crate::kubeio::PodWriter;
+
+/// A running gateway. Dropping it stops every task.
+pub struct Gateway {
+    pub engine: Arc<Engine>,
+    pub health_addr: SocketAddr,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Builds the adapter instances of the configuration.
+pub fn build_adapters(cfg: &Config) -> anyhow::Result<BTreeMap<String, Arc<dyn Adapter>>> {
+    let mut out: BTreeMap<String, Arc<dyn Adapter>> = BTreeMap::new();
+    for a in &cfg.adapters {
+        let adapter: Arc<dyn Adapter> = match a {
+            AdapterConfig::Haproxy(c) => Arc::new(sluice_adapter_slb::HaproxyAdapter::new(c.clone())),
+        };
+        out.insert(a.name().to_string(), adapter);
+    }
+    Ok(out)
+}
+
+pub async fn client_for(c: &ClusterConfig) -> anyhow::Result<Client> {
+    let cfg = if c.in_cluster {
+        kube::Config::incluster().context("in-cluster configuration")?
+    } else {
+        let path = c.kubeconfig.as_ref().expect("validated: kubeconfig or inCluster");
+        let kc = Kubeconfig::read_from(path).with_context(|| format!("cluster {}: reading {}", c.name, path.display()))?;
+        let opts = KubeConfigOptions { context: c.context.clone(), ..Default::default() };
+        kube::Config::from_custom_kubeconfig(kc, &opts).await.with_context(|| format!("cluster {}: kubeconfig", c.name))?
+    };
+    Client::try_from(cfg).with_context(|| format!("cluster {}: client", c.name))
+}
+
+impl Gateway {
+    /// Starts everything; returns once the health endpoint is bound (readiness comes later,
+    /// see [`Gateway::wait_ready`]).
+    pub async fn start(cfg: Config) -> anyhow::Result<Gateway> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let adapters = build_adapters(&cfg)?;
+        let mut clients = BTreeMap::new();
+        let mut handles = BTreeMap::new();
+        for c in &cfg.clusters {
+            let client = client_for(c).await?;
+            handles.insert(
+                c.name.clone(),
+                Arc::new(ClusterHandle {
+                    name: c.name.clone(),
+                    writer: PodWriter::new(client.clone(), &cfg.engine.instance),
+                    healthy: false.into(),
+                    synced: false.into(),
+                }),
+            );
+            clients.insert(c.name.clone(), client);
+        }
+        let engine = Engine::new(cfg.engine.clone(), handles.clone());
+        let mut tasks = Vec::new();
+        for (name, client) in clients {
+            let cluster = handles[&name].clone();
+            let pods_synced = Arc::new(tokio::sync::Notify::new());
+            let bindings_synced = Arc::new(tokio::sync::Notify::new());
+            tasks.push(tokio::spawn(crate::clusters::watch_bindings(
+                engine.clone(),
+                cluster.clone(),
+                client.clone(),
+                adapters.clone(),
+                bindings_synced.clone(),
+            )));
+            tasks.push(tokio::spawn(crate::clusters::watch_pods(engine.clone(), cluster.clone(), client, pods_synced.clone())));
+            let engine2 = engine.clone();
+            tasks.push(tokio::spawn(async move {
+                pods_synced.notified().await;
+                bindings_synced.notified().await;
+                cluster.synced.store(true, Ordering::SeqCst);
+                info!(cluster = %cluster.name, "Cluster synced.");
+                engine2.kick_all();
+            }));
+        }
+        let listener = tokio::net::TcpListener::bind(cfg.listen.health)
+            .await
+            .with_context(|| format!("listen.health: binding {}", cfg.listen.health))?;
+        let health_addr = listener.local_addr()?;
+        tasks.push(tokio::spawn(serve_health(listener, engine.clone())));
+        Ok(Gateway { engine, health_addr, tasks })
+    }
+
+    /// Waits until every cluster has listed pods and bindings once.
+    pub async fn wait_ready(&self) {
+        while !self.engine.ready() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn serve_health(listener: tokio::net::TcpListener, engine: Arc<Engine>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let engine = engine.clone();
+                async move {
+                    let (code, body) = match req.uri().path() {
+                        "/healthz" => (StatusCode::OK, "ok".to_string()),
+                        "/readyz" if engine.ready() => (StatusCode::OK, "ready".to_string()),
+                        "/readyz" => {
+                            let waiting: Vec<&str> = engine
+                                .clusters
+                                .values()
+                                .filter(|c| !c.synced.load(Ordering::SeqCst))
+                                .map(|c| c.name.as_str())
+                                .collect();
+                            (StatusCode::SERVICE_UNAVAILABLE, format!("waiting for first sync of: {}", waiting.join(", ")))
+                        }
+                        _ => (StatusCode::NOT_FOUND, "not found".to_string()),
+                    };
+                    Ok::<_, std::convert::Infallible>(
+                        Response::builder().status(code).body(Full::new(bytes::Bytes::from(body))).expect("response"),
+                    )
+                }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,26 @@
+//! Sluice: a traffic-drain gateway for lossless releases on Kubernetes.
+//!
+//! Before a pod is updated, deleted or moved, every traffic component that can send it work
+//! takes its IP out, and Sluice proves the traffic is gone before it lets the release go
+//! on; afterwards it puts the IP back, proves it serves, and only then lets the pod count as
+//! Ready. See `ARCHITECTURE.md` at the repository root for the contract and the layout:
+//!
+//! - [`config`]: the gateway's own YAML configuration.
+//! - [`binding`]: the `TrafficBinding` CRD.
+//! - [`model`]: the engine's view of pods and resolved bindings; contract names.
+//! - [`planner`]: the pure decision function.
+//! - [`engine`]: shared state and the executor (per-pod workers).
+//! - [`clusters`]: per-cluster watches.
+//! - [`kubeio`]: guarded writes to pods, Events.
+//! - [`gateway`]: wiring and the health endpoint.
+//! - [`demo`]: the lossless-rollout demo on an embedded simulated cluster.
+
+pub mod binding;
+pub mod clusters;
+pub mod config;
+pub mod demo;
+pub mod engine;
+pub mod gateway;
+pub mod kubeio;
+pub mod model;
+pub mod planner;

@@ -1,0 +1,100 @@
+//! The `sluice` command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use sluice::config::Config;
+
+const USAGE: &str = "usage:
+  sluice run --config FILE      run the gateway
+  sluice check-config FILE      validate a configuration file and exit
+  sluice crd                    print the TrafficBinding CustomResourceDefinition
+  sluice demo [--pods N] [--no-sluice] [--seconds-between N]
+                                a lossless rolling update on an embedded cluster";
+
+/// `EX_USAGE`: bad command line or configuration.
+const EXIT_USAGE: u8 = 64;
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,hyper=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn usage_error(msg: &str) -> ExitCode {
+    eprintln!("sluice: {msg}\n{USAGE}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+fn load(path: &str) -> Result<Config, ExitCode> {
+    Config::load(&PathBuf::from(path)).map_err(|e| {
+        eprintln!("sluice: {e}");
+        ExitCode::from(EXIT_USAGE)
+    })
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("crd") => {
+            print!("{}", sluice::binding::crd_yaml());
+            ExitCode::SUCCESS
+        }
+        Some("check-config") => match args.get(1) {
+            Some(p) => match load(p) {
+                Ok(_) => {
+                    println!("{p}: ok");
+                    ExitCode::SUCCESS
+                }
+                Err(code) => code,
+            },
+            None => usage_error("check-config needs a FILE"),
+        },
+        Some("run") => {
+            let path = match (args.get(1).map(String::as_str), args.get(2)) {
+                (Some("--config"), Some(p)) => p.clone(),
+                _ => return usage_error("run needs --config FILE"),
+            };
+            let cfg = match load(&path) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            init_tracing();
+            let gw = match sluice::gateway::Gateway::start(cfg).await {
+                Ok(g) => g,
+                Err(e) => {
+                    eprintln!("sluice: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            tracing::info!(health = %gw.health_addr, "Sluice gateway started.");
+            let _ = tokio::signal::ctrl_c().await;
+            ExitCode::SUCCESS
+        }
+        Some("demo") => {
+            let opts = match sluice::demo::DemoOptions::parse(&args[1..]) {
+                Ok(o) => o,
+                Err(e) => return usage_error(&e),
+            };
+            if std::env::var_os("RUST_LOG").is_some() {
+                init_tracing();
+            }
+            match sluice::demo::run(opts).await {
+                Ok(summary) => {
+                    println!("{}", summary.line());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("sluice demo: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Some("-h" | "--help") | None => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Some(other) => usage_error(&format!("unknown command {other:?}")),
+    }
+}
