@@ -27,7 +27,7 @@ use crate::model::{resolve, PodKey, PodView};
 /// Watches pods of one cluster until the task is dropped.
 pub async fn watch_pods(engine: Arc<Engine>, cluster: Arc<ClusterHandle>, client: Client, pods_synced: Arc<tokio::sync::Notify>) {
     let api: Api<Pod> = Api::all(client);
-    let mut stream = watcher(api, watcher::Config::default()).default_backoff().boxed();
+    let mut stream = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
     let mut buffer: Vec<PodView> = Vec::new();
     let mut first = true;
     while let Some(ev) = stream.next().await {
@@ -86,7 +86,7 @@ pub async fn watch_bindings(
     synced: Arc<tokio::sync::Notify>,
 ) {
     let api: Api<TrafficBinding> = Api::all(client.clone());
-    let mut stream = watcher(api, watcher::Config::default()).default_backoff().boxed();
+    let mut stream = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
     let mut buffer = Vec::new();
     let mut first = true;
     while let Some(ev) = stream.next().await {

@@ -24,8 +24,8 @@ use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::model::{GATE, KRUISE_STATE};
 
-mod backend;
-mod load;
+pub mod backend;
+pub mod load;
 
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
@@ -217,98 +217,193 @@ fn has_sluice_finalizer(p: &Pod) -> bool {
     p.metadata.finalizers.as_ref().is_some_and(|f| f.iter().any(|f| f.starts_with("sluice.dev/")))
 }
 
+/// Everything the demo (and the end-to-end tests) run on: the simulated cluster with
+/// kubelet-lite, the pods' local servers, HAProxy in front, the CRD and (with Sluice) the
+/// binding, and the pods themselves, created and with their containers ready.
+pub struct Stage {
+    pub dir: PathBuf,
+    pub cluster: Cluster,
+    pub client: kube::Client,
+    pub pods: Api<Pod>,
+    pub kubeconfig: PathBuf,
+    haproxy: Haproxy,
+    pub ips: Vec<IpAddr>,
+    pub port: u16,
+    pub backends: Vec<Option<backend::Backend>>,
+    pub frontend: SocketAddr,
+    pub sluice: bool,
+}
+
+impl Drop for Stage {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Stage {
+    /// Sets everything up; pods are created and their containers ready, but a Ready gate
+    /// waits for Sluice (see [`Stage::start_gateway`]).
+    pub async fn new(pods: usize, sluice: bool) -> anyhow::Result<Stage> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let haproxy_bin = ensure_haproxy()?;
+        let dir = std::env::temp_dir().join(format!("sluice-stage-{}-{}", std::process::id(), rand::random::<u32>()));
+        std::fs::create_dir_all(&dir)?;
+        // Pods: 127.0.0.11, .12, … all on one port, as real pods share a container port.
+        let ips: Vec<IpAddr> = (0..pods).map(|i| IpAddr::from([127, 0, 0, 11 + i as u8])).collect();
+        let port = free_port("127.0.0.11")?;
+        let addrs: Vec<SocketAddr> = ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
+        let mut backends = Vec::new();
+        for a in &addrs {
+            backends.push(Some(backend::Backend::start(*a).await?));
+        }
+        let frontend = SocketAddr::from(([127, 0, 0, 1], free_port("127.0.0.1")?));
+        let haproxy = start_haproxy(&haproxy_bin, &dir, frontend.port(), &addrs).await?;
+
+        let mut ccfg = ClusterConfig::new("demo");
+        ccfg.kubelet = Some(KubeletConfig {
+            start_delay: Duration::from_millis(10),
+            ready_delay: None,
+            terminate_delay: Duration::from_millis(10),
+        });
+        let cluster = Cluster::start(ccfg).await?;
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(&kubeconfig, cluster.kubeconfig())?;
+        let client = crate::gateway::client_for(&crate::config::ClusterConfig {
+            name: "demo".into(),
+            kubeconfig: Some(kubeconfig.clone()),
+            context: None,
+            in_cluster: false,
+        })
+        .await?;
+        let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+            Api::all(client.clone());
+        crds.create(&PostParams::default(), &TrafficBinding::crd()).await.context("installing the CRD")?;
+        let stage = Stage {
+            dir,
+            pods: Api::namespaced(client.clone(), "default"),
+            cluster,
+            client,
+            kubeconfig,
+            haproxy,
+            ips,
+            port,
+            backends,
+            frontend,
+            sluice,
+        };
+        if sluice {
+            stage.create_binding("web", "haproxy", 60).await?;
+        }
+        for i in 0..pods {
+            stage.create_pod(i, "registry.local/web:v1", "Normal").await?;
+        }
+        Ok(stage)
+    }
+
+    pub fn name(i: usize) -> String {
+        format!("web-{}", i + 1)
+    }
+
+    pub fn haproxy_socket(&self) -> &std::path::Path {
+        &self.haproxy.socket
+    }
+
+    pub async fn create_binding(&self, name: &str, adapter: &str, deadline_s: u64) -> anyhow::Result<()> {
+        let bindings: Api<TrafficBinding> = Api::namespaced(self.client.clone(), "default");
+        let binding: TrafficBinding = serde_json::from_value(json!({
+            "apiVersion": "sluice.dev/v1alpha1", "kind": "TrafficBinding",
+            "metadata": {"name": name},
+            "spec": {"selector": {"matchLabels": {"app": "web"}}, "port": self.port,
+                     "targets": [{"adapter": adapter, "params": {"backend": "web"}}],
+                     "drainPolicy": {"deadlineSeconds": deadline_s}, "disruptionBudget": {"maxDraining": 1}}
+        }))?;
+        bindings.create(&PostParams::default(), &binding).await.context("creating the TrafficBinding")?;
+        Ok(())
+    }
+
+    /// Creates pod `i` and marks its containers ready once kubelet-lite has started it.
+    pub async fn create_pod(&self, i: usize, image: &str, state: &str) -> anyhow::Result<()> {
+        let name = Self::name(i);
+        let p = pod_manifest(&name, self.ips[i], self.port, image, self.sluice, state)?;
+        self.pods.create(&PostParams::default(), &p).await?;
+        let pods = &self.pods;
+        wait_for(&format!("{name} to start"), Duration::from_secs(10), || async {
+            pods.get(&name).await.is_ok_and(|p| p.status.and_then(|s| s.pod_ip).is_some())
+        })
+        .await?;
+        self.cluster.kubelet().expect("kubelet-lite is on").set_containers_ready("default", &name, true).map_err(anyhow::Error::new)
+    }
+
+    /// The gateway configuration for this stage (one cluster, one HAProxy adapter).
+    pub fn gateway_config(&self) -> anyhow::Result<Config> {
+        Ok(Config::parse(
+            &format!(
+                "clusters:\n- name: demo\n  kubeconfig: {}\nadapters:\n- kind: haproxy\n  name: haproxy\n  endpoint: unix:{}\n\
+                 listen:\n  health: 127.0.0.1:0\n",
+                self.kubeconfig.display(),
+                self.haproxy.socket.display()
+            ),
+            "demo",
+        )?)
+    }
+
+    pub async fn start_gateway(&self) -> anyhow::Result<Gateway> {
+        let gw = Gateway::start(self.gateway_config()?).await?;
+        tokio::time::timeout(Duration::from_secs(30), gw.wait_ready()).await.context("gateway readiness")?;
+        Ok(gw)
+    }
+
+    pub async fn wait_ready(&self, i: usize, timeout: Duration) -> anyhow::Result<()> {
+        let name = Self::name(i);
+        let pods = &self.pods;
+        wait_for(&format!("{name} Ready"), timeout, || async { pods.get(&name).await.is_ok_and(|p| pod_ready(&p)) }).await
+    }
+
+    /// Waits until pod `i` carries no `sluice.dev/*` finalizer (its drain is verified).
+    pub async fn wait_drained(&self, i: usize, timeout: Duration) -> anyhow::Result<()> {
+        let name = Self::name(i);
+        let pods = &self.pods;
+        wait_for(&format!("{name} drained"), timeout, || async {
+            pods.get(&name).await.is_ok_and(|p| !has_sluice_finalizer(&p))
+        })
+        .await
+    }
+
+    pub async fn set_kruise_state(&self, i: usize, state: &str) -> anyhow::Result<()> {
+        let patch = json!({"metadata": {"labels": {KRUISE_STATE: state}}});
+        self.pods.patch(&Self::name(i), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        Ok(())
+    }
+
+    /// Replaces pod `i`: stop its server, delete it, create the new version on the same
+    /// address, start the new server, mark its containers ready.
+    pub async fn replace(&mut self, i: usize) -> anyhow::Result<()> {
+        let name = Self::name(i);
+        self.backends[i].take();
+        self.pods.delete(&name, &DeleteParams::default()).await?;
+        let pods = &self.pods;
+        wait_for(&format!("{name} deleted"), Duration::from_secs(30), || async {
+            pods.get_opt(&name).await.is_ok_and(|p| p.is_none())
+        })
+        .await?;
+        self.backends[i] = Some(backend::Backend::start(SocketAddr::new(self.ips[i], self.port)).await?);
+        let state = if self.sluice { "PreparingNormal" } else { "Normal" };
+        self.create_pod(i, "registry.local/web:v2", state).await
+    }
+}
+
 /// Runs the demo and returns its measurements.
 pub async fn run(opts: DemoOptions) -> anyhow::Result<Summary> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let haproxy_bin = ensure_haproxy()?;
-    let dir = std::env::temp_dir().join(format!("sluice-demo-{}-{}", std::process::id(), rand::random::<u32>()));
-    std::fs::create_dir_all(&dir)?;
     let say = |s: String| {
         if opts.verbose {
             println!("{s}");
         }
     };
-
-    // Pods: 127.0.0.11, .12, … all on one port, as real pods share a container port.
-    let ips: Vec<IpAddr> = (0..opts.pods).map(|i| IpAddr::from([127, 0, 0, 11 + i as u8])).collect();
-    let port = free_port("127.0.0.11")?;
-    let addrs: Vec<SocketAddr> = ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
-    let mut backends: Vec<Option<backend::Backend>> = Vec::new();
-    for a in &addrs {
-        backends.push(Some(backend::Backend::start(*a).await?));
-    }
-    let frontend = free_port("127.0.0.1")?;
-    let haproxy = start_haproxy(&haproxy_bin, &dir, frontend, &addrs).await?;
-    say(format!("demo: haproxy on 127.0.0.1:{frontend}, {} pods on port {port}", opts.pods));
-
-    let mut ccfg = ClusterConfig::new("demo");
-    ccfg.kubelet = Some(KubeletConfig {
-        start_delay: Duration::from_millis(10),
-        ready_delay: None,
-        terminate_delay: Duration::from_millis(10),
-    });
-    let cluster = Cluster::start(ccfg).await?;
-    let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(&kubeconfig, cluster.kubeconfig())?;
-    let client = crate::gateway::client_for(&crate::config::ClusterConfig {
-        name: "demo".into(),
-        kubeconfig: Some(kubeconfig.clone()),
-        context: None,
-        in_cluster: false,
-    })
-    .await?;
-    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
-        Api::all(client.clone());
-    crds.create(&PostParams::default(), &TrafficBinding::crd()).await.context("installing the CRD")?;
-    let bindings: Api<TrafficBinding> = Api::namespaced(client.clone(), "default");
-    let binding: TrafficBinding = serde_json::from_value(json!({
-        "apiVersion": "sluice.dev/v1alpha1", "kind": "TrafficBinding",
-        "metadata": {"name": "web"},
-        "spec": {"selector": {"matchLabels": {"app": "web"}}, "port": port,
-                 "targets": [{"adapter": "haproxy", "params": {"backend": "web"}}],
-                 "drainPolicy": {"deadlineSeconds": 60}, "disruptionBudget": {"maxDraining": 1}}
-    }))?;
-    if opts.sluice {
-        bindings.create(&PostParams::default(), &binding).await.context("creating the TrafficBinding")?;
-    }
-
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    for (i, ip) in ips.iter().enumerate() {
-        let p = pod_manifest(&format!("web-{}", i + 1), *ip, port, "registry.local/web:v1", opts.sluice, "Normal")?;
-        pods.create(&PostParams::default(), &p).await?;
-    }
-    let kubelet = cluster.kubelet().expect("kubelet-lite is on");
+    let mut stage = Stage::new(opts.pods, opts.sluice).await?;
+    say(format!("demo: haproxy on {}, {} pods on port {}", stage.frontend, opts.pods, stage.port));
+    let _gateway = if opts.sluice { Some(stage.start_gateway().await?) } else { None };
     for i in 0..opts.pods {
-        let name = format!("web-{}", i + 1);
-        wait_for("pod start", Duration::from_secs(10), || async {
-            pods.get(&name).await.is_ok_and(|p| p.status.and_then(|s| s.pod_ip).is_some())
-        })
-        .await?;
-        kubelet.set_containers_ready("default", &name, true).map_err(anyhow::Error::new)?;
-    }
-
-    let _gateway = if opts.sluice {
-        let cfg = Config::parse(
-            &format!(
-                "clusters:\n- name: demo\n  kubeconfig: {}\nadapters:\n- kind: haproxy\n  name: haproxy\n  endpoint: unix:{}\n\
-                 listen:\n  health: 127.0.0.1:0\n",
-                kubeconfig.display(),
-                haproxy.socket.display()
-            ),
-            "demo",
-        )?;
-        let gw = Gateway::start(cfg).await?;
-        tokio::time::timeout(Duration::from_secs(30), gw.wait_ready()).await.context("gateway readiness")?;
-        Some(gw)
-    } else {
-        None
-    };
-    for i in 0..opts.pods {
-        let name = format!("web-{}", i + 1);
-        wait_for(&format!("{name} Ready"), Duration::from_secs(30), || async {
-            pods.get(&name).await.is_ok_and(|p| pod_ready(&p))
-        })
-        .await?;
+        stage.wait_ready(i, Duration::from_secs(30)).await?;
     }
     // Let HAProxy's checks see every server up before traffic starts.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -317,54 +412,31 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Summary> {
     let stop = Arc::new(AtomicBool::new(false));
     let requests = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
-    let front = SocketAddr::from(([127, 0, 0, 1], frontend));
     let mut load_tasks = Vec::new();
     for c in 0..opts.clients {
-        load_tasks.push(tokio::spawn(load::client(front, c as u64, stop.clone(), requests.clone(), failed.clone())));
+        load_tasks.push(tokio::spawn(load::client(stage.frontend, c as u64, stop.clone(), requests.clone(), failed.clone())));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let started = Instant::now();
     let mut drain_ms = Vec::new();
     for i in 0..opts.pods {
-        let name = format!("web-{}", i + 1);
+        let name = Stage::name(i);
         let t0 = Instant::now();
         if opts.sluice {
             // OpenKruise: the pod enters PreparingDelete and waits for the hook's finalizers.
-            let patch = json!({"metadata": {"labels": {KRUISE_STATE: "PreparingDelete"}}});
-            pods.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
-            wait_for(&format!("{name} drained"), Duration::from_secs(60), || async {
-                pods.get(&name).await.is_ok_and(|p| !has_sluice_finalizer(&p))
-            })
-            .await?;
+            stage.set_kruise_state(i, "PreparingDelete").await?;
+            stage.wait_drained(i, Duration::from_secs(60)).await?;
         }
         let drained = t0.elapsed();
         drain_ms.push(drained.as_millis() as u64);
-        // Replace: the old container stops, the pod is deleted, a new one takes its place.
-        backends[i].take();
-        pods.delete(&name, &DeleteParams::default()).await?;
-        wait_for(&format!("{name} deleted"), Duration::from_secs(30), || async {
-            pods.get_opt(&name).await.is_ok_and(|p| p.is_none())
-        })
-        .await?;
-        let state = if opts.sluice { "PreparingNormal" } else { "Normal" };
-        let p = pod_manifest(&name, ips[i], port, "registry.local/web:v2", opts.sluice, state)?;
-        pods.create(&PostParams::default(), &p).await?;
-        backends[i] = Some(backend::Backend::start(addrs[i]).await?);
-        wait_for("new pod start", Duration::from_secs(10), || async {
-            pods.get(&name).await.is_ok_and(|p| p.status.and_then(|s| s.pod_ip).is_some())
-        })
-        .await?;
-        kubelet.set_containers_ready("default", &name, true).map_err(anyhow::Error::new)?;
-        wait_for(&format!("{name} Ready again"), Duration::from_secs(60), || async {
-            pods.get(&name).await.is_ok_and(|p| pod_ready(&p))
-        })
-        .await?;
+        stage.replace(i).await?;
+        stage.wait_ready(i, Duration::from_secs(60)).await?;
         if opts.sluice {
-            let patch = json!({"metadata": {"labels": {KRUISE_STATE: "Normal"}}});
-            pods.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            stage.set_kruise_state(i, "Normal").await?;
         } else {
-            // Without a gate, Ready does not mean the load balancer sends it traffic yet.
+            // Without a gate, Ready says nothing about the load balancer; give it a moment
+            // as a rolling update's minReadySeconds would.
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
         say(format!(
@@ -383,7 +455,5 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Summary> {
     for t in load_tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
-    drop(haproxy);
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(Summary { requests: requests.load(Ordering::SeqCst), failed: failed.load(Ordering::SeqCst), drain_ms, rollout_s })
 }

@@ -100,7 +100,7 @@ impl Engine {
 
     /// Kicks every known pod (after the first sync, after a binding changes).
     pub fn kick_all(self: &Arc<Self>) {
-        let keys: Vec<PodKey> = self.pods.iter().map(|p| p.key()).collect();
+        let keys: Vec<PodKey> = self.pods.iter().map(|p| p.key().clone()).collect();
         for k in keys {
             self.kick(k);
         }

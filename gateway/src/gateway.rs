@@ -40,7 +40,10 @@ pub fn build_adapters(cfg: &Config) -> anyhow::Result<BTreeMap<String, Arc<dyn A
     let mut out: BTreeMap<String, Arc<dyn Adapter>> = BTreeMap::new();
     for a in &cfg.adapters {
         let adapter: Arc<dyn Adapter> = match a {
-            AdapterConfig::Haproxy(c) => Arc::new(sluice_adapter_slb::HaproxyAdapter::new(c.clone())),
+            AdapterConfig::Haproxy(c) => Arc::new(
+                sluice_adapter_slb::HaproxyAdapter::new(c.clone())
+                    .map_err(|e| anyhow::anyhow!("adapter {}: {e}", c.name))?,
+            ),
         };
         out.insert(a.name().to_string(), adapter);
     }

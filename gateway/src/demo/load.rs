@@ -55,7 +55,10 @@ pub async fn client(front: SocketAddr, id: u64, stop: Arc<AtomicBool>, requests:
             .expect("request literal");
         let ok = match s.send_request(req).await {
             Ok(resp) if resp.status() == http::StatusCode::OK => {
-                matches!(resp.into_body().collect().await, Ok(b) if b.to_bytes().as_ref() == b"ok")
+                match resp.into_body().collect().await {
+                    Ok(b) => b.to_bytes().as_ref() == b"ok",
+                    Err(_) => false,
+                }
             }
             _ => false,
         };

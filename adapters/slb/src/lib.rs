@@ -1,0 +1,24 @@
+//! `sluice-adapter-slb`: the Sluice adapter for HAProxy load balancers (2.6 and later),
+//! driven through the runtime API (`stats socket ... level admin`).
+//!
+//! - [`runtime`]: a direct tokio client for the runtime API, with HAProxy's error texts
+//!   mapped to retryable / permanent errors.
+//! - [`parse`]: parsers for `show stat`, `show servers state` and `show servers conn`.
+//! - [`config`]: [`HaproxyConfig`], deserialized from the gateway config.
+//! - [`assess`]: the evidence rules as a pure function.
+//! - [`adapter`]: [`HaproxyAdapter`], the [`sluice_adapter::Adapter`] implementation.
+//!
+//! Drain: `set server B/S state drain` → wait for `scur == 0 && used_cur == 0` → `state
+//! maint` → verify again → `Drained`. Restore: `state drain; health down; state ready` →
+//! wait for the health check to mark it UP → `Serving`. See the crate README for the
+//! reasoning and what was tested against a real HAProxy 2.6.
+
+pub mod adapter;
+pub mod assess;
+pub mod config;
+pub mod parse;
+pub mod runtime;
+
+pub use adapter::HaproxyAdapter;
+pub use config::{dynamic_server_name, HaproxyConfig, Mode};
+pub use runtime::{AdminCommand, Endpoint, Health, RuntimeClient, RuntimeError, DEFAULT_TIMEOUT};

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs every check and test of the project on a fresh Debian machine that has only the
+# Rust toolchain: installs the Debian packages the tests need (real HAProxy, …), then
+# cargo fmt --check, cargo clippy -D warnings, and the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+command -v socat >/dev/null 2>&1 || need+=(socat)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "test.sh: installing Debian packages: ${need[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+export PATH="$PATH:/usr/sbin"
+
+echo "test.sh: cargo fmt --check"
+cargo fmt --all -- --check
+echo "test.sh: cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "test.sh: cargo test"
+cargo test --workspace
