@@ -92,8 +92,10 @@ impl PodWriter {
                         {"op": "test", "path": format!("/status/conditions/{i}/type"), "value": GATE},
                         {"op": "replace", "path": format!("/status/conditions/{i}"), "value": cond},
                     ])),
+                    // Appending: guard on the whole object's version (a typed round trip of the
+                    // other conditions is not byte-exact, e.g. `lastProbeTime: null`).
                     None => Some(json!([
-                        {"op": "test", "path": "/status/conditions", "value": serde_json::to_value(cs).unwrap_or(Value::Null)},
+                        {"op": "test", "path": "/metadata/resourceVersion", "value": pod.metadata.resource_version},
                         {"op": "add", "path": "/status/conditions/-", "value": cond},
                     ])),
                 },

@@ -178,16 +178,11 @@ async fn calls_are_idempotent_and_observe_is_read_only() {
     let t = target(IP1, h.pod_port, "web");
     let snapshot = || async {
         let out = h.cmd("show servers state web").await;
-        // srv_time_since_last_change (column 10) ticks; compare the rest.
+        // Compare names, op state, admin state and weights (time and check columns tick).
         out.lines()
-            .map(|l| {
-                l.split_whitespace()
-                    .enumerate()
-                    .filter(|(i, _)| *i != 9)
-                    .map(|(_, w)| w)
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .filter(|w| w.len() > 8 && w[0] != "#")
+            .map(|w| [1, 3, 5, 6, 7, 8].map(|i| w[i].to_string()).join(" "))
             .collect::<Vec<_>>()
     };
 
@@ -264,7 +259,11 @@ async fn escalation_cuts_sticky_sessions_after_the_deadline() {
         .await
         .expect("held request ends")
         .expect("join");
-    assert!(cut.is_err(), "the sticky session should have been cut: {cut:?}");
+    // HAProxy answers the cut request with a 502 (the server side was shut down).
+    assert!(
+        cut.as_ref().map_or(true, |r| r.status == 502),
+        "the sticky session was not cut: {cut:?}"
+    );
     // In MAINT even sticky clients go elsewhere.
     assert_ne!(get_once(h.frontend, "/", Some("s1")).await.body, "s1");
     println!("escalation: Drained after {took:?}; {}", obs.evidence);

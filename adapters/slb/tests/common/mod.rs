@@ -23,22 +23,34 @@ use tokio::task::{JoinHandle, JoinSet};
 /// Upper bound for any single wait in a test.
 pub const WAIT: Duration = Duration::from_secs(5);
 
-/// A port free on 127.0.0.1 and on every address in `ips`, never handed out twice per process.
+/// A port free on 127.0.0.1 and on every address in `ips`, never handed out twice per
+/// process. Ports come from below the kernel's ephemeral range: an ephemeral port can be
+/// taken at any moment by an outgoing connection (HAProxy's checks, test clients), and a
+/// simulated pod must be able to bind its port again after a restart.
 pub fn free_port(ips: &[Ipv4Addr]) -> u16 {
     static TAKEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
     let taken = TAKEN.get_or_init(|| Mutex::new(HashSet::new()));
-    for _ in 0..200 {
-        let port = StdListener::bind("127.0.0.1:0")
-            .expect("bind 127.0.0.1:0")
-            .local_addr()
-            .unwrap()
-            .port();
-        let all_free = ips.iter().all(|ip| StdListener::bind((*ip, port)).is_ok());
-        if all_free && taken.lock().unwrap().insert(port) {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u32, ephemeral_low.max(12_000));
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let mut candidate = low + (std::process::id().wrapping_mul(7919) ^ nanos) % (high - low);
+    for _ in 0..2_000 {
+        candidate = if candidate + 1 >= high { low } else { candidate + 1 };
+        let port = candidate as u16;
+        let free = std::iter::once(Ipv4Addr::LOCALHOST)
+            .chain(ips.iter().copied())
+            .all(|ip| StdListener::bind((ip, port)).is_ok());
+        if free && taken.lock().unwrap().insert(port) {
             return port;
         }
     }
-    panic!("no free port found on 127.0.0.1 and {ips:?}");
+    panic!("no free port below the ephemeral range on 127.0.0.1 and {ips:?}");
 }
 
 /// A server line in backend `web`.
