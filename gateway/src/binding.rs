@@ -79,7 +79,9 @@ pub struct DisruptionBudget {
 
 impl Default for DisruptionBudget {
     fn default() -> Self {
-        DisruptionBudget { max_draining: default_max_draining() }
+        DisruptionBudget {
+            max_draining: default_max_draining(),
+        }
     }
 }
 

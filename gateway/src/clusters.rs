@@ -25,9 +25,16 @@ use crate::engine::{ClusterHandle, Engine};
 use crate::model::{resolve, PodKey, PodView};
 
 /// Watches pods of one cluster until the task is dropped.
-pub async fn watch_pods(engine: Arc<Engine>, cluster: Arc<ClusterHandle>, client: Client, pods_synced: Arc<tokio::sync::Notify>) {
+pub async fn watch_pods(
+    engine: Arc<Engine>,
+    cluster: Arc<ClusterHandle>,
+    client: Client,
+    pods_synced: Arc<tokio::sync::Notify>,
+) {
     let api: Api<Pod> = Api::all(client);
-    let mut stream = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
+    let mut stream = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
     let mut buffer: Vec<PodView> = Vec::new();
     let mut first = true;
     while let Some(ev) = stream.next().await {
@@ -36,7 +43,9 @@ pub async fn watch_pods(engine: Arc<Engine>, cluster: Arc<ClusterHandle>, client
             Ok(Event::InitApply(p)) => buffer.extend(PodView::from_pod(&cluster.name, &p)),
             Ok(Event::InitDone) => {
                 let fresh: HashSet<PodKey> = buffer.iter().map(PodView::key).collect();
-                engine.pods.retain(|k, _| k.cluster != cluster.name || fresh.contains(k));
+                engine
+                    .pods
+                    .retain(|k, _| k.cluster != cluster.name || fresh.contains(k));
                 for v in buffer.drain(..) {
                     engine.pods.insert(v.key(), v);
                 }
@@ -76,6 +85,23 @@ pub async fn watch_pods(engine: Arc<Engine>, cluster: Arc<ClusterHandle>, client
     }
 }
 
+/// While the cluster's pods are frozen, probes the API server once a second; when it
+/// answers again the pods are unfrozen. The pod watch resumes from its last
+/// resourceVersion (or relists after a 410), so nothing that happened meanwhile is lost —
+/// and a quiet cluster sends no event that could unfreeze it otherwise.
+pub async fn probe_health(cluster: Arc<ClusterHandle>, client: Client) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if cluster.healthy.load(Ordering::SeqCst) || !cluster.synced.load(Ordering::SeqCst) {
+            continue;
+        }
+        if client.apiserver_version().await.is_ok() && !cluster.healthy.swap(true, Ordering::SeqCst) {
+            info!(cluster = %cluster.name, "API server reachable again; unfreezing pods.");
+        }
+    }
+}
+
 /// Watches TrafficBindings of one cluster, resolving each against the adapters and
 /// reporting invalid ones on their status and as Events.
 pub async fn watch_bindings(
@@ -86,7 +112,9 @@ pub async fn watch_bindings(
     synced: Arc<tokio::sync::Notify>,
 ) {
     let api: Api<TrafficBinding> = Api::all(client.clone());
-    let mut stream = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
+    let mut stream = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
     let mut buffer = Vec::new();
     let mut first = true;
     while let Some(ev) = stream.next().await {
@@ -122,7 +150,11 @@ pub async fn watch_bindings(
 }
 
 fn key(cluster: &str, b: &TrafficBinding) -> (String, String, String) {
-    (cluster.to_string(), b.metadata.namespace.clone().unwrap_or_default(), b.metadata.name.clone().unwrap_or_default())
+    (
+        cluster.to_string(),
+        b.metadata.namespace.clone().unwrap_or_default(),
+        b.metadata.name.clone().unwrap_or_default(),
+    )
 }
 
 async fn apply_binding(
@@ -136,7 +168,11 @@ async fn apply_binding(
     let (valid, reason, message) = match resolve(&cluster.name, b, adapters, engine.cfg.default_deadline_seconds) {
         Ok(resolved) => {
             engine.bindings.insert(k.clone(), resolved);
-            (true, "Resolved", "every target names a configured adapter instance".to_string())
+            (
+                true,
+                "Resolved",
+                "every target names a configured adapter instance".to_string(),
+            )
         }
         Err(why) => {
             engine.bindings.remove(&k);
@@ -145,14 +181,22 @@ async fn apply_binding(
         }
     };
     let generation = b.metadata.generation;
-    let current = b.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Valid"));
+    let current = b
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Valid"));
     let status_word = if valid { "True" } else { "False" };
     if current.is_some_and(|c| c.status == status_word && c.message == message && c.observed_generation == generation) {
         return;
     }
     let resolved = engine.bindings.get(&k).map(|b| b.clone());
     let matched: Vec<PodView> = match &resolved {
-        Some(rb) => engine.pods.iter().filter(|p| rb.matches(p)).map(|p| p.clone()).collect(),
+        Some(rb) => engine
+            .pods
+            .iter()
+            .filter(|p| rb.matches(p))
+            .map(|p| p.clone())
+            .collect(),
         None => Vec::new(),
     };
     let missing: Vec<String> = matched.iter().filter(|p| !p.has_gate).map(|p| p.name.clone()).collect();
@@ -167,7 +211,10 @@ async fn apply_binding(
     let patch = json!({"status": {"conditions": [cond], "observedGeneration": generation,
                                   "matchedPods": matched.len(), "podsMissingGate": missing}});
     let api: Api<TrafficBinding> = Api::namespaced(client.clone(), &k.1);
-    if let Err(e) = api.patch_status(&k.2, &PatchParams::default(), &Patch::Merge(&patch)).await {
+    if let Err(e) = api
+        .patch_status(&k.2, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
         warn!(binding = %k.2, error = %e, "Could not write TrafficBinding status.");
     }
     let reference = k8s_openapi::api::core::v1::ObjectReference {
@@ -179,12 +226,21 @@ async fn apply_binding(
         ..Default::default()
     };
     if !valid {
-        cluster.writer.event(&reference, true, "InvalidBinding", "Validate", message).await;
+        cluster
+            .writer
+            .event(&reference, true, "InvalidBinding", "Validate", message)
+            .await;
     }
     for p in &missing {
         cluster
             .writer
-            .event(&reference, true, "PodMissingReadinessGate", "Validate", format!("pod {p} matches but lacks readinessGate sluice.dev/traffic-ready"))
+            .event(
+                &reference,
+                true,
+                "PodMissingReadinessGate",
+                "Validate",
+                format!("pod {p} matches but lacks readinessGate sluice.dev/traffic-ready"),
+            )
             .await;
     }
 }

@@ -77,7 +77,9 @@ pub struct ListenConfig {
 
 impl Default for ListenConfig {
     fn default() -> Self {
-        ListenConfig { health: default_health_addr() }
+        ListenConfig {
+            health: default_health_addr(),
+        }
     }
 }
 
@@ -160,7 +162,11 @@ impl Config {
 
     /// Parses and validates config text; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
-        let err = |field: String, problem: String| ConfigError { file: file.to_string(), field, problem };
+        let err = |field: String, problem: String| ConfigError {
+            file: file.to_string(),
+            field,
+            problem,
+        };
         let de = serde_yaml::Deserializer::from_str(text);
         let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
@@ -180,10 +186,16 @@ impl Config {
         for (i, c) in self.clusters.iter().enumerate() {
             let f = |x: &str| format!("clusters[{i}].{x}");
             if !is_name(&c.name) {
-                return Err((f("name"), format!("{:?} must be a DNS label (lowercase letters, digits, '-')", c.name)));
+                return Err((
+                    f("name"),
+                    format!("{:?} must be a DNS label (lowercase letters, digits, '-')", c.name),
+                ));
             }
             if !names.insert(c.name.clone()) {
-                return Err((f("name"), format!("{:?} is used by two clusters; names must be unique", c.name)));
+                return Err((
+                    f("name"),
+                    format!("{:?} is used by two clusters; names must be unique", c.name),
+                ));
             }
             match (&c.kubeconfig, c.in_cluster) {
                 (Some(_), true) => return Err((f("inCluster"), "set either kubeconfig or inCluster, not both".into())),
@@ -194,10 +206,16 @@ impl Config {
         let mut adapters = BTreeSet::new();
         for (i, a) in self.adapters.iter().enumerate() {
             if !is_name(a.name()) {
-                return Err((format!("adapters[{i}].name"), format!("{:?} must be a DNS label", a.name())));
+                return Err((
+                    format!("adapters[{i}].name"),
+                    format!("{:?} must be a DNS label", a.name()),
+                ));
             }
             if !adapters.insert(a.name().to_string()) {
-                return Err((format!("adapters[{i}].name"), format!("{:?} is used by two adapters", a.name())));
+                return Err((
+                    format!("adapters[{i}].name"),
+                    format!("{:?} is used by two adapters", a.name()),
+                ));
             }
         }
         if self.engine.poll_interval_ms == 0 {
@@ -210,7 +228,8 @@ impl Config {
 fn is_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -235,18 +254,46 @@ mod tests {
     fn errors_name_the_field() {
         let cases = [
             ("clusters: []\n", "clusters", "at least one cluster"),
-            ("clusters:\n- name: East\n  kubeconfig: /k\n", "clusters[0].name", "DNS label"),
+            (
+                "clusters:\n- name: East\n  kubeconfig: /k\n",
+                "clusters[0].name",
+                "DNS label",
+            ),
             ("clusters:\n- name: a\n", "clusters[0].kubeconfig", "required"),
-            ("clusters:\n- name: a\n  kubeconfig: /k\n  inCluster: true\n", "clusters[0].inCluster", "not both"),
-            ("clusters:\n- name: a\n  kubeconfig: /k\n- name: a\n  kubeconfig: /k\n", "clusters[1].name", "unique"),
-            ("clusters:\n- name: a\n  kubeconfig: /k\n  bogus: 1\n", "clusters[0]", "unknown field `bogus`"),
-            ("clusters:\n- name: a\n  kubeconfig: /k\nadapters:\n- kind: f5\n  name: x\n", "adapters[0]", "unknown variant `f5`"),
-            ("clusters:\n- name: a\n  kubeconfig: /k\nlisten:\n  health: nowhere\n", "listen.health", "invalid socket address"),
+            (
+                "clusters:\n- name: a\n  kubeconfig: /k\n  inCluster: true\n",
+                "clusters[0].inCluster",
+                "not both",
+            ),
+            (
+                "clusters:\n- name: a\n  kubeconfig: /k\n- name: a\n  kubeconfig: /k\n",
+                "clusters[1].name",
+                "unique",
+            ),
+            (
+                "clusters:\n- name: a\n  kubeconfig: /k\n  bogus: 1\n",
+                "clusters[0]",
+                "unknown field `bogus`",
+            ),
+            (
+                "clusters:\n- name: a\n  kubeconfig: /k\nadapters:\n- kind: f5\n  name: x\n",
+                "adapters[0]",
+                "unknown variant `f5`",
+            ),
+            (
+                "clusters:\n- name: a\n  kubeconfig: /k\nlisten:\n  health: nowhere\n",
+                "listen.health",
+                "invalid socket address",
+            ),
         ];
         for (text, field, problem) in cases {
             let e = Config::parse(text, "t.yaml").expect_err(text);
             assert!(e.field.starts_with(field), "{text}: field {:?} (want {field})", e.field);
-            assert!(e.problem.contains(problem), "{text}: problem {:?} (want {problem})", e.problem);
+            assert!(
+                e.problem.contains(problem),
+                "{text}: problem {:?} (want {problem})",
+                e.problem
+            );
             assert!(!e.to_string().contains('\n'), "one line: {e}");
         }
     }

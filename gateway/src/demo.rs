@@ -39,7 +39,12 @@ pub struct DemoOptions {
 
 impl Default for DemoOptions {
     fn default() -> Self {
-        DemoOptions { pods: 6, sluice: true, clients: 8, verbose: true }
+        DemoOptions {
+            pods: 6,
+            sluice: true,
+            clients: 8,
+            verbose: true,
+        }
     }
 }
 
@@ -107,7 +112,11 @@ pub fn ensure_haproxy() -> anyhow::Result<PathBuf> {
     if let Some(p) = find() {
         return Ok(p);
     }
-    let root = std::process::Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false);
     if !root {
         bail!("haproxy is not installed; install it with: sudo apt-get install -y --no-install-recommends haproxy");
     }
@@ -141,7 +150,12 @@ impl Drop for Haproxy {
     }
 }
 
-async fn start_haproxy(bin: &PathBuf, dir: &std::path::Path, frontend: u16, pods: &[SocketAddr]) -> anyhow::Result<Haproxy> {
+async fn start_haproxy(
+    bin: &PathBuf,
+    dir: &std::path::Path,
+    frontend: u16,
+    pods: &[SocketAddr],
+) -> anyhow::Result<Haproxy> {
     let socket = dir.join("haproxy.sock");
     let servers: String = pods
         .iter()
@@ -214,7 +228,10 @@ fn pod_ready(p: &Pod) -> bool {
 }
 
 fn has_sluice_finalizer(p: &Pod) -> bool {
-    p.metadata.finalizers.as_ref().is_some_and(|f| f.iter().any(|f| f.starts_with("sluice.dev/")))
+    p.metadata
+        .finalizers
+        .as_ref()
+        .is_some_and(|f| f.iter().any(|f| f.starts_with("sluice.dev/")))
 }
 
 /// Everything the demo (and the end-to-end tests) run on: the simulated cluster with
@@ -277,7 +294,9 @@ impl Stage {
         .await?;
         let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
             Api::all(client.clone());
-        crds.create(&PostParams::default(), &TrafficBinding::crd()).await.context("installing the CRD")?;
+        crds.create(&PostParams::default(), &TrafficBinding::crd())
+            .await
+            .context("installing the CRD")?;
         let stage = Stage {
             dir,
             pods: Api::namespaced(client.clone(), "default"),
@@ -317,7 +336,10 @@ impl Stage {
                      "targets": [{"adapter": adapter, "params": {"backend": "web"}}],
                      "drainPolicy": {"deadlineSeconds": deadline_s}, "disruptionBudget": {"maxDraining": 1}}
         }))?;
-        bindings.create(&PostParams::default(), &binding).await.context("creating the TrafficBinding")?;
+        bindings
+            .create(&PostParams::default(), &binding)
+            .await
+            .context("creating the TrafficBinding")?;
         Ok(())
     }
 
@@ -328,10 +350,16 @@ impl Stage {
         self.pods.create(&PostParams::default(), &p).await?;
         let pods = &self.pods;
         wait_for(&format!("{name} to start"), Duration::from_secs(10), || async {
-            pods.get(&name).await.is_ok_and(|p| p.status.and_then(|s| s.pod_ip).is_some())
+            pods.get(&name)
+                .await
+                .is_ok_and(|p| p.status.and_then(|s| s.pod_ip).is_some())
         })
         .await?;
-        self.cluster.kubelet().expect("kubelet-lite is on").set_containers_ready("default", &name, true).map_err(anyhow::Error::new)
+        self.cluster
+            .kubelet()
+            .expect("kubelet-lite is on")
+            .set_containers_ready("default", &name, true)
+            .map_err(anyhow::Error::new)
     }
 
     /// The gateway configuration for this stage (one cluster, one HAProxy adapter).
@@ -349,14 +377,19 @@ impl Stage {
 
     pub async fn start_gateway(&self) -> anyhow::Result<Gateway> {
         let gw = Gateway::start(self.gateway_config()?).await?;
-        tokio::time::timeout(Duration::from_secs(30), gw.wait_ready()).await.context("gateway readiness")?;
+        tokio::time::timeout(Duration::from_secs(30), gw.wait_ready())
+            .await
+            .context("gateway readiness")?;
         Ok(gw)
     }
 
     pub async fn wait_ready(&self, i: usize, timeout: Duration) -> anyhow::Result<()> {
         let name = Self::name(i);
         let pods = &self.pods;
-        wait_for(&format!("{name} Ready"), timeout, || async { pods.get(&name).await.is_ok_and(|p| pod_ready(&p)) }).await
+        wait_for(&format!("{name} Ready"), timeout, || async {
+            pods.get(&name).await.is_ok_and(|p| pod_ready(&p))
+        })
+        .await
     }
 
     /// Waits until pod `i` carries no `sluice.dev/*` finalizer (its drain is verified).
@@ -371,7 +404,9 @@ impl Stage {
 
     pub async fn set_kruise_state(&self, i: usize, state: &str) -> anyhow::Result<()> {
         let patch = json!({"metadata": {"labels": {KRUISE_STATE: state}}});
-        self.pods.patch(&Self::name(i), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        self.pods
+            .patch(&Self::name(i), &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
         Ok(())
     }
 
@@ -400,21 +435,37 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Summary> {
         }
     };
     let mut stage = Stage::new(opts.pods, opts.sluice).await?;
-    say(format!("demo: haproxy on {}, {} pods on port {}", stage.frontend, opts.pods, stage.port));
-    let _gateway = if opts.sluice { Some(stage.start_gateway().await?) } else { None };
+    say(format!(
+        "demo: haproxy on {}, {} pods on port {}",
+        stage.frontend, opts.pods, stage.port
+    ));
+    let _gateway = if opts.sluice {
+        Some(stage.start_gateway().await?)
+    } else {
+        None
+    };
     for i in 0..opts.pods {
         stage.wait_ready(i, Duration::from_secs(30)).await?;
     }
     // Let HAProxy's checks see every server up before traffic starts.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    say(format!("demo: {} pods Ready; starting load ({} keep-alive clients)", opts.pods, opts.clients));
+    say(format!(
+        "demo: {} pods Ready; starting load ({} keep-alive clients)",
+        opts.pods, opts.clients
+    ));
 
     let stop = Arc::new(AtomicBool::new(false));
     let requests = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let mut load_tasks = Vec::new();
     for c in 0..opts.clients {
-        load_tasks.push(tokio::spawn(load::client(stage.frontend, c as u64, stop.clone(), requests.clone(), failed.clone())));
+        load_tasks.push(tokio::spawn(load::client(
+            stage.frontend,
+            c as u64,
+            stop.clone(),
+            requests.clone(),
+            failed.clone(),
+        )));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -455,5 +506,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Summary> {
     for t in load_tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
-    Ok(Summary { requests: requests.load(Ordering::SeqCst), failed: failed.load(Ordering::SeqCst), drain_ms, rollout_s })
+    Ok(Summary {
+        requests: requests.load(Ordering::SeqCst),
+        failed: failed.load(Ordering::SeqCst),
+        drain_ms,
+        rollout_s,
+    })
 }

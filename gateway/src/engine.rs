@@ -71,7 +71,12 @@ impl Engine {
 
     /// The bindings that select a pod.
     pub fn bindings_for(&self, pod: &PodView) -> Vec<Binding> {
-        let mut v: Vec<Binding> = self.bindings.iter().filter(|b| b.matches(pod)).map(|b| b.clone()).collect();
+        let mut v: Vec<Binding> = self
+            .bindings
+            .iter()
+            .filter(|b| b.matches(pod))
+            .map(|b| b.clone())
+            .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
     }
@@ -107,9 +112,16 @@ impl Engine {
     }
 
     fn matched_pods(&self, budget_key: &str) -> usize {
-        let bindings: Vec<Binding> =
-            self.bindings.iter().filter(|b| b.budget_key() == budget_key).map(|b| b.clone()).collect();
-        self.pods.iter().filter(|p| bindings.iter().any(|b| b.matches(&p))).count()
+        let bindings: Vec<Binding> = self
+            .bindings
+            .iter()
+            .filter(|b| b.budget_key() == budget_key)
+            .map(|b| b.clone())
+            .collect();
+        self.pods
+            .iter()
+            .filter(|p| bindings.iter().any(|b| b.matches(&p)))
+            .count()
     }
 
     fn release_budget(&self, key: &PodKey) {
@@ -132,7 +144,12 @@ impl Engine {
                 out.push(PodTarget {
                     kind: t.kind.clone(),
                     adapter: t.adapter.clone(),
-                    target: Target { pod: pod_ref.clone(), ip, port: b.port, params: t.params.clone() },
+                    target: Target {
+                        pod: pod_ref.clone(),
+                        ip,
+                        port: b.port,
+                        params: t.params.clone(),
+                    },
                 });
             }
         }
@@ -141,7 +158,10 @@ impl Engine {
 
     async fn observe(&self, t: &PodTarget) -> Result<Observation, String> {
         let span = info_span!("observe", adapter = t.adapter.name(), target = %t.target.addr());
-        match tokio::time::timeout(self.cfg.call_timeout(), t.adapter.observe(&t.target)).instrument(span).await {
+        match tokio::time::timeout(self.cfg.call_timeout(), t.adapter.observe(&t.target))
+            .instrument(span)
+            .await
+        {
             Ok(Ok(o)) => Ok(o),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("observe timed out after {:?}", self.cfg.call_timeout())),
@@ -149,17 +169,25 @@ impl Engine {
     }
 
     async fn run_pod(self: &Arc<Self>, key: &PodKey, dirty: &AtomicBool) {
-        let Some(first) = self.pods.get(key).map(|p| p.clone()) else { return };
+        let Some(first) = self.pods.get(key).map(|p| p.clone()) else {
+            return;
+        };
         let span = match planner::intent(&first) {
-            Intent::Drain(r) => info_span!("drain", pod = %format!("{}/{}/{}", first.cluster, first.namespace, first.name), uid = %first.uid, reason = ?r),
-            Intent::Restore => info_span!("restore", pod = %format!("{}/{}/{}", first.cluster, first.namespace, first.name), uid = %first.uid),
+            Intent::Drain(r) => {
+                info_span!("drain", pod = %format!("{}/{}/{}", first.cluster, first.namespace, first.name), uid = %first.uid, reason = ?r)
+            }
+            Intent::Restore => {
+                info_span!("restore", pod = %format!("{}/{}/{}", first.cluster, first.namespace, first.name), uid = %first.uid)
+            }
             Intent::Hold(_) => info_span!("hold", pod = %first.name),
         };
         self.pod_loop(key, dirty).instrument(span).await;
     }
 
     async fn pod_loop(self: &Arc<Self>, key: &PodKey, dirty: &AtomicBool) {
-        let Some(cluster) = self.clusters.get(&key.cluster).cloned() else { return };
+        let Some(cluster) = self.clusters.get(&key.cluster).cloned() else {
+            return;
+        };
         let mut errors = 0u32;
         let mut drained_since: Option<Instant> = None;
         let mut last_status = String::new();
@@ -178,7 +206,10 @@ impl Engine {
             };
             let bindings = self.bindings_for(&pod);
             let intent = planner::intent(&pod);
-            if last_intent.as_ref().is_some_and(|i| std::mem::discriminant(i) != std::mem::discriminant(&intent)) {
+            if last_intent
+                .as_ref()
+                .is_some_and(|i| std::mem::discriminant(i) != std::mem::discriminant(&intent))
+            {
                 drained_since = None;
             }
             last_intent = Some(intent.clone());
@@ -188,7 +219,9 @@ impl Engine {
                 drain_start = None;
             }
             let targets = Self::targets(&pod, &bindings);
-            if matches!(intent, Intent::Hold(_)) || (bindings.is_empty() && !pod.finalizers.iter().any(|f| f.starts_with(DOMAIN))) {
+            if matches!(intent, Intent::Hold(_))
+                || (bindings.is_empty() && !pod.finalizers.iter().any(|f| f.starts_with(DOMAIN)))
+            {
                 self.release_budget(key);
                 return;
             }
@@ -196,15 +229,26 @@ impl Engine {
             for t in &targets {
                 observations.push(self.observe(t).await);
             }
-            let facts =
-                self.facts(&pod, &bindings, &targets, &observations, intent.clone(), &mut drained_since, drain_start);
+            let facts = self.facts(
+                &pod,
+                &bindings,
+                &targets,
+                &observations,
+                intent.clone(),
+                &mut drained_since,
+                drain_start,
+            );
             let steps = planner::plan(&facts);
             if steps.contains(&Step::TakeBudget) {
                 drain_start = Some(jiff::Timestamp::now());
             }
             let summary = status_summary(&pod, &intent, &targets, &observations, &steps, drain_start);
             if summary != last_status && pod.status_annotation.as_deref() != Some(summary.as_str()) {
-                if let Err(e) = cluster.writer.set_status_annotation(&pod.namespace, &pod.name, &summary).await {
+                if let Err(e) = cluster
+                    .writer
+                    .set_status_annotation(&pod.namespace, &pod.name, &summary)
+                    .await
+                {
                     warn!(error = %e, "Could not write the status annotation.");
                 }
                 last_status = summary;
@@ -259,7 +303,11 @@ impl Engine {
             .iter()
             .zip(observations)
             .enumerate()
-            .map(|(id, (t, o))| TargetFact { id, kind: t.kind.clone(), state: o.as_ref().ok().map(|o| o.state) })
+            .map(|(id, (t, o))| TargetFact {
+                id,
+                kind: t.kind.clone(),
+                state: o.as_ref().ok().map(|o| o.state),
+            })
             .collect();
         let finalizers: BTreeSet<String> = pod
             .finalizers
@@ -284,14 +332,19 @@ impl Engine {
                 }
             }
         }
-        let all_drained = !facts_targets.is_empty() && facts_targets.iter().all(|t| t.state == Some(TrafficState::Drained));
+        let all_drained =
+            !facts_targets.is_empty() && facts_targets.iter().all(|t| t.state == Some(TrafficState::Drained));
         if all_drained {
             drained_since.get_or_insert_with(Instant::now);
         } else {
             *drained_since = None;
         }
         let settle = bindings.iter().map(|b| b.settle_seconds).max().unwrap_or(0);
-        let deadline = bindings.iter().map(|b| b.deadline_seconds).min().unwrap_or(self.cfg.default_deadline_seconds);
+        let deadline = bindings
+            .iter()
+            .map(|b| b.deadline_seconds)
+            .min()
+            .unwrap_or(self.cfg.default_deadline_seconds);
         let on_deadline = if bindings.iter().all(|b| b.on_deadline == OnDeadline::Release) && !bindings.is_empty() {
             OnDeadline::Release
         } else {
@@ -332,11 +385,30 @@ impl Engine {
         };
         match step {
             Step::TakeBudget => {
+                // Check and take under the budget's lock: two pods planning at once must not
+                // both get the last slot.
                 for b in bindings {
-                    self.budgets.entry(b.budget_key()).or_default().insert(pod.key());
+                    let bk = b.budget_key();
+                    let max = b.max_draining(self.matched_pods(&bk));
+                    let mut holders = self.budgets.entry(bk).or_default();
+                    if !holders.contains(&pod.key()) && holders.len() >= max {
+                        drop(holders);
+                        self.release_budget(&pod.key());
+                        return Ok(());
+                    }
+                    holders.insert(pod.key());
                 }
                 info!("Drain started.");
-                cluster.writer.event(&reference, false, "DrainStarted", "Drain", format!("draining {} target(s)", targets.len())).await;
+                cluster
+                    .writer
+                    .event(
+                        &reference,
+                        false,
+                        "DrainStarted",
+                        "Drain",
+                        format!("draining {} target(s)", targets.len()),
+                    )
+                    .await;
                 Ok(())
             }
             Step::WaitForBudget | Step::Wait(_) => Ok(()),
@@ -346,35 +418,86 @@ impl Engine {
                 } else {
                     ("Draining", "traffic is being drained")
                 };
-                cluster.writer.set_gate(ns, name, *v, reason, msg).await.map_err(|e| e.to_string())
+                cluster
+                    .writer
+                    .set_gate(ns, name, *v, reason, msg)
+                    .await
+                    .map_err(|e| e.to_string())
             }
             Step::Deregister(i) => {
                 let t = &targets[*i];
-                let span = info_span!("deregister", adapter = t.adapter.name(), kind = %t.kind, target = %t.target.addr());
+                let span =
+                    info_span!("deregister", adapter = t.adapter.name(), kind = %t.kind, target = %t.target.addr());
                 self.adapter_writes.fetch_add(1, Ordering::SeqCst);
                 call(t.adapter.deregister(&t.target)).instrument(span).await
             }
             Step::Register(i) => {
                 let t = &targets[*i];
-                let span = info_span!("register", adapter = t.adapter.name(), kind = %t.kind, target = %t.target.addr());
+                let span =
+                    info_span!("register", adapter = t.adapter.name(), kind = %t.kind, target = %t.target.addr());
                 self.adapter_writes.fetch_add(1, Ordering::SeqCst);
                 call(t.adapter.register(&t.target)).instrument(span).await
             }
             Step::AddFinalizer(kind) => {
-                cluster.writer.add_finalizer(ns, name, kind).await.map_err(|e| e.to_string())?;
-                cluster.writer.event(&reference, false, "TrafficRestored", "Restore", format!("{kind} traffic registered and verified serving")).await;
+                cluster
+                    .writer
+                    .add_finalizer(ns, name, kind)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                cluster
+                    .writer
+                    .event(
+                        &reference,
+                        false,
+                        "TrafficRestored",
+                        "Restore",
+                        format!("{kind} traffic registered and verified serving"),
+                    )
+                    .await;
                 Ok(())
             }
             Step::RemoveFinalizer(kind) => {
-                cluster.writer.remove_finalizer(ns, name, kind).await.map_err(|e| e.to_string())?;
+                cluster
+                    .writer
+                    .remove_finalizer(ns, name, kind)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 info!(kind, "Drain verified; finalizer removed.");
-                cluster.writer.event(&reference, false, "TrafficDrained", "Drain", format!("{kind} traffic verified drained; finalizer {} removed", finalizer(kind))).await;
+                cluster
+                    .writer
+                    .event(
+                        &reference,
+                        false,
+                        "TrafficDrained",
+                        "Drain",
+                        format!("{kind} traffic verified drained; finalizer {} removed", finalizer(kind)),
+                    )
+                    .await;
                 Ok(())
             }
             Step::ReleaseFinalizer(kind) => {
-                cluster.writer.remove_finalizer(ns, name, kind).await.map_err(|e| e.to_string())?;
-                warn!(kind, "Drain deadline passed; finalizer released WITHOUT verified drain (policy Release).");
-                cluster.writer.event(&reference, true, "DrainReleased", "Drain", format!("deadline passed: {} removed WITHOUT verified drain (onDeadline: Release)", finalizer(kind))).await;
+                cluster
+                    .writer
+                    .remove_finalizer(ns, name, kind)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                warn!(
+                    kind,
+                    "Drain deadline passed; finalizer released WITHOUT verified drain (policy Release)."
+                );
+                cluster
+                    .writer
+                    .event(
+                        &reference,
+                        true,
+                        "DrainReleased",
+                        "Drain",
+                        format!(
+                            "deadline passed: {} removed WITHOUT verified drain (onDeadline: Release)",
+                            finalizer(kind)
+                        ),
+                    )
+                    .await;
                 Ok(())
             }
             Step::Blocked(why) => {
@@ -402,6 +525,7 @@ fn status_summary(
 ) -> String {
     let state = match (intent, steps.is_empty()) {
         (Intent::Drain(_), true) => "drained",
+        (Intent::Drain(_), false) if steps == [Step::TakeBudget] => "starting-drain",
         (Intent::Drain(_), false) if steps.iter().any(|s| matches!(s, Step::Blocked(_))) => "blocked",
         (Intent::Drain(_), false) if steps.iter().any(|s| matches!(s, Step::WaitForBudget)) => "waiting-for-budget",
         (Intent::Drain(_), false) => "draining",
@@ -426,7 +550,10 @@ fn status_summary(
             (k, v)
         })
         .collect();
-    let blocked: Vec<&String> = steps.iter().filter_map(|s| if let Step::Blocked(w) = s { Some(w) } else { None }).collect();
+    let blocked: Vec<&String> = steps
+        .iter()
+        .filter_map(|s| if let Step::Blocked(w) = s { Some(w) } else { None })
+        .collect();
     let mut doc = json!({"state": state, "targets": evidence});
     if let Some(s) = drain_start.filter(|_| matches!(intent, Intent::Drain(_))) {
         doc["drainStartedAt"] = json!(s.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
@@ -435,7 +562,8 @@ fn status_summary(
         doc["blocked"] = json!(blocked);
     }
     if !pod.has_gate {
-        doc["warning"] = json!("pod lacks readinessGate sluice.dev/traffic-ready: it may be Ready before its traffic is");
+        doc["warning"] =
+            json!("pod lacks readinessGate sluice.dev/traffic-ready: it may be Ready before its traffic is");
     }
     doc.to_string()
 }

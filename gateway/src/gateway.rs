@@ -55,9 +55,15 @@ pub async fn client_for(c: &ClusterConfig) -> anyhow::Result<Client> {
         kube::Config::incluster().context("in-cluster configuration")?
     } else {
         let path = c.kubeconfig.as_ref().expect("validated: kubeconfig or inCluster");
-        let kc = Kubeconfig::read_from(path).with_context(|| format!("cluster {}: reading {}", c.name, path.display()))?;
-        let opts = KubeConfigOptions { context: c.context.clone(), ..Default::default() };
-        kube::Config::from_custom_kubeconfig(kc, &opts).await.with_context(|| format!("cluster {}: kubeconfig", c.name))?
+        let kc =
+            Kubeconfig::read_from(path).with_context(|| format!("cluster {}: reading {}", c.name, path.display()))?;
+        let opts = KubeConfigOptions {
+            context: c.context.clone(),
+            ..Default::default()
+        };
+        kube::Config::from_custom_kubeconfig(kc, &opts)
+            .await
+            .with_context(|| format!("cluster {}: kubeconfig", c.name))?
     };
     Client::try_from(cfg).with_context(|| format!("cluster {}: client", c.name))
 }
@@ -96,7 +102,16 @@ impl Gateway {
                 adapters.clone(),
                 bindings_synced.clone(),
             )));
-            tasks.push(tokio::spawn(crate::clusters::watch_pods(engine.clone(), cluster.clone(), client, pods_synced.clone())));
+            tasks.push(tokio::spawn(crate::clusters::probe_health(
+                cluster.clone(),
+                client.clone(),
+            )));
+            tasks.push(tokio::spawn(crate::clusters::watch_pods(
+                engine.clone(),
+                cluster.clone(),
+                client,
+                pods_synced.clone(),
+            )));
             let engine2 = engine.clone();
             tasks.push(tokio::spawn(async move {
                 pods_synced.notified().await;
@@ -111,7 +126,11 @@ impl Gateway {
             .with_context(|| format!("listen.health: binding {}", cfg.listen.health))?;
         let health_addr = listener.local_addr()?;
         tasks.push(tokio::spawn(serve_health(listener, engine.clone())));
-        Ok(Gateway { engine, health_addr, tasks })
+        Ok(Gateway {
+            engine,
+            health_addr,
+            tasks,
+        })
     }
 
     /// Waits until every cluster has listed pods and bindings once.
@@ -124,7 +143,9 @@ impl Gateway {
 
 async fn serve_health(listener: tokio::net::TcpListener, engine: Arc<Engine>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let engine = engine.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
@@ -140,12 +161,18 @@ async fn serve_health(listener: tokio::net::TcpListener, engine: Arc<Engine>) {
                                 .filter(|c| !c.synced.load(Ordering::SeqCst))
                                 .map(|c| c.name.as_str())
                                 .collect();
-                            (StatusCode::SERVICE_UNAVAILABLE, format!("waiting for first sync of: {}", waiting.join(", ")))
+                            (
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                format!("waiting for first sync of: {}", waiting.join(", ")),
+                            )
                         }
                         _ => (StatusCode::NOT_FOUND, "not found".to_string()),
                     };
                     Ok::<_, std::convert::Infallible>(
-                        Response::builder().status(code).body(Full::new(bytes::Bytes::from(body))).expect("response"),
+                        Response::builder()
+                            .status(code)
+                            .body(Full::new(bytes::Bytes::from(body)))
+                            .expect("response"),
                     )
                 }
             });

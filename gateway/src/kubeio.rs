@@ -32,8 +32,14 @@ fn retryable(e: &kube::Error) -> bool {
 
 impl PodWriter {
     pub fn new(client: Client, instance: &str) -> PodWriter {
-        let reporter = Reporter { controller: "sluice.dev/gateway".into(), instance: Some(instance.to_string()) };
-        PodWriter { recorder: Recorder::new(client.clone(), reporter), client }
+        let reporter = Reporter {
+            controller: "sluice.dev/gateway".into(),
+            instance: Some(instance.to_string()),
+        };
+        PodWriter {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+        }
     }
 
     fn api(&self, ns: &str) -> Api<Pod> {
@@ -44,36 +50,46 @@ impl PodWriter {
     /// being deleted (the engine never asks for that).
     pub async fn add_finalizer(&self, ns: &str, name: &str, kind: &str) -> kube::Result<()> {
         let f = finalizer(kind);
-        self.guarded(ns, name, |pod| {
-            let current = pod.metadata.finalizers.clone().unwrap_or_default();
-            if current.contains(&f) {
-                return None;
-            }
-            Some(match pod.metadata.finalizers {
-                Some(_) => json!([
-                    {"op": "test", "path": "/metadata/finalizers", "value": current},
-                    {"op": "add", "path": "/metadata/finalizers/-", "value": f},
-                ]),
-                None => json!([
-                    {"op": "test", "path": "/metadata/resourceVersion", "value": pod.metadata.resource_version},
-                    {"op": "add", "path": "/metadata/finalizers", "value": [f]},
-                ]),
-            })
-        }, false)
+        self.guarded(
+            ns,
+            name,
+            |pod| {
+                let current = pod.metadata.finalizers.clone().unwrap_or_default();
+                if current.contains(&f) {
+                    return None;
+                }
+                Some(match pod.metadata.finalizers {
+                    Some(_) => json!([
+                        {"op": "test", "path": "/metadata/finalizers", "value": current},
+                        {"op": "add", "path": "/metadata/finalizers/-", "value": f},
+                    ]),
+                    None => json!([
+                        {"op": "test", "path": "/metadata/resourceVersion", "value": pod.metadata.resource_version},
+                        {"op": "add", "path": "/metadata/finalizers", "value": [f]},
+                    ]),
+                })
+            },
+            false,
+        )
         .await
     }
 
     /// Removes `sluice.dev/<kind>` — only that entry, checked by index and value.
     pub async fn remove_finalizer(&self, ns: &str, name: &str, kind: &str) -> kube::Result<()> {
         let f = finalizer(kind);
-        self.guarded(ns, name, |pod| {
-            let current = pod.metadata.finalizers.clone().unwrap_or_default();
-            let i = current.iter().position(|x| *x == f)?;
-            Some(json!([
-                {"op": "test", "path": format!("/metadata/finalizers/{i}"), "value": f},
-                {"op": "remove", "path": format!("/metadata/finalizers/{i}")},
-            ]))
-        }, false)
+        self.guarded(
+            ns,
+            name,
+            |pod| {
+                let current = pod.metadata.finalizers.clone().unwrap_or_default();
+                let i = current.iter().position(|x| *x == f)?;
+                Some(json!([
+                    {"op": "test", "path": format!("/metadata/finalizers/{i}"), "value": f},
+                    {"op": "remove", "path": format!("/metadata/finalizers/{i}")},
+                ]))
+            },
+            false,
+        )
         .await
     }
 
@@ -81,37 +97,45 @@ impl PodWriter {
     pub async fn set_gate(&self, ns: &str, name: &str, ready: bool, reason: &str, message: &str) -> kube::Result<()> {
         let status = if ready { "True" } else { "False" };
         let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
-        self.guarded(ns, name, |pod| {
-            let conds = pod.status.as_ref().and_then(|s| s.conditions.clone());
-            let cond = json!({"type": GATE, "status": status, "reason": reason, "message": message,
+        self.guarded(
+            ns,
+            name,
+            |pod| {
+                let conds = pod.status.as_ref().and_then(|s| s.conditions.clone());
+                let cond = json!({"type": GATE, "status": status, "reason": reason, "message": message,
                               "lastProbeTime": null, "lastTransitionTime": now});
-            match &conds {
-                Some(cs) => match cs.iter().position(|c| c.type_ == GATE) {
-                    Some(i) if cs[i].status == status => None,
-                    Some(i) => Some(json!([
-                        {"op": "test", "path": format!("/status/conditions/{i}/type"), "value": GATE},
-                        {"op": "replace", "path": format!("/status/conditions/{i}"), "value": cond},
-                    ])),
-                    // Appending: guard on the whole object's version (a typed round trip of the
-                    // other conditions is not byte-exact, e.g. `lastProbeTime: null`).
+                match &conds {
+                    Some(cs) => match cs.iter().position(|c| c.type_ == GATE) {
+                        Some(i) if cs[i].status == status => None,
+                        Some(i) => Some(json!([
+                            {"op": "test", "path": format!("/status/conditions/{i}/type"), "value": GATE},
+                            {"op": "replace", "path": format!("/status/conditions/{i}"), "value": cond},
+                        ])),
+                        // Appending: guard on the whole object's version (a typed round trip of the
+                        // other conditions is not byte-exact, e.g. `lastProbeTime: null`).
+                        None => Some(json!([
+                            {"op": "test", "path": "/metadata/resourceVersion", "value": pod.metadata.resource_version},
+                            {"op": "add", "path": "/status/conditions/-", "value": cond},
+                        ])),
+                    },
                     None => Some(json!([
                         {"op": "test", "path": "/metadata/resourceVersion", "value": pod.metadata.resource_version},
-                        {"op": "add", "path": "/status/conditions/-", "value": cond},
+                        {"op": "add", "path": "/status/conditions", "value": [cond]},
                     ])),
-                },
-                None => Some(json!([
-                    {"op": "test", "path": "/metadata/resourceVersion", "value": pod.metadata.resource_version},
-                    {"op": "add", "path": "/status/conditions", "value": [cond]},
-                ])),
-            }
-        }, true)
+                }
+            },
+            true,
+        )
         .await
     }
 
     /// Writes the status summary annotation (only Sluice's own key).
     pub async fn set_status_annotation(&self, ns: &str, name: &str, value: &str) -> kube::Result<()> {
         let patch = json!({"metadata": {"annotations": {STATUS_ANNOTATION: value}}});
-        self.api(ns).patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ())
+        self.api(ns)
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map(|_| ())
     }
 
     /// Publishes an Event about a pod (or any object).

@@ -91,7 +91,10 @@ impl PodView {
     }
 
     pub fn key(&self) -> PodKey {
-        PodKey { cluster: self.cluster.clone(), uid: self.uid.clone() }
+        PodKey {
+            cluster: self.cluster.clone(),
+            uid: self.uid.clone(),
+        }
     }
 
     pub fn has_finalizer(&self, kind: &str) -> bool {
@@ -175,12 +178,18 @@ impl Selector {
             let values = e.values.unwrap_or_default();
             let op = match e.operator.as_str() {
                 "In" | "NotIn" if values.is_empty() => {
-                    return Err(format!("selector.matchExpressions[{i}]: operator {} needs values", e.operator))
+                    return Err(format!(
+                        "selector.matchExpressions[{i}]: operator {} needs values",
+                        e.operator
+                    ))
                 }
                 "In" => SelOp::In(values),
                 "NotIn" => SelOp::NotIn(values),
                 "Exists" | "DoesNotExist" if !values.is_empty() => {
-                    return Err(format!("selector.matchExpressions[{i}]: operator {} takes no values", e.operator))
+                    return Err(format!(
+                        "selector.matchExpressions[{i}]: operator {} takes no values",
+                        e.operator
+                    ))
                 }
                 "Exists" => SelOp::Exists,
                 "DoesNotExist" => SelOp::DoesNotExist,
@@ -234,23 +243,41 @@ pub fn resolve(
             return Err(format!(
                 "targets[{i}].adapter: no adapter instance {:?} in the gateway configuration (known: {})",
                 t.adapter,
-                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
             ));
         };
         let caps = adapter.capabilities();
         for p in &caps.required_params {
             if !t.params.contains_key(p) {
-                return Err(format!("targets[{i}].params.{p}: required by {} adapter {:?}", caps.kind, t.adapter));
+                return Err(format!(
+                    "targets[{i}].params.{p}: required by {} adapter {:?}",
+                    caps.kind, t.adapter
+                ));
             }
         }
-        targets.push(ResolvedTarget { adapter: adapter.clone(), kind: caps.kind, params: t.params.clone() });
+        targets.push(ResolvedTarget {
+            adapter: adapter.clone(),
+            kind: caps.kind,
+            params: t.params.clone(),
+        });
     }
     if let IntOrString::String(s) = &spec.disruption_budget.max_draining {
         if !s.ends_with('%') || s.trim_end_matches('%').parse::<f64>().is_err() {
-            return Err(format!("disruptionBudget.maxDraining: {s:?} is neither a number nor a percentage"));
+            return Err(format!(
+                "disruptionBudget.maxDraining: {s:?} is neither a number nor a percentage"
+            ));
         }
     }
-    let deadline = spec.drain_policy.deadline_seconds.filter(|d| *d > 0).map(|d| d as u64).unwrap_or(default_deadline);
+    let deadline = spec
+        .drain_policy
+        .deadline_seconds
+        .filter(|d| *d > 0)
+        .map(|d| d as u64)
+        .unwrap_or(default_deadline);
     Ok(Binding {
         cluster: cluster.to_string(),
         namespace: tb.metadata.namespace.clone().unwrap_or_default(),

@@ -126,7 +126,11 @@ pub fn plan(f: &Facts) -> Vec<Step> {
 }
 
 fn kinds(f: &Facts) -> BTreeSet<String> {
-    f.targets.iter().map(|t| t.kind.clone()).chain(f.finalizers.iter().cloned()).collect()
+    f.targets
+        .iter()
+        .map(|t| t.kind.clone())
+        .chain(f.finalizers.iter().cloned())
+        .collect()
 }
 
 fn plan_drain(f: &Facts) -> Vec<Step> {
@@ -135,7 +139,11 @@ fn plan_drain(f: &Facts) -> Vec<Step> {
         return Vec::new();
     }
     if !f.holds_budget {
-        return vec![if f.budget_free { Step::TakeBudget } else { Step::WaitForBudget }];
+        return vec![if f.budget_free {
+            Step::TakeBudget
+        } else {
+            Step::WaitForBudget
+        }];
     }
     if f.gate != Some(false) {
         return vec![Step::SetGate(false)];
@@ -168,7 +176,9 @@ fn plan_drain(f: &Facts) -> Vec<Step> {
         } else if f.deadline_passed {
             steps.push(match f.on_deadline {
                 OnDeadline::Release => Step::ReleaseFinalizer(kind),
-                OnDeadline::Block => Step::Blocked(format!("drain deadline passed with {kind} traffic not verified gone")),
+                OnDeadline::Block => {
+                    Step::Blocked(format!("drain deadline passed with {kind} traffic not verified gone"))
+                }
             });
         }
     }
@@ -191,7 +201,11 @@ fn plan_restore(f: &Facts) -> Vec<Step> {
     }
     let mut adding = false;
     for kind in f.targets.iter().map(|t| t.kind.clone()).collect::<BTreeSet<_>>() {
-        let serving = f.targets.iter().filter(|t| t.kind == kind).all(|t| t.state == Some(TrafficState::Serving));
+        let serving = f
+            .targets
+            .iter()
+            .filter(|t| t.kind == kind)
+            .all(|t| t.state == Some(TrafficState::Serving));
         if serving && !f.finalizers.contains(&kind) {
             steps.push(Step::AddFinalizer(kind));
             adding = true;

@@ -33,20 +33,70 @@ fn intent_table() {
     type Case = (&'static str, fn(&mut PodView), Intent);
     let cases: Vec<Case> = vec![
         ("ready pod restores", |_| {}, Intent::Restore),
-        ("not ready holds", |p| p.containers_ready = false, Intent::Hold("containers not ready")),
+        (
+            "not ready holds",
+            |p| p.containers_ready = false,
+            Intent::Hold("containers not ready"),
+        ),
         ("no IP holds", |p| p.ip = None, Intent::Hold("pod has no IP yet")),
-        ("desired drained", |p| p.desired_drained = true, Intent::Drain(DrainReason::Desired)),
+        (
+            "desired drained",
+            |p| p.desired_drained = true,
+            Intent::Drain(DrainReason::Desired),
+        ),
         ("deleting", |p| p.deleting = true, Intent::Drain(DrainReason::Deleting)),
-        ("deleting wins over ready", |p| { p.deleting = true; p.containers_ready = true }, Intent::Drain(DrainReason::Deleting)),
+        (
+            "deleting wins over ready",
+            |p| {
+                p.deleting = true;
+                p.containers_ready = true
+            },
+            Intent::Drain(DrainReason::Deleting),
+        ),
         ("prestop", |p| p.prestop = true, Intent::Drain(DrainReason::PreStop)),
-        ("kruise PreparingDelete", |p| p.kruise_state = Some("PreparingDelete".into()), Intent::Drain(DrainReason::Kruise("PreparingDelete".into()))),
-        ("kruise PreparingUpdate", |p| p.kruise_state = Some("PreparingUpdate".into()), Intent::Drain(DrainReason::Kruise("PreparingUpdate".into()))),
-        ("kruise Updating", |p| p.kruise_state = Some("Updating".into()), Intent::Drain(DrainReason::Kruise("Updating".into()))),
-        ("kruise Updated restores", |p| p.kruise_state = Some("Updated".into()), Intent::Restore),
-        ("kruise PreparingNormal restores", |p| p.kruise_state = Some("PreparingNormal".into()), Intent::Restore),
-        ("kruise Normal restores", |p| p.kruise_state = Some("Normal".into()), Intent::Restore),
-        ("kruise PreparingNormal but not ready holds", |p| { p.kruise_state = Some("PreparingNormal".into()); p.containers_ready = false }, Intent::Hold("containers not ready")),
-        ("unknown kruise state holds", |p| p.kruise_state = Some("Mystery".into()), Intent::Hold("unknown OpenKruise lifecycle state")),
+        (
+            "kruise PreparingDelete",
+            |p| p.kruise_state = Some("PreparingDelete".into()),
+            Intent::Drain(DrainReason::Kruise("PreparingDelete".into())),
+        ),
+        (
+            "kruise PreparingUpdate",
+            |p| p.kruise_state = Some("PreparingUpdate".into()),
+            Intent::Drain(DrainReason::Kruise("PreparingUpdate".into())),
+        ),
+        (
+            "kruise Updating",
+            |p| p.kruise_state = Some("Updating".into()),
+            Intent::Drain(DrainReason::Kruise("Updating".into())),
+        ),
+        (
+            "kruise Updated restores",
+            |p| p.kruise_state = Some("Updated".into()),
+            Intent::Restore,
+        ),
+        (
+            "kruise PreparingNormal restores",
+            |p| p.kruise_state = Some("PreparingNormal".into()),
+            Intent::Restore,
+        ),
+        (
+            "kruise Normal restores",
+            |p| p.kruise_state = Some("Normal".into()),
+            Intent::Restore,
+        ),
+        (
+            "kruise PreparingNormal but not ready holds",
+            |p| {
+                p.kruise_state = Some("PreparingNormal".into());
+                p.containers_ready = false
+            },
+            Intent::Hold("containers not ready"),
+        ),
+        (
+            "unknown kruise state holds",
+            |p| p.kruise_state = Some("Mystery".into()),
+            Intent::Hold("unknown OpenKruise lifecycle state"),
+        ),
     ];
     for (name, edit, want) in cases {
         let mut p = pod();
@@ -58,7 +108,15 @@ fn intent_table() {
 fn facts(intent: Intent, states: &[(&str, Option<TrafficState>)], fins: &[&str], gate: Option<bool>) -> Facts {
     Facts {
         intent,
-        targets: states.iter().enumerate().map(|(id, (k, s))| TargetFact { id, kind: k.to_string(), state: *s }).collect(),
+        targets: states
+            .iter()
+            .enumerate()
+            .map(|(id, (k, s))| TargetFact {
+                id,
+                kind: k.to_string(),
+                state: *s,
+            })
+            .collect(),
         finalizers: fins.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>(),
         gate,
         holds_budget: true,
@@ -98,13 +156,22 @@ fn drain_table() {
 fn drain_budget_deadline_and_settle() {
     let mut f = facts(drain(), &[("slb", Some(Serving))], &["slb"], Some(true));
     f.holds_budget = false;
-    assert_eq!(plan(&f), vec![Step::TakeBudget], "a slot is taken before the gate moves");
+    assert_eq!(
+        plan(&f),
+        vec![Step::TakeBudget],
+        "a slot is taken before the gate moves"
+    );
     f.budget_free = false;
     assert_eq!(plan(&f), vec![Step::WaitForBudget]);
 
     let mut f = facts(drain(), &[("slb", Some(Draining))], &["slb"], Some(false));
     f.deadline_passed = true;
-    assert_eq!(plan(&f), vec![Step::Blocked("drain deadline passed with slb traffic not verified gone".into())]);
+    assert_eq!(
+        plan(&f),
+        vec![Step::Blocked(
+            "drain deadline passed with slb traffic not verified gone".into()
+        )]
+    );
     f.on_deadline = OnDeadline::Release;
     assert_eq!(plan(&f), vec![Step::ReleaseFinalizer("slb".into())]);
 
@@ -124,15 +191,56 @@ fn restore_table() {
     let s = |s: &str| s.to_string();
     let r = || Intent::Restore;
     let cases: Vec<(&str, Facts, Vec<Step>)> = vec![
-        ("drained target is registered", facts(r(), &[("slb", Some(Drained))], &[], Some(false)), vec![Step::Register(0)]),
-        ("draining target is registered back", facts(r(), &[("slb", Some(Draining))], &[], Some(false)), vec![Step::Register(0)]),
-        ("registered waits for serving", facts(r(), &[("slb", Some(Registered))], &[], Some(false)), vec![Step::Wait(s("slb target 0 not serving yet"))]),
-        ("serving adds the finalizer before the gate", facts(r(), &[("slb", Some(Serving))], &[], Some(false)), vec![Step::AddFinalizer(s("slb"))]),
-        ("then the gate", facts(r(), &[("slb", Some(Serving))], &["slb"], Some(false)), vec![Step::SetGate(true)]),
-        ("gate unset counts as not True", facts(r(), &[("slb", Some(Serving))], &["slb"], None), vec![Step::SetGate(true)]),
-        ("converged: zero writes", facts(r(), &[("slb", Some(Serving))], &["slb"], Some(true)), vec![]),
-        ("gate waits for every kind", facts(r(), &[("slb", Some(Serving)), ("dns", Some(Registered))], &["slb"], Some(false)), vec![Step::Wait(s("dns target 1 not serving yet"))]),
-        ("unobserved never registers blindly", facts(r(), &[("slb", None)], &[], Some(false)), vec![Step::Wait(s("slb target 0 not observed"))]),
+        (
+            "drained target is registered",
+            facts(r(), &[("slb", Some(Drained))], &[], Some(false)),
+            vec![Step::Register(0)],
+        ),
+        (
+            "draining target is registered back",
+            facts(r(), &[("slb", Some(Draining))], &[], Some(false)),
+            vec![Step::Register(0)],
+        ),
+        (
+            "registered waits for serving",
+            facts(r(), &[("slb", Some(Registered))], &[], Some(false)),
+            vec![Step::Wait(s("slb target 0 not serving yet"))],
+        ),
+        (
+            "serving adds the finalizer before the gate",
+            facts(r(), &[("slb", Some(Serving))], &[], Some(false)),
+            vec![Step::AddFinalizer(s("slb"))],
+        ),
+        (
+            "then the gate",
+            facts(r(), &[("slb", Some(Serving))], &["slb"], Some(false)),
+            vec![Step::SetGate(true)],
+        ),
+        (
+            "gate unset counts as not True",
+            facts(r(), &[("slb", Some(Serving))], &["slb"], None),
+            vec![Step::SetGate(true)],
+        ),
+        (
+            "converged: zero writes",
+            facts(r(), &[("slb", Some(Serving))], &["slb"], Some(true)),
+            vec![],
+        ),
+        (
+            "gate waits for every kind",
+            facts(
+                r(),
+                &[("slb", Some(Serving)), ("dns", Some(Registered))],
+                &["slb"],
+                Some(false),
+            ),
+            vec![Step::Wait(s("dns target 1 not serving yet"))],
+        ),
+        (
+            "unobserved never registers blindly",
+            facts(r(), &[("slb", None)], &[], Some(false)),
+            vec![Step::Wait(s("slb target 0 not observed"))],
+        ),
     ];
     for (name, f, want) in cases {
         assert_eq!(plan(&f), want, "{name}");
@@ -141,6 +249,11 @@ fn restore_table() {
 
 #[test]
 fn hold_does_nothing() {
-    let f = facts(Intent::Hold("containers not ready"), &[("slb", Some(Drained))], &["slb"], Some(true));
+    let f = facts(
+        Intent::Hold("containers not ready"),
+        &[("slb", Some(Drained))],
+        &["slb"],
+        Some(true),
+    );
     assert_eq!(plan(&f), vec![]);
 }

@@ -14,23 +14,49 @@ use sluice::demo::{self, DemoOptions, Stage};
 const T: Duration = Duration::from_secs(60);
 
 fn gate(p: &Pod) -> Option<String> {
-    p.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "sluice.dev/traffic-ready").map(|c| c.status.clone())
+    p.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "sluice.dev/traffic-ready")
+        .map(|c| c.status.clone())
 }
 
 async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
-    tokio::time::timeout(T, f).await.unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+    tokio::time::timeout(T, f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollout_under_load_loses_nothing_with_sluice_and_loses_requests_without() {
-    let with = demo::run(DemoOptions { pods: 4, clients: 10, verbose: false, sluice: true }).await.expect("demo with Sluice");
+    let with = demo::run(DemoOptions {
+        pods: 4,
+        clients: 10,
+        verbose: false,
+        sluice: true,
+    })
+    .await
+    .expect("demo with Sluice");
     assert!(with.requests > 100, "the load really ran: {}", with.line());
     assert_eq!(with.failed, 0, "lossless with Sluice: {}", with.line());
     assert_eq!(with.drain_ms.len(), 4);
 
-    let without = demo::run(DemoOptions { pods: 4, clients: 10, verbose: false, sluice: false }).await.expect("demo without Sluice");
+    let without = demo::run(DemoOptions {
+        pods: 4,
+        clients: 10,
+        verbose: false,
+        sluice: false,
+    })
+    .await
+    .expect("demo without Sluice");
     assert!(without.requests > 100, "{}", without.line());
-    assert!(without.failed > 0, "without draining, replacing pods under load must lose requests: {}", without.line());
+    assert!(
+        without.failed > 0,
+        "without draining, replacing pods under load must lose requests: {}",
+        without.line()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -39,26 +65,42 @@ async fn pod_carries_the_contract_through_drain_and_restore() {
     let gw = stage.start_gateway().await.expect("gateway");
     stage.wait_ready(0, T).await.expect("restored at start");
     let p = stage.pods.get("web-1").await.unwrap();
-    assert_eq!(p.metadata.finalizers.clone().unwrap_or_default(), vec!["sluice.dev/slb".to_string()]);
+    assert_eq!(
+        p.metadata.finalizers.clone().unwrap_or_default(),
+        vec!["sluice.dev/slb".to_string()]
+    );
     assert_eq!(gate(&p).as_deref(), Some("True"));
-    let status: serde_json::Value = serde_json::from_str(&p.metadata.annotations.as_ref().unwrap()["sluice.dev/status"]).unwrap();
+    let status: serde_json::Value =
+        serde_json::from_str(&p.metadata.annotations.as_ref().unwrap()["sluice.dev/status"]).unwrap();
     assert_eq!(status["state"], "serving");
 
     // Another controller's finalizer is never touched.
     let other = json!({"metadata": {"finalizers": ["sluice.dev/slb", "example.com/keep"]}});
-    stage.pods.patch("web-1", &PatchParams::default(), &Patch::Merge(&other)).await.unwrap();
+    stage
+        .pods
+        .patch("web-1", &PatchParams::default(), &Patch::Merge(&other))
+        .await
+        .unwrap();
 
     // A rollout controller asks for a drain, CAFE style.
     let drain = json!({"metadata": {"annotations": {"sluice.dev/desired": "drained"}}});
-    stage.pods.patch("web-1", &PatchParams::default(), &Patch::Merge(&drain)).await.unwrap();
+    stage
+        .pods
+        .patch("web-1", &PatchParams::default(), &Patch::Merge(&drain))
+        .await
+        .unwrap();
     stage.wait_drained(0, T).await.expect("drained");
     let p = stage.pods.get("web-1").await.unwrap();
-    assert_eq!(p.metadata.finalizers.clone().unwrap_or_default(), vec!["example.com/keep".to_string()]);
+    assert_eq!(
+        p.metadata.finalizers.clone().unwrap_or_default(),
+        vec!["example.com/keep".to_string()]
+    );
     assert_eq!(gate(&p).as_deref(), Some("False"));
     within("the status annotation to say drained", async {
         loop {
             let p = stage.pods.get("web-1").await.unwrap();
-            let s: serde_json::Value = serde_json::from_str(&p.metadata.annotations.as_ref().unwrap()["sluice.dev/status"]).unwrap();
+            let s: serde_json::Value =
+                serde_json::from_str(&p.metadata.annotations.as_ref().unwrap()["sluice.dev/status"]).unwrap();
             if s["state"] == "drained" {
                 assert!(s["drainStartedAt"].is_string(), "{s}");
                 break;
@@ -67,7 +109,18 @@ async fn pod_carries_the_contract_through_drain_and_restore() {
         }
     })
     .await;
-    let ready = p.status.as_ref().unwrap().conditions.as_ref().unwrap().iter().find(|c| c.type_ == "Ready").unwrap().status.clone();
+    let ready = p
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap()
+        .status
+        .clone();
     assert_eq!(ready, "False", "the readiness gate takes the pod out of Ready");
 
     // kubectl describe pod reads core/v1 events.
@@ -86,10 +139,19 @@ async fn pod_carries_the_contract_through_drain_and_restore() {
 
     // Restore when the request goes away.
     let back = json!({"metadata": {"annotations": {"sluice.dev/desired": null}}});
-    stage.pods.patch("web-1", &PatchParams::default(), &Patch::Merge(&back)).await.unwrap();
+    stage
+        .pods
+        .patch("web-1", &PatchParams::default(), &Patch::Merge(&back))
+        .await
+        .unwrap();
     stage.wait_ready(0, T).await.expect("restored");
     let p = stage.pods.get("web-1").await.unwrap();
-    assert!(p.metadata.finalizers.clone().unwrap_or_default().contains(&"sluice.dev/slb".to_string()));
+    assert!(p
+        .metadata
+        .finalizers
+        .clone()
+        .unwrap_or_default()
+        .contains(&"sluice.dev/slb".to_string()));
     drop(gw);
 }
 
@@ -103,7 +165,11 @@ async fn converged_restart_makes_no_adapter_writes() {
     drop(gw);
     let gw = stage.start_gateway().await.expect("gateway again");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(gw.engine.adapter_writes.load(Ordering::SeqCst), 0, "everything had converged");
+    assert_eq!(
+        gw.engine.adapter_writes.load(Ordering::SeqCst),
+        0,
+        "everything had converged"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,8 +190,13 @@ async fn gateway_killed_mid_drain_finishes_after_restart() {
             .await
             .unwrap();
             tokio::spawn(conn);
-            let req = http::Request::get("/work?ms=1500").header("host", "x").body(http_body_util::Empty::new()).unwrap();
-            held.push(tokio::spawn(async move { s.send_request(req).await.map(|r| r.status()) }));
+            let req = http::Request::get("/work?ms=1500")
+                .header("host", "x")
+                .body(http_body_util::Empty::new())
+                .unwrap();
+            held.push(tokio::spawn(
+                async move { s.send_request(req).await.map(|r| r.status()) },
+            ));
         }
         held
     })
@@ -143,11 +214,180 @@ async fn gateway_killed_mid_drain_finishes_after_restart() {
     // Kill: every task aborted at once, nothing graceful.
     drop(gw);
     let p = stage.pods.get("web-1").await.unwrap();
-    assert!(p.metadata.finalizers.unwrap_or_default().contains(&"sluice.dev/slb".to_string()), "not drained before the kill");
+    assert!(
+        p.metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&"sluice.dev/slb".to_string()),
+        "not drained before the kill"
+    );
     for h in inflight {
-        let status = h.await.unwrap().expect("in-flight request completes: drain is lossless");
+        let status = h
+            .await
+            .unwrap()
+            .expect("in-flight request completes: drain is lossless");
         assert_eq!(status, 200);
     }
     let _gw = stage.start_gateway().await.expect("restarted gateway");
-    stage.wait_drained(0, T).await.expect("the restarted gateway completes the drain");
+    stage
+        .wait_drained(0, T)
+        .await
+        .expect("the restarted gateway completes the drain");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_binding_is_reported_not_fatal() {
+    let stage = Stage::new(2, true).await.expect("stage");
+    let _gw = stage.start_gateway().await.expect("gateway");
+    stage
+        .create_binding("broken", "no-such-adapter", 30)
+        .await
+        .expect("created");
+    let bindings: Api<sluice::binding::TrafficBinding> = Api::namespaced(stage.client.clone(), "default");
+    within("the binding's Valid=False condition", async {
+        loop {
+            let b = bindings.get("broken").await.unwrap();
+            if let Some(c) = b
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Valid"))
+            {
+                assert_eq!(c.status, "False");
+                assert!(
+                    c.message.contains("no adapter instance \"no-such-adapter\""),
+                    "{}",
+                    c.message
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let events: Api<CoreEvent> = Api::namespaced(stage.client.clone(), "default");
+    within("the InvalidBinding warning event", async {
+        loop {
+            let evs = events
+                .list(&ListParams::default().fields("involvedObject.name=broken"))
+                .await
+                .unwrap();
+            if evs
+                .items
+                .iter()
+                .any(|e| e.reason.as_deref() == Some("InvalidBinding") && e.type_.as_deref() == Some("Warning"))
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    // The valid binding keeps working.
+    stage
+        .wait_ready(0, T)
+        .await
+        .expect("pods still restored through the valid binding");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disruption_budget_drains_one_at_a_time() {
+    let stage = Stage::new(2, true).await.expect("stage");
+    let _gw = stage.start_gateway().await.expect("gateway");
+    stage.wait_ready(0, T).await.unwrap();
+    stage.wait_ready(1, T).await.unwrap();
+    // Hold a session on every server so drains take a while.
+    let front = stage.frontend;
+    let mut held = Vec::new();
+    for _ in 0..6 {
+        let stream = tokio::net::TcpStream::connect(front).await.unwrap();
+        let (mut s, conn) = hyper::client::conn::http1::handshake::<_, http_body_util::Empty<bytes::Bytes>>(
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::get("/work?ms=1200")
+            .header("host", "x")
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        held.push(tokio::spawn(
+            async move { s.send_request(req).await.map(|r| r.status()) },
+        ));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stage.set_kruise_state(0, "PreparingDelete").await.unwrap();
+    stage.set_kruise_state(1, "PreparingDelete").await.unwrap();
+    let mut saw_waiting = false;
+    within("both drains", async {
+        loop {
+            let states: Vec<(Option<String>, String)> =
+                futures::future::join_all(["web-1", "web-2"].map(|n| stage.pods.get(n)))
+                    .await
+                    .into_iter()
+                    .map(|p| {
+                        let p = p.unwrap();
+                        let s: serde_json::Value = serde_json::from_str(
+                            p.metadata
+                                .annotations
+                                .as_ref()
+                                .unwrap()
+                                .get("sluice.dev/status")
+                                .map(String::as_str)
+                                .unwrap_or("{}"),
+                        )
+                        .unwrap();
+                        (gate(&p), s["state"].as_str().unwrap_or("").to_string())
+                    })
+                    .collect();
+            let draining = states.iter().filter(|(_, s)| s == "draining").count();
+            assert!(draining <= 1, "maxDraining 1 is respected: {states:?}");
+            if states.iter().any(|(_, s)| s == "waiting-for-budget") {
+                saw_waiting = true;
+            }
+            if states.iter().all(|(_, s)| s == "drained") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(saw_waiting, "the second pod waited for the budget");
+    for h in held {
+        assert_eq!(h.await.unwrap().expect("in-flight requests complete"), 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_cluster_freezes_pods() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .try_init();
+    }
+    let stage = Stage::new(2, true).await.expect("stage");
+    let gw = stage.start_gateway().await.expect("gateway");
+    stage.wait_ready(0, T).await.unwrap();
+    stage.wait_ready(1, T).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = gw.engine.adapter_writes.load(Ordering::SeqCst);
+    stage.cluster.faults().set_offline(true);
+    stage.cluster.faults().drop_watches();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        gw.engine.adapter_writes.load(Ordering::SeqCst),
+        before,
+        "no adapter call while the cluster is unreachable"
+    );
+    let cluster = gw.engine.clusters.get("demo").unwrap();
+    assert!(!cluster.healthy.load(Ordering::SeqCst), "the outage shows in health");
+    stage.cluster.faults().set_offline(false);
+    within("the watch to recover", async {
+        while !cluster.healthy.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    // Still nothing deregistered: pods serve as before.
+    assert_eq!(gw.engine.adapter_writes.load(Ordering::SeqCst), before);
+    assert_eq!(gate(&stage.pods.get("web-1").await.unwrap()).as_deref(), Some("True"));
 }

@@ -117,7 +117,11 @@ pub struct Observation {
 
 impl Observation {
     pub fn new(state: TrafficState, evidence: impl Into<String>) -> Self {
-        Observation { state, evidence: evidence.into(), remaining: None }
+        Observation {
+            state,
+            evidence: evidence.into(),
+            remaining: None,
+        }
     }
 }
 
@@ -151,11 +155,17 @@ pub struct AdapterError {
 
 impl AdapterError {
     pub fn retryable(message: impl Into<String>) -> Self {
-        AdapterError { class: ErrorClass::Retryable, message: message.into() }
+        AdapterError {
+            class: ErrorClass::Retryable,
+            message: message.into(),
+        }
     }
 
     pub fn permanent(message: impl Into<String>) -> Self {
-        AdapterError { class: ErrorClass::Permanent, message: message.into() }
+        AdapterError {
+            class: ErrorClass::Permanent,
+            message: message.into(),
+        }
     }
 
     /// Retrying later may succeed; the engine backs off and tries again.

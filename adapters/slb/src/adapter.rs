@@ -38,8 +38,9 @@ use tracing::{info, warn};
 
 use crate::assess::{assess, Escalation, ServerView, Step};
 use crate::config::{dynamic_server_name, HaproxyConfig, Mode};
+use crate::error::{validate_name, RuntimeError};
 use crate::parse::ServerState;
-use crate::runtime::{validate_name, AdminCommand, RuntimeClient, RuntimeError};
+use crate::runtime::{AdminCommand, RuntimeClient};
 
 /// The HAProxy (`slb`) adapter.
 #[derive(Debug)]

@@ -22,7 +22,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::runtime::{validate_name, Endpoint, DEFAULT_TIMEOUT};
+use crate::error::validate_name;
+use crate::runtime::{Endpoint, DEFAULT_TIMEOUT};
 
 /// How the adapter finds the pod's server in a backend.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,8 +1,8 @@
 //! `sluice-adapter-slb`: the Sluice adapter for HAProxy load balancers (2.6 and later),
 //! driven through the runtime API (`stats socket ... level admin`).
 //!
-//! - [`runtime`]: a direct tokio client for the runtime API, with HAProxy's error texts
-//!   mapped to retryable / permanent errors.
+//! - [`runtime`]: a direct tokio client for the runtime API.
+//! - [`error`]: HAProxy's error texts mapped to retryable / permanent errors.
 //! - [`parse`]: parsers for `show stat`, `show servers state` and `show servers conn`.
 //! - [`config`]: [`HaproxyConfig`], deserialized from the gateway config.
 //! - [`assess`]: the evidence rules as a pure function.
@@ -12,13 +12,33 @@
 //! maint` → verify again → `Drained`. Restore: `state drain; health down; state ready` →
 //! wait for the health check to mark it UP → `Serving`. See the crate README for the
 //! reasoning and what was tested against a real HAProxy 2.6.
+//!
+//! ```no_run
+//! use sluice_adapter::{Adapter, Target, TrafficState};
+//! use sluice_adapter_slb::{HaproxyAdapter, HaproxyConfig};
+//!
+//! # async fn demo(target: Target) -> Result<(), Box<dyn std::error::Error>> {
+//! // `target.params` carries `backend: web`; the pod's ip:port selects the server.
+//! let config: HaproxyConfig = serde_yaml::from_str(
+//!     "name: edge\nendpoint: unix:/run/haproxy/admin.sock\nescalateAfterSeconds: 30\n",
+//! )?;
+//! let lb = HaproxyAdapter::new(config)?;
+//! lb.deregister(&target).await?; // set server web/<srv> state drain
+//! while lb.observe(&target).await?.state != TrafficState::Drained {
+//!     tokio::time::sleep(std::time::Duration::from_millis(10)).await; // the engine polls, with a deadline
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod adapter;
 pub mod assess;
 pub mod config;
+pub mod error;
 pub mod parse;
 pub mod runtime;
 
 pub use adapter::HaproxyAdapter;
 pub use config::{dynamic_server_name, HaproxyConfig, Mode};
-pub use runtime::{AdminCommand, Endpoint, Health, RuntimeClient, RuntimeError, DEFAULT_TIMEOUT};
+pub use error::RuntimeError;
+pub use runtime::{AdminCommand, Endpoint, Health, RuntimeClient, DEFAULT_TIMEOUT};

@@ -5,21 +5,8 @@
 //! tokio — measured here, one `set server` takes ~0.1 ms on a unix socket, against ~5.7 ms
 //! through a `socat` subprocess.
 //!
-//! HAProxy answers in free text. [`RuntimeClient`] maps the texts HAProxy 2.6 really
-//! prints (checked against 2.6.12) to a typed [`RuntimeError`], and every error converts
-//! into a [`sluice_adapter::AdapterError`] that says whether retrying can help:
-//!
-//! | what happened | HAProxy 2.6 text | class |
-//! |---|---|---|
-//! | socket missing / connection refused / reset / timeout | (io error) | retryable |
-//! | `EACCES` opening the unix socket | (io error) | permanent |
-//! | socket `level` too low for the command | `Permission denied` | permanent |
-//! | command unknown to this HAProxy | `Unknown command, but maybe …` | permanent |
-//! | unknown backend | `No such backend.`, `Can't find backend.`, `No such proxy.` | permanent |
-//! | unknown server | `No such server.` | permanent |
-//! | `add server` of an existing name | `Already exists a server with the same name in backend.` | permanent |
-//! | `del server` not in maint / still used | `Only servers in maintenance mode can be deleted.`, `Server still has connections attached to it, cannot remove it.` | retryable |
-//! | anything else a write command prints | (the text) | permanent |
+//! HAProxy answers in free text; [`crate::error`] maps the texts HAProxy 2.6 prints to a
+//! typed [`RuntimeError`] that says whether retrying can help.
 
 use std::fmt;
 use std::io;
@@ -28,10 +15,10 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sluice_adapter::AdapterError;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
+use crate::error::{check_command, check_query, validate_name, Call, RuntimeError};
 use crate::parse::{self, ServerConn, ServerState, StatRow};
 
 /// Default per-call timeout (connect + write + read to EOF).
@@ -87,116 +74,6 @@ impl<'de> serde::Deserialize<'de> for Endpoint {
     }
 }
 
-/// A runtime API call failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RuntimeError {
-    /// The socket is missing, refused the connection or broke mid-call.
-    #[error("HAProxy runtime API at {endpoint} is unreachable: {reason}")]
-    Unreachable { endpoint: String, reason: String },
-    /// No complete answer within the per-call timeout.
-    #[error("HAProxy runtime API at {endpoint} did not answer `{command}` within {timeout:?}")]
-    Timeout {
-        endpoint: String,
-        command: String,
-        timeout: Duration,
-    },
-    /// `EACCES` opening the unix socket.
-    #[error(
-        "permission denied opening the HAProxy runtime API socket {endpoint}: the gateway's user may not \
-         access it (check the socket's owner and `mode`)"
-    )]
-    AccessDenied { endpoint: String },
-    /// HAProxy answered `Permission denied`: the socket's `level` is below what the command needs.
-    #[error(
-        "HAProxy at {endpoint} refused `{command}`: Permission denied (the stats socket level is too low; \
-         Sluice needs `level admin`)"
-    )]
-    LevelTooLow { endpoint: String, command: String },
-    /// HAProxy does not know the command.
-    #[error("HAProxy at {endpoint} does not know the command `{command}` (Sluice needs HAProxy 2.6 or later)")]
-    UnknownCommand { endpoint: String, command: String },
-    /// The backend does not exist.
-    #[error("backend '{backend}' not found in HAProxy at {endpoint}")]
-    NoSuchBackend { endpoint: String, backend: String },
-    /// The server does not exist in the backend.
-    #[error("server '{backend}/{server}' not found in HAProxy at {endpoint}")]
-    NoSuchServer {
-        endpoint: String,
-        backend: String,
-        server: String,
-    },
-    /// `add server` of a name that already exists.
-    #[error("server '{backend}/{server}' already exists in HAProxy at {endpoint}")]
-    AlreadyExists {
-        endpoint: String,
-        backend: String,
-        server: String,
-    },
-    /// `del server` refused for now (not in maintenance, or connections still attached).
-    #[error("HAProxy at {endpoint} cannot delete server '{backend}/{server}' yet: {message}")]
-    ServerBusy {
-        endpoint: String,
-        backend: String,
-        server: String,
-        message: String,
-    },
-    /// Any other refusal HAProxy printed.
-    #[error("HAProxy at {endpoint} refused `{command}`: {message}")]
-    Rejected {
-        endpoint: String,
-        command: String,
-        message: String,
-    },
-    /// A backend or server name HAProxy would not accept (and that could inject commands).
-    #[error("invalid HAProxy {what} name '{name}': only letters, digits, '.', ':', '_' and '-' are allowed")]
-    InvalidName { what: &'static str, name: String },
-    /// The answer could not be parsed.
-    #[error("cannot parse HAProxy's answer to `{command}` from {endpoint}: {reason}")]
-    Malformed {
-        endpoint: String,
-        command: String,
-        reason: String,
-    },
-}
-
-impl RuntimeError {
-    /// Whether retrying later may succeed.
-    pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            RuntimeError::Unreachable { .. } | RuntimeError::Timeout { .. } | RuntimeError::ServerBusy { .. }
-        )
-    }
-}
-
-impl From<RuntimeError> for AdapterError {
-    fn from(e: RuntimeError) -> Self {
-        if e.is_retryable() {
-            AdapterError::retryable(e.to_string())
-        } else {
-            AdapterError::permanent(e.to_string())
-        }
-    }
-}
-
-/// Checks a backend or server name the way HAProxy does (`[A-Za-z0-9._:-]+`). Names are
-/// pasted into command lines, so this also keeps `;`, spaces and newlines out.
-pub fn validate_name(what: &'static str, name: &str) -> Result<(), RuntimeError> {
-    let ok = !name.is_empty()
-        && name.len() <= 255
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b':' | b'_' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(RuntimeError::InvalidName {
-            what,
-            name: name.to_string(),
-        })
-    }
-}
-
 /// Administrative state for `set server BE/SRV state ...`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AdminCommand {
@@ -237,16 +114,6 @@ impl Health {
         }
     }
 }
-
-/// What a command is about, to name it in errors.
-#[derive(Debug, Clone, Copy, Default)]
-struct Subject<'a> {
-    backend: Option<&'a str>,
-    server: Option<&'a str>,
-}
-
-/// Texts a successful write command may print (everything else is an error).
-const SUCCESS_TEXTS: &[&str] = &["New server registered.", "Server deleted."];
 
 /// A HAProxy runtime API client; cheap to clone.
 #[derive(Debug, Clone)]
@@ -305,72 +172,19 @@ impl RuntimeClient {
     }
 
     /// A read-only command: known error texts become errors, anything else is returned.
-    async fn query(&self, line: &str, subject: Subject<'_>) -> Result<String, RuntimeError> {
-        let out = self.raw(line).await?;
-        if out.trim().is_empty() {
-            return Err(RuntimeError::Unreachable {
-                endpoint: self.endpoint.to_string(),
-                reason: format!("connection closed without an answer to `{line}`"),
-            });
-        }
-        match out.lines().find(|l| !l.trim().is_empty()) {
-            Some(first) => match self.known_error(first.trim(), line, subject) {
-                Some(err) => Err(err),
-                None => Ok(out),
-            },
-            None => Ok(out),
-        }
-    }
-
-    /// A write command (or `;`-separated commands): any text but known success lines is an error.
-    async fn command(&self, line: &str, subject: Subject<'_>) -> Result<String, RuntimeError> {
-        let out = self.raw(line).await?;
-        for text in out.lines().map(str::trim).filter(|l| !l.is_empty()) {
-            if SUCCESS_TEXTS.contains(&text) {
-                continue;
-            }
-            return Err(self
-                .known_error(text, line, subject)
-                .unwrap_or_else(|| RuntimeError::Rejected {
-                    endpoint: self.endpoint.to_string(),
-                    command: line.to_string(),
-                    message: text.to_string(),
-                }));
-        }
-        Ok(out)
-    }
-
-    fn known_error(&self, text: &str, line: &str, subject: Subject<'_>) -> Option<RuntimeError> {
+    async fn query(&self, line: &str, backend: Option<&str>) -> Result<String, RuntimeError> {
+        let answer = self.raw(line).await?;
         let endpoint = self.endpoint.to_string();
-        let backend = subject.backend.unwrap_or("?").to_string();
-        let server = subject.server.unwrap_or("?").to_string();
-        let command = line.to_string();
-        Some(match text {
-            t if t.starts_with("Unknown command") => RuntimeError::UnknownCommand { endpoint, command },
-            "Permission denied" => RuntimeError::LevelTooLow { endpoint, command },
-            "No such backend." | "Can't find backend." | "No such proxy." => {
-                RuntimeError::NoSuchBackend { endpoint, backend }
-            }
-            "No such server." => RuntimeError::NoSuchServer {
-                endpoint,
+        check_query(
+            &answer,
+            Call {
+                endpoint: &endpoint,
+                command: line,
                 backend,
-                server,
+                server: None,
             },
-            t if t.starts_with("Already exists a server") => RuntimeError::AlreadyExists {
-                endpoint,
-                backend,
-                server,
-            },
-            t if t.starts_with("Only servers in maintenance mode") || t.contains("still has connections") => {
-                RuntimeError::ServerBusy {
-                    endpoint,
-                    backend,
-                    server,
-                    message: text.to_string(),
-                }
-            }
-            _ => return None,
-        })
+        )?;
+        Ok(answer)
     }
 
     fn malformed(&self, command: &str, reason: String) -> RuntimeError {
@@ -383,7 +197,7 @@ impl RuntimeClient {
 
     /// `show info` as `Name: value` pairs.
     pub async fn show_info(&self) -> Result<Vec<(String, String)>, RuntimeError> {
-        let out = self.query("show info", Subject::default()).await?;
+        let out = self.query("show info", None).await?;
         Ok(out
             .lines()
             .filter_map(|l| l.split_once(':'))
@@ -393,30 +207,31 @@ impl RuntimeClient {
 
     /// `show cli level`: `admin`, `operator` or `user`.
     pub async fn cli_level(&self) -> Result<String, RuntimeError> {
-        let out = self.query("show cli level", Subject::default()).await?;
+        let out = self.query("show cli level", None).await?;
         Ok(out.trim().to_string())
     }
 
     /// `show stat`: every proxy's CSV row, keyed by column name.
     pub async fn show_stat(&self) -> Result<Vec<StatRow>, RuntimeError> {
         let cmd = "show stat";
-        let out = self.query(cmd, Subject::default()).await?;
+        let out = self.query(cmd, None).await?;
         parse::parse_stat_csv(&out).map_err(|r| self.malformed(cmd, r))
     }
 
-    /// `show stat BACKEND 4 -1`: the server rows of one backend only.
+    /// `show stat BACKEND 4 -1`: the server rows of one backend only. (HAProxy may read an
+    /// all-digit name there as a proxy id, so such backends are filtered from `show stat`.)
     pub async fn show_stat_servers(&self, backend: &str) -> Result<Vec<StatRow>, RuntimeError> {
         validate_name("backend", backend)?;
+        if backend.bytes().all(|b| b.is_ascii_digit()) {
+            let rows = self.show_stat().await?;
+            let servers: Vec<StatRow> = rows
+                .into_iter()
+                .filter(|r| r.pxname() == backend && r.svname() != "BACKEND" && r.svname() != "FRONTEND")
+                .collect();
+            return Ok(servers);
+        }
         let cmd = format!("show stat {backend} 4 -1");
-        let out = self
-            .query(
-                &cmd,
-                Subject {
-                    backend: Some(backend),
-                    server: None,
-                },
-            )
-            .await?;
+        let out = self.query(&cmd, Some(backend)).await?;
         parse::parse_stat_csv(&out).map_err(|r| self.malformed(&cmd, r))
     }
 
@@ -424,15 +239,7 @@ impl RuntimeClient {
     pub async fn show_servers_state(&self, backend: &str) -> Result<Vec<ServerState>, RuntimeError> {
         validate_name("backend", backend)?;
         let cmd = format!("show servers state {backend}");
-        let out = self
-            .query(
-                &cmd,
-                Subject {
-                    backend: Some(backend),
-                    server: None,
-                },
-            )
-            .await?;
+        let out = self.query(&cmd, Some(backend)).await?;
         parse::parse_servers_state(&out).map_err(|r| self.malformed(&cmd, r))
     }
 
@@ -440,15 +247,7 @@ impl RuntimeClient {
     pub async fn show_servers_conn(&self, backend: &str) -> Result<Vec<ServerConn>, RuntimeError> {
         validate_name("backend", backend)?;
         let cmd = format!("show servers conn {backend}");
-        let out = self
-            .query(
-                &cmd,
-                Subject {
-                    backend: Some(backend),
-                    server: None,
-                },
-            )
-            .await?;
+        let out = self.query(&cmd, Some(backend)).await?;
         parse::parse_servers_conn(&out).map_err(|r| self.malformed(&cmd, r))
     }
 
@@ -458,15 +257,17 @@ impl RuntimeClient {
         validate_name("backend", backend)?;
         validate_name("server", server)?;
         let line = commands.join("; ");
-        self.command(
-            &line,
-            Subject {
+        let answer = self.raw(&line).await?;
+        let endpoint = self.endpoint.to_string();
+        check_command(
+            &answer,
+            Call {
+                endpoint: &endpoint,
+                command: &line,
                 backend: Some(backend),
                 server: Some(server),
             },
         )
-        .await
-        .map(drop)
     }
 
     /// `set server BE/SRV state ready|drain|maint`.
@@ -547,31 +348,5 @@ mod tests {
         assert!("tcp:localhost:9999".parse::<Endpoint>().is_err());
         assert!("unix:".parse::<Endpoint>().is_err());
         assert!("relative.sock".parse::<Endpoint>().is_err());
-    }
-
-    #[test]
-    fn names_are_validated() {
-        assert!(validate_name("backend", "be_web-1.x:y").is_ok());
-        for bad in ["", "a b", "a;shutdown sessions", "a/b", "a\nb"] {
-            assert!(validate_name("backend", bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn error_classes() {
-        let e = |x: RuntimeError| AdapterError::from(x).is_retryable();
-        assert!(e(RuntimeError::Unreachable {
-            endpoint: "x".into(),
-            reason: "refused".into()
-        }));
-        assert!(!e(RuntimeError::AccessDenied { endpoint: "x".into() }));
-        assert!(!e(RuntimeError::NoSuchBackend {
-            endpoint: "x".into(),
-            backend: "b".into()
-        }));
-        assert!(!e(RuntimeError::LevelTooLow {
-            endpoint: "x".into(),
-            command: "c".into()
-        }));
     }
 }

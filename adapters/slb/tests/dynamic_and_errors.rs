@@ -10,8 +10,8 @@ use common::*;
 use sluice_adapter::{Adapter, TrafficState};
 use sluice_adapter_slb::{dynamic_server_name, Endpoint, HaproxyAdapter, HaproxyConfig, Mode};
 
-const DYN1: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 21);
-const DYN2: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 22);
+const DYN1: Ipv4Addr = Ipv4Addr::new(127, 0, 83, 21);
+const DYN2: Ipv4Addr = Ipv4Addr::new(127, 0, 83, 22);
 
 fn dynamic_adapter(h: &Haproxy) -> HaproxyAdapter {
     let mut config = HaproxyConfig::new("lb-dyn", h.unix_endpoint());
@@ -24,8 +24,8 @@ fn dynamic_adapter(h: &Haproxy) -> HaproxyAdapter {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dynamic_mode_adds_drains_and_deletes() {
-    let port = free_port(&[DYN1, DYN2]);
-    let pod = Pod::start("d1", DYN1, port).await;
+    let (port, mut pods) = start_pods(&[("d1", DYN1)], &[DYN2]).await;
+    let pod = pods.remove(0);
     let h = Haproxy::start(&[], port).await;
     let a = dynamic_adapter(&h);
     let t = target(DYN1, port, "dyn");
@@ -101,8 +101,7 @@ async fn dynamic_mode_adds_drains_and_deletes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_backend_and_address_are_permanent() {
-    let port = free_port(&[IP1, IP2, IP3]);
-    let _pods = [Pod::start("s1", IP1, port).await, Pod::start("s2", IP2, port).await];
+    let (port, _pods) = start_pods(&[("s1", IP1), ("s2", IP2)], &[IP3]).await;
     let h = Haproxy::start(&three_servers(), port).await;
     let a = HaproxyAdapter::new(HaproxyConfig::new("lb", h.unix_endpoint())).expect("config");
 
@@ -184,8 +183,7 @@ async fn unreachable_or_silent_endpoints_are_retryable() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn low_level_or_inaccessible_sockets_are_permanent() {
-    let port = free_port(&[IP1]);
-    let _pod = Pod::start("s1", IP1, port).await;
+    let (port, _pods) = start_pods(&[("s1", IP1)], &[]).await;
     let h = Haproxy::start(&three_servers()[..1], port).await;
     let t = target(IP1, port, "web");
 
@@ -219,8 +217,7 @@ async fn low_level_or_inaccessible_sockets_are_permanent() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tcp_and_unix_endpoints_both_work() {
-    let port = free_port(&[IP1, IP2]);
-    let _pods = [Pod::start("s1", IP1, port).await, Pod::start("s2", IP2, port).await];
+    let (port, _pods) = start_pods(&[("s1", IP1), ("s2", IP2)], &[]).await;
     let h = Haproxy::start(&three_servers()[..2], port).await;
     for endpoint in [h.unix_endpoint(), h.tcp_endpoint()] {
         let a = HaproxyAdapter::new(HaproxyConfig::new("lb", endpoint.clone())).expect("config");

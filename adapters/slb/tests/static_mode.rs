@@ -14,12 +14,7 @@ fn adapter(h: &Haproxy) -> HaproxyAdapter {
 
 /// Starts pods s1..s3 and HAProxy, and waits until every server is UP.
 async fn setup() -> (Haproxy, Vec<Pod>) {
-    let port = free_port(&[IP1, IP2, IP3]);
-    let pods = vec![
-        Pod::start("s1", IP1, port).await,
-        Pod::start("s2", IP2, port).await,
-        Pod::start("s3", IP3, port).await,
-    ];
+    let (port, pods) = start_pods(&[("s1", IP1), ("s2", IP2), ("s3", IP3)], &[]).await;
     let h = Haproxy::start(&three_servers(), port).await;
     let a = adapter(&h);
     for ip in [IP1, IP2, IP3] {
@@ -111,7 +106,7 @@ async fn restore_waits_for_the_health_check() {
     wait_state(&a, &t, TrafficState::Drained, "drained (no traffic)").await;
     assert_eq!(h.status("web", "s1").await, "MAINT");
 
-    // The pod restarts: nothing listens on 127.0.0.11 while we register.
+    // The pod restarts: nothing listens on 127.0.83.11 while we register.
     drop(pods.remove(0));
     a.register(&t).await.expect("register");
     let obs = a.observe(&t).await.expect("observe");

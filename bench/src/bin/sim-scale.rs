@@ -31,7 +31,13 @@ struct Args {
 }
 
 fn parse_args() -> anyhow::Result<Args> {
-    let mut a = Args { pods: 100_000, watchers: 50, rate: 1000, seconds: 10, runs: 5 };
+    let mut a = Args {
+        pods: 100_000,
+        watchers: 50,
+        rate: 1000,
+        seconds: 10,
+        runs: 5,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut v = || it.next().ok_or_else(|| anyhow::anyhow!("{flag} needs a value"));
@@ -215,7 +221,8 @@ async fn fan_out(cluster: &Cluster, client: &kube::Client, args: &Args) -> anyho
     let rv = cluster.state().store().rv();
     let mut tasks = Vec::new();
     for _ in 0..args.watchers {
-        let req = http::Request::get(format!("/api/v1/pods?watch=1&resourceVersion={rv}&timeoutSeconds=600")).body(Vec::new())?;
+        let req = http::Request::get(format!("/api/v1/pods?watch=1&resourceVersion={rv}&timeoutSeconds=600"))
+            .body(Vec::new())?;
         let stream = client.request_stream(req).await?;
         let expected = args.rate * args.seconds;
         tasks.push(tokio::spawn(async move {
@@ -239,7 +246,13 @@ async fn fan_out(cluster: &Cluster, client: &kube::Client, args: &Args) -> anyho
                 }
                 let now = epoch().elapsed().as_nanos() as u64;
                 if let Ok(ev) = serde_json::from_str::<Ev>(&line) {
-                    if let Some(t) = ev.object.metadata.annotations.get("bench/t").and_then(|t| t.parse::<u64>().ok()) {
+                    if let Some(t) = ev
+                        .object
+                        .metadata
+                        .annotations
+                        .get("bench/t")
+                        .and_then(|t| t.parse::<u64>().ok())
+                    {
                         lags.push(now.saturating_sub(t));
                     }
                 }
@@ -261,7 +274,9 @@ async fn fan_out(cluster: &Cluster, client: &kube::Client, args: &Args) -> anyho
         let name = format!("web-{:06}", i as usize % args.pods.min(1000));
         let t = epoch().elapsed().as_nanos() as u64;
         let patch = json!({"metadata": {"annotations": {"bench/t": t.to_string()}}});
-        pods_api.patch("default", &name, PatchType::Merge, &patch).map_err(anyhow::Error::new)?;
+        pods_api
+            .patch("default", &name, PatchType::Merge, &patch)
+            .map_err(anyhow::Error::new)?;
     }
     let write_s = start.elapsed().as_secs_f64();
     let mut all = Vec::new();

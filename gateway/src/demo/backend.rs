@@ -44,7 +44,9 @@ impl Backend {
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let mut stop_rx = stop_rx.clone();
                 tokio::spawn(async move {

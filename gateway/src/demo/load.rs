@@ -33,7 +33,13 @@ async fn connect(front: SocketAddr) -> anyhow::Result<Sender> {
 }
 
 /// One client: sends requests back to back until `stop`.
-pub async fn client(front: SocketAddr, id: u64, stop: Arc<AtomicBool>, requests: Arc<AtomicU64>, failed: Arc<AtomicU64>) {
+pub async fn client(
+    front: SocketAddr,
+    id: u64,
+    stop: Arc<AtomicBool>,
+    requests: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+) {
     let mut sender: Option<Sender> = None;
     while !stop.load(Ordering::SeqCst) {
         let s = match sender.as_mut() {
@@ -54,12 +60,10 @@ pub async fn client(front: SocketAddr, id: u64, stop: Arc<AtomicBool>, requests:
             .body(Empty::<Bytes>::new())
             .expect("request literal");
         let ok = match s.send_request(req).await {
-            Ok(resp) if resp.status() == http::StatusCode::OK => {
-                match resp.into_body().collect().await {
-                    Ok(b) => b.to_bytes().as_ref() == b"ok",
-                    Err(_) => false,
-                }
-            }
+            Ok(resp) if resp.status() == http::StatusCode::OK => match resp.into_body().collect().await {
+                Ok(b) => b.to_bytes().as_ref() == b"ok",
+                Err(_) => false,
+            },
             _ => false,
         };
         requests.fetch_add(1, Ordering::SeqCst);

@@ -1,24 +1,25 @@
 //! Test harness: a real HAProxy started on 127.0.0.1 for each test, tokio HTTP backends
-//! standing in for pods (each on its own 127.0.0.x address, all on the same port, as real
+//! standing in for pods (each on its own 127.0.83.x address, all on the same port, as real
 //! pods are), and a minimal keep-alive HTTP/1.1 client.
 //!
 //! The `haproxy` binary is required: without it the tests fail with a clear message, they
 //! never skip.
 #![allow(dead_code)]
 
+mod http;
+
+pub use http::*;
+
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener as StdListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use sluice_adapter::{Adapter, Observation, PodRef, Target, TrafficState};
 use sluice_adapter_slb::{Endpoint, RuntimeClient};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::{JoinHandle, JoinSet};
 
 /// Upper bound for any single wait in a test.
 pub const WAIT: Duration = Duration::from_secs(5);
@@ -51,6 +52,26 @@ pub fn free_port(ips: &[Ipv4Addr]) -> u16 {
         }
     }
     panic!("no free port below the ephemeral range on 127.0.0.1 and {ips:?}");
+}
+
+/// Picks one port free on every pod address (and on `reserve`, for pods started later)
+/// and starts `pods` on it, trying another port if some other process took one meanwhile.
+pub async fn start_pods(pods: &[(&str, Ipv4Addr)], reserve: &[Ipv4Addr]) -> (u16, Vec<Pod>) {
+    let ips: Vec<Ipv4Addr> = pods.iter().map(|(_, ip)| *ip).chain(reserve.iter().copied()).collect();
+    for _ in 0..20 {
+        let port = free_port(&ips);
+        let mut started = Vec::new();
+        for (name, ip) in pods {
+            match Pod::try_start(name, *ip, port).await {
+                Ok(pod) => started.push(pod),
+                Err(_) => break,
+            }
+        }
+        if started.len() == pods.len() {
+            return (port, started);
+        }
+    }
+    panic!("could not bind pods {pods:?} on a common port");
 }
 
 /// A server line in backend `web`.
@@ -226,157 +247,6 @@ impl Drop for Haproxy {
     }
 }
 
-/// A simulated pod: answers `HTTP/1.1 200 OK` with its name as body, keep-alive;
-/// `GET /hold/<ms>` holds the request that long first. Stops (every connection) on drop.
-pub struct Pod {
-    pub name: String,
-    pub addr: SocketAddr,
-    hits: Arc<AtomicU64>,
-    task: JoinHandle<()>,
-}
-
-impl Pod {
-    pub async fn start(name: &str, ip: Ipv4Addr, port: u16) -> Pod {
-        let listener = TcpListener::bind((ip, port))
-            .await
-            .unwrap_or_else(|e| panic!("bind {ip}:{port}: {e}"));
-        let hits = Arc::new(AtomicU64::new(0));
-        let (body, counter) = (name.to_string(), hits.clone());
-        let task = tokio::spawn(async move {
-            let mut conns = JoinSet::new();
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                conns.spawn(serve(stream, body.clone(), counter.clone()));
-                while conns.try_join_next().is_some() {}
-            }
-        });
-        Pod {
-            name: name.to_string(),
-            addr: SocketAddr::from((ip, port)),
-            hits,
-            task,
-        }
-    }
-
-    /// Requests answered (or being held) so far.
-    pub fn hits(&self) -> u64 {
-        self.hits.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Pod {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn serve(mut stream: TcpStream, body: String, hits: Arc<AtomicU64>) {
-    let mut buf = Vec::new();
-    loop {
-        let Some(end) = read_head(&mut stream, &mut buf).await else {
-            return;
-        };
-        let head = String::from_utf8_lossy(&buf[..end]).to_string();
-        buf.drain(..end);
-        hits.fetch_add(1, Ordering::SeqCst);
-        let path = head.split_whitespace().nth(1).unwrap_or("/");
-        if let Some(ms) = path.strip_prefix("/hold/").and_then(|ms| ms.parse::<u64>().ok()) {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-        }
-        let resp = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: keep-alive\r\n\r\n{body}",
-            body.len()
-        );
-        if stream.write_all(resp.as_bytes()).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// Reads until `\r\n\r\n`; returns the head's length, or `None` at EOF / error.
-async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<usize> {
-    loop {
-        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            return Some(pos + 4);
-        }
-        let mut chunk = [0u8; 4096];
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-}
-
-/// An HTTP response as the test client saw it.
-#[derive(Debug)]
-pub struct Response {
-    pub status: u16,
-    pub body: String,
-}
-
-/// A keep-alive HTTP/1.1 client connection.
-pub struct Client {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Client {
-    pub async fn connect(addr: SocketAddr) -> Client {
-        let stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
-            .await
-            .expect("connect to the frontend")
-            .expect("connect to the frontend");
-        stream.set_nodelay(true).unwrap();
-        Client {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-
-    /// `GET path`, with `Cookie: SRV=<sticky>` when given. Errors when the connection is cut.
-    pub async fn get(&mut self, path: &str, sticky: Option<&str>) -> std::io::Result<Response> {
-        let cookie = sticky.map(|s| format!("Cookie: SRV={s}\r\n")).unwrap_or_default();
-        let req = format!("GET {path} HTTP/1.1\r\nHost: test\r\n{cookie}\r\n");
-        self.stream.write_all(req.as_bytes()).await?;
-        let eof = || std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed mid-response");
-        let end = read_head(&mut self.stream, &mut self.buf).await.ok_or_else(eof)?;
-        let head = String::from_utf8_lossy(&self.buf[..end]).to_string();
-        self.buf.drain(..end);
-        let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let len = head
-            .lines()
-            .find_map(|l| {
-                l.to_ascii_lowercase()
-                    .strip_prefix("content-length:")
-                    .map(|v| v.trim().to_string())
-            })
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(0);
-        while self.buf.len() < len {
-            let mut chunk = [0u8; 4096];
-            match self.stream.read(&mut chunk).await? {
-                0 => return Err(eof()),
-                n => self.buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-        let body = String::from_utf8_lossy(&self.buf[..len]).to_string();
-        self.buf.drain(..len);
-        Ok(Response { status, body })
-    }
-}
-
-/// One request on a fresh connection.
-pub async fn get_once(addr: SocketAddr, path: &str, sticky: Option<&str>) -> Response {
-    let mut c = Client::connect(addr).await;
-    tokio::time::timeout(WAIT, c.get(path, sticky))
-        .await
-        .expect("a response")
-        .expect("a response")
-}
-
 /// A target for `ip:port` in `backend`.
 pub fn target(ip: Ipv4Addr, port: u16, backend: &str) -> Target {
     Target {
@@ -407,11 +277,13 @@ pub async fn wait_state(adapter: &dyn Adapter, t: &Target, state: TrafficState, 
     .expect(what)
 }
 
-pub const IP1: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 11);
-pub const IP2: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 12);
-pub const IP3: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 13);
+// Pod addresses: all of 127.0.0.0/8 is loopback on Linux. A block of their own keeps these
+// tests clear of other harnesses on this machine that use 127.0.0.11 and up.
+pub const IP1: Ipv4Addr = Ipv4Addr::new(127, 0, 83, 11);
+pub const IP2: Ipv4Addr = Ipv4Addr::new(127, 0, 83, 12);
+pub const IP3: Ipv4Addr = Ipv4Addr::new(127, 0, 83, 13);
 
-/// The usual backend `web`: s1, s2, s3 at 127.0.0.11-13.
+/// The usual backend `web`: s1, s2, s3 at 127.0.83.11-13.
 pub fn three_servers() -> [WebServer; 3] {
     [
         WebServer { name: "s1", ip: IP1 },
