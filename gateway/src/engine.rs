@@ -33,6 +33,14 @@ pub struct ClusterHandle {
     pub synced: AtomicBool,
 }
 
+/// A worker's timers: when the drain started (also kept in the status annotation, so it
+/// survives restarts) and since when every target has reported drained (settle time).
+#[derive(Debug, Default)]
+struct DrainClock {
+    started: Option<jiff::Timestamp>,
+    drained_since: Option<Instant>,
+}
+
 /// One pod's resolved target.
 struct PodTarget {
     kind: String,
@@ -120,7 +128,7 @@ impl Engine {
             .collect();
         self.pods
             .iter()
-            .filter(|p| bindings.iter().any(|b| b.matches(&p)))
+            .filter(|p| bindings.iter().any(|b| b.matches(p)))
             .count()
     }
 
@@ -189,10 +197,9 @@ impl Engine {
             return;
         };
         let mut errors = 0u32;
-        let mut drained_since: Option<Instant> = None;
+        let mut clock = DrainClock::default();
         let mut last_status = String::new();
         let mut last_intent: Option<Intent> = None;
-        let mut drain_start: Option<jiff::Timestamp> = None;
         loop {
             dirty.store(false, Ordering::SeqCst);
             if !cluster.healthy.load(Ordering::SeqCst) {
@@ -210,13 +217,13 @@ impl Engine {
                 .as_ref()
                 .is_some_and(|i| std::mem::discriminant(i) != std::mem::discriminant(&intent))
             {
-                drained_since = None;
+                clock.drained_since = None;
             }
             last_intent = Some(intent.clone());
             if matches!(intent, Intent::Drain(_)) {
-                drain_start = drain_start.or_else(|| drain_started(&pod));
+                clock.started = clock.started.or_else(|| drain_started(&pod));
             } else {
-                drain_start = None;
+                clock.started = None;
             }
             let targets = Self::targets(&pod, &bindings);
             if matches!(intent, Intent::Hold(_))
@@ -229,20 +236,12 @@ impl Engine {
             for t in &targets {
                 observations.push(self.observe(t).await);
             }
-            let facts = self.facts(
-                &pod,
-                &bindings,
-                &targets,
-                &observations,
-                intent.clone(),
-                &mut drained_since,
-                drain_start,
-            );
+            let facts = self.facts(&pod, &bindings, &targets, &observations, intent.clone(), &mut clock);
             let steps = planner::plan(&facts);
             if steps.contains(&Step::TakeBudget) {
-                drain_start = Some(jiff::Timestamp::now());
+                clock.started = Some(jiff::Timestamp::now());
             }
-            let summary = status_summary(&pod, &intent, &targets, &observations, &steps, drain_start);
+            let summary = status_summary(&pod, &intent, &targets, &observations, &steps, clock.started);
             if summary != last_status && pod.status_annotation.as_deref() != Some(summary.as_str()) {
                 if let Err(e) = cluster
                     .writer
@@ -295,8 +294,7 @@ impl Engine {
         targets: &[PodTarget],
         observations: &[Result<Observation, String>],
         intent: Intent,
-        drained_since: &mut Option<Instant>,
-        drain_start: Option<jiff::Timestamp>,
+        clock: &mut DrainClock,
     ) -> Facts {
         let key = pod.key();
         let facts_targets: Vec<TargetFact> = targets
@@ -335,9 +333,9 @@ impl Engine {
         let all_drained =
             !facts_targets.is_empty() && facts_targets.iter().all(|t| t.state == Some(TrafficState::Drained));
         if all_drained {
-            drained_since.get_or_insert_with(Instant::now);
+            clock.drained_since.get_or_insert_with(Instant::now);
         } else {
-            *drained_since = None;
+            clock.drained_since = None;
         }
         let settle = bindings.iter().map(|b| b.settle_seconds).max().unwrap_or(0);
         let deadline = bindings
@@ -350,7 +348,7 @@ impl Engine {
         } else {
             OnDeadline::Block
         };
-        let deadline_passed = drain_start.is_some_and(|s| {
+        let deadline_passed = clock.started.is_some_and(|s| {
             jiff::Timestamp::now().duration_since(s) > jiff::SignedDuration::from_secs(deadline as i64)
         });
         Facts {
@@ -362,7 +360,9 @@ impl Engine {
             budget_free: free,
             deadline_passed,
             on_deadline,
-            settled: drained_since.is_some_and(|t| t.elapsed() >= Duration::from_secs(settle)),
+            settled: clock
+                .drained_since
+                .is_some_and(|t| t.elapsed() >= Duration::from_secs(settle)),
         }
     }
 

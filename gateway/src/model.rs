@@ -96,11 +96,6 @@ impl PodView {
             uid: self.uid.clone(),
         }
     }
-
-    pub fn has_finalizer(&self, kind: &str) -> bool {
-        let f = finalizer(kind);
-        self.finalizers.iter().any(|x| *x == f)
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
