@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project on a fresh Debian machine that has only the
 # Rust toolchain: installs the Debian packages the tests need (real HAProxy, …), then
-# cargo fmt --check, cargo clippy -D warnings, and the whole test suite.
+# cargo fmt --check, cargo clippy -D warnings, and the whole test suite. No test skips: a
+# test whose server or tool is missing fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
-command -v socat >/dev/null 2>&1 || need+=(socat)
+command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)   # kubectl, an independent client of the simulator
 if [ ${#need[@]} -gt 0 ]; then
   echo "test.sh: installing Debian packages: ${need[*]}"
   SUDO=""

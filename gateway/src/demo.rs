@@ -137,6 +137,30 @@ fn free_port(ip: &str) -> anyhow::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
+/// Starts one server per pod address, all on one free port (retrying with another port
+/// when another process holds it on one of the addresses).
+async fn start_backends(ips: &[IpAddr]) -> anyhow::Result<(u16, Vec<SocketAddr>, Vec<Option<backend::Backend>>)> {
+    let mut last = None;
+    for _ in 0..20 {
+        let port = free_port(&ips[0].to_string())?;
+        let addrs: Vec<SocketAddr> = ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
+        let mut backends = Vec::new();
+        for a in &addrs {
+            match backend::Backend::start(*a).await {
+                Ok(b) => backends.push(Some(b)),
+                Err(e) => {
+                    last = Some(e);
+                    break;
+                }
+            }
+        }
+        if backends.len() == addrs.len() {
+            return Ok((port, addrs, backends));
+        }
+    }
+    Err(last.expect("at least one attempt failed")).context("no port free on every pod address")
+}
+
 /// A running HAProxy child.
 struct Haproxy {
     child: std::process::Child,
@@ -267,12 +291,7 @@ impl Stage {
         std::fs::create_dir_all(&dir)?;
         // Pods: 127.0.0.11, .12, … all on one port, as real pods share a container port.
         let ips: Vec<IpAddr> = (0..pods).map(|i| IpAddr::from([127, 0, 0, 11 + i as u8])).collect();
-        let port = free_port("127.0.0.11")?;
-        let addrs: Vec<SocketAddr> = ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect();
-        let mut backends = Vec::new();
-        for a in &addrs {
-            backends.push(Some(backend::Backend::start(*a).await?));
-        }
+        let (port, addrs, backends) = start_backends(&ips).await?;
         let frontend = SocketAddr::from(([127, 0, 0, 1], free_port("127.0.0.1")?));
         let haproxy = start_haproxy(&haproxy_bin, &dir, frontend.port(), &addrs).await?;
 
@@ -362,17 +381,19 @@ impl Stage {
             .map_err(anyhow::Error::new)
     }
 
-    /// The gateway configuration for this stage (one cluster, one HAProxy adapter).
+    /// The gateway configuration (YAML) for this stage: one cluster, one HAProxy adapter.
+    pub fn gateway_config_text(&self, health: SocketAddr) -> String {
+        format!(
+            "clusters:\n- name: demo\n  kubeconfig: {}\nadapters:\n- kind: haproxy\n  name: haproxy\n  endpoint: unix:{}\n\
+             listen:\n  health: {health}\n",
+            self.kubeconfig.display(),
+            self.haproxy.socket.display()
+        )
+    }
+
     pub fn gateway_config(&self) -> anyhow::Result<Config> {
-        Ok(Config::parse(
-            &format!(
-                "clusters:\n- name: demo\n  kubeconfig: {}\nadapters:\n- kind: haproxy\n  name: haproxy\n  endpoint: unix:{}\n\
-                 listen:\n  health: 127.0.0.1:0\n",
-                self.kubeconfig.display(),
-                self.haproxy.socket.display()
-            ),
-            "demo",
-        )?)
+        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        Ok(Config::parse(&self.gateway_config_text(any_port), "demo")?)
     }
 
     pub async fn start_gateway(&self) -> anyhow::Result<Gateway> {

@@ -140,6 +140,19 @@ pub fn meta_mut(v: &mut Value) -> &mut Map<String, Value> {
     v["metadata"].as_object_mut().expect("metadata is an object")
 }
 
+/// Drops what Go's `omitempty` drops from `ObjectMeta` on the way out of a real apiserver:
+/// empty or null `finalizers`, `labels`, `annotations`, `ownerReferences`, and nulls.
+pub fn normalize_meta(v: &mut Value) {
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.retain(|k, val| match val {
+            Value::Null => false,
+            Value::Array(a) => !(a.is_empty() && matches!(k.as_str(), "finalizers" | "ownerReferences")),
+            Value::Object(o) => !(o.is_empty() && matches!(k.as_str(), "labels" | "annotations")),
+            _ => true,
+        });
+    }
+}
+
 pub fn meta_str<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get("metadata").and_then(|m| m.get(key)).and_then(Value::as_str)
 }

@@ -12,7 +12,8 @@ use serde_json::{json, Value};
 use crate::crd;
 use crate::events;
 use crate::object::{
-    finalizers, is_dns1123_label, is_dns1123_subdomain, meta_mut, meta_str, now_rfc3339, rfc3339_in, storage_key, Obj,
+    finalizers, is_dns1123_label, is_dns1123_subdomain, meta_mut, meta_str, normalize_meta, now_rfc3339, rfc3339_in,
+    storage_key, Obj,
 };
 use crate::patch::{self, PatchType};
 use crate::pods;
@@ -218,6 +219,7 @@ pub fn create(store: &mut Store, def: &ResourceDef, ns: &str, body: Value) -> Ap
         }
         Flavor::CoreEvent | Flavor::EventsV1 | Flavor::Lease => {}
     }
+    normalize_meta(&mut v);
     let rv = store.next_rv();
     meta_mut(&mut v).insert("resourceVersion".into(), json!(rv.to_string()));
     let obj = Arc::new(Obj::from_value(&sdef, v.clone())?);
@@ -404,6 +406,7 @@ fn finish_update(
             new_v
         }
     };
+    normalize_meta(&mut next);
     // Compare without type meta or resourceVersion: an update that changes nothing is not
     // written (no new resourceVersion, no watch event), as etcd3's GuaranteedUpdate does.
     for v in [&mut next, &mut old_v] {

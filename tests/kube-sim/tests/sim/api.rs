@@ -308,6 +308,17 @@ async fn patches_json_merge_strategic() {
     let p4 = pods.patch("p", &pp, &Patch::Merge(&mp)).await.expect("merge");
     assert_eq!(p4.metadata.finalizers, Some(vec!["only".to_string()]));
 
+    // Removing the last finalizer leaves no `finalizers: []` behind (Go's omitempty).
+    let rm: json_patch::Patch =
+        serde_json::from_value(json!([{"op": "remove", "path": "/metadata/finalizers/0"}])).unwrap();
+    let p5 = pods
+        .patch("p", &pp, &Patch::Json::<()>(rm))
+        .await
+        .expect("remove last finalizer");
+    assert_eq!(p5.metadata.finalizers, None);
+    let raw = pods.get("p").await.unwrap();
+    assert!(raw.metadata.finalizers.is_none());
+
     // Server-side apply is not implemented: a clear 415, never a silent wrong answer.
     let e = status(
         pods.patch("p", &PatchParams::apply("test"), &Patch::Apply(&json!({})))

@@ -1,0 +1,209 @@
+//! The real `sluice` process: killed with SIGKILL in the middle of a drain and started
+//! again, it completes the drain with nothing lost; and `kubectl` against the simulator
+//! shows the pod contract exactly as the design says.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use sluice::demo::Stage;
+
+const T: Duration = Duration::from_secs(60);
+
+fn gate(p: &Pod) -> Option<String> {
+    p.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "sluice.dev/traffic-ready")
+        .map(|c| c.status.clone())
+}
+
+async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
+    tokio::time::timeout(T, f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+struct Gw(Child);
+
+impl Drop for Gw {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn spawn_gateway(config: &std::path::Path, health: std::net::SocketAddr) -> Gw {
+    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sluice starts");
+    let gw = Gw(child);
+    within("the gateway's /readyz", async {
+        loop {
+            if let Ok(mut s) = tokio::net::TcpStream::connect(health).await {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let _ = s
+                    .write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                    .await;
+                let mut buf = String::new();
+                let _ = s.read_to_string(&mut buf).await;
+                if buf.starts_with("HTTP/1.1 200") {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    gw
+}
+
+fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+async fn hold_requests(
+    front: std::net::SocketAddr,
+    n: usize,
+    ms: u64,
+) -> Vec<tokio::task::JoinHandle<hyper::Result<http::StatusCode>>> {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        let stream = tokio::net::TcpStream::connect(front).await.unwrap();
+        let (mut s, conn) = hyper::client::conn::http1::handshake::<_, http_body_util::Empty<bytes::Bytes>>(
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::get(format!("/work?ms={ms}"))
+            .header("host", "x")
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        held.push(tokio::spawn(
+            async move { s.send_request(req).await.map(|r| r.status()) },
+        ));
+    }
+    held
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_drain_then_restart_completes_the_drain() {
+    let stage = Stage::new(2, true).await.expect("stage");
+    let health = free_addr();
+    let config = stage.dir.join("sluice.yaml");
+    std::fs::write(&config, stage.gateway_config_text(health)).unwrap();
+    let gw = spawn_gateway(&config, health).await;
+    stage.wait_ready(0, T).await.expect("restored by the process");
+    stage.wait_ready(1, T).await.expect("restored by the process");
+
+    let held = hold_requests(stage.frontend, 4, 2000).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stage.set_kruise_state(0, "PreparingDelete").await.unwrap();
+    within("the drain to start", async {
+        while gate(&stage.pods.get("web-1").await.unwrap()).as_deref() != Some("False") {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(gw); // SIGKILL
+    let p = stage.pods.get("web-1").await.unwrap();
+    assert!(
+        p.metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&"sluice.dev/slb".to_string()),
+        "killed before the drain was verified"
+    );
+
+    let _gw = spawn_gateway(&config, health).await;
+    stage
+        .wait_drained(0, T)
+        .await
+        .expect("the restarted process completes the drain");
+    for h in held {
+        assert_eq!(
+            h.await.unwrap().expect("in-flight request completes"),
+            200,
+            "nothing lost"
+        );
+    }
+}
+
+fn kubectl(kubeconfig: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .expect("kubectl is installed (scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_shows_the_pod_contract() {
+    let stage = Stage::new(2, true).await.expect("stage");
+    let _gw = stage.start_gateway().await.expect("gateway");
+    stage.wait_ready(0, T).await.unwrap();
+    let yaml = kubectl(&stage.kubeconfig, &["get", "pod", "web-1", "-o", "yaml"]);
+    let v: serde_json::Value = serde_yaml::from_str(&yaml).unwrap();
+    assert_eq!(v["metadata"]["finalizers"], serde_json::json!(["sluice.dev/slb"]));
+    let conds = v["status"]["conditions"].as_array().unwrap();
+    let find = |t: &str| {
+        conds
+            .iter()
+            .find(|c| c["type"] == t)
+            .map(|c| c["status"].as_str().unwrap().to_string())
+    };
+    assert_eq!(find("sluice.dev/traffic-ready").as_deref(), Some("True"));
+    assert_eq!(find("Ready").as_deref(), Some("True"));
+    let status: serde_json::Value =
+        serde_json::from_str(v["metadata"]["annotations"]["sluice.dev/status"].as_str().unwrap()).unwrap();
+    assert_eq!(status["state"], "serving");
+
+    stage.set_kruise_state(0, "PreparingDelete").await.unwrap();
+    stage.wait_drained(0, T).await.unwrap();
+    let describe = within("the drain events", async {
+        loop {
+            let d = kubectl(&stage.kubeconfig, &["describe", "pod", "web-1"]);
+            if d.contains("TrafficDrained") {
+                return d;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    for needle in [
+        "sluice.dev/traffic-ready",
+        "DrainStarted",
+        "TrafficDrained",
+        "TrafficRestored",
+    ] {
+        assert!(
+            describe.contains(needle),
+            "kubectl describe pod shows {needle}:\n{describe}"
+        );
+    }
+    let yaml = kubectl(&stage.kubeconfig, &["get", "pod", "web-1", "-o", "yaml"]);
+    let v: serde_json::Value = serde_yaml::from_str(&yaml).unwrap();
+    assert!(
+        v["metadata"]["finalizers"].is_null(),
+        "finalizer removed after verified drain: {yaml}"
+    );
+}
