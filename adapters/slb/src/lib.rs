@@ -37,6 +37,10 @@ pub mod config;
 pub mod error;
 pub mod parse;
 pub mod runtime;
+/// Test support: a real HAProxy and loopback pods (feature `testing`, for this crate's
+/// tests and other crates' conformance runs).
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use adapter::HaproxyAdapter;
 pub use config::{dynamic_server_name, HaproxyConfig, Mode};

@@ -1,13 +1,11 @@
 //! The shared adapter conformance battery against a real HAProxy, reached through a TCP
 //! forwarder the battery can take down or slow down.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
 use sluice_adapter::{Adapter, Target, TrafficState};
+use sluice_adapter_slb::testing::*;
 use sluice_adapter_slb::{HaproxyAdapter, HaproxyConfig};
 use sluice_conformance::proxy::FaultyProxy;
 use sluice_conformance::{Options, Subject};

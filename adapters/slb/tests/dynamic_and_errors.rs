@@ -1,13 +1,11 @@
 //! Dynamic mode (add / drain / delete), endpoints and error classification against a real
 //! HAProxy 2.6.
 
-mod common;
-
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use common::*;
 use sluice_adapter::{Adapter, TrafficState};
+use sluice_adapter_slb::testing::*;
 use sluice_adapter_slb::{dynamic_server_name, Endpoint, HaproxyAdapter, HaproxyConfig, Mode};
 
 const DYN1: Ipv4Addr = Ipv4Addr::new(127, 0, 83, 21);

@@ -1,11 +1,9 @@
 //! Static-mode drain, restore, idempotency and escalation against a real HAProxy 2.6.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
 use sluice_adapter::{Adapter, TrafficState};
+use sluice_adapter_slb::testing::*;
 use sluice_adapter_slb::{HaproxyAdapter, HaproxyConfig};
 
 fn adapter(h: &Haproxy) -> HaproxyAdapter {

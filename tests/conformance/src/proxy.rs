@@ -1,6 +1,6 @@
 //! A TCP forwarder on 127.0.0.1 that a conformance subject puts between an adapter and its
 //! backend, to take the backend "down" (connections refused, live ones cut) or make it
-//! slow (every forwarded connection waits before its first byte goes through).
+//! slow (every chunk sent towards the backend waits first — on new and live connections).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,6 +53,31 @@ impl FaultyProxy {
     }
 }
 
+/// Copies one direction; towards the backend, each chunk first waits the current delay.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Option<Arc<AtomicU64>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if let Some(d) = &delay {
+            let ms = d.load(Ordering::SeqCst);
+            if ms > 0 {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
 async fn serve(
     first: TcpListener,
     addr: SocketAddr,
@@ -76,14 +101,15 @@ async fn serve(
         loop {
             tokio::select! {
                 Ok((client, _)) = l.accept() => {
-                    let delay = Duration::from_millis(delay.load(Ordering::SeqCst));
+                    let delay = delay.clone();
                     let mut up = up.clone();
                     tokio::spawn(async move {
-                        tokio::time::sleep(delay).await;
                         let Ok(server) = TcpStream::connect(backend).await else { return };
-                        let (mut c, mut s) = (client, server);
+                        let (c_read, c_write) = client.into_split();
+                        let (s_read, s_write) = server.into_split();
                         tokio::select! {
-                            _ = tokio::io::copy_bidirectional(&mut c, &mut s) => {}
+                            _ = pump(c_read, s_write, Some(delay)) => {}
+                            _ = pump(s_read, c_write, None) => {}
                             _ = up.wait_for(|u| !*u) => {}
                         }
                     });

@@ -4,7 +4,6 @@
 //!
 //! The `haproxy` binary is required: without it the tests fail with a clear message, they
 //! never skip.
-#![allow(dead_code)]
 
 mod http;
 
@@ -18,8 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::{Endpoint, RuntimeClient};
 use sluice_adapter::{Adapter, Observation, PodRef, Target, TrafficState};
-use sluice_adapter_slb::{Endpoint, RuntimeClient};
 
 /// Upper bound for any single wait in a test.
 pub const WAIT: Duration = Duration::from_secs(5);

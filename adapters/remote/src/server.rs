@@ -1,0 +1,73 @@
+//! The plugin side: serves any `Adapter` over the `sluice.adapter.v1` protocol.
+
+use std::sync::Arc;
+
+use sluice_adapter::Adapter;
+use sluice_proto::adapter::v1 as pb;
+use sluice_proto::adapter::v1::adapter_plugin_server::{AdapterPlugin, AdapterPluginServer};
+use tonic::{Request, Response, Status};
+
+use crate::convert::{error_to_status, observation_to_pb, target_from_pb};
+
+/// The gRPC service wrapping an adapter.
+pub struct PluginService {
+    adapter: Arc<dyn Adapter>,
+}
+
+impl PluginService {
+    pub fn new(adapter: Arc<dyn Adapter>) -> Self {
+        PluginService { adapter }
+    }
+
+    pub fn into_server(self) -> AdapterPluginServer<PluginService> {
+        AdapterPluginServer::new(self)
+    }
+}
+
+#[tonic::async_trait]
+impl AdapterPlugin for PluginService {
+    async fn describe(&self, _: Request<pb::DescribeRequest>) -> Result<Response<pb::DescribeResponse>, Status> {
+        let caps = self.adapter.capabilities();
+        Ok(Response::new(pb::DescribeResponse {
+            protocol_version: crate::PROTOCOL_VERSION.into(),
+            name: self.adapter.name().into(),
+            kind: caps.kind,
+            required_params: caps.required_params,
+        }))
+    }
+
+    async fn register(&self, req: Request<pb::TargetRequest>) -> Result<Response<pb::Empty>, Status> {
+        let t = target_from_pb(req.into_inner().target)?;
+        self.adapter.register(&t).await.map_err(error_to_status)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn deregister(&self, req: Request<pb::TargetRequest>) -> Result<Response<pb::Empty>, Status> {
+        let t = target_from_pb(req.into_inner().target)?;
+        self.adapter.deregister(&t).await.map_err(error_to_status)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn observe(&self, req: Request<pb::TargetRequest>) -> Result<Response<pb::Observation>, Status> {
+        let t = target_from_pb(req.into_inner().target)?;
+        let o = self.adapter.observe(&t).await.map_err(error_to_status)?;
+        Ok(Response::new(observation_to_pb(&o)))
+    }
+
+    async fn health(&self, _: Request<pb::Empty>) -> Result<Response<pb::Empty>, Status> {
+        self.adapter.health().await.map_err(error_to_status)?;
+        Ok(Response::new(pb::Empty {}))
+    }
+}
+
+/// Serves `adapter` on `listener` until the future is dropped.
+pub async fn serve(
+    adapter: Arc<dyn Adapter>,
+    listener: tokio::net::TcpListener,
+) -> Result<(), tonic::transport::Error> {
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tonic::transport::Server::builder()
+        .add_service(PluginService::new(adapter).into_server())
+        .serve_with_incoming(incoming)
+        .await
+}

@@ -1,0 +1,139 @@
+//! The remote adapter against a plugin served with this crate's `serve`, wrapping the real
+//! HAProxy adapter: the same conformance battery passes through the protocol, with the
+//! plugin taken down or slowed by a forwarder between gateway and plugin.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_adapter::{Adapter, Target, TrafficState};
+use sluice_adapter_remote::{serve, RemoteAdapter, RemoteConfig};
+use sluice_adapter_slb::testing::*;
+use sluice_adapter_slb::{HaproxyAdapter, HaproxyConfig};
+use sluice_conformance::proxy::FaultyProxy;
+use sluice_conformance::{Options, Outcome, Subject};
+
+struct RemoteSubject {
+    _haproxy: Haproxy,
+    _pods: Vec<Pod>,
+    _plugin: tokio::task::JoinHandle<()>,
+    proxy: FaultyProxy,
+    adapter: Arc<dyn Adapter>,
+    port: u16,
+    next: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Subject for RemoteSubject {
+    fn adapter(&self) -> Arc<dyn Adapter> {
+        self.adapter.clone()
+    }
+    async fn serving_target(&self) -> Target {
+        let ips = [IP1, IP2, IP3];
+        let t = target(ips[self.next.fetch_add(1, Ordering::SeqCst) % 3], self.port, "web");
+        self.adapter
+            .register(&t)
+            .await
+            .expect("register to prepare a serving target");
+        wait_state(self.adapter.as_ref(), &t, TrafficState::Serving, "a serving target").await;
+        t
+    }
+    async fn unknown_target(&self) -> Target {
+        target(std::net::Ipv4Addr::new(127, 0, 83, 98), self.port, "web")
+    }
+    async fn backend_down(&self) -> bool {
+        self.proxy.set_up(false);
+        true
+    }
+    async fn backend_up(&self) {
+        self.proxy.set_up(true);
+    }
+    async fn backend_slow(&self, delay: Duration) -> bool {
+        self.proxy.set_delay(delay);
+        true
+    }
+}
+
+async fn start() -> RemoteSubject {
+    let (port, pods) = start_pods(&[("s1", IP1), ("s2", IP2), ("s3", IP3)], &[]).await;
+    let h = Haproxy::start(&three_servers(), port).await;
+    let inner: Arc<dyn Adapter> =
+        Arc::new(HaproxyAdapter::new(HaproxyConfig::new("lb", h.unix_endpoint())).expect("valid config"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind plugin");
+    let plugin_addr = listener.local_addr().unwrap();
+    let plugin = tokio::spawn(async move {
+        serve(inner, listener).await.expect("plugin serves");
+    });
+    let proxy = FaultyProxy::start(plugin_addr).await.expect("proxy");
+    let cfg = RemoteConfig {
+        name: "remote-lb".into(),
+        endpoint: format!("http://{}", proxy.addr()),
+        adapter_kind: "slb".into(),
+        required_params: vec!["backend".into()],
+        timeout_ms: 1000,
+        tls: None,
+    };
+    let adapter: Arc<dyn Adapter> = Arc::new(RemoteAdapter::new(cfg).expect("remote adapter"));
+    RemoteSubject {
+        _haproxy: h,
+        _pods: pods,
+        _plugin: plugin,
+        proxy,
+        adapter,
+        port,
+        next: AtomicUsize::new(0),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn remote_adapter_passes_the_conformance_battery() {
+    let s = start().await;
+    let report = sluice_conformance::run(
+        &s,
+        &Options {
+            call_deadline: Duration::from_secs(3),
+            settle: Duration::from_secs(10),
+        },
+    )
+    .await;
+    println!("{report}");
+    assert!(report.checks.iter().all(|c| c.outcome == Outcome::Passed), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kind_mismatch_and_errors_are_permanent_with_clear_messages() {
+    let s = start().await;
+    let cfg = RemoteConfig {
+        name: "wrong".into(),
+        endpoint: format!("http://{}", s.proxy.addr()),
+        adapter_kind: "dns".into(),
+        required_params: vec![],
+        timeout_ms: 1000,
+        tls: None,
+    };
+    let wrong = RemoteAdapter::new(cfg).unwrap();
+    let e = wrong.health().await.unwrap_err();
+    assert!(!e.is_retryable());
+    assert!(
+        e.message
+            .contains("serves kind \"slb\" but the gateway configuration declares adapterKind \"dns\""),
+        "{e}"
+    );
+
+    // A permanent adapter error crosses the protocol as permanent, message intact.
+    let t = target(IP1, s.port, "no-such-backend");
+    let e = s.adapter.deregister(&t).await.unwrap_err();
+    assert!(!e.is_retryable(), "{e}");
+    assert!(e.message.contains("no-such-backend"), "{e}");
+
+    let e = RemoteAdapter::new(RemoteConfig {
+        name: "bad".into(),
+        endpoint: "not a url".into(),
+        adapter_kind: "slb".into(),
+        required_params: vec![],
+        timeout_ms: 1000,
+        tls: None,
+    })
+    .unwrap_err();
+    assert!(e.message.contains("is not a URL"), "{e}");
+}
