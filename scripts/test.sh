@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 need=()
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)   # kubectl, an independent client of the simulator
+command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler libprotobuf-dev)  # gRPC code generation
 if [ ${#need[@]} -gt 0 ]; then
   echo "test.sh: installing Debian packages: ${need[*]}"
   SUDO=""
@@ -17,6 +18,13 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 export PATH="$PATH:/usr/sbin"
+
+# The example plugin in Python (examples/python-plugin) runs on grpcio from PyPI.
+if ! python3 -c "import grpc, grpc_tools" >/dev/null 2>&1; then
+  echo "test.sh: installing grpcio and grpcio-tools (PyPI)"
+  python3 -m pip install --quiet --disable-pip-version-check grpcio grpcio-tools 2>&1 | grep -v "Running pip as the 'root' user" || true
+  python3 -c "import grpc, grpc_tools"
+fi
 
 echo "test.sh: cargo fmt --check"
 cargo fmt --all -- --check
