@@ -57,12 +57,15 @@ pub struct ClusterConfig {
 pub enum AdapterConfig {
     /// HAProxy through its runtime API.
     Haproxy(sluice_adapter_slb::HaproxyConfig),
+    /// An out-of-process plugin speaking `sluice.adapter.v1`.
+    Remote(sluice_adapter_remote::RemoteConfig),
 }
 
 impl AdapterConfig {
     pub fn name(&self) -> &str {
         match self {
             AdapterConfig::Haproxy(c) => &c.name,
+            AdapterConfig::Remote(c) => &c.name,
         }
     }
 }

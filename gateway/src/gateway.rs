@@ -44,6 +44,10 @@ pub fn build_adapters(cfg: &Config) -> anyhow::Result<BTreeMap<String, Arc<dyn A
                 sluice_adapter_slb::HaproxyAdapter::new(c.clone())
                     .map_err(|e| anyhow::anyhow!("adapter {}: {e}", c.name))?,
             ),
+            AdapterConfig::Remote(c) => Arc::new(
+                sluice_adapter_remote::RemoteAdapter::new(c.clone())
+                    .map_err(|e| anyhow::anyhow!("adapter {}: {e}", c.name))?,
+            ),
         };
         out.insert(a.name().to_string(), adapter);
     }

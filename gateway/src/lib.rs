@@ -18,6 +18,7 @@
 pub mod binding;
 pub mod clusters;
 pub mod config;
+pub mod conformance_cmd;
 pub mod demo;
 pub mod engine;
 pub mod gateway;

@@ -9,6 +9,8 @@ const USAGE: &str = "usage:
   sluice run --config FILE      run the gateway
   sluice check-config FILE      validate a configuration file and exit
   sluice crd                    print the TrafficBinding CustomResourceDefinition
+  sluice adapter conformance --endpoint URL --kind KIND [--param K=V]...
+                                run the adapter conformance battery against a plugin
   sluice demo [--pods N] [--no-sluice] [--seconds-between N]
                                 a lossless rolling update on an embedded cluster";
 
@@ -74,6 +76,19 @@ async fn main() -> ExitCode {
             tracing::info!(health = %gw.health_addr, "Sluice gateway started.");
             let _ = tokio::signal::ctrl_c().await;
             ExitCode::SUCCESS
+        }
+        Some("adapter") if args.get(1).map(String::as_str) == Some("conformance") => {
+            match sluice::conformance_cmd::run(&args[2..]).await {
+                Ok(report) => {
+                    println!("{report}");
+                    if report.passed() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => usage_error(&format!("{e}\n{}", sluice::conformance_cmd::USAGE)),
+            }
         }
         Some("demo") => {
             let opts = match sluice::demo::DemoOptions::parse(&args[1..]) {

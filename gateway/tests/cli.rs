@@ -55,3 +55,69 @@ fn crd_prints_the_traffic_binding_definition() {
     assert_eq!(crd["spec"]["versions"][0]["name"], "v1alpha1");
     assert!(crd["spec"]["versions"][0]["subresources"]["status"].is_object());
 }
+
+#[test]
+fn adapter_conformance_command_runs_the_battery_against_a_plugin() {
+    let check = Command::new("python3")
+        .args(["-c", "import grpc, grpc_tools"])
+        .output()
+        .expect("python3");
+    assert!(
+        check.status.success(),
+        "needs grpcio and grpcio-tools: pip install grpcio grpcio-tools (scripts/test.sh does)"
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/python-plugin/plugin.py");
+    let mut plugin = Command::new("python3")
+        .arg(script)
+        .args(["--port", &port.to_string(), "--drain-ms", "100", "--ready-ms", "50"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("plugin starts");
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < std::time::Duration::from_secs(30), "plugin listens");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let out = sluice(&[
+        "adapter",
+        "conformance",
+        "--endpoint",
+        &endpoint,
+        "--kind",
+        "rpc",
+        "--param",
+        "service=payments",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("conformance: 6 passed, 0 failed"), "{text}");
+    assert!(
+        text.contains("N/A   backend down"),
+        "checks the command cannot run are N/A, not passed: {text}"
+    );
+
+    // The wrong kind fails, with the reason.
+    let out = sluice(&[
+        "adapter",
+        "conformance",
+        "--endpoint",
+        &endpoint,
+        "--kind",
+        "dns",
+        "--param",
+        "service=x",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("declares adapterKind \"dns\""));
+    let _ = plugin.kill();
+    let _ = plugin.wait();
+
+    let out = sluice(&["adapter", "conformance", "--kind", "rpc"]);
+    assert_eq!(out.status.code(), Some(64), "missing --endpoint is a usage error");
+}

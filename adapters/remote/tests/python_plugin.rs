@@ -21,7 +21,10 @@ impl Drop for Plugin {
 
 fn start_plugin(port: u16) -> Plugin {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/python-plugin/plugin.py");
-    let check = Command::new("python3").args(["-c", "import grpc, grpc_tools"]).output().expect("python3 is installed");
+    let check = Command::new("python3")
+        .args(["-c", "import grpc, grpc_tools"])
+        .output()
+        .expect("python3 is installed");
     assert!(
         check.status.success(),
         "the Python example plugin needs grpcio and grpcio-tools: pip install grpcio grpcio-tools (scripts/test.sh does)"
@@ -45,7 +48,12 @@ struct PySubject {
 
 fn target(last: u8) -> Target {
     Target {
-        pod: PodRef { cluster: "c".into(), namespace: "ns".into(), name: format!("p{last}"), uid: format!("u{last}") },
+        pod: PodRef {
+            cluster: "c".into(),
+            namespace: "ns".into(),
+            name: format!("p{last}"),
+            uid: format!("u{last}"),
+        },
         ip: std::net::IpAddr::from([10, 0, 0, last]),
         port: 8080,
         params: [("service".to_string(), "payments".to_string())].into(),
@@ -87,7 +95,11 @@ impl Subject for PySubject {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn python_plugin_passes_the_conformance_battery() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let plugin = start_plugin(port);
     tokio::time::timeout(Duration::from_secs(30), async {
         while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
@@ -112,10 +124,25 @@ async fn python_plugin_passes_the_conformance_battery() {
     let mut bad = target(1);
     bad.params.clear();
     let e = adapter.register(&bad).await.unwrap_err();
-    assert!(!e.is_retryable() && e.message.contains("target.params.service is required"), "{e}");
+    assert!(
+        !e.is_retryable() && e.message.contains("target.params.service is required"),
+        "{e}"
+    );
 
-    let s = PySubject { _plugin: plugin, proxy, adapter, n: Default::default() };
-    let report = sluice_conformance::run(&s, &Options { call_deadline: Duration::from_secs(3), settle: Duration::from_secs(10) }).await;
+    let s = PySubject {
+        _plugin: plugin,
+        proxy,
+        adapter,
+        n: Default::default(),
+    };
+    let report = sluice_conformance::run(
+        &s,
+        &Options {
+            call_deadline: Duration::from_secs(3),
+            settle: Duration::from_secs(10),
+        },
+    )
+    .await;
     println!("{report}");
     assert!(report.checks.iter().all(|c| c.outcome == Outcome::Passed), "{report}");
 }

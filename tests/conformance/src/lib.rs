@@ -134,6 +134,8 @@ async fn reach(adapter: &dyn Adapter, t: &Target, want: TrafficState, opts: &Opt
         match bounded(opts, "observe", adapter.observe(t)).await? {
             Ok(o) if o.state == want => return Ok(()),
             Ok(o) => last = format!("{:?} ({})", o.state, o.evidence),
+            // A permanent error will not heal by waiting.
+            Err(e) if !e.is_retryable() => return Err(format!("observe failed permanently: {e}")),
             Err(e) => last = format!("error: {e}"),
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
