@@ -65,7 +65,8 @@ pub async fn serve(
     adapter: Arc<dyn Adapter>,
     listener: tokio::net::TcpListener,
 ) -> Result<(), tonic::transport::Error> {
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Small request/response messages: Nagle would add delayed-ACK stalls.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
         .add_service(PluginService::new(adapter).into_server())
         .serve_with_incoming(incoming)
