@@ -189,6 +189,11 @@ fn plan_drain(f: &Facts) -> Vec<Step> {
 }
 
 fn plan_restore(f: &Facts) -> Vec<Step> {
+    // No target: nothing was verified, so nothing may claim the pod serves (a pod whose
+    // binding is invalid or gone keeps its gate as it is).
+    if f.targets.is_empty() {
+        return Vec::new();
+    }
     let mut steps = Vec::new();
     let mut waiting = Vec::new();
     for t in &f.targets {
