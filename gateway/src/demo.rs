@@ -258,12 +258,56 @@ fn has_sluice_finalizer(p: &Pod) -> bool {
         .is_some_and(|f| f.iter().any(|f| f.starts_with("sluice.dev/")))
 }
 
-/// Everything the demo (and the end-to-end tests) run on: the simulated cluster with
+/// One simulated cluster of a stage, with its client and kubeconfig.
+pub struct SimCluster {
+    pub name: String,
+    pub cluster: Cluster,
+    pub client: kube::Client,
+    pub pods: Api<Pod>,
+    pub kubeconfig: PathBuf,
+}
+
+impl SimCluster {
+    async fn start(dir: &std::path::Path, name: &str) -> anyhow::Result<SimCluster> {
+        let mut ccfg = ClusterConfig::new(name);
+        ccfg.kubelet = Some(KubeletConfig {
+            start_delay: Duration::from_millis(10),
+            ready_delay: None,
+            terminate_delay: Duration::from_millis(10),
+        });
+        let cluster = Cluster::start(ccfg).await?;
+        let kubeconfig = dir.join(format!("{name}.kubeconfig"));
+        std::fs::write(&kubeconfig, cluster.kubeconfig())?;
+        let client = crate::gateway::client_for(&crate::config::ClusterConfig {
+            name: name.into(),
+            kubeconfig: Some(kubeconfig.clone()),
+            context: None,
+            in_cluster: false,
+        })
+        .await?;
+        let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+            Api::all(client.clone());
+        crds.create(&PostParams::default(), &TrafficBinding::crd())
+            .await
+            .context("installing the CRD")?;
+        Ok(SimCluster {
+            name: name.into(),
+            pods: Api::namespaced(client.clone(), "default"),
+            cluster,
+            client,
+            kubeconfig,
+        })
+    }
+}
+
+/// Everything the demo (and the end-to-end tests) run on: simulated clusters with
 /// kubelet-lite, the pods' local servers, HAProxy in front, the CRD and (with Sluice) the
-/// binding, and the pods themselves, created and with their containers ready.
+/// binding, and the pods themselves, created and with their containers ready. With several
+/// clusters, pod `i` lives in cluster `i % clusters` (one HAProxy backend spans them all).
 pub struct Stage {
     pub dir: PathBuf,
-    pub cluster: Cluster,
+    pub clusters: Vec<SimCluster>,
+    /// The first cluster's client, pods and kubeconfig (the only cluster, in the demo).
     pub client: kube::Client,
     pub pods: Api<Pod>,
     pub kubeconfig: PathBuf,
@@ -282,9 +326,15 @@ impl Drop for Stage {
 }
 
 impl Stage {
-    /// Sets everything up; pods are created and their containers ready, but a Ready gate
-    /// waits for Sluice (see [`Stage::start_gateway`]).
+    /// One cluster; see [`Stage::with_clusters`].
     pub async fn new(pods: usize, sluice: bool) -> anyhow::Result<Stage> {
+        Stage::with_clusters(pods, sluice, 1).await
+    }
+
+    /// Sets everything up; pods are created and their containers ready, but a Ready gate
+    /// waits for Sluice (see [`Stage::start_gateway`]). Clusters are named `demo`, `west`,
+    /// `east-2`, ….
+    pub async fn with_clusters(pods: usize, sluice: bool, clusters: usize) -> anyhow::Result<Stage> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let haproxy_bin = ensure_haproxy()?;
         let dir = std::env::temp_dir().join(format!("sluice-stage-{}-{}", std::process::id(), rand::random::<u32>()));
@@ -294,34 +344,22 @@ impl Stage {
         let (port, addrs, backends) = start_backends(&ips).await?;
         let frontend = SocketAddr::from(([127, 0, 0, 1], free_port("127.0.0.1")?));
         let haproxy = start_haproxy(&haproxy_bin, &dir, frontend.port(), &addrs).await?;
-
-        let mut ccfg = ClusterConfig::new("demo");
-        ccfg.kubelet = Some(KubeletConfig {
-            start_delay: Duration::from_millis(10),
-            ready_delay: None,
-            terminate_delay: Duration::from_millis(10),
-        });
-        let cluster = Cluster::start(ccfg).await?;
-        let kubeconfig = dir.join("kubeconfig");
-        std::fs::write(&kubeconfig, cluster.kubeconfig())?;
-        let client = crate::gateway::client_for(&crate::config::ClusterConfig {
-            name: "demo".into(),
-            kubeconfig: Some(kubeconfig.clone()),
-            context: None,
-            in_cluster: false,
-        })
-        .await?;
-        let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
-            Api::all(client.clone());
-        crds.create(&PostParams::default(), &TrafficBinding::crd())
-            .await
-            .context("installing the CRD")?;
+        let mut sims = Vec::new();
+        for c in 0..clusters.max(1) {
+            let name = match c {
+                0 => "demo".to_string(),
+                1 => "west".to_string(),
+                n => format!("east-{n}"),
+            };
+            sims.push(SimCluster::start(&dir, &name).await?);
+        }
+        let first = &sims[0];
         let stage = Stage {
+            client: first.client.clone(),
+            pods: first.pods.clone(),
+            kubeconfig: first.kubeconfig.clone(),
+            clusters: sims,
             dir,
-            pods: Api::namespaced(client.clone(), "default"),
-            cluster,
-            client,
-            kubeconfig,
             haproxy,
             ips,
             port,
@@ -342,51 +380,69 @@ impl Stage {
         format!("web-{}", i + 1)
     }
 
+    /// The first cluster.
+    pub fn cluster(&self) -> &Cluster {
+        &self.clusters[0].cluster
+    }
+
+    /// The cluster pod `i` lives in.
+    pub fn home(&self, i: usize) -> &SimCluster {
+        &self.clusters[i % self.clusters.len()]
+    }
+
     pub fn haproxy_socket(&self) -> &std::path::Path {
         &self.haproxy.socket
     }
 
+    /// Creates the same binding in every cluster.
     pub async fn create_binding(&self, name: &str, adapter: &str, deadline_s: u64) -> anyhow::Result<()> {
-        let bindings: Api<TrafficBinding> = Api::namespaced(self.client.clone(), "default");
-        let binding: TrafficBinding = serde_json::from_value(json!({
-            "apiVersion": "sluice.dev/v1alpha1", "kind": "TrafficBinding",
-            "metadata": {"name": name},
-            "spec": {"selector": {"matchLabels": {"app": "web"}}, "port": self.port,
-                     "targets": [{"adapter": adapter, "params": {"backend": "web"}}],
-                     "drainPolicy": {"deadlineSeconds": deadline_s}, "disruptionBudget": {"maxDraining": 1}}
-        }))?;
-        bindings
-            .create(&PostParams::default(), &binding)
-            .await
-            .context("creating the TrafficBinding")?;
+        for c in &self.clusters {
+            let bindings: Api<TrafficBinding> = Api::namespaced(c.client.clone(), "default");
+            let binding: TrafficBinding = serde_json::from_value(json!({
+                "apiVersion": "sluice.dev/v1alpha1", "kind": "TrafficBinding",
+                "metadata": {"name": name},
+                "spec": {"selector": {"matchLabels": {"app": "web"}}, "port": self.port,
+                         "targets": [{"adapter": adapter, "params": {"backend": "web"}}],
+                         "drainPolicy": {"deadlineSeconds": deadline_s}, "disruptionBudget": {"maxDraining": 1}}
+            }))?;
+            bindings
+                .create(&PostParams::default(), &binding)
+                .await
+                .context("creating the TrafficBinding")?;
+        }
         Ok(())
     }
 
     /// Creates pod `i` and marks its containers ready once kubelet-lite has started it.
     pub async fn create_pod(&self, i: usize, image: &str, state: &str) -> anyhow::Result<()> {
         let name = Self::name(i);
+        let home = self.home(i);
         let p = pod_manifest(&name, self.ips[i], self.port, image, self.sluice, state)?;
-        self.pods.create(&PostParams::default(), &p).await?;
-        let pods = &self.pods;
+        home.pods.create(&PostParams::default(), &p).await?;
+        let pods = &home.pods;
         wait_for(&format!("{name} to start"), Duration::from_secs(10), || async {
             pods.get(&name)
                 .await
                 .is_ok_and(|p| p.status.and_then(|s| s.pod_ip).is_some())
         })
         .await?;
-        self.cluster
+        home.cluster
             .kubelet()
             .expect("kubelet-lite is on")
             .set_containers_ready("default", &name, true)
             .map_err(anyhow::Error::new)
     }
 
-    /// The gateway configuration (YAML) for this stage: one cluster, one HAProxy adapter.
+    /// The gateway configuration (YAML) for this stage: every cluster, one HAProxy adapter.
     pub fn gateway_config_text(&self, health: SocketAddr) -> String {
+        let clusters: String = self
+            .clusters
+            .iter()
+            .map(|c| format!("- name: {}\n  kubeconfig: {}\n", c.name, c.kubeconfig.display()))
+            .collect();
         format!(
-            "clusters:\n- name: demo\n  kubeconfig: {}\nadapters:\n- kind: haproxy\n  name: haproxy\n  endpoint: unix:{}\n\
+            "clusters:\n{clusters}adapters:\n- kind: haproxy\n  name: haproxy\n  endpoint: unix:{}\n\
              listen:\n  health: {health}\n",
-            self.kubeconfig.display(),
             self.haproxy.socket.display()
         )
     }
@@ -404,9 +460,13 @@ impl Stage {
         Ok(gw)
     }
 
+    pub async fn get(&self, i: usize) -> anyhow::Result<Pod> {
+        Ok(self.home(i).pods.get(&Self::name(i)).await?)
+    }
+
     pub async fn wait_ready(&self, i: usize, timeout: Duration) -> anyhow::Result<()> {
         let name = Self::name(i);
-        let pods = &self.pods;
+        let pods = &self.home(i).pods;
         wait_for(&format!("{name} Ready"), timeout, || async {
             pods.get(&name).await.is_ok_and(|p| pod_ready(&p))
         })
@@ -416,7 +476,7 @@ impl Stage {
     /// Waits until pod `i` carries no `sluice.dev/*` finalizer (its drain is verified).
     pub async fn wait_drained(&self, i: usize, timeout: Duration) -> anyhow::Result<()> {
         let name = Self::name(i);
-        let pods = &self.pods;
+        let pods = &self.home(i).pods;
         wait_for(&format!("{name} drained"), timeout, || async {
             pods.get(&name).await.is_ok_and(|p| !has_sluice_finalizer(&p))
         })
@@ -425,7 +485,8 @@ impl Stage {
 
     pub async fn set_kruise_state(&self, i: usize, state: &str) -> anyhow::Result<()> {
         let patch = json!({"metadata": {"labels": {KRUISE_STATE: state}}});
-        self.pods
+        self.home(i)
+            .pods
             .patch(&Self::name(i), &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
         Ok(())
@@ -436,8 +497,8 @@ impl Stage {
     pub async fn replace(&mut self, i: usize) -> anyhow::Result<()> {
         let name = Self::name(i);
         self.backends[i].take();
-        self.pods.delete(&name, &DeleteParams::default()).await?;
-        let pods = &self.pods;
+        let pods = self.home(i).pods.clone();
+        pods.delete(&name, &DeleteParams::default()).await?;
         wait_for(&format!("{name} deleted"), Duration::from_secs(30), || async {
             pods.get_opt(&name).await.is_ok_and(|p| p.is_none())
         })

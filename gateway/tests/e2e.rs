@@ -370,8 +370,8 @@ async fn unreachable_cluster_freezes_pods() {
     stage.wait_ready(1, T).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = gw.engine.adapter_writes.load(Ordering::SeqCst);
-    stage.cluster.faults().set_offline(true);
-    stage.cluster.faults().drop_watches();
+    stage.cluster().faults().set_offline(true);
+    stage.cluster().faults().drop_watches();
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         gw.engine.adapter_writes.load(Ordering::SeqCst),
@@ -380,7 +380,7 @@ async fn unreachable_cluster_freezes_pods() {
     );
     let cluster = gw.engine.clusters.get("demo").unwrap();
     assert!(!cluster.healthy.load(Ordering::SeqCst), "the outage shows in health");
-    stage.cluster.faults().set_offline(false);
+    stage.cluster().faults().set_offline(false);
     within("the watch to recover", async {
         while !cluster.healthy.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -390,4 +390,74 @@ async fn unreachable_cluster_freezes_pods() {
     // Still nothing deregistered: pods serve as before.
     assert_eq!(gw.engine.adapter_writes.load(Ordering::SeqCst), before);
     assert_eq!(gate(&stage.pods.get("web-1").await.unwrap()).as_deref(), Some("True"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clusters_share_one_disruption_budget() {
+    let stage = Stage::with_clusters(2, true, 2).await.expect("stage with two clusters");
+    assert_eq!(stage.home(0).name, "demo");
+    assert_eq!(stage.home(1).name, "west");
+    let gw = stage.start_gateway().await.expect("gateway watching both clusters");
+    assert_eq!(gw.engine.clusters.len(), 2);
+    stage.wait_ready(0, T).await.expect("pod in demo restored");
+    stage.wait_ready(1, T).await.expect("pod in west restored");
+    let held = {
+        let front = stage.frontend;
+        let mut v = Vec::new();
+        for _ in 0..6 {
+            let stream = tokio::net::TcpStream::connect(front).await.unwrap();
+            let (mut s, conn) = hyper::client::conn::http1::handshake::<_, http_body_util::Empty<bytes::Bytes>>(
+                hyper_util::rt::TokioIo::new(stream),
+            )
+            .await
+            .unwrap();
+            tokio::spawn(conn);
+            let req = http::Request::get("/work?ms=1000")
+                .header("host", "x")
+                .body(http_body_util::Empty::new())
+                .unwrap();
+            v.push(tokio::spawn(
+                async move { s.send_request(req).await.map(|r| r.status()) },
+            ));
+        }
+        v
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stage.set_kruise_state(0, "PreparingDelete").await.unwrap();
+    stage.set_kruise_state(1, "PreparingDelete").await.unwrap();
+    let mut max_draining = 0;
+    within("both drains, one cluster at a time", async {
+        loop {
+            let mut draining = 0;
+            let mut drained = 0;
+            for i in 0..2 {
+                let p = stage.get(i).await.unwrap();
+                let s: serde_json::Value = serde_json::from_str(
+                    p.metadata
+                        .annotations
+                        .as_ref()
+                        .unwrap()
+                        .get("sluice.dev/status")
+                        .map(String::as_str)
+                        .unwrap_or("{}"),
+                )
+                .unwrap();
+                match s["state"].as_str() {
+                    Some("draining") => draining += 1,
+                    Some("drained") => drained += 1,
+                    _ => {}
+                }
+            }
+            max_draining = max_draining.max(draining);
+            if drained == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(max_draining, 1, "maxDraining 1 is counted across clusters");
+    for h in held {
+        assert_eq!(h.await.unwrap().expect("in-flight requests complete"), 200);
+    }
 }
