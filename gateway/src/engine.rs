@@ -217,7 +217,10 @@ impl Engine {
                 .as_ref()
                 .is_some_and(|i| std::mem::discriminant(i) != std::mem::discriminant(&intent))
             {
-                clock.drained_since = None;
+                // A new operation (restore → drain or back): end this worker so the next one
+                // runs in a span of its own; the dirty flag restarts it at once.
+                dirty.store(true, Ordering::SeqCst);
+                return;
             }
             last_intent = Some(intent.clone());
             if matches!(intent, Intent::Drain(_)) {

@@ -70,9 +70,19 @@ async fn pod_carries_the_contract_through_drain_and_restore() {
         vec!["sluice.dev/slb".to_string()]
     );
     assert_eq!(gate(&p).as_deref(), Some("True"));
-    let status: serde_json::Value =
-        serde_json::from_str(&p.metadata.annotations.as_ref().unwrap()["sluice.dev/status"]).unwrap();
-    assert_eq!(status["state"], "serving");
+    // The summary is written once the worker sees the converged state, just after the gate.
+    within("the status annotation to say serving", async {
+        loop {
+            let p = stage.pods.get("web-1").await.unwrap();
+            let s: serde_json::Value =
+                serde_json::from_str(&p.metadata.annotations.as_ref().unwrap()["sluice.dev/status"]).unwrap();
+            if s["state"] == "serving" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
 
     // Another controller's finalizer is never touched.
     let other = json!({"metadata": {"finalizers": ["sluice.dev/slb", "example.com/keep"]}});
