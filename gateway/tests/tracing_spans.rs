@@ -9,8 +9,11 @@ use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
+/// (span name, parent span name)
+type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
 /// Records (span, parent) name pairs.
-struct Recorder(Arc<Mutex<Vec<(String, Option<String>)>>>);
+struct Recorder(Seen);
 
 impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Recorder {
     fn on_new_span(&self, _: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
@@ -22,7 +25,7 @@ impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Recorder {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drains_and_restores_are_spans_with_a_child_per_adapter_step() {
-    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen: Seen = Arc::new(Mutex::new(Vec::new()));
     tracing::subscriber::set_global_default(tracing_subscriber::registry().with(Recorder(seen.clone())))
         .expect("first subscriber of this test binary");
     let stage = Stage::new(1, true).await.expect("stage");
