@@ -6,28 +6,13 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
+use k8s_openapi::api::core::v1::Event as CoreEvent;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 use sluice::demo::{self, DemoOptions, Stage};
 
-const T: Duration = Duration::from_secs(60);
-
-fn gate(p: &Pod) -> Option<String> {
-    p.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == "sluice.dev/traffic-ready")
-        .map(|c| c.status.clone())
-}
-
-async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
-    tokio::time::timeout(T, f)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-}
+mod support;
+use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollout_under_load_loses_nothing_with_sluice_and_loses_requests_without() {
@@ -189,29 +174,7 @@ async fn gateway_killed_mid_drain_finishes_after_restart() {
     stage.wait_ready(0, T).await.expect("ready");
     stage.wait_ready(1, T).await.expect("ready");
     // Keep a long request in flight so the drain cannot finish before the kill.
-    let front = stage.frontend;
-    let inflight = tokio::spawn(async move {
-        let mut held = Vec::new();
-        for _ in 0..4 {
-            let stream = tokio::net::TcpStream::connect(front).await.unwrap();
-            let (mut s, conn) = hyper::client::conn::http1::handshake::<_, http_body_util::Empty<bytes::Bytes>>(
-                hyper_util::rt::TokioIo::new(stream),
-            )
-            .await
-            .unwrap();
-            tokio::spawn(conn);
-            let req = http::Request::get("/work?ms=1500")
-                .header("host", "x")
-                .body(http_body_util::Empty::new())
-                .unwrap();
-            held.push(tokio::spawn(
-                async move { s.send_request(req).await.map(|r| r.status()) },
-            ));
-        }
-        held
-    })
-    .await
-    .unwrap();
+    let inflight = hold_requests(stage.frontend, 4, 1500).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     stage.set_kruise_state(0, "PreparingDelete").await.unwrap();
     within("the drain to start (gate False)", async {
@@ -306,24 +269,7 @@ async fn disruption_budget_drains_one_at_a_time() {
     stage.wait_ready(0, T).await.unwrap();
     stage.wait_ready(1, T).await.unwrap();
     // Hold a session on every server so drains take a while.
-    let front = stage.frontend;
-    let mut held = Vec::new();
-    for _ in 0..6 {
-        let stream = tokio::net::TcpStream::connect(front).await.unwrap();
-        let (mut s, conn) = hyper::client::conn::http1::handshake::<_, http_body_util::Empty<bytes::Bytes>>(
-            hyper_util::rt::TokioIo::new(stream),
-        )
-        .await
-        .unwrap();
-        tokio::spawn(conn);
-        let req = http::Request::get("/work?ms=1200")
-            .header("host", "x")
-            .body(http_body_util::Empty::new())
-            .unwrap();
-        held.push(tokio::spawn(
-            async move { s.send_request(req).await.map(|r| r.status()) },
-        ));
-    }
+    let held = hold_requests(stage.frontend, 6, 1200).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     stage.set_kruise_state(0, "PreparingDelete").await.unwrap();
     stage.set_kruise_state(1, "PreparingDelete").await.unwrap();
@@ -411,27 +357,7 @@ async fn two_clusters_share_one_disruption_budget() {
     assert_eq!(gw.engine.clusters.len(), 2);
     stage.wait_ready(0, T).await.expect("pod in demo restored");
     stage.wait_ready(1, T).await.expect("pod in west restored");
-    let held = {
-        let front = stage.frontend;
-        let mut v = Vec::new();
-        for _ in 0..6 {
-            let stream = tokio::net::TcpStream::connect(front).await.unwrap();
-            let (mut s, conn) = hyper::client::conn::http1::handshake::<_, http_body_util::Empty<bytes::Bytes>>(
-                hyper_util::rt::TokioIo::new(stream),
-            )
-            .await
-            .unwrap();
-            tokio::spawn(conn);
-            let req = http::Request::get("/work?ms=1000")
-                .header("host", "x")
-                .body(http_body_util::Empty::new())
-                .unwrap();
-            v.push(tokio::spawn(
-                async move { s.send_request(req).await.map(|r| r.status()) },
-            ));
-        }
-        v
-    };
+    let held = hold_requests(stage.frontend, 6, 1000).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     stage.set_kruise_state(0, "PreparingDelete").await.unwrap();
     stage.set_kruise_state(1, "PreparingDelete").await.unwrap();

@@ -5,26 +5,10 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
 use sluice::demo::Stage;
 
-const T: Duration = Duration::from_secs(60);
-
-fn gate(p: &Pod) -> Option<String> {
-    p.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == "sluice.dev/traffic-ready")
-        .map(|c| c.status.clone())
-}
-
-async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
-    tokio::time::timeout(T, f)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-}
+mod support;
+use support::*;
 
 struct Gw(Child);
 
@@ -63,38 +47,6 @@ async fn spawn_gateway(config: &std::path::Path, health: std::net::SocketAddr) -
     })
     .await;
     gw
-}
-
-fn free_addr() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-async fn hold_requests(
-    front: std::net::SocketAddr,
-    n: usize,
-    ms: u64,
-) -> Vec<tokio::task::JoinHandle<hyper::Result<http::StatusCode>>> {
-    let mut held = Vec::new();
-    for _ in 0..n {
-        let stream = tokio::net::TcpStream::connect(front).await.unwrap();
-        let (mut s, conn) = hyper::client::conn::http1::handshake::<_, http_body_util::Empty<bytes::Bytes>>(
-            hyper_util::rt::TokioIo::new(stream),
-        )
-        .await
-        .unwrap();
-        tokio::spawn(conn);
-        let req = http::Request::get(format!("/work?ms={ms}"))
-            .header("host", "x")
-            .body(http_body_util::Empty::new())
-            .unwrap();
-        held.push(tokio::spawn(
-            async move { s.send_request(req).await.map(|r| r.status()) },
-        ));
-    }
-    held
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
