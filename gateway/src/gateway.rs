@@ -157,6 +157,7 @@ async fn serve_health(listener: tokio::net::TcpListener, engine: Arc<Engine>) {
                 async move {
                     let (code, body) = match req.uri().path() {
                         "/healthz" => (StatusCode::OK, "ok".to_string()),
+                        "/prestop" => crate::prestop::handle(&engine, req.uri().query().unwrap_or("")).await,
                         "/readyz" if engine.ready() => (StatusCode::OK, "ready".to_string()),
                         "/readyz" => {
                             let waiting: Vec<&str> = engine

@@ -138,6 +138,16 @@ impl PodWriter {
             .map(|_| ())
     }
 
+    /// Marks the pod as asked to drain by a blocking preStop call.
+    pub async fn mark_prestop(&self, ns: &str, name: &str) -> kube::Result<()> {
+        let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let patch = json!({"metadata": {"annotations": {crate::model::PRESTOP_ANNOTATION: now}}});
+        self.api(ns)
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map(|_| ())
+    }
+
     /// Publishes an Event about a pod (or any object).
     pub async fn event(&self, reference: &ObjectReference, warning: bool, reason: &str, action: &str, note: String) {
         let ev = Event {

@@ -25,3 +25,4 @@ pub mod gateway;
 pub mod kubeio;
 pub mod model;
 pub mod planner;
+pub mod prestop;

@@ -397,3 +397,47 @@ async fn two_clusters_share_one_disruption_budget() {
         assert_eq!(h.await.unwrap().expect("in-flight requests complete"), 200);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_prestop_returns_only_after_verified_drain() {
+    let stage = Stage::new(2, true).await.expect("stage");
+    let gw = stage.start_gateway().await.expect("gateway");
+    stage.wait_ready(0, T).await.unwrap();
+    stage.wait_ready(1, T).await.unwrap();
+    let held = hold_requests(stage.frontend, 4, 800).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let get = |q: String| async move {
+        let mut s = tokio::net::TcpStream::connect(gw.health_addr).await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        s.write_all(format!("GET /prestop?{q} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).await.unwrap();
+        buf
+    };
+    let started = std::time::Instant::now();
+    let answer = within("the preStop call", get("namespace=default&pod=web-1".into())).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "blocked until the in-flight requests finished"
+    );
+    let p = stage.get(0).await.unwrap();
+    assert!(!p
+        .metadata
+        .finalizers
+        .unwrap_or_default()
+        .iter()
+        .any(|f| f.starts_with("sluice.dev/")));
+    for h in held {
+        assert_eq!(h.await.unwrap().expect("in-flight requests complete"), 200);
+    }
+    let bad = get("pod=web-1".into()).await;
+    assert!(
+        bad.starts_with("HTTP/1.1 400") && bad.contains("namespace and pod are required"),
+        "{bad}"
+    );
+    let unknown = get("namespace=default&pod=nope".into()).await;
+    assert!(unknown.starts_with("HTTP/1.1 404"), "{unknown}");
+}

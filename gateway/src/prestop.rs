@@ -1,0 +1,95 @@
+//! The blocking preStop endpoint: `GET /prestop?namespace=NS&pod=NAME[&cluster=C][&timeoutSeconds=N]`.
+//!
+//! A pod's `lifecycle.preStop.httpGet` pointed at the gateway holds the container's
+//! SIGTERM until the pod's traffic is verified drained — the protection a plain
+//! `kubectl delete` or an eviction needs, since finalizers do not stop the kubelet. The
+//! call marks the pod (`sluice.dev/prestop`), which is a drain signal on its own, then waits
+//! until no `sluice.dev/*` finalizer is left (verified drain) or the timeout passes.
+
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+
+use crate::engine::Engine;
+use crate::model::{PodView, DOMAIN};
+
+fn param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    query.split('&').find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+}
+
+fn find(engine: &Engine, cluster: &str, ns: &str, name: &str) -> Option<PodView> {
+    engine
+        .pods
+        .iter()
+        .find(|p| p.cluster == cluster && p.namespace == ns && p.name == name)
+        .map(|p| p.clone())
+}
+
+fn holds_finalizer(p: &PodView) -> bool {
+    p.finalizers.iter().any(|f| f.starts_with(&format!("{DOMAIN}/")))
+}
+
+/// Answers the request: 200 once drained, 400/404 for bad input, 504 at the timeout.
+pub async fn handle(engine: &Engine, query: &str) -> (StatusCode, String) {
+    let (Some(ns), Some(name)) = (param(query, "namespace"), param(query, "pod")) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "namespace and pod are required: /prestop?namespace=NS&pod=NAME".into(),
+        );
+    };
+    let cluster = match (param(query, "cluster"), engine.clusters.len()) {
+        (Some(c), _) => c.to_string(),
+        (None, 1) => engine.clusters.keys().next().expect("one cluster").clone(),
+        (None, _) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                "cluster is required: the gateway watches several clusters".into(),
+            )
+        }
+    };
+    let timeout = match param(query, "timeoutSeconds").map(str::parse::<u64>) {
+        None => Duration::from_secs(120),
+        Some(Ok(s)) if s > 0 => Duration::from_secs(s),
+        Some(_) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                "timeoutSeconds must be a positive number".into(),
+            )
+        }
+    };
+    let Some(handle) = engine.clusters.get(&cluster) else {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("no cluster named {cluster:?} in the gateway configuration"),
+        );
+    };
+    let Some(pod) = find(engine, &cluster, ns, name) else {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("pod {cluster}/{ns}/{name} is not known to the gateway"),
+        );
+    };
+    if !holds_finalizer(&pod) {
+        return (StatusCode::OK, "no traffic registered: nothing to drain".into());
+    }
+    if let Err(e) = handle.writer.mark_prestop(ns, name).await {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("could not mark the pod for draining: {e}"),
+        );
+    }
+    let start = Instant::now();
+    loop {
+        match find(engine, &cluster, ns, name) {
+            Some(p) if p.uid == pod.uid && holds_finalizer(&p) => {}
+            _ => return (StatusCode::OK, format!("drained in {} ms", start.elapsed().as_millis())),
+        }
+        if start.elapsed() >= timeout {
+            return (
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("drain not verified within {timeout:?}; the pod's sluice.dev/status annotation says why"),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
