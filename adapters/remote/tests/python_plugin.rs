@@ -5,7 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_adapter::{Adapter, PodRef, Target, TrafficState};
+use sluice_adapter::{Adapter, PodRef, Target};
 use sluice_adapter_remote::{RemoteAdapter, RemoteConfig};
 use sluice_conformance::proxy::FaultyProxy;
 use sluice_conformance::{Options, Outcome, Subject};
@@ -67,14 +67,9 @@ impl Subject for PySubject {
     }
     async fn serving_target(&self) -> Target {
         let t = target(self.n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 3 + 1);
-        self.adapter.register(&t).await.expect("register");
-        tokio::time::timeout(Duration::from_secs(5), async {
-            while self.adapter.observe(&t).await.map(|o| o.state) != Ok(TrafficState::Serving) {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await
-        .expect("the Python registry lists the instance");
+        sluice_conformance::make_serving(self.adapter.as_ref(), &t, &Options::default())
+            .await
+            .expect("the Python registry lists the instance");
         t
     }
     async fn unknown_target(&self) -> Target {

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_adapter::{Adapter, Target, TrafficState};
+use sluice_adapter::{Adapter, Target};
 use sluice_adapter_remote::{serve, RemoteAdapter, RemoteConfig};
 use sluice_adapter_slb::testing::*;
 use sluice_adapter_slb::{HaproxyAdapter, HaproxyConfig};
@@ -31,11 +31,9 @@ impl Subject for RemoteSubject {
     async fn serving_target(&self) -> Target {
         let ips = [IP1, IP2, IP3];
         let t = target(ips[self.next.fetch_add(1, Ordering::SeqCst) % 3], self.port, "web");
-        self.adapter
-            .register(&t)
+        sluice_conformance::make_serving(self.adapter.as_ref(), &t, &Options::default())
             .await
-            .expect("register to prepare a serving target");
-        wait_state(self.adapter.as_ref(), &t, TrafficState::Serving, "a serving target").await;
+            .expect("a serving target");
         t
     }
     async fn unknown_target(&self) -> Target {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_adapter::{Adapter, Target, TrafficState};
+use sluice_adapter::{Adapter, Target};
 use sluice_adapter_slb::testing::*;
 use sluice_adapter_slb::{HaproxyAdapter, HaproxyConfig};
 use sluice_conformance::proxy::FaultyProxy;
@@ -29,11 +29,9 @@ impl Subject for HaproxySubject {
         let ips = [IP1, IP2, IP3];
         let i = self.next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % ips.len();
         let t = target(ips[i], self.port, "web");
-        self.adapter
-            .register(&t)
+        sluice_conformance::make_serving(self.adapter.as_ref(), &t, &Options::default())
             .await
-            .expect("register to prepare a serving target");
-        wait_state(self.adapter.as_ref(), &t, TrafficState::Serving, "a serving target").await;
+            .expect("a serving target");
         t
     }
 

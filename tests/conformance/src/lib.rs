@@ -126,6 +126,13 @@ async fn ok(
     bounded(opts, what, f).await?.map_err(|e| format!("{what} failed: {e}"))
 }
 
+/// Registers `t` and waits until it serves: what a subject's `serving_target` does to hand
+/// the battery a target in a known state.
+pub async fn make_serving(adapter: &dyn Adapter, t: &Target, o: &Options) -> Result<(), String> {
+    ok(o, "register", adapter.register(t)).await?;
+    reach(adapter, t, TrafficState::Serving, o).await
+}
+
 /// Polls `observe` until it reports `want`.
 async fn reach(adapter: &dyn Adapter, t: &Target, want: TrafficState, opts: &Options) -> CheckResult {
     let start = Instant::now();
