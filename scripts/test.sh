@@ -7,9 +7,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
-command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)   # kubectl, an independent client of the simulator
-command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler libprotobuf-dev)  # gRPC code generation
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
+have haproxy || need+=(haproxy)
+have named || need+=(bind9)
+have dig || need+=(bind9-dnsutils)
+have pdns_server || need+=(pdns-server)
+[ -f /usr/share/pdns-backend-sqlite3/schema/schema.sqlite3.sql ] || need+=(pdns-backend-sqlite3)
+have sqlite3 || need+=(sqlite3)
+have etcd || need+=(etcd-server)
+have etcdctl || need+=(etcd-client)
+[ -f /usr/share/java/zookeeper.jar ] || need+=(zookeeper)
+have java || need+=(default-jre-headless)
+have kubectl || need+=(kubernetes-client)   # kubectl, an independent client of the simulator
+have protoc || need+=(protobuf-compiler)  # gRPC code generation
+[ -d /usr/include/google/protobuf ] || need+=(libprotobuf-dev)
 if [ ${#need[@]} -gt 0 ]; then
   echo "test.sh: installing Debian packages: ${need[*]}"
   SUDO=""

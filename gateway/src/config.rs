@@ -59,6 +59,18 @@ pub enum AdapterConfig {
     Haproxy(sluice_adapter_slb::HaproxyConfig),
     /// An out-of-process plugin speaking `sluice.adapter.v1`.
     Remote(sluice_adapter_remote::RemoteConfig),
+    /// DNS through RFC 2136 dynamic UPDATE with TSIG, verified on every authoritative server.
+    Rfc2136(sluice_adapter_dns::Rfc2136Config),
+    /// DNS through the PowerDNS HTTP API (records disabled / enabled).
+    #[serde(rename = "powerdns")]
+    PowerDns(sluice_adapter_dns::PowerDnsConfig),
+    /// An etcd v3 service registry (gRPC-go naming, go-micro, Kratos or custom layouts).
+    Etcd(sluice_adapter_rpc::etcd::EtcdConfig),
+    /// Dubbo providers in ZooKeeper (override configurator).
+    #[serde(rename = "zookeeper-dubbo")]
+    ZookeeperDubbo(sluice_adapter_rpc::zookeeper::ZookeeperDubboConfig),
+    /// A Nacos 2.x naming service (Open API v2).
+    Nacos(sluice_adapter_rpc::nacos::NacosConfig),
 }
 
 impl AdapterConfig {
@@ -66,6 +78,11 @@ impl AdapterConfig {
         match self {
             AdapterConfig::Haproxy(c) => &c.name,
             AdapterConfig::Remote(c) => &c.name,
+            AdapterConfig::Rfc2136(c) => &c.name,
+            AdapterConfig::PowerDns(c) => &c.name,
+            AdapterConfig::Etcd(c) => &c.name,
+            AdapterConfig::ZookeeperDubbo(c) => &c.name,
+            AdapterConfig::Nacos(c) => &c.name,
         }
     }
 }
@@ -251,6 +268,33 @@ mod tests {
         assert_eq!(cfg.clusters[0].name, "east");
         assert_eq!(cfg.adapters[0].name(), "lb");
         assert_eq!(cfg.engine.poll_interval_ms, 10);
+    }
+
+    #[test]
+    fn every_adapter_kind_parses_and_inline_secrets_are_refused() {
+        let base = "clusters:\n- name: a\n  kubeconfig: /k\nadapters:\n";
+        let kinds = [
+            "- kind: haproxy\n  name: lb\n  endpoint: unix:/run/haproxy.sock\n",
+            "- kind: remote\n  name: plug\n  endpoint: http://127.0.0.1:7070\n  adapterKind: rpc\n",
+            "- kind: rfc2136\n  name: dns\n  primary: 127.0.0.1:53\n  zones: [example.com]\n  tsigKeyFile: /etc/key\n",
+            "- kind: powerdns\n  name: pdns\n  apiUrl: http://127.0.0.1:8081\n  apiKeyEnv: PDNS_KEY\n  dns: 127.0.0.1:53\n  zones: [example.com]\n",
+            "- kind: etcd\n  name: reg\n  endpoints: [http://127.0.0.1:2379]\n  preset: grpc-go\n",
+            "- kind: zookeeper-dubbo\n  name: zk\n  connect: 127.0.0.1:2181\n",
+            "- kind: nacos\n  name: nacos\n  serverAddr: http://127.0.0.1:8848\n",
+        ];
+        for k in kinds {
+            let cfg = Config::parse(&format!("{base}{k}"), "t.yaml").unwrap_or_else(|e| panic!("{k}: {e}"));
+            assert_eq!(cfg.adapters.len(), 1);
+        }
+        for inline in [
+            "- kind: rfc2136\n  name: dns\n  primary: 127.0.0.1:53\n  zones: [example.com]\n  tsigSecret: c2VjcmV0\n",
+            "- kind: etcd\n  name: reg\n  endpoints: [http://127.0.0.1:2379]\n  preset: grpc-go\n  password: hunter2\n",
+            "- kind: nacos\n  name: nacos\n  serverAddr: http://127.0.0.1:8848\n  password: hunter2\n",
+        ] {
+            let e = Config::parse(&format!("{base}{inline}"), "t.yaml").expect_err(inline);
+            assert!(e.field.starts_with("adapters[0]"), "{e}");
+            assert!(e.problem.contains("unknown field"), "an inline secret is refused: {e}");
+        }
     }
 
     #[test]

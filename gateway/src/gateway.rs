@@ -39,16 +39,21 @@ impl Drop for Gateway {
 pub fn build_adapters(cfg: &Config) -> anyhow::Result<BTreeMap<String, Arc<dyn Adapter>>> {
     let mut out: BTreeMap<String, Arc<dyn Adapter>> = BTreeMap::new();
     for a in &cfg.adapters {
-        let adapter: Arc<dyn Adapter> = match a {
-            AdapterConfig::Haproxy(c) => Arc::new(
-                sluice_adapter_slb::HaproxyAdapter::new(c.clone())
-                    .map_err(|e| anyhow::anyhow!("adapter {}: {e}", c.name))?,
-            ),
-            AdapterConfig::Remote(c) => Arc::new(
-                sluice_adapter_remote::RemoteAdapter::new(c.clone())
-                    .map_err(|e| anyhow::anyhow!("adapter {}: {e}", c.name))?,
-            ),
+        let name = a.name().to_string();
+        let built: Result<Arc<dyn Adapter>, sluice_adapter::AdapterError> = match a {
+            AdapterConfig::Haproxy(c) => sluice_adapter_slb::HaproxyAdapter::new(c.clone()).map(|x| Arc::new(x) as _),
+            AdapterConfig::Remote(c) => sluice_adapter_remote::RemoteAdapter::new(c.clone()).map(|x| Arc::new(x) as _),
+            AdapterConfig::Rfc2136(c) => sluice_adapter_dns::Rfc2136Adapter::new(c.clone()).map(|x| Arc::new(x) as _),
+            AdapterConfig::PowerDns(c) => sluice_adapter_dns::PowerDnsAdapter::new(c.clone()).map(|x| Arc::new(x) as _),
+            AdapterConfig::Etcd(c) => sluice_adapter_rpc::etcd::EtcdAdapter::new(c.clone()).map(|x| Arc::new(x) as _),
+            AdapterConfig::ZookeeperDubbo(c) => {
+                sluice_adapter_rpc::zookeeper::ZookeeperDubboAdapter::new(c.clone()).map(|x| Arc::new(x) as _)
+            }
+            AdapterConfig::Nacos(c) => {
+                sluice_adapter_rpc::nacos::NacosAdapter::new(c.clone()).map(|x| Arc::new(x) as _)
+            }
         };
+        let adapter = built.map_err(|e| anyhow::anyhow!("adapter {name}: {e}"))?;
         out.insert(a.name().to_string(), adapter);
     }
     Ok(out)
