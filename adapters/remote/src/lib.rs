@@ -20,7 +20,7 @@ mod convert;
 mod server;
 
 pub use client::{parse_params, RemoteAdapter, RemoteConfig, TlsConfig};
-pub use server::{serve, PluginService};
+pub use server::{serve, serve_tls, PluginService};
 
 /// The protocol version this crate speaks.
 pub const PROTOCOL_VERSION: &str = "v1";

@@ -65,9 +65,37 @@ pub async fn serve(
     adapter: Arc<dyn Adapter>,
     listener: tokio::net::TcpListener,
 ) -> Result<(), tonic::transport::Error> {
+    serve_with(adapter, listener, None).await
+}
+
+/// Serves `adapter` over TLS with a PEM certificate chain and private key.
+pub async fn serve_tls(
+    adapter: Arc<dyn Adapter>,
+    listener: tokio::net::TcpListener,
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<(), tonic::transport::Error> {
+    let identity = tonic::transport::Identity::from_pem(cert_pem, key_pem);
+    serve_with(
+        adapter,
+        listener,
+        Some(tonic::transport::ServerTlsConfig::new().identity(identity)),
+    )
+    .await
+}
+
+async fn serve_with(
+    adapter: Arc<dyn Adapter>,
+    listener: tokio::net::TcpListener,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+) -> Result<(), tonic::transport::Error> {
     // Small request/response messages: Nagle would add delayed-ACK stalls.
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    builder
         .add_service(PluginService::new(adapter).into_server())
         .serve_with_incoming(incoming)
         .await

@@ -135,3 +135,51 @@ async fn kind_mismatch_and_errors_are_permanent_with_clear_messages() {
     .unwrap_err();
     assert!(e.message.contains("is not a URL"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_is_optional_and_verified() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (port, pods) = start_pods(&[("s1", IP1)], &[]).await;
+    let h = Haproxy::start(&three_servers()[..1], port).await;
+    let inner: Arc<dyn Adapter> =
+        Arc::new(HaproxyAdapter::new(HaproxyConfig::new("lb", h.unix_endpoint())).expect("valid config"));
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["plugin.test".to_string()]).unwrap();
+    params.is_ca = rcgen::IsCa::NoCa;
+    let cert = params.self_signed(&key).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (cert_pem, key_pem) = (cert.pem(), key.serialize_pem());
+    let _plugin = tokio::spawn(async move {
+        sluice_adapter_remote::serve_tls(inner, listener, cert_pem.as_bytes(), key_pem.as_bytes())
+            .await
+            .unwrap();
+    });
+    let dir = std::env::temp_dir().join(format!("sluice-remote-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, cert.pem()).unwrap();
+    let cfg = |domain: &str| RemoteConfig {
+        name: "tls".into(),
+        endpoint: format!("https://{addr}"),
+        adapter_kind: "slb".into(),
+        required_params: vec![],
+        timeout_ms: 2000,
+        tls: Some(sluice_adapter_remote::TlsConfig {
+            ca_file: ca.clone(),
+            domain: Some(domain.into()),
+        }),
+    };
+    let ok = RemoteAdapter::new(cfg("plugin.test")).unwrap();
+    ok.health().await.expect("TLS with the right CA and name works");
+    let t = target(IP1, port, "web");
+    let obs = ok.observe(&t).await.expect("observe over TLS");
+    assert!(matches!(
+        obs.state,
+        sluice_adapter::TrafficState::Serving | sluice_adapter::TrafficState::Registered
+    ));
+    let wrong = RemoteAdapter::new(cfg("someone-else.test")).unwrap();
+    let e = wrong.health().await.unwrap_err();
+    assert!(e.is_retryable(), "a TLS failure is a transport failure: {e}");
+    drop(pods);
+}
