@@ -8,7 +8,7 @@ use std::time::Duration;
 use sluice_adapter::{Adapter, PodRef, Target};
 use sluice_adapter_remote::{RemoteAdapter, RemoteConfig};
 use sluice_conformance::proxy::FaultyProxy;
-use sluice_conformance::{Options, Outcome, Subject};
+use sluice_conformance::{Options, Outcome, Targets, ThroughProxy};
 
 struct Plugin(Child);
 
@@ -41,7 +41,6 @@ fn start_plugin(port: u16) -> Plugin {
 
 struct PySubject {
     _plugin: Plugin,
-    proxy: FaultyProxy,
     adapter: Arc<dyn Adapter>,
     n: std::sync::atomic::AtomicU8,
 }
@@ -61,7 +60,7 @@ fn target(last: u8) -> Target {
 }
 
 #[async_trait::async_trait]
-impl Subject for PySubject {
+impl Targets for PySubject {
     fn adapter(&self) -> Arc<dyn Adapter> {
         self.adapter.clone()
     }
@@ -74,17 +73,6 @@ impl Subject for PySubject {
     }
     async fn unknown_target(&self) -> Target {
         target(200)
-    }
-    async fn backend_down(&self) -> bool {
-        self.proxy.set_up(false);
-        true
-    }
-    async fn backend_up(&self) {
-        self.proxy.set_up(true);
-    }
-    async fn backend_slow(&self, delay: Duration) -> bool {
-        self.proxy.set_delay(delay);
-        true
     }
 }
 
@@ -126,10 +114,10 @@ async fn python_plugin_passes_the_conformance_battery() {
 
     let s = PySubject {
         _plugin: plugin,
-        proxy,
         adapter,
         n: Default::default(),
     };
+    let s = ThroughProxy { targets: s, proxy };
     let report = sluice_conformance::run(
         &s,
         &Options {

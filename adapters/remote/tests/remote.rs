@@ -11,20 +11,19 @@ use sluice_adapter_remote::{serve, RemoteAdapter, RemoteConfig};
 use sluice_adapter_slb::testing::*;
 use sluice_adapter_slb::{HaproxyAdapter, HaproxyConfig};
 use sluice_conformance::proxy::FaultyProxy;
-use sluice_conformance::{Options, Outcome, Subject};
+use sluice_conformance::{Options, Outcome, Targets, ThroughProxy};
 
 struct RemoteSubject {
     _haproxy: Haproxy,
     _pods: Vec<Pod>,
     _plugin: tokio::task::JoinHandle<()>,
-    proxy: FaultyProxy,
     adapter: Arc<dyn Adapter>,
     port: u16,
     next: AtomicUsize,
 }
 
 #[async_trait::async_trait]
-impl Subject for RemoteSubject {
+impl Targets for RemoteSubject {
     fn adapter(&self) -> Arc<dyn Adapter> {
         self.adapter.clone()
     }
@@ -39,20 +38,9 @@ impl Subject for RemoteSubject {
     async fn unknown_target(&self) -> Target {
         target(std::net::Ipv4Addr::new(127, 0, 83, 98), self.port, "web")
     }
-    async fn backend_down(&self) -> bool {
-        self.proxy.set_up(false);
-        true
-    }
-    async fn backend_up(&self) {
-        self.proxy.set_up(true);
-    }
-    async fn backend_slow(&self, delay: Duration) -> bool {
-        self.proxy.set_delay(delay);
-        true
-    }
 }
 
-async fn start() -> RemoteSubject {
+async fn start() -> ThroughProxy<RemoteSubject> {
     let (port, pods) = start_pods(&[("s1", IP1), ("s2", IP2), ("s3", IP3)], &[]).await;
     let h = Haproxy::start(&three_servers(), port).await;
     let inner: Arc<dyn Adapter> =
@@ -72,15 +60,15 @@ async fn start() -> RemoteSubject {
         tls: None,
     };
     let adapter: Arc<dyn Adapter> = Arc::new(RemoteAdapter::new(cfg).expect("remote adapter"));
-    RemoteSubject {
+    let targets = RemoteSubject {
         _haproxy: h,
         _pods: pods,
         _plugin: plugin,
-        proxy,
         adapter,
         port,
         next: AtomicUsize::new(0),
-    }
+    };
+    ThroughProxy { targets, proxy }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -119,8 +107,8 @@ async fn kind_mismatch_and_errors_are_permanent_with_clear_messages() {
     );
 
     // A permanent adapter error crosses the protocol as permanent, message intact.
-    let t = target(IP1, s.port, "no-such-backend");
-    let e = s.adapter.deregister(&t).await.unwrap_err();
+    let t = target(IP1, s.targets.port, "no-such-backend");
+    let e = s.targets.adapter.deregister(&t).await.unwrap_err();
     assert!(!e.is_retryable(), "{e}");
     assert!(e.message.contains("no-such-backend"), "{e}");
 

@@ -15,7 +15,7 @@ use sluice_adapter_rpc::etcd::{EtcdAdapter, EtcdConfig};
 use sluice_adapter_rpc::nacos::{NacosAdapter, NacosConfig};
 use sluice_adapter_rpc::zookeeper::{ZookeeperDubboAdapter, ZookeeperDubboConfig};
 use sluice_conformance::proxy::FaultyProxy;
-use sluice_conformance::{Options, Outcome, Subject};
+use sluice_conformance::{Options, Outcome, Targets, ThroughProxy};
 
 /// Prepares a target so that the backend's own side is in place (a provider node, a
 /// registered instance) before the adapter is asked to make it serve.
@@ -26,14 +26,13 @@ trait Prepare: Send + Sync {
 
 struct Rpc<P> {
     adapter: Arc<dyn Adapter>,
-    proxy: FaultyProxy,
     params: Vec<(&'static str, &'static str)>,
     prep: P,
     next: AtomicUsize,
 }
 
 #[async_trait::async_trait]
-impl<P: Prepare> Subject for Rpc<P> {
+impl<P: Prepare> Targets for Rpc<P> {
     fn adapter(&self) -> Arc<dyn Adapter> {
         self.adapter.clone()
     }
@@ -51,17 +50,6 @@ impl<P: Prepare> Subject for Rpc<P> {
     async fn unknown_target(&self) -> Target {
         target(std::net::Ipv4Addr::new(127, 0, 84, 99), &self.params)
     }
-    async fn backend_down(&self) -> bool {
-        self.proxy.set_up(false);
-        true
-    }
-    async fn backend_up(&self) {
-        self.proxy.set_up(true);
-    }
-    async fn backend_slow(&self, delay: Duration) -> bool {
-        self.proxy.set_delay(delay);
-        true
-    }
 }
 
 struct Nothing;
@@ -71,7 +59,8 @@ impl Prepare for Nothing {
     async fn prepare(&self, _: &Target) {}
 }
 
-async fn run<P: Prepare>(s: Rpc<P>) {
+async fn run<P: Prepare>(targets: Rpc<P>, proxy: FaultyProxy) {
+    let s = ThroughProxy { targets, proxy };
     let opts = Options {
         call_deadline: Duration::from_secs(5),
         settle: Duration::from_secs(10),
@@ -95,13 +84,15 @@ async fn etcd_adapter_passes_the_conformance_battery() {
     );
     let config: EtcdConfig = serde_yaml::from_str(&yaml).expect("config");
     let adapter: Arc<dyn Adapter> = Arc::new(EtcdAdapter::new(config).expect("adapter"));
-    run(Rpc {
-        adapter,
+    run(
+        Rpc {
+            adapter,
+            params: vec![("service", "greeter")],
+            prep: Nothing,
+            next: AtomicUsize::new(0),
+        },
         proxy,
-        params: vec![("service", "greeter")],
-        prep: Nothing,
-        next: AtomicUsize::new(0),
-    })
+    )
     .await;
     drop(server);
 }
@@ -136,13 +127,15 @@ async fn zookeeper_dubbo_adapter_passes_the_conformance_battery() {
     );
     let config: ZookeeperDubboConfig = serde_yaml::from_str(&yaml).expect("config");
     let adapter: Arc<dyn Adapter> = Arc::new(ZookeeperDubboAdapter::new(config).expect("adapter"));
-    run(Rpc {
-        adapter,
+    run(
+        Rpc {
+            adapter,
+            params: vec![("interface", common::zookeeper::IFACE)],
+            prep: provider,
+            next: AtomicUsize::new(0),
+        },
         proxy,
-        params: vec![("interface", common::zookeeper::IFACE)],
-        prep: provider,
-        next: AtomicUsize::new(0),
-    })
+    )
     .await;
 }
 
@@ -168,12 +161,14 @@ async fn nacos_adapter_passes_the_conformance_battery_against_the_double() {
     );
     let config: NacosConfig = serde_yaml::from_str(&yaml).expect("config");
     let adapter: Arc<dyn Adapter> = Arc::new(NacosAdapter::new(config).expect("adapter"));
-    run(Rpc {
-        adapter,
+    run(
+        Rpc {
+            adapter,
+            params: vec![("service", "greeter")],
+            prep: Registered(double),
+            next: AtomicUsize::new(0),
+        },
         proxy,
-        params: vec![("service", "greeter")],
-        prep: Registered(double),
-        next: AtomicUsize::new(0),
-    })
+    )
     .await;
 }

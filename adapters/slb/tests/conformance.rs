@@ -8,19 +8,18 @@ use sluice_adapter::{Adapter, Target};
 use sluice_adapter_slb::testing::*;
 use sluice_adapter_slb::{HaproxyAdapter, HaproxyConfig};
 use sluice_conformance::proxy::FaultyProxy;
-use sluice_conformance::{Options, Subject};
+use sluice_conformance::{Options, Targets, ThroughProxy};
 
 struct HaproxySubject {
     _haproxy: Haproxy,
     _pods: Vec<Pod>,
-    proxy: FaultyProxy,
     adapter: Arc<dyn Adapter>,
     port: u16,
     next: std::sync::atomic::AtomicUsize,
 }
 
 #[async_trait::async_trait]
-impl Subject for HaproxySubject {
+impl Targets for HaproxySubject {
     fn adapter(&self) -> Arc<dyn Adapter> {
         self.adapter.clone()
     }
@@ -38,20 +37,6 @@ impl Subject for HaproxySubject {
     async fn unknown_target(&self) -> Target {
         target(std::net::Ipv4Addr::new(127, 0, 83, 99), self.port, "web")
     }
-
-    async fn backend_down(&self) -> bool {
-        self.proxy.set_up(false);
-        true
-    }
-
-    async fn backend_up(&self) {
-        self.proxy.set_up(true);
-    }
-
-    async fn backend_slow(&self, delay: Duration) -> bool {
-        self.proxy.set_delay(delay);
-        true
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -62,10 +47,9 @@ async fn haproxy_adapter_passes_the_conformance_battery() {
     let mut cfg = HaproxyConfig::new("lb", format!("tcp:{}", proxy.addr()).parse().expect("endpoint"));
     cfg.timeout = Duration::from_millis(500);
     let adapter: Arc<dyn Adapter> = Arc::new(HaproxyAdapter::new(cfg).expect("valid config"));
-    let subject = HaproxySubject {
+    let targets = HaproxySubject {
         _haproxy: h,
         _pods: pods,
-        proxy,
         adapter,
         port,
         next: std::sync::atomic::AtomicUsize::new(0),
@@ -74,6 +58,7 @@ async fn haproxy_adapter_passes_the_conformance_battery() {
         call_deadline: Duration::from_secs(3),
         settle: Duration::from_secs(10),
     };
+    let subject = ThroughProxy { targets, proxy };
     let report = sluice_conformance::run(&subject, &opts).await;
     println!("{report}");
     assert!(report.passed(), "{report}");

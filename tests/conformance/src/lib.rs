@@ -42,6 +42,47 @@ pub trait Subject: Send + Sync {
     async fn backend_slow(&self, delay: Duration) -> bool;
 }
 
+/// The part of a subject that is about the adapter: most subjects reach their backend over
+/// TCP and get "down" and "slow" from a [`proxy::FaultyProxy`] through [`ThroughProxy`].
+#[async_trait::async_trait]
+pub trait Targets: Send + Sync {
+    fn adapter(&self) -> Arc<dyn Adapter>;
+    /// A target that is registered and serving in the backend right now.
+    async fn serving_target(&self) -> Target;
+    /// A target the backend has never known.
+    async fn unknown_target(&self) -> Target;
+}
+
+/// A subject whose backend sits behind a [`proxy::FaultyProxy`].
+pub struct ThroughProxy<T> {
+    pub targets: T,
+    pub proxy: proxy::FaultyProxy,
+}
+
+#[async_trait::async_trait]
+impl<T: Targets> Subject for ThroughProxy<T> {
+    fn adapter(&self) -> Arc<dyn Adapter> {
+        self.targets.adapter()
+    }
+    async fn serving_target(&self) -> Target {
+        self.targets.serving_target().await
+    }
+    async fn unknown_target(&self) -> Target {
+        self.targets.unknown_target().await
+    }
+    async fn backend_down(&self) -> bool {
+        self.proxy.set_up(false);
+        true
+    }
+    async fn backend_up(&self) {
+        self.proxy.set_up(true);
+    }
+    async fn backend_slow(&self, delay: Duration) -> bool {
+        self.proxy.set_delay(delay);
+        true
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Options {
     /// How long a single adapter call may take before the battery calls it hung.
