@@ -56,18 +56,7 @@ async fn pod_carries_the_contract_through_drain_and_restore() {
     );
     assert_eq!(gate(&p).as_deref(), Some("True"));
     // The summary is written once the worker sees the converged state, just after the gate.
-    within("the status annotation to say serving", async {
-        loop {
-            let p = stage.pods.get("web-1").await.unwrap();
-            let s: serde_json::Value =
-                serde_json::from_str(&p.metadata.annotations.as_ref().unwrap()["sluice.dev/status"]).unwrap();
-            if s["state"] == "serving" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    wait_status(&stage.pods, "web-1", "serving").await;
 
     // Another controller's finalizer is never touched.
     let other = json!({"metadata": {"finalizers": ["sluice.dev/slb", "example.com/keep"]}});
@@ -91,19 +80,8 @@ async fn pod_carries_the_contract_through_drain_and_restore() {
         vec!["example.com/keep".to_string()]
     );
     assert_eq!(gate(&p).as_deref(), Some("False"));
-    within("the status annotation to say drained", async {
-        loop {
-            let p = stage.pods.get("web-1").await.unwrap();
-            let s: serde_json::Value =
-                serde_json::from_str(&p.metadata.annotations.as_ref().unwrap()["sluice.dev/status"]).unwrap();
-            if s["state"] == "drained" {
-                assert!(s["drainStartedAt"].is_string(), "{s}");
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    let status = wait_status(&stage.pods, "web-1", "drained").await;
+    assert!(status["drainStartedAt"].is_string(), "{status}");
     let ready = p
         .status
         .as_ref()
@@ -282,17 +260,7 @@ async fn disruption_budget_drains_one_at_a_time() {
                     .into_iter()
                     .map(|p| {
                         let p = p.unwrap();
-                        let s: serde_json::Value = serde_json::from_str(
-                            p.metadata
-                                .annotations
-                                .as_ref()
-                                .unwrap()
-                                .get("sluice.dev/status")
-                                .map(String::as_str)
-                                .unwrap_or("{}"),
-                        )
-                        .unwrap();
-                        (gate(&p), s["state"].as_str().unwrap_or("").to_string())
+                        (gate(&p), sluice_state(&p))
                     })
                     .collect();
             let draining = states.iter().filter(|(_, s)| s == "draining").count();
@@ -368,19 +336,9 @@ async fn two_clusters_share_one_disruption_budget() {
             let mut drained = 0;
             for i in 0..2 {
                 let p = stage.get(i).await.unwrap();
-                let s: serde_json::Value = serde_json::from_str(
-                    p.metadata
-                        .annotations
-                        .as_ref()
-                        .unwrap()
-                        .get("sluice.dev/status")
-                        .map(String::as_str)
-                        .unwrap_or("{}"),
-                )
-                .unwrap();
-                match s["state"].as_str() {
-                    Some("draining") => draining += 1,
-                    Some("drained") => drained += 1,
+                match sluice_state(&p).as_str() {
+                    "draining" => draining += 1,
+                    "drained" => drained += 1,
                     _ => {}
                 }
             }

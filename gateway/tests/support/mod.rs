@@ -30,6 +30,22 @@ pub fn sluice_state(p: &Pod) -> String {
         .unwrap_or_default()
 }
 
+/// Waits until the pod's `sluice.dev/status` annotation says `state`; answers the whole
+/// annotation.
+pub async fn wait_status(pods: &kube::Api<Pod>, name: &str, state: &str) -> serde_json::Value {
+    within(&format!("{name}'s status annotation to say {state}"), async {
+        loop {
+            let p = pods.get(name).await.expect("get pod");
+            if sluice_state(&p) == state {
+                let raw = &p.metadata.annotations.as_ref().expect("annotations")["sluice.dev/status"];
+                return serde_json::from_str(raw).expect("the annotation is JSON");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
 pub async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
     tokio::time::timeout(T, f)
         .await
