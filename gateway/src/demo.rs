@@ -435,13 +435,18 @@ impl Stage {
 
     /// The gateway configuration (YAML) for this stage: every cluster, one HAProxy adapter.
     pub fn gateway_config_text(&self, health: SocketAddr) -> String {
+        self.gateway_config_text_with(health, "")
+    }
+
+    /// The same, with more adapter entries (YAML list items) after the HAProxy one.
+    pub fn gateway_config_text_with(&self, health: SocketAddr, more_adapters: &str) -> String {
         let clusters: String = self
             .clusters
             .iter()
             .map(|c| format!("- name: {}\n  kubeconfig: {}\n", c.name, c.kubeconfig.display()))
             .collect();
         format!(
-            "clusters:\n{clusters}adapters:\n- kind: haproxy\n  name: haproxy\n  endpoint: unix:{}\n\
+            "clusters:\n{clusters}adapters:\n- kind: haproxy\n  name: haproxy\n  endpoint: unix:{}\n{more_adapters}\
              listen:\n  health: {health}\n",
             self.haproxy.socket.display()
         )
