@@ -399,3 +399,78 @@ async fn blocking_prestop_returns_only_after_verified_drain() {
     let unknown = get("namespace=default&pod=nope".into()).await;
     assert!(unknown.starts_with("HTTP/1.1 404"), "{unknown}");
 }
+
+/// Replaces the stage's binding with one whose drain deadline is 1 s and `onDeadline` is
+/// `policy`.
+async fn short_deadline_binding(stage: &Stage, policy: &str) {
+    use kube::api::{DeleteParams, PostParams};
+    let bindings: Api<sluice::binding::TrafficBinding> = Api::namespaced(stage.client.clone(), "default");
+    bindings.delete("web", &DeleteParams::default()).await.unwrap();
+    let b: sluice::binding::TrafficBinding = serde_json::from_value(json!({
+        "apiVersion": "sluice.dev/v1alpha1", "kind": "TrafficBinding",
+        "metadata": {"name": "web-short"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, "port": stage.port,
+                 "targets": [{"adapter": "haproxy", "params": {"backend": "web"}}],
+                 "drainPolicy": {"deadlineSeconds": 1, "onDeadline": policy}}
+    }))
+    .unwrap();
+    bindings.create(&PostParams::default(), &b).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_deadline_blocks_by_default_and_releases_loudly_when_asked() {
+    for policy in ["Block", "Release"] {
+        let stage = Stage::new(2, true).await.expect("stage");
+        short_deadline_binding(&stage, policy).await;
+        let _gw = stage.start_gateway().await.expect("gateway");
+        stage.wait_ready(0, T).await.unwrap();
+        stage.wait_ready(1, T).await.unwrap();
+        // Sessions that outlive the deadline: the drain cannot be verified in time.
+        let held = hold_requests(stage.frontend, 4, 4000).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stage.set_kruise_state(0, "PreparingDelete").await.unwrap();
+        match policy {
+            "Block" => {
+                let status = wait_status(&stage.pods, "web-1", "blocked").await;
+                assert!(
+                    status["blocked"][0].as_str().unwrap().contains("deadline passed"),
+                    "{status}"
+                );
+                let p = stage.get(0).await.unwrap();
+                assert!(
+                    p.metadata
+                        .finalizers
+                        .unwrap_or_default()
+                        .contains(&"sluice.dev/slb".to_string()),
+                    "Block keeps the finalizer: the release waits"
+                );
+            }
+            _ => {
+                stage
+                    .wait_drained(0, T)
+                    .await
+                    .expect("Release removes the finalizer at the deadline");
+                let events: Api<CoreEvent> = Api::namespaced(stage.client.clone(), "default");
+                within("the DrainReleased warning", async {
+                    loop {
+                        let evs = events
+                            .list(&ListParams::default().fields("involvedObject.name=web-1"))
+                            .await
+                            .unwrap();
+                        if evs.items.iter().any(|e| {
+                            e.reason.as_deref() == Some("DrainReleased") && e.type_.as_deref() == Some("Warning")
+                        }) {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                })
+                .await;
+            }
+        }
+        // The long sessions were not cut by Sluice either way.
+        for h in held {
+            assert_eq!(h.await.unwrap().expect("sessions complete"), 200);
+        }
+    }
+}
