@@ -41,6 +41,15 @@ struct DrainClock {
     drained_since: Option<Instant>,
 }
 
+/// What identifies one operation (a worker) in the status annotation: its trace id (the
+/// `trace_id` field of its span) and when its state last changed.
+#[derive(Debug)]
+struct Operation {
+    trace_id: String,
+    state: &'static str,
+    since: String,
+}
+
 /// One pod's resolved target.
 struct PodTarget {
     kind: String,
@@ -180,25 +189,28 @@ impl Engine {
         let Some(first) = self.pods.get(key).map(|p| p.clone()) else {
             return;
         };
+        let trace_id = format!("{:032x}", rand::random::<u128>());
+        let pod = format!("{}/{}/{}", first.cluster, first.namespace, first.name);
         let span = match planner::intent(&first) {
-            Intent::Drain(r) => {
-                info_span!("drain", pod = %format!("{}/{}/{}", first.cluster, first.namespace, first.name), uid = %first.uid, reason = ?r)
-            }
-            Intent::Restore => {
-                info_span!("restore", pod = %format!("{}/{}/{}", first.cluster, first.namespace, first.name), uid = %first.uid)
-            }
-            Intent::Hold(_) => info_span!("hold", pod = %first.name),
+            Intent::Drain(r) => info_span!("drain", %pod, uid = %first.uid, reason = ?r, %trace_id),
+            Intent::Restore => info_span!("restore", %pod, uid = %first.uid, %trace_id),
+            Intent::Hold(_) => info_span!("hold", %pod),
         };
-        self.pod_loop(key, dirty).instrument(span).await;
+        self.pod_loop(key, dirty, trace_id).instrument(span).await;
     }
 
-    async fn pod_loop(self: &Arc<Self>, key: &PodKey, dirty: &AtomicBool) {
+    async fn pod_loop(self: &Arc<Self>, key: &PodKey, dirty: &AtomicBool, trace_id: String) {
         let Some(cluster) = self.clusters.get(&key.cluster).cloned() else {
             return;
         };
         let mut errors = 0u32;
         let mut clock = DrainClock::default();
         let mut last_status = String::new();
+        let mut op = Operation {
+            trace_id,
+            state: "",
+            since: String::new(),
+        };
         let mut last_intent: Option<Intent> = None;
         loop {
             dirty.store(false, Ordering::SeqCst);
@@ -244,7 +256,12 @@ impl Engine {
             if steps.contains(&Step::TakeBudget) {
                 clock.started = Some(jiff::Timestamp::now());
             }
-            let summary = status_summary(&pod, &intent, &targets, &observations, &steps, clock.started);
+            let state = state_of(&intent, &steps);
+            if state != op.state {
+                op.state = state;
+                op.since = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+            }
+            let summary = status_summary(&pod, &intent, &targets, &observations, &steps, clock.started, &op);
             if summary != last_status && pod.status_annotation.as_deref() != Some(summary.as_str()) {
                 if let Err(e) = cluster
                     .writer
@@ -518,15 +535,9 @@ fn drain_started(pod: &PodView) -> Option<jiff::Timestamp> {
 }
 
 /// The `sluice.dev/status` annotation: state, evidence per target, and what blocks.
-fn status_summary(
-    pod: &PodView,
-    intent: &Intent,
-    targets: &[PodTarget],
-    observations: &[Result<Observation, String>],
-    steps: &[Step],
-    drain_start: Option<jiff::Timestamp>,
-) -> String {
-    let state = match (intent, steps.is_empty()) {
+/// The state word of the status annotation.
+fn state_of(intent: &Intent, steps: &[Step]) -> &'static str {
+    match (intent, steps.is_empty()) {
         (Intent::Drain(_), true) => "drained",
         (Intent::Drain(_), false) if steps == [Step::TakeBudget] => "starting-drain",
         (Intent::Drain(_), false) if steps.iter().any(|s| matches!(s, Step::Blocked(_))) => "blocked",
@@ -535,7 +546,18 @@ fn status_summary(
         (Intent::Restore, true) => "serving",
         (Intent::Restore, false) => "restoring",
         (Intent::Hold(_), _) => "holding",
-    };
+    }
+}
+
+fn status_summary(
+    pod: &PodView,
+    intent: &Intent,
+    targets: &[PodTarget],
+    observations: &[Result<Observation, String>],
+    steps: &[Step],
+    drain_start: Option<jiff::Timestamp>,
+    op: &Operation,
+) -> String {
     let evidence: BTreeMap<String, String> = targets
         .iter()
         .zip(observations)
@@ -557,7 +579,7 @@ fn status_summary(
         .iter()
         .filter_map(|s| if let Step::Blocked(w) = s { Some(w) } else { None })
         .collect();
-    let mut doc = json!({"state": state, "targets": evidence});
+    let mut doc = json!({"state": op.state, "lastTransition": op.since, "traceId": op.trace_id, "targets": evidence});
     if let Some(s) = drain_start.filter(|_| matches!(intent, Intent::Drain(_))) {
         doc["drainStartedAt"] = json!(s.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
     }

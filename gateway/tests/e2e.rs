@@ -82,6 +82,11 @@ async fn pod_carries_the_contract_through_drain_and_restore() {
     assert_eq!(gate(&p).as_deref(), Some("False"));
     let status = wait_status(&stage.pods, "web-1", "drained").await;
     assert!(status["drainStartedAt"].is_string(), "{status}");
+    assert!(status["lastTransition"].is_string(), "{status}");
+    assert!(
+        status["traceId"].as_str().is_some_and(|t| t.len() == 32 && t.chars().all(|c| c.is_ascii_hexdigit())),
+        "the operation's trace id: {status}"
+    );
     let ready = p
         .status
         .as_ref()
