@@ -84,7 +84,9 @@ async fn pod_carries_the_contract_through_drain_and_restore() {
     assert!(status["drainStartedAt"].is_string(), "{status}");
     assert!(status["lastTransition"].is_string(), "{status}");
     assert!(
-        status["traceId"].as_str().is_some_and(|t| t.len() == 32 && t.chars().all(|c| c.is_ascii_hexdigit())),
+        status["traceId"]
+            .as_str()
+            .is_some_and(|t| t.len() == 32 && t.chars().all(|c| c.is_ascii_hexdigit())),
         "the operation's trace id: {status}"
     );
     let ready = p
