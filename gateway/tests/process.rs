@@ -62,12 +62,7 @@ async fn sigkill_mid_drain_then_restart_completes_the_drain() {
     let held = hold_requests(stage.frontend, 4, 2000).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     stage.set_kruise_state(0, "PreparingDelete").await.unwrap();
-    within("the drain to start", async {
-        while gate(&stage.pods.get("web-1").await.unwrap()).as_deref() != Some("False") {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
+    wait_gate(&stage.pods, "web-1", "False").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     drop(gw); // SIGKILL
     let p = stage.pods.get("web-1").await.unwrap();

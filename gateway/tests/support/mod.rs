@@ -46,6 +46,16 @@ pub async fn wait_status(pods: &kube::Api<Pod>, name: &str, state: &str) -> serd
     .await
 }
 
+/// Waits until the pod's `sluice.dev/traffic-ready` condition is `value`.
+pub async fn wait_gate(pods: &kube::Api<Pod>, name: &str, value: &str) {
+    within(&format!("{name}'s gate to be {value}"), async {
+        while gate(&pods.get(name).await.expect("get pod")).as_deref() != Some(value) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+}
+
 pub async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
     tokio::time::timeout(T, f)
         .await
