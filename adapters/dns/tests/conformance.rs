@@ -11,13 +11,43 @@ use std::time::Duration;
 use common::*;
 use sluice_adapter::{Adapter, Target};
 use sluice_adapter_dns::testing::bind::{Bind, Zone};
+use sluice_adapter_dns::testing::pdns::PowerDns;
 use sluice_conformance::{Options, Outcome, Subject};
 use tokio::sync::Mutex;
 
 const NAME: &str = "www.example.test";
 
-struct BindSubject {
-    bind: Mutex<Bind>,
+/// A DNS server the battery can kill and start again.
+#[async_trait::async_trait]
+trait Server: Send + Sync {
+    fn kill(&mut self);
+    async fn restart(&mut self);
+}
+
+#[async_trait::async_trait]
+impl Server for Bind {
+    fn kill(&mut self) {
+        self.primary.kill();
+    }
+    async fn restart(&mut self) {
+        let zones: Vec<String> = self.zones.iter().map(|z| z.name.clone()).collect();
+        let token = self.token.clone();
+        self.primary.restart(&zones, &token).await;
+    }
+}
+
+#[async_trait::async_trait]
+impl Server for PowerDns {
+    fn kill(&mut self) {
+        PowerDns::kill(self);
+    }
+    async fn restart(&mut self) {
+        PowerDns::restart(self).await;
+    }
+}
+
+struct DnsSubject<S> {
+    server: Mutex<S>,
     adapter: Arc<dyn Adapter>,
     next: AtomicUsize,
 }
@@ -27,7 +57,7 @@ fn pod(ip: &str) -> Target {
 }
 
 #[async_trait::async_trait]
-impl Subject for BindSubject {
+impl<S: Server> Subject for DnsSubject<S> {
     fn adapter(&self) -> Arc<dyn Adapter> {
         self.adapter.clone()
     }
@@ -42,14 +72,11 @@ impl Subject for BindSubject {
         pod("10.1.0.99")
     }
     async fn backend_down(&self) -> bool {
-        self.bind.lock().await.primary.kill();
+        self.server.lock().await.kill();
         true
     }
     async fn backend_up(&self) {
-        let mut bind = self.bind.lock().await;
-        let zones: Vec<String> = bind.zones.iter().map(|z| z.name.clone()).collect();
-        let token = bind.token.clone();
-        bind.primary.restart(&zones, &token).await;
+        self.server.lock().await.restart().await;
     }
     async fn backend_slow(&self, _: Duration) -> bool {
         false
@@ -64,10 +91,9 @@ fn options() -> Options {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn rfc2136_adapter_passes_the_conformance_battery() {
-    // 10.1.0.9 is never touched, so no drain ever empties the name.
-    let bind = Bind::start(vec![Zone::new(
+/// 10.1.0.9 is never touched, so no drain ever empties the name.
+fn zone() -> Zone {
+    Zone::new(
         "example.test",
         2,
         &[
@@ -76,11 +102,12 @@ async fn rfc2136_adapter_passes_the_conformance_battery() {
             "www IN A 10.1.0.3",
             "www IN A 10.1.0.9",
         ],
-    )])
-    .await;
-    let adapter: Arc<dyn Adapter> = Arc::new(rfc_adapter(&bind, &["example.test"]));
-    let s = BindSubject {
-        bind: Mutex::new(bind),
+    )
+}
+
+async fn run_battery<S: Server>(server: S, adapter: Arc<dyn Adapter>) {
+    let s = DnsSubject {
+        server: Mutex::new(server),
         adapter,
         next: AtomicUsize::new(0),
     };
@@ -93,4 +120,18 @@ async fn rfc2136_adapter_passes_the_conformance_battery() {
             (other, name) => panic!("{name}: {other:?}\n{report}"),
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rfc2136_adapter_passes_the_conformance_battery() {
+    let bind = Bind::start(vec![zone()]).await;
+    let adapter: Arc<dyn Adapter> = Arc::new(rfc_adapter(&bind, &["example.test"]));
+    run_battery(bind, adapter).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn powerdns_adapter_passes_the_conformance_battery() {
+    let pdns = PowerDns::start(&[zone()]).await;
+    let adapter: Arc<dyn Adapter> = Arc::new(pdns_adapter(&pdns, &["example.test"]));
+    run_battery(pdns, adapter).await;
 }

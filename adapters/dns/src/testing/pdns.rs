@@ -31,6 +31,9 @@ pub struct PowerDns {
     pub proc_: Proc,
     /// A BIND secondary fed by PowerDNS (NOTIFY + AXFR), when asked for.
     pub secondary: Option<Named>,
+    /// Zone names and the readiness marker, for [`PowerDns::restart`].
+    zones: Vec<String>,
+    marker: String,
 }
 
 impl PowerDns {
@@ -141,6 +144,25 @@ impl PowerDns {
             dir,
             proc_,
             secondary,
+            zones: zones.iter().map(|z| z.name.clone()).collect(),
+            marker,
+        }
+    }
+
+    /// Stops `pdns_server` (SIGKILL); its database stays.
+    pub fn kill(&mut self) {
+        self.proc_.kill();
+    }
+
+    /// Starts `pdns_server` again with the same configuration and database, and waits until
+    /// every zone answers.
+    pub async fn restart(&mut self) {
+        self.proc_.kill();
+        let mut cmd = Command::new("pdns_server");
+        cmd.arg(format!("--config-dir={}", self.dir.display()));
+        self.proc_ = Proc::spawn(cmd, self.dir.join("pdns.restarted.log"), "pdns_server");
+        for z in &self.zones {
+            wait_ready(self.dns, z, &self.marker, &mut self.proc_, "pdns_server (restarted)").await;
         }
     }
 
