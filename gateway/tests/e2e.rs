@@ -440,3 +440,44 @@ async fn drain_deadline_blocks_by_default_and_releases_loudly_when_asked() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_waits_for_every_clusters_first_sync() {
+    let stage = Stage::with_clusters(2, true, 2).await.expect("stage");
+    // One cluster unreachable when the gateway starts.
+    stage.clusters[1].cluster.faults().set_offline(true);
+    let gw = sluice::gateway::Gateway::start(stage.gateway_config().unwrap())
+        .await
+        .expect("starts anyway");
+    let readyz = || async {
+        let mut s = tokio::net::TcpStream::connect(gw.health_addr).await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        s.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).await.unwrap();
+        buf
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let answer = readyz().await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.contains("waiting for first sync of: west"),
+        "names the cluster: {answer}"
+    );
+    assert_eq!(
+        gw.engine.adapter_writes.load(Ordering::SeqCst),
+        0,
+        "nothing acts before readiness"
+    );
+    stage.clusters[1].cluster.faults().set_offline(false);
+    within("readiness once west has listed", async {
+        while !readyz().await.starts_with("HTTP/1.1 200") {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    stage.wait_ready(0, T).await.expect("pods restored once ready");
+    stage.wait_ready(1, T).await.expect("pods restored once ready");
+}
