@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use sluice_adapter::{AdapterError, Target};
+use sluice_adapter::{AdapterError, Observation, Target, TrafficState};
 
 /// Default settle window: long enough for registry notifications to reach consumers and
 /// for a heartbeating service (typically 1–5 s intervals) to show that it re-registers.
@@ -167,6 +167,21 @@ pub(crate) fn settle_status(held: Duration, settle: Duration) -> (bool, String, 
             Some(left),
         )
     }
+}
+
+/// The observation of a drained state that has held for `held`: `Drained` once the settle
+/// window is over, else `Draining` with the time left; `evidence` is followed by the
+/// settle text.
+pub(crate) fn settled_observation(held: Duration, settle: Duration, evidence: &str) -> Observation {
+    let (done, text, remaining) = settle_status(held, settle);
+    let state = if done {
+        TrafficState::Drained
+    } else {
+        TrafficState::Draining
+    };
+    let mut obs = Observation::new(state, format!("{evidence}; {text}"));
+    obs.remaining = remaining;
+    obs
 }
 
 #[cfg(test)]

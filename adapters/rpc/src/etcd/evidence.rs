@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use sluice_adapter::{Observation, TrafficState};
 
-use crate::common::settle_status;
+use crate::common::settled_observation;
 use crate::etcd::client::Kv;
 use crate::etcd::watch::WatchState;
 
@@ -103,15 +103,7 @@ pub(crate) fn absent(
         obs.remaining = Some(settle.saturating_sub(held));
         return obs;
     }
-    let (done, text, remaining) = settle_status(held, settle);
-    let state = if done {
-        TrafficState::Drained
-    } else {
-        TrafficState::Draining
-    };
-    let mut obs = Observation::new(state, format!("{evidence}; {text}"));
-    obs.remaining = remaining;
-    obs
+    settled_observation(held, settle, &evidence)
 }
 
 #[cfg(test)]

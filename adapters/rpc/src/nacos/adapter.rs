@@ -32,7 +32,7 @@ use serde_json::Value;
 use sluice_adapter::{Adapter, AdapterError, Capabilities, Observation, Result, Target, TrafficState};
 use tracing::info;
 
-use crate::common::{required_param, settle_status, validate_name, SettleClocks};
+use crate::common::{required_param, settled_observation, validate_name, SettleClocks};
 use crate::nacos::client::NacosClient;
 use crate::nacos::config::{DrainBy, NacosConfig, NacosSettings};
 use crate::nacos::instance::{self, offered, Host, MissingService, Selection, Update};
@@ -140,17 +140,7 @@ impl NacosAdapter {
 
     fn settled(&self, s: &Selection<'_>, signature: &str, evidence: String) -> Observation {
         let held = self.clocks.held_for(&s.key, signature);
-        let (done, text, remaining) = settle_status(held, self.settings.settle);
-        let mut obs = Observation::new(
-            if done {
-                TrafficState::Drained
-            } else {
-                TrafficState::Draining
-            },
-            format!("{evidence}; {text}"),
-        );
-        obs.remaining = remaining;
-        obs
+        settled_observation(held, self.settings.settle, &evidence)
     }
 }
 

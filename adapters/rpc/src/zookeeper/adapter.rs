@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use sluice_adapter::{Adapter, AdapterError, Capabilities, Observation, Result, Target, TrafficState};
 use tracing::info;
 
-use crate::common::{required_param, settle_status, validate_name, SettleClocks};
+use crate::common::{required_param, settled_observation, validate_name, SettleClocks};
 use crate::zookeeper::client::{Snapshot, ZkConn};
 use crate::zookeeper::config::{ZkSettings, ZookeeperDubboConfig};
 use crate::zookeeper::dubbo::{parse_node, Paths};
@@ -147,7 +147,6 @@ impl ZookeeperDubboAdapter {
             let mut names: Vec<&str> = disabling.iter().map(|s| s.as_str()).collect();
             names.sort_unstable();
             let held = self.clocks.held_for(key, &format!("{czxid:x} {}", names.join(" ")));
-            let (done, text, remaining) = settle_status(held, self.settings.settle);
             let honour = if providers.is_empty() {
                 ""
             } else {
@@ -160,16 +159,7 @@ impl ZookeeperDubboAdapter {
                     disabling.len()
                 ),
             };
-            let mut obs = Observation::new(
-                if done {
-                    TrafficState::Drained
-                } else {
-                    TrafficState::Draining
-                },
-                format!("{what}; {provider_text}{honour}; {text}"),
-            );
-            obs.remaining = remaining;
-            return obs;
+            return settled_observation(held, self.settings.settle, &format!("{what}; {provider_text}{honour}"));
         }
         if !providers.is_empty() {
             self.clocks.reset(key);
@@ -192,17 +182,11 @@ impl ZookeeperDubboAdapter {
             );
         }
         let held = self.clocks.held_for(key, "no provider");
-        let (done, text, remaining) = settle_status(held, self.settings.settle);
-        let mut obs = Observation::new(
-            if done {
-                TrafficState::Drained
-            } else {
-                TrafficState::Draining
-            },
-            format!("{provider_text} and no override: nothing offers it; {text}"),
-        );
-        obs.remaining = remaining;
-        obs
+        settled_observation(
+            held,
+            self.settings.settle,
+            &format!("{provider_text} and no override: nothing offers it"),
+        )
     }
 }
 
