@@ -390,10 +390,6 @@ impl Stage {
         &self.clusters[i % self.clusters.len()]
     }
 
-    pub fn haproxy_socket(&self) -> &std::path::Path {
-        &self.haproxy.socket
-    }
-
     /// Creates the same binding in every cluster.
     pub async fn create_binding(&self, name: &str, adapter: &str, deadline_s: u64) -> anyhow::Result<()> {
         for c in &self.clusters {

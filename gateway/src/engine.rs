@@ -337,7 +337,7 @@ impl Engine {
         let mut free = true;
         for b in bindings {
             let bk = b.budget_key();
-            let max = b.max_draining(self.matched_pods(&bk));
+            let max = b.max_draining(|| self.matched_pods(&bk));
             let mut holders = self.budgets.entry(bk).or_default();
             if in_drain && matches!(intent, Intent::Drain(_)) {
                 // Restart safety: a drain in progress keeps (re-takes) its slot.
@@ -409,7 +409,7 @@ impl Engine {
                 // both get the last slot.
                 for b in bindings {
                     let bk = b.budget_key();
-                    let max = b.max_draining(self.matched_pods(&bk));
+                    let max = b.max_draining(|| self.matched_pods(&bk));
                     let mut holders = self.budgets.entry(bk).or_default();
                     if !holders.contains(&pod.key()) && holders.len() >= max {
                         drop(holders);

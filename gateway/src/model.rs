@@ -129,13 +129,14 @@ impl Binding {
         pod.cluster == self.cluster && pod.namespace == self.namespace && self.selector.matches(&pod.labels)
     }
 
-    /// The budget as a number of pods, out of `matched` pods (at least 1).
-    pub fn max_draining(&self, matched: usize) -> usize {
+    /// The budget as a number of pods (at least 1). `matched` counts the pods the budget
+    /// spans; it is only called for a percentage (counting scans every pod).
+    pub fn max_draining(&self, matched: impl FnOnce() -> usize) -> usize {
         match &self.max_draining {
             IntOrString::Int(n) => (*n).max(1) as usize,
             IntOrString::String(s) => {
                 let pct: f64 = s.trim_end_matches('%').parse().unwrap_or(0.0);
-                ((matched as f64 * pct / 100.0).floor() as usize).max(1)
+                ((matched() as f64 * pct / 100.0).floor() as usize).max(1)
             }
         }
     }
@@ -285,4 +286,41 @@ pub fn resolve(
         settle_seconds: spec.drain_policy.settle_seconds.max(0) as u64,
         max_draining: spec.disruption_budget.max_draining.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binding(max: IntOrString) -> Binding {
+        Binding {
+            cluster: "c".into(),
+            namespace: "n".into(),
+            name: "b".into(),
+            selector: Selector::compile(&LabelSelector {
+                match_labels: Some([("app".to_string(), "web".to_string())].into()),
+                ..Default::default()
+            })
+            .unwrap(),
+            port: 80,
+            targets: vec![],
+            deadline_seconds: 60,
+            on_deadline: OnDeadline::Block,
+            settle_seconds: 0,
+            max_draining: max,
+        }
+    }
+
+    #[test]
+    fn budget_counts_pods_only_for_percentages() {
+        let count = binding(IntOrString::Int(2)).max_draining(|| panic!("a count needs no pod scan"));
+        assert_eq!(count, 2);
+        assert_eq!(binding(IntOrString::Int(0)).max_draining(|| 0), 1, "at least one");
+        assert_eq!(binding(IntOrString::String("25%".into())).max_draining(|| 10), 2);
+        assert_eq!(
+            binding(IntOrString::String("25%".into())).max_draining(|| 2),
+            1,
+            "at least one"
+        );
+    }
 }

@@ -167,12 +167,6 @@ impl Store {
         Some((self.history.range(start..).cloned().collect(), rx))
     }
 
-    /// Drops the history older than now (used by fault injection to force `410 Gone`).
-    pub fn compact_history(&mut self) {
-        self.history.clear();
-        self.history_floor = self.rv;
-    }
-
     pub fn save_snapshot(&mut self, rv: u64, key: StorageKey, table: Table) {
         self.expire_snapshots();
         if self.snapshots.iter().any(|(r, k, _, _)| *r == rv && *k == key) {
