@@ -76,7 +76,16 @@ pub async fn wait_state(
     let mut seen = Vec::new();
     let out = tokio::time::timeout(WAIT, async {
         loop {
-            let obs = adapter.observe(t).await.expect("observe");
+            // A retryable error (a query lost under load) is polled through, as the engine
+            // does; a permanent one fails the test.
+            let obs = match adapter.observe(t).await {
+                Ok(obs) => obs,
+                Err(e) if e.is_retryable() => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
+                Err(e) => panic!("observe: {e}"),
+            };
             if obs.state == state {
                 return obs;
             }
