@@ -71,11 +71,11 @@ impl<T: Targets> Subject for ThroughProxy<T> {
         self.targets.unknown_target().await
     }
     async fn backend_down(&self) -> bool {
-        self.proxy.set_up(false);
+        self.proxy.set_up(false).await;
         true
     }
     async fn backend_up(&self) {
-        self.proxy.set_up(true);
+        self.proxy.set_up(true).await;
     }
     async fn backend_slow(&self, delay: Duration) -> bool {
         self.proxy.set_delay(delay);
