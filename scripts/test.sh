@@ -44,7 +44,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "test.sh: cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --workspace 2>&1 | tee "$log"
+# --no-fail-fast: every test binary runs, so one failure does not hide the rest.
+status=0
+cargo test --workspace --no-fail-fast 2>&1 | tee "$log" || status=$?
 # One closing line for the whole workspace (cargo prints one per test binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
-     END { printf "tests: %d passed, %d failed\n", p, f; if (p == 0) exit 1 }' "$log"
+     END { printf "tests: %d passed, %d failed\n", p, f; if (p == 0) exit 1 }' "$log" || status=1
+exit "$status"
