@@ -79,7 +79,7 @@ async fn etcd_adapter_passes_the_conformance_battery() {
     let server = etcd().await;
     let proxy = FaultyProxy::start(host_port(&server.endpoint())).await.expect("proxy");
     let yaml = format!(
-        "name: registry\nendpoints: [http://{}]\npreset: grpc-go\nsettleSeconds: 0.3\ntimeoutSeconds: 1\n",
+        "name: registry\nendpoints: [http://{}]\npreset: grpc-go\nsettleSeconds: 0.3\ntimeoutSeconds: 2\n",
         proxy.addr()
     );
     let config: EtcdConfig = serde_yaml::from_str(&yaml).expect("config");
@@ -122,7 +122,7 @@ async fn zookeeper_dubbo_adapter_passes_the_conformance_battery() {
     let addr: std::net::SocketAddr = server.connect_string().parse().expect("host:port");
     let proxy = FaultyProxy::start(addr).await.expect("proxy");
     let yaml = format!(
-        "name: dubbo\nconnect: {}\nsettleSeconds: 0.3\ntimeoutSeconds: 1\nsessionTimeoutSeconds: 4\n",
+        "name: dubbo\nconnect: {}\nsettleSeconds: 0.3\ntimeoutSeconds: 2\nsessionTimeoutSeconds: 4\n",
         proxy.addr()
     );
     let config: ZookeeperDubboConfig = serde_yaml::from_str(&yaml).expect("config");
@@ -156,7 +156,7 @@ async fn nacos_adapter_passes_the_conformance_battery_against_the_double() {
     let addr = host_port(&double.server_addr());
     let proxy = FaultyProxy::start(addr).await.expect("proxy");
     let yaml = format!(
-        "name: nacos\nserverAddr: http://{}\nsettleSeconds: 0.3\ntimeoutSeconds: 1\n",
+        "name: nacos\nserverAddr: http://{}\nsettleSeconds: 0.3\ntimeoutSeconds: 2\n",
         proxy.addr()
     );
     let config: NacosConfig = serde_yaml::from_str(&yaml).expect("config");

@@ -14,7 +14,7 @@ use sluice_adapter_rpc::nacos::{NacosAdapter, NacosConfig, WEIGHT_KEY};
 
 fn adapter(double: &NacosDouble, extra: &str) -> NacosAdapter {
     let yaml = format!(
-        "name: nacos\nserverAddr: {}\nsettleSeconds: 0.3\ntimeoutSeconds: 1\n{extra}",
+        "name: nacos\nserverAddr: {}\nsettleSeconds: 0.3\ntimeoutSeconds: 2\n{extra}",
         double.server_addr()
     );
     let config: NacosConfig = serde_yaml::from_str(&yaml).expect("config");

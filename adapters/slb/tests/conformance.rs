@@ -45,7 +45,7 @@ async fn haproxy_adapter_passes_the_conformance_battery() {
     let h = Haproxy::start(&three_servers(), port).await;
     let proxy = FaultyProxy::start(h.api_tcp).await.expect("proxy");
     let mut cfg = HaproxyConfig::new("lb", format!("tcp:{}", proxy.addr()).parse().expect("endpoint"));
-    cfg.timeout = Duration::from_millis(500);
+    cfg.timeout = Duration::from_secs(2);
     let adapter: Arc<dyn Adapter> = Arc::new(HaproxyAdapter::new(cfg).expect("valid config"));
     let targets = HaproxySubject {
         _haproxy: h,
@@ -55,7 +55,7 @@ async fn haproxy_adapter_passes_the_conformance_battery() {
         next: std::sync::atomic::AtomicUsize::new(0),
     };
     let opts = Options {
-        call_deadline: Duration::from_secs(3),
+        call_deadline: Duration::from_secs(5),
         settle: Duration::from_secs(10),
     };
     let subject = ThroughProxy { targets, proxy };

@@ -17,7 +17,7 @@ pub use sluice_adapter_dns::testing::{dig, dig_serial, target, WAIT};
 /// `servers` = primary + secondary when there is one, plus `extra` YAML lines.
 pub fn rfc_config(bind: &Bind, zones: &[&str], key: &str, extra: &str) -> Rfc2136Config {
     let mut yaml = format!(
-        "name: corp-dns\nprimary: {}\nzones: [{}]\ntsigKeyFile: {}\nttl: 2\ntimeoutSeconds: 0.5\n",
+        "name: corp-dns\nprimary: {}\nzones: [{}]\ntsigKeyFile: {}\nttl: 2\ntimeoutSeconds: 2\n",
         bind.primary.addr,
         zones.join(", "),
         bind.key_file(key).display()
@@ -41,7 +41,7 @@ pub fn rfc_adapter(bind: &Bind, zones: &[&str]) -> Rfc2136Adapter {
 /// A PowerDNS config for `pdns`, plus `extra` YAML lines.
 pub fn pdns_config(pdns: &PowerDns, zones: &[&str], extra: &str) -> PowerDnsConfig {
     let mut yaml = format!(
-        "name: pdns\napiUrl: {}\ndns: {}\nzones: [{}]\nttl: 2\ntimeoutSeconds: 0.5\n",
+        "name: pdns\napiUrl: {}\ndns: {}\nzones: [{}]\nttl: 2\ntimeoutSeconds: 2\n",
         pdns.api_url,
         pdns.dns,
         zones.join(", ")

@@ -11,7 +11,7 @@ use super::{call, WAIT};
 /// config lines.
 pub fn adapter(etcd: &EtcdServer, extra: &str) -> EtcdAdapter {
     let yaml = format!(
-        "name: registry\nendpoints: [{}]\nsettleSeconds: 0.3\ntimeoutSeconds: 1\n{extra}",
+        "name: registry\nendpoints: [{}]\nsettleSeconds: 0.3\ntimeoutSeconds: 2\n{extra}",
         etcd.endpoint()
     );
     let config: EtcdConfig = serde_yaml::from_str(&yaml).expect("config");
