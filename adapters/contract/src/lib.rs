@@ -45,6 +45,9 @@
 //! unreachable socket is retryable, an unknown backend or a permission error is permanent
 //! and must be fixed by a person.
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;

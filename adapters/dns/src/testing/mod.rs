@@ -14,16 +14,13 @@
 pub mod bind;
 pub mod pdns;
 
-use std::collections::{BTreeMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use hickory_proto::rr::{Name, RecordType};
-use sluice_adapter::{PodRef, Target};
+use sluice_adapter::Target;
 
 use crate::wire::Wire;
 
@@ -34,73 +31,10 @@ pub const WAIT: Duration = Duration::from_secs(10);
 pub const APT_HINT: &str =
     "apt-get install -y --no-install-recommends bind9 bind9-dnsutils pdns-server pdns-backend-sqlite3 sqlite3";
 
-/// A port free for both UDP and TCP on 127.0.0.1, never handed out twice per process.
-/// Ports come from below the kernel's ephemeral range, so outgoing sockets can't take
-/// them between the check and the server's start.
-pub fn free_port() -> u16 {
-    static TAKEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
-    let taken = TAKEN.get_or_init(|| Mutex::new(HashSet::new()));
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
-        .unwrap_or(32768);
-    let (low, high) = (20_000u32, ephemeral_low.max(22_000));
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .subsec_nanos();
-    let mut candidate = low + (std::process::id().wrapping_mul(7919) ^ nanos) % (high - low);
-    for _ in 0..5_000 {
-        candidate = if candidate + 1 >= high { low } else { candidate + 1 };
-        let port = candidate as u16;
-        let free = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
-            && UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
-            && !port_in_use(port);
-        if free && taken.lock().unwrap_or_else(|e| e.into_inner()).insert(port) {
-            return port;
-        }
-    }
-    panic!("no port free for UDP and TCP on 127.0.0.1 below the ephemeral range");
-}
-
-/// `ss` view: anything bound to the port on any address (SO_REUSEPORT sockets included).
-fn port_in_use(port: u16) -> bool {
-    Command::new("ss")
-        .args(["-Hlntu", &format!("sport = :{port}")])
-        .output()
-        .map(|o| !String::from_utf8_lossy(&o.stdout).trim().is_empty())
-        .unwrap_or(false)
-}
-
-/// A fresh temporary directory (removed by its owner's drop).
-pub fn temp_dir(what: &str) -> PathBuf {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "sluice-{what}-{}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::SeqCst)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create the harness directory");
-    dir
-}
-
-/// A random token (readiness marker).
-pub fn token() -> String {
-    format!("{:016x}", rand_u64())
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    h.finish()
-}
+/// A port free for both UDP and TCP on 127.0.0.1, below the ephemeral range, never handed
+/// out twice per process.
+pub use sluice_adapter::testing::free_udp_tcp_port as free_port;
+pub use sluice_adapter::testing::{temp_dir, token};
 
 /// Fails the test with an install hint when `binary` is missing.
 pub fn require(binary: &str) {
@@ -246,20 +180,7 @@ pub fn dig_serial(server: SocketAddr, zone: &str) -> u32 {
         .unwrap_or_else(|| panic!("no SOA for {zone} on {server}: {soa:?}"))
 }
 
-/// A target for `ip` with DNS parameters.
+/// A target for `ip:8080` with DNS parameters.
 pub fn target(ip: IpAddr, params: &[(&str, &str)]) -> Target {
-    Target {
-        pod: PodRef {
-            cluster: "test".into(),
-            namespace: "default".into(),
-            name: format!("pod-{ip}"),
-            uid: ip.to_string(),
-        },
-        ip,
-        port: 8080,
-        params: params
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect::<BTreeMap<_, _>>(),
-    }
+    sluice_adapter::testing::target(ip, 8080, params)
 }

@@ -65,37 +65,16 @@ pub fn t(ip: &str, name: &str, more: &[(&str, &str)]) -> Target {
     target(ip.parse::<IpAddr>().expect("ip"), &params)
 }
 
-/// Polls `observe` every 5 ms until it reports `state`; returns that observation and
-/// every observation seen on the way.
+/// Polls `observe` every 5 ms until it reports `state` (polling through retryable errors);
+/// returns that observation and every observation seen on the way.
 pub async fn wait_state(
     adapter: &dyn Adapter,
     t: &Target,
     state: TrafficState,
     what: &str,
 ) -> (Observation, Vec<(Instant, Observation)>) {
-    let mut seen = Vec::new();
-    let out = tokio::time::timeout(WAIT, async {
-        loop {
-            // A retryable error (a query lost under load) is polled through, as the engine
-            // does; a permanent one fails the test.
-            let obs = match adapter.observe(t).await {
-                Ok(obs) => obs,
-                Err(e) if e.is_retryable() => {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                    continue;
-                }
-                Err(e) => panic!("observe: {e}"),
-            };
-            if obs.state == state {
-                return obs;
-            }
-            seen.push((Instant::now(), obs));
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("timed out waiting for: {what} (last: {:?})", seen.last()));
-    (out, seen)
+    let r = sluice_adapter::testing::wait_state(adapter, t, state, WAIT, what).await;
+    (r.observation, r.before)
 }
 
 /// One `observe`, bounded.

@@ -32,7 +32,7 @@ impl EtcdServer {
     }
 
     async fn try_start() -> Result<EtcdServer, String> {
-        let dir = temp_dir("etcd");
+        let dir = temp_dir("rpc-etcd");
         let (port, peer) = (free_port(), free_port());
         let log = std::fs::File::create(dir.join("etcd.log")).map_err(|e| e.to_string())?;
         let client_url = format!("http://127.0.0.1:{port}");

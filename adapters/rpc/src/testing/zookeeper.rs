@@ -50,7 +50,7 @@ impl ZooKeeperServer {
     }
 
     async fn try_start() -> Result<ZooKeeperServer, String> {
-        let dir = temp_dir("zookeeper");
+        let dir = temp_dir("rpc-zookeeper");
         let port = free_port();
         let cfg = format!(
             "tickTime=200\ninitLimit=10\nsyncLimit=5\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\n\

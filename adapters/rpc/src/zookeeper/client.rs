@@ -5,6 +5,7 @@
 //! | what happened | class |
 //! |---|---|
 //! | no server reachable (`NoHosts`), connection loss, timeout, session expired, throttled | retryable (an expired or closed session is replaced on the next call) |
+//! | a transport failure the client reports as text (an I/O error, "no response from connection in …ms" on a server too slow to answer) | retryable |
 //! | `NoAuth` (ACL refuses the digest user), `AuthFailed` | permanent |
 //! | the interface node does not exist | permanent (reported by the adapter) |
 //! | anything else | permanent, with ZooKeeper's text |
@@ -115,6 +116,9 @@ impl ZkConn {
             E::NoHosts | E::Timeout | E::ConnectionLoss | E::Throttled | E::SessionMoved => {
                 AdapterError::retryable(format!("{at} is unreachable (`{what}`): {e}"))
             }
+            // The client's transport failures (I/O errors, a connection that stopped
+            // answering) carry no variant of their own.
+            E::Custom(_) => AdapterError::retryable(format!("{at} is unreachable (`{what}`): {e}")),
             E::SessionExpired | E::ClientClosed => AdapterError::retryable(format!(
                 "{at}: the adapter's session ended (`{what}`: {e}); a new session is opened on the next call"
             )),

@@ -7,11 +7,10 @@ pub mod etcd;
 pub mod nacos_double;
 pub mod zookeeper;
 
-use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use sluice_adapter::{Adapter, AdapterError, Observation, PodRef, Target, TrafficState};
+use sluice_adapter::{Adapter, AdapterError, Observation, Target, TrafficState};
 use sluice_adapter_rpc::testing::{EtcdServer, ZooKeeperServer};
 
 /// Upper bound for any single wait in a test.
@@ -29,20 +28,7 @@ pub const PORT: u16 = 20880;
 
 /// A target at `ip:PORT` with the given parameters.
 pub fn target(ip: Ipv4Addr, params: &[(&str, &str)]) -> Target {
-    Target {
-        pod: PodRef {
-            cluster: "test".into(),
-            namespace: "default".into(),
-            name: format!("pod-{ip}"),
-            uid: ip.to_string(),
-        },
-        ip: IpAddr::V4(ip),
-        port: PORT,
-        params: params
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect::<BTreeMap<_, _>>(),
-    }
+    sluice_adapter::testing::target(ip, PORT, params)
 }
 
 /// Starts a fresh etcd; fails the test (with an install hint) when etcd is missing.
@@ -61,20 +47,11 @@ pub async fn zookeeper() -> ZooKeeperServer {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Polls `observe` every 5 ms until it reports `state`; returns that observation and when
-/// it was first seen.
+/// Polls `observe` every 5 ms until it reports `state` (polling through retryable errors);
+/// returns that observation and when it was first seen.
 pub async fn wait_state(adapter: &dyn Adapter, t: &Target, state: TrafficState, what: &str) -> (Observation, Instant) {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let obs = adapter.observe(t).await.expect("observe");
-            if obs.state == state {
-                return (obs, Instant::now());
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect(what)
+    let r = sluice_adapter::testing::wait_state(adapter, t, state, WAIT, what).await;
+    (r.observation, r.at)
 }
 
 /// Observes for `for_` and asserts no observation reports `forbidden`; returns the last.

@@ -9,49 +9,22 @@ mod http;
 
 pub use http::*;
 
-use std::collections::{BTreeMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener as StdListener};
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::{Endpoint, RuntimeClient};
-use sluice_adapter::{Adapter, Observation, PodRef, Target, TrafficState};
+use sluice_adapter::{Adapter, Observation, Target, TrafficState};
 
 /// Upper bound for any single wait in a test.
 pub const WAIT: Duration = Duration::from_secs(5);
 
-/// A port free on 127.0.0.1 and on every address in `ips`, never handed out twice per
-/// process. Ports come from below the kernel's ephemeral range: an ephemeral port can be
-/// taken at any moment by an outgoing connection (HAProxy's checks, test clients), and a
-/// simulated pod must be able to bind its port again after a restart.
-pub fn free_port(ips: &[Ipv4Addr]) -> u16 {
-    static TAKEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
-    let taken = TAKEN.get_or_init(|| Mutex::new(HashSet::new()));
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
-        .unwrap_or(32768);
-    let (low, high) = (10_000u32, ephemeral_low.max(12_000));
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let mut candidate = low + (std::process::id().wrapping_mul(7919) ^ nanos) % (high - low);
-    for _ in 0..2_000 {
-        candidate = if candidate + 1 >= high { low } else { candidate + 1 };
-        let port = candidate as u16;
-        let free = std::iter::once(Ipv4Addr::LOCALHOST)
-            .chain(ips.iter().copied())
-            .all(|ip| StdListener::bind((ip, port)).is_ok());
-        if free && taken.lock().unwrap().insert(port) {
-            return port;
-        }
-    }
-    panic!("no free port below the ephemeral range on 127.0.0.1 and {ips:?}");
-}
+/// A port free on 127.0.0.1 and on every address in `ips`, below the ephemeral range, never
+/// handed out twice per process: a simulated pod must be able to bind its port again after
+/// a restart.
+pub use sluice_adapter::testing::free_port_on as free_port;
 
 /// Picks one port free on every pod address (and on `reserve`, for pods started later)
 /// and starts `pods` on it, trying another port if some other process took one meanwhile.
@@ -99,14 +72,7 @@ impl Haproxy {
     /// rise 1 fall 1`, `cookie <name>`) and an empty backend `dyn`; waits until the
     /// runtime API answers `show info`.
     pub async fn start(servers: &[WebServer], pod_port: u16) -> Haproxy {
-        static SEQ: AtomicU64 = AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "sluice-slb-test-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create temp dir");
+        let dir = sluice_adapter::testing::temp_dir("slb-test");
         let [api, fe, fe_dyn] = [(); 3].map(|_| free_port(&[]));
         let admin_sock = dir.join("admin.sock");
         let user_sock = dir.join("user.sock");
@@ -248,32 +214,14 @@ impl Drop for Haproxy {
 
 /// A target for `ip:port` in `backend`.
 pub fn target(ip: Ipv4Addr, port: u16, backend: &str) -> Target {
-    Target {
-        pod: PodRef {
-            cluster: "test".into(),
-            namespace: "default".into(),
-            name: format!("pod-{ip}"),
-            uid: ip.to_string(),
-        },
-        ip: IpAddr::V4(ip),
-        port,
-        params: BTreeMap::from([("backend".to_string(), backend.to_string())]),
-    }
+    sluice_adapter::testing::target(ip, port, &[("backend", backend)])
 }
 
 /// Polls `observe` every 5 ms until it reports `state`; returns that observation.
 pub async fn wait_state(adapter: &dyn Adapter, t: &Target, state: TrafficState, what: &str) -> Observation {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let obs = adapter.observe(t).await.expect("observe");
-            if obs.state == state {
-                return obs;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect(what)
+    sluice_adapter::testing::wait_state(adapter, t, state, WAIT, what)
+        .await
+        .observation
 }
 
 // Pod addresses: all of 127.0.0.0/8 is loopback on Linux. A block of their own keeps these

@@ -1,0 +1,173 @@
+//! Helpers shared by the adapters' real-server test harnesses (cargo feature `testing`):
+//! free ports below the ephemeral range, temporary directories, log tails, targets, and a
+//! bounded wait for an observed state. Nothing here talks to a backend; each adapter crate
+//! starts its own servers.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::{Adapter, Observation, PodRef, Target, TrafficState};
+
+/// A port free for TCP on 127.0.0.1.
+pub fn free_port() -> u16 {
+    pick("127.0.0.1", |port| {
+        TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+    })
+}
+
+/// A port free for TCP on 127.0.0.1 and on every address in `ips` (simulated pods that
+/// must be able to bind it again after a restart).
+pub fn free_port_on(ips: &[Ipv4Addr]) -> u16 {
+    pick(&format!("127.0.0.1 and {ips:?}"), |port| {
+        std::iter::once(Ipv4Addr::LOCALHOST)
+            .chain(ips.iter().copied())
+            .all(|ip| TcpListener::bind((ip, port)).is_ok())
+    })
+}
+
+/// A port free for both UDP and TCP on 127.0.0.1 (DNS servers).
+pub fn free_udp_tcp_port() -> u16 {
+    pick("127.0.0.1 (UDP and TCP)", |port| {
+        TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() && UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+    })
+}
+
+/// Picks a port below the kernel's ephemeral range (an ephemeral port can be taken by any
+/// outgoing connection between the check and the server's start), never handed out twice
+/// per process, free by `probe` and by `ss` (which also sees SO_REUSEPORT sockets a bind
+/// probe would share).
+fn pick(what: &str, probe: impl Fn(u16) -> bool) -> u16 {
+    static TAKEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let taken = TAKEN.get_or_init(|| Mutex::new(HashSet::new()));
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u32, ephemeral_low.max(12_000));
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mut candidate = low + (std::process::id().wrapping_mul(7919) ^ nanos) % (high - low);
+    for _ in 0..5_000 {
+        candidate = if candidate + 1 >= high { low } else { candidate + 1 };
+        let port = candidate as u16;
+        if taken.lock().unwrap_or_else(|e| e.into_inner()).contains(&port) || !probe(port) || port_in_use(port) {
+            continue;
+        }
+        if taken.lock().unwrap_or_else(|e| e.into_inner()).insert(port) {
+            return port;
+        }
+    }
+    panic!("no free port on {what} below the ephemeral range");
+}
+
+/// `ss` view: anything bound to the port on any address.
+fn port_in_use(port: u16) -> bool {
+    Command::new("ss")
+        .args(["-Hlntu", &format!("sport = :{port}")])
+        .output()
+        .map(|o| !String::from_utf8_lossy(&o.stdout).trim().is_empty())
+        .unwrap_or(false)
+}
+
+/// A fresh, empty temporary directory named after `what` (its owner removes it on drop).
+pub fn temp_dir(what: &str) -> PathBuf {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "sluice-{what}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create a temporary directory");
+    dir
+}
+
+/// A random 64-bit token in hex (readiness markers, secrets of throwaway servers).
+pub fn token() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    format!("{:016x}", h.finish())
+}
+
+/// The last `lines` lines of a log file, for error messages.
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A target for `ip:port` of pod `pod-<ip>` in cluster `test`, namespace `default`.
+pub fn target(ip: impl Into<IpAddr>, port: u16, params: &[(&str, &str)]) -> Target {
+    let ip = ip.into();
+    Target {
+        pod: PodRef {
+            cluster: "test".into(),
+            namespace: "default".into(),
+            name: format!("pod-{ip}"),
+            uid: ip.to_string(),
+        },
+        ip,
+        port,
+        params: params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>(),
+    }
+}
+
+/// What [`wait_state`] saw.
+#[derive(Debug)]
+pub struct Reached {
+    /// The observation that reported the wanted state.
+    pub observation: Observation,
+    /// When it was taken.
+    pub at: Instant,
+    /// Every earlier observation (other states), with when it was taken.
+    pub before: Vec<(Instant, Observation)>,
+}
+
+/// Polls `observe` every 5 ms until it reports `state`, for at most `within`. A retryable
+/// error (a query lost under load) is polled through, as the engine does; a permanent one,
+/// or not reaching the state in time, panics with `what` and the last observation.
+pub async fn wait_state(
+    adapter: &dyn Adapter,
+    t: &Target,
+    state: TrafficState,
+    within: Duration,
+    what: &str,
+) -> Reached {
+    let mut before = Vec::new();
+    let mut last_error = None;
+    let reached = tokio::time::timeout(within, async {
+        loop {
+            match adapter.observe(t).await {
+                Ok(obs) if obs.state == state => return obs,
+                Ok(obs) => before.push((Instant::now(), obs)),
+                Err(e) if e.is_retryable() => last_error = Some(e.to_string()),
+                Err(e) => panic!("{what}: observe failed: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    match reached {
+        Ok(observation) => Reached {
+            observation,
+            at: Instant::now(),
+            before,
+        },
+        Err(_) => panic!(
+            "{what}: {} not {state:?} within {within:?}; last observation: {:?}; last error: {:?}",
+            t.addr(),
+            before.last().map(|(_, o)| o),
+            last_error
+        ),
+    }
+}
