@@ -277,3 +277,93 @@ async fn unknown_interfaces_are_permanent_and_a_dead_zookeeper_is_retryable() {
     let fresh = ZookeeperDubboAdapter::new(ZookeeperDubboConfig::new("z", server.connect_string())).expect("new()");
     assert_retryable(call("health", fresh.health()).await, "ZooKeeper at");
 }
+
+/// An ensemble whose Dubbo tree is closed by digest ACLs: without the credentials (or with a
+/// wrong password) every call fails permanently and says what to check; with the password
+/// from a file, drain and restore work.
+#[tokio::test(flavor = "multi_thread")]
+async fn digest_acls_refuse_wrong_credentials_permanently_and_accept_the_right_ones() {
+    let server = zookeeper().await;
+    let owner = tokio::time::timeout(
+        WAIT,
+        zk::Client::connector()
+            .with_session_timeout(Duration::from_secs(4))
+            .with_auth("digest", b"sluice:s3cret")
+            .connect(&server.connect_string()),
+    )
+    .await
+    .expect("connect within the wait bound")
+    .expect("connect with digest auth");
+    // Closed to everyone but the digest user: the interface, providers and configurators.
+    let iface = "org.demo.Secure";
+    let closed = zk::CreateMode::Persistent.with_acls(zk::Acls::creator_all());
+    for path in [
+        "/dubbo".to_string(),
+        format!("/dubbo/{iface}"),
+        format!("/dubbo/{iface}/providers"),
+        format!("/dubbo/{iface}/configurators"),
+    ] {
+        owner.create(&path, b"", &closed).await.expect("create a closed node");
+    }
+    let provider = format!(
+        "/dubbo/{iface}/providers/{}",
+        url_encode(&format!(
+            "dubbo://127.0.84.11:20880/{iface}?application=secure&interface={iface}&side=provider"
+        ))
+    );
+    let ephemeral = zk::CreateMode::Ephemeral.with_acls(zk::Acls::creator_all());
+    owner.create(&provider, b"", &ephemeral).await.expect("provider node");
+
+    let dir = sluice_adapter::testing::temp_dir("rpc-zk-digest");
+    let (right, wrong) = (dir.join("right"), dir.join("wrong"));
+    std::fs::write(&right, "s3cret\n").expect("password file");
+    std::fs::write(&wrong, "guess\n").expect("password file");
+    let with = |extra: &str| {
+        let yaml = format!(
+            "name: dubbo\nconnect: {}\nsettleSeconds: 0.3\ntimeoutSeconds: 2\nsessionTimeoutSeconds: 4\n{extra}",
+            server.connect_string()
+        );
+        ZookeeperDubboAdapter::new(serde_yaml::from_str(&yaml).expect("config")).expect("adapter")
+    };
+    let t = target(IP1, &[("interface", iface)]);
+
+    for (who, a) in [
+        ("no credentials", with("")),
+        (
+            "a wrong password",
+            with(&format!(
+                "digestUser: sluice\ndigestPasswordFile: {}\n",
+                wrong.display()
+            )),
+        ),
+    ] {
+        println!("{who}:");
+        assert_permanent(call("observe", a.observe(&t)).await, "check `digestUser`");
+        assert_permanent(call("deregister", a.deregister(&t)).await, "check `digestUser`");
+    }
+    // Nothing was written by the refused adapters.
+    assert!(children(&owner, &format!("/dubbo/{iface}/configurators"))
+        .await
+        .is_empty());
+
+    let a = with(&format!(
+        "digestUser: sluice\ndigestPasswordFile: {}\n",
+        right.display()
+    ));
+    assert_eq!(
+        call("observe", a.observe(&t)).await.expect("observe").state,
+        TrafficState::Serving
+    );
+    call("deregister", a.deregister(&t)).await.expect("deregister");
+    wait_state(&a, &t, TrafficState::Drained, "drained with the digest user").await;
+    assert_eq!(
+        children(&owner, &format!("/dubbo/{iface}/configurators")).await.len(),
+        1
+    );
+    call("register", a.register(&t)).await.expect("register");
+    wait_state(&a, &t, TrafficState::Serving, "serving again").await;
+    assert!(children(&owner, &format!("/dubbo/{iface}/configurators"))
+        .await
+        .is_empty());
+    let _ = std::fs::remove_dir_all(dir);
+}
