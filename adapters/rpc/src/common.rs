@@ -60,14 +60,19 @@ impl SecretSource {
     }
 }
 
-/// Converts a `...Seconds` config value.
-pub(crate) fn seconds(field: &str, value: f64) -> Result<Duration, String> {
-    Duration::try_from_secs_f64(value).map_err(|_| format!("`{field}` must be a non-negative number of seconds"))
+/// Converts an optional `...Seconds` config value (`default` when absent).
+pub(crate) fn seconds(field: &str, value: Option<f64>, default: Duration) -> Result<Duration, String> {
+    match value {
+        None => Ok(default),
+        Some(v) => {
+            Duration::try_from_secs_f64(v).map_err(|_| format!("`{field}` must be a non-negative number of seconds"))
+        }
+    }
 }
 
 /// Like [`seconds`], but zero is refused (timeouts).
-pub(crate) fn positive_seconds(field: &str, value: f64) -> Result<Duration, String> {
-    let d = seconds(field, value)?;
+pub(crate) fn positive_seconds(field: &str, value: Option<f64>, default: Duration) -> Result<Duration, String> {
+    let d = seconds(field, value, default)?;
     if d.is_zero() {
         return Err(format!("`{field}` must be greater than 0"));
     }

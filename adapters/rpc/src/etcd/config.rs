@@ -167,14 +167,8 @@ impl EtcdConfig {
         }
         Ok(EtcdSettings {
             layout: Layout::from_config(self)?,
-            settle: match self.settle_seconds {
-                Some(s) => seconds("settleSeconds", s)?,
-                None => DEFAULT_SETTLE,
-            },
-            timeout: match self.timeout_seconds {
-                Some(s) => positive_seconds("timeoutSeconds", s)?,
-                None => DEFAULT_TIMEOUT,
-            },
+            settle: seconds("settleSeconds", self.settle_seconds, DEFAULT_SETTLE)?,
+            timeout: positive_seconds("timeoutSeconds", self.timeout_seconds, DEFAULT_TIMEOUT)?,
             lease_ttl: self.lease_ttl_seconds,
             credentials,
         })

@@ -200,14 +200,8 @@ impl NacosConfig {
             group,
             restore_weight,
             ephemeral: self.ephemeral.unwrap_or(true),
-            settle: match self.settle_seconds {
-                Some(s) => seconds("settleSeconds", s)?,
-                None => DEFAULT_SETTLE,
-            },
-            timeout: match self.timeout_seconds {
-                Some(s) => positive_seconds("timeoutSeconds", s)?,
-                None => DEFAULT_TIMEOUT,
-            },
+            settle: seconds("settleSeconds", self.settle_seconds, DEFAULT_SETTLE)?,
+            timeout: positive_seconds("timeoutSeconds", self.timeout_seconds, DEFAULT_TIMEOUT)?,
             auth,
         })
     }

@@ -108,18 +108,13 @@ impl ZookeeperDubboConfig {
         };
         Ok(ZkSettings {
             root,
-            settle: match self.settle_seconds {
-                Some(s) => seconds("settleSeconds", s)?,
-                None => DEFAULT_SETTLE,
-            },
-            session_timeout: match self.session_timeout_seconds {
-                Some(s) => positive_seconds("sessionTimeoutSeconds", s)?,
-                None => DEFAULT_SESSION_TIMEOUT,
-            },
-            timeout: match self.timeout_seconds {
-                Some(s) => positive_seconds("timeoutSeconds", s)?,
-                None => DEFAULT_TIMEOUT,
-            },
+            settle: seconds("settleSeconds", self.settle_seconds, DEFAULT_SETTLE)?,
+            session_timeout: positive_seconds(
+                "sessionTimeoutSeconds",
+                self.session_timeout_seconds,
+                DEFAULT_SESSION_TIMEOUT,
+            )?,
+            timeout: positive_seconds("timeoutSeconds", self.timeout_seconds, DEFAULT_TIMEOUT)?,
             digest,
         })
     }
