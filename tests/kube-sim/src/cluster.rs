@@ -411,10 +411,11 @@ async fn reaper(state: Arc<ClusterState>) {
         for ns in terminating {
             let contents = store.objects_in_namespace(&ns.name);
             if contents.is_empty() {
+                // The controller's finalize (spec.finalizers emptied) deletes it during that
+                // update, which is never stored: DELETED carries the last stored namespace.
                 let mut v = ns.value(&ns_def);
                 let rv = store.next_rv();
                 v["metadata"]["resourceVersion"] = json!(rv.to_string());
-                v["spec"]["finalizers"] = json!([]);
                 if let Ok(obj) = Obj::from_value(&ns_def, v) {
                     store.commit(ns_key.clone(), EventType::Deleted, Arc::new(obj), Some(ns.clone()));
                 }

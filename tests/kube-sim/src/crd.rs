@@ -9,11 +9,11 @@ use serde_json::{json, Map, Value};
 
 use crate::object::now_rfc3339;
 use crate::resources::{Flavor, ResourceDef};
-use crate::status::{ApiError, ApiResult};
+use crate::status::{ApiError, ApiResult, FieldError};
 
 pub const CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
 
-fn crd_invalid(name: &str, field: &str, kind: &str, detail: &str) -> ApiError {
+fn crd_invalid(name: &str, field: &str, kind: &'static str, detail: &str) -> ApiError {
     ApiError::invalid(
         "apiextensions.k8s.io",
         "CustomResourceDefinition",
@@ -25,8 +25,11 @@ fn crd_invalid(name: &str, field: &str, kind: &str, detail: &str) -> ApiError {
 }
 
 /// Checks a new or updated CRD and fills in what the apiextensions server sets: the
-/// cleanup finalizer (on create) and an accepted, established status.
-pub fn prepare(v: &mut Value, creating: bool) -> ApiResult<()> {
+/// cleanup finalizer and an accepted, established status on create; on update (`old` is the
+/// stored CRD) the stored status is kept (PrepareForUpdate), with the names the naming
+/// controller accepts and the storage version added to `storedVersions`.
+pub fn prepare(v: &mut Value, old: Option<&Value>) -> ApiResult<()> {
+    let creating = old.is_none();
     let name = v["metadata"]["name"].as_str().unwrap_or("").to_string();
     let spec = v["spec"].clone();
     let group = spec["group"].as_str().unwrap_or("");
@@ -102,17 +105,79 @@ pub fn prepare(v: &mut Value, creating: bool) -> ApiResult<()> {
     if names.get("listKind").is_none() {
         names["listKind"] = json!(format!("{kind}List"));
     }
-    v["status"] = json!({
-        "conditions": [
-            {"type": "NamesAccepted", "status": "True", "lastTransitionTime": now,
-             "reason": "NoConflicts", "message": "no conflicts found"},
-            {"type": "Established", "status": "True", "lastTransitionTime": now,
-             "reason": "InitialNamesAccepted", "message": "the initial names have been accepted"},
-        ],
-        "acceptedNames": names,
-        "storedVersions": [storage_version],
-    });
+    match old.map(|o| o["status"].clone()).filter(Value::is_object) {
+        Some(mut status) => {
+            status["acceptedNames"] = names;
+            let stored = status
+                .as_object_mut()
+                .expect("status is an object")
+                .entry("storedVersions")
+                .or_insert_with(|| json!([]));
+            if let Some(a) = stored.as_array_mut() {
+                if !a.iter().any(|s| *s == storage_version) {
+                    a.push(json!(storage_version));
+                }
+            }
+            v["status"] = status;
+        }
+        None => {
+            v["status"] = json!({
+                "conditions": [
+                    {"type": "NamesAccepted", "status": "True", "lastTransitionTime": now,
+                     "reason": "NoConflicts", "message": "no conflicts found"},
+                    {"type": "Established", "status": "True", "lastTransitionTime": now,
+                     "reason": "InitialNamesAccepted", "message": "the initial names have been accepted"},
+                ],
+                "acceptedNames": names,
+                "storedVersions": [storage_version],
+            });
+        }
+    }
     Ok(())
+}
+
+/// What the CRD REST's first DELETE writes instead of the generic deletion update: a
+/// deletion timestamp (no grace period, no generation bump), the cleanup finalizer (again,
+/// if it had been removed) and the `Terminating` condition.
+pub fn mark_deleted(v: &mut Value) {
+    let now = now_rfc3339();
+    let meta = crate::object::meta_mut(v);
+    meta.insert("deletionTimestamp".into(), json!(now));
+    let fins = meta.entry("finalizers").or_insert_with(|| json!([]));
+    if !fins.is_array() {
+        *fins = json!([]);
+    }
+    let fins = fins.as_array_mut().expect("finalizers is an array");
+    if !fins.iter().any(|f| f == CLEANUP_FINALIZER) {
+        fins.push(json!(CLEANUP_FINALIZER));
+    }
+    if !v["status"].is_object() {
+        v["status"] = json!({});
+    }
+    if !v["status"]["conditions"].is_array() {
+        v["status"]["conditions"] = json!([]);
+    }
+    let conds = v["status"]["conditions"]
+        .as_array_mut()
+        .expect("conditions is an array");
+    let (reason, message) = (
+        "InstanceDeletionPending",
+        "CustomResourceDefinition marked for deletion; CustomResource deletion will begin soon",
+    );
+    match conds.iter_mut().find(|c| c["type"] == "Terminating") {
+        Some(c) => {
+            if c["status"] != "True" || c.get("lastTransitionTime").is_none_or(Value::is_null) {
+                c["lastTransitionTime"] = json!(now);
+            }
+            c["status"] = json!("True");
+            c["reason"] = json!(reason);
+            c["message"] = json!(message);
+        }
+        None => conds.push(
+            json!({"type": "Terminating", "status": "True", "lastTransitionTime": now,
+                                  "reason": reason, "message": message}),
+        ),
+    }
 }
 
 /// One [`ResourceDef`] per served version of the CRD.
@@ -185,28 +250,7 @@ pub fn apply_schema(def: &ResourceDef, name: &str, v: &mut Value) -> ApiResult<(
     if errors.is_empty() {
         return Ok(());
     }
-    let kind = format!("{}.{}", def.kind, def.group);
-    Err(invalid_many(&def.group, &kind, name, errors))
-}
-
-type FieldError = (String, &'static str, String);
-
-fn invalid_many(group: &str, kind: &str, name: &str, errors: Vec<FieldError>) -> ApiError {
-    if errors.len() == 1 {
-        let (f, t, d) = &errors[0];
-        return ApiError::invalid(group, kind, name, f, t, d);
-    }
-    let mut e = ApiError::invalid(group, kind, name, &errors[0].0, errors[0].1, &errors[0].2);
-    let parts: Vec<String> = errors.iter().map(|(f, t, d)| format!("{f}: {t}: {d}")).collect();
-    e.message = format!("{kind} \"{name}\" is invalid: [{}]", parts.join(", "));
-    let causes: Vec<Value> = errors
-        .iter()
-        .map(|(f, t, d)| json!({"reason": crate::status::cause_reason(t), "message": format!("{t}: {d}"), "field": f}))
-        .collect();
-    if let Some(d) = e.details.as_mut() {
-        d["causes"] = json!(causes);
-    }
-    e
+    Err(ApiError::invalid_fields(&def.group, &def.kind, name, &errors))
 }
 
 fn type_name(v: &Value) -> &'static str {

@@ -174,21 +174,56 @@ pub fn rfc3339_in(seconds: i64) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
-/// DNS-1123 subdomain, as `metadata.name` of most resources must be.
-pub fn is_dns1123_subdomain(s: &str) -> bool {
+const DNS1123_LABEL_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
+const DNS1123_SUBDOMAIN_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
+
+/// `^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+fn matches_label_regex(s: &str) -> bool {
     !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|label| {
-            !label.is_empty()
-                && label
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
 }
 
-/// DNS-1123 label (namespace names).
-pub fn is_dns1123_label(s: &str) -> bool {
-    s.len() <= 63 && !s.contains('.') && is_dns1123_subdomain(s)
+fn matches_subdomain_regex(s: &str) -> bool {
+    !s.is_empty() && s.split('.').all(matches_label_regex)
+}
+
+/// `validation.IsDNS1123Subdomain` (the rule for `metadata.name` of most resources): its
+/// messages, none when the name is valid.
+pub fn dns1123_subdomain_errors(s: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    if s.len() > 253 {
+        errs.push("must be no more than 253 characters".to_string());
+    }
+    if !matches_subdomain_regex(s) {
+        errs.push(format!(
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must \
+             start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is \
+             '{DNS1123_SUBDOMAIN_FMT}')"
+        ));
+    }
+    errs
+}
+
+/// `validation.IsDNS1123Label` (namespace names): its messages, none when the name is valid.
+/// The examples are joined as `RegexError` joins them (hence the double space).
+pub fn dns1123_label_errors(s: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    if s.len() > 63 {
+        errs.push("must be no more than 63 characters".to_string());
+    }
+    if !matches_label_regex(s) {
+        if matches_subdomain_regex(s) {
+            errs.push("must not contain dots".to_string());
+        } else {
+            errs.push(format!(
+                "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start \
+                 and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is \
+                 '{DNS1123_LABEL_FMT}')"
+            ));
+        }
+    }
+    errs
 }

@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 use crate::crd;
 use crate::events;
 use crate::object::{
-    finalizers, is_dns1123_label, is_dns1123_subdomain, meta_mut, meta_str, normalize_meta, now_rfc3339, rfc3339_in,
-    storage_key, Obj,
+    dns1123_label_errors, dns1123_subdomain_errors, finalizers, meta_mut, meta_str, normalize_meta, now_rfc3339,
+    rfc3339_in, storage_key, Obj,
 };
 use crate::patch::{self, PatchType};
 use crate::pods;
@@ -47,13 +47,32 @@ fn generate_name(prefix: &str) -> String {
     format!("{prefix}{suffix}")
 }
 
-/// The kind name used in `Invalid` messages (`Thing.ex.dev` for custom resources).
-fn invalid_kind(def: &ResourceDef) -> String {
-    if def.flavor == Flavor::Custom {
-        format!("{}.{}", def.kind, def.group)
+/// The label kube-apiserver keeps on every namespace (defaulting and `Canonicalize`).
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// The group and kind that `Invalid` and `BeforeDelete` errors name: the kind of the stored
+/// object (`Event` of the core group for both event APIs).
+fn group_kind(def: &ResourceDef) -> (&str, &str) {
+    if def.flavor == Flavor::EventsV1 {
+        ("", "Event")
     } else {
-        def.kind.clone()
+        (&def.group, &def.kind)
     }
+}
+
+/// `AllowUnconditionalUpdate`: whether a PUT without `metadata.resourceVersion` overwrites
+/// (pods, namespaces, events, leases) or is refused (custom resources, CRDs).
+fn allows_unconditional_update(def: &ResourceDef) -> bool {
+    !matches!(def.flavor, Flavor::Custom | Flavor::Crd)
+}
+
+fn set_namespace_label(v: &mut Value, name: &str) {
+    let meta = meta_mut(v);
+    let labels = meta.entry("labels").or_insert_with(|| json!({}));
+    if !labels.is_object() {
+        *labels = json!({});
+    }
+    labels[NAMESPACE_NAME_LABEL] = json!(name);
 }
 
 /// Converts an incoming body to the storage format of `def`'s table.
@@ -116,7 +135,7 @@ pub fn create(store: &mut Store, def: &ResourceDef, ns: &str, body: Value) -> Ap
     if !v.is_object() {
         return Err(ApiError::bad_request("the body of the request is not a JSON object"));
     }
-    let kind = invalid_kind(def);
+    let (group, kind) = group_kind(def);
     let meta = meta_mut(&mut v);
     if meta
         .get("resourceVersion")
@@ -151,32 +170,25 @@ pub fn create(store: &mut Store, def: &ResourceDef, ns: &str, body: Value) -> Ap
     }
     if name.is_empty() {
         return Err(ApiError::invalid(
-            &def.group,
-            &kind,
+            group,
+            kind,
             "",
             "metadata.name",
             "Required value",
             "name or generateName is required",
         ));
     }
-    let name_ok = if def.flavor == Flavor::Namespace {
-        is_dns1123_label(&name)
+    let name_errors = if def.flavor == Flavor::Namespace {
+        dns1123_label_errors(&name)
     } else {
-        is_dns1123_subdomain(&name)
+        dns1123_subdomain_errors(&name)
     };
-    if !name_ok {
-        return Err(ApiError::invalid(
-            &def.group,
-            &kind,
-            &name,
-            "metadata.name",
-            "Invalid value",
-            &format!(
-                "{name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', \
-                 and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is \
-                 '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
-            ),
-        ));
+    if !name_errors.is_empty() {
+        let errors: Vec<_> = name_errors
+            .iter()
+            .map(|msg| ("metadata.name".to_string(), "Invalid value", format!("{name:?}: {msg}")))
+            .collect();
+        return Err(ApiError::invalid_fields(group, kind, &name, &errors));
     }
     if def.namespaced {
         check_namespace_open(store, def, ns, &name)?;
@@ -205,10 +217,19 @@ pub fn create(store: &mut Store, def: &ResourceDef, ns: &str, body: Value) -> Ap
             pods::prepare_for_create(&mut v);
         }
         Flavor::Namespace => {
-            v["spec"] = json!({"finalizers": ["kubernetes"]});
+            // PrepareForCreate: the kubernetes finalizer is appended to the requested ones.
+            let mut fins: Vec<Value> = v["spec"]["finalizers"].as_array().cloned().unwrap_or_default();
+            if !fins.iter().any(|f| f == "kubernetes") {
+                fins.push(json!("kubernetes"));
+            }
+            if !v["spec"].is_object() {
+                v["spec"] = json!({});
+            }
+            v["spec"]["finalizers"] = json!(fins);
             v["status"] = json!({"phase": "Active"});
+            set_namespace_label(&mut v, &name);
         }
-        Flavor::Crd => crd::prepare(&mut v, true)?,
+        Flavor::Crd => crd::prepare(&mut v, None)?,
         Flavor::Custom => {
             if def.status_subresource {
                 if let Some(m) = v.as_object_mut() {
@@ -234,6 +255,12 @@ fn register_crd(store: &mut Store, v: &Value) {
     let group = v["spec"]["group"].as_str().unwrap_or("");
     let plural = v["spec"]["names"]["plural"].as_str().unwrap_or("");
     store.set_custom_defs(group, plural, crd::defs_for(v));
+}
+
+fn unregister_crd(store: &mut Store, v: &Value) {
+    let group = v["spec"]["group"].as_str().unwrap_or("");
+    let plural = v["spec"]["names"]["plural"].as_str().unwrap_or("");
+    store.set_custom_defs(group, plural, Vec::new());
 }
 
 /// `PUT`: replaces the object (or its status).
@@ -313,14 +340,50 @@ fn finish_update(
 ) -> ApiResult<Arc<Obj>> {
     let sdef = storage_def(store, def);
     let mut old_v = old.value(&sdef);
-    let kind = invalid_kind(def);
     let name = old.name.clone();
     let body_rv = meta_str(&new_v, "resourceVersion").unwrap_or("").to_string();
+    if body_rv.is_empty() && !allows_unconditional_update(def) {
+        // Store.Update names the resource here, not the kind (`widgets.example.dev "w"`), and
+        // prints the version as Go's %#v prints a uint64 zero.
+        return Err(ApiError::invalid(
+            &def.group,
+            &def.plural,
+            &name,
+            "metadata.resourceVersion",
+            "Invalid value",
+            "0x0: must be specified for an update",
+        ));
+    }
     if !body_rv.is_empty() && body_rv != old.rv.to_string() {
         return Err(ApiError::conflict_modified(&def.group, &def.plural, &name));
     }
-    let mut next = match sub {
-        Sub::Status => {
+    let mut next = match (sub, def.flavor) {
+        (Sub::Status, Flavor::Pod | Flavor::Namespace) => {
+            // podStatusStrategy / namespaceStatusStrategy reset the spec (and a pod's
+            // ownerReferences, and an emptied qosClass); metadata changes are kept.
+            copy_field(&old_v, &mut new_v, "spec");
+            if def.flavor == Flavor::Pod {
+                let owners = old_v["metadata"].get("ownerReferences").cloned();
+                let meta = meta_mut(&mut new_v);
+                match owners {
+                    Some(o) => meta.insert("ownerReferences".into(), o),
+                    None => meta.shift_remove("ownerReferences"),
+                };
+                if new_v["status"]["qosClass"].as_str().unwrap_or("").is_empty() {
+                    if let Some(q) = old_v["status"].get("qosClass").cloned() {
+                        if !new_v["status"].is_object() {
+                            new_v["status"] = json!({});
+                        }
+                        new_v["status"]["qosClass"] = q;
+                    }
+                }
+            }
+            update_meta(def, old, &old_v, &mut new_v)?;
+            new_v
+        }
+        (Sub::Status, _) => {
+            // Custom resources (their status strategy starts from the stored object and takes
+            // only `.status`), and CRDs likewise here.
             let mut r = old_v.clone();
             match new_v.get("status") {
                 Some(s) => r["status"] = s.clone(),
@@ -330,76 +393,21 @@ fn finish_update(
             }
             r
         }
-        Sub::Main => {
+        (Sub::Main, _) => {
             if def.status_subresource {
-                match old_v.get("status") {
-                    Some(s) => new_v["status"] = s.clone(),
-                    None => {
-                        new_v.as_object_mut().expect("object").shift_remove("status");
-                    }
-                }
+                copy_field(&old_v, &mut new_v, "status");
             }
             if def.flavor == Flavor::Namespace {
                 new_v["spec"] = old_v["spec"].clone();
             }
-            if let Some(uid) = meta_str(&new_v, "uid").filter(|u| !u.is_empty()) {
-                if uid != old.uid {
-                    return Err(ApiError::invalid(
-                        &def.group,
-                        &kind,
-                        &name,
-                        "metadata.uid",
-                        "Invalid value",
-                        &format!("{uid:?}: field is immutable"),
-                    ));
-                }
-            }
-            let old_meta = old_v["metadata"].clone();
-            let meta = meta_mut(&mut new_v);
-            for k in [
-                "uid",
-                "creationTimestamp",
-                "deletionTimestamp",
-                "deletionGracePeriodSeconds",
-                "generation",
-                "namespace",
-                "name",
-            ] {
-                match old_meta.get(k) {
-                    Some(val) => {
-                        meta.insert(k.into(), val.clone());
-                    }
-                    None => {
-                        meta.shift_remove(k);
-                    }
-                }
-            }
-            if meta_str(&old_v, "deletionTimestamp").is_some() {
-                let before = finalizers(&old_v);
-                let mut added: Vec<String> = finalizers(&new_v).into_iter().filter(|f| !before.contains(f)).collect();
-                if !added.is_empty() {
-                    added.sort();
-                    let list: Vec<String> = added.iter().map(|f| format!("{f:?}")).collect();
-                    return Err(ApiError::invalid(
-                        &def.group,
-                        &kind,
-                        &name,
-                        "metadata.finalizers",
-                        "Forbidden",
-                        &format!(
-                            "no new finalizers can be added if the object is being deleted, found new finalizers []string{{{}}}",
-                            list.join(", ")
-                        ),
-                    ));
-                }
-            }
+            update_meta(def, old, &old_v, &mut new_v)?;
             match def.flavor {
                 Flavor::Pod => pods::validate_update(&name, &old_v, &new_v)?,
                 Flavor::Custom => crd::apply_schema(def, &name, &mut new_v)?,
-                Flavor::Crd => crd::prepare(&mut new_v, false)?,
+                Flavor::Crd => crd::prepare(&mut new_v, Some(&old_v))?,
                 _ => {}
             }
-            if matches!(def.flavor, Flavor::Pod | Flavor::Custom | Flavor::Crd) && spec_changed(&old_v, &new_v) {
+            if generation_changes(def.flavor, &old_v, &new_v) {
                 let g = old_v["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
                 meta_mut(&mut new_v).insert("generation".into(), json!(g));
             }
@@ -419,39 +427,124 @@ fn finish_update(
     if next == old_v {
         return Ok(old.clone());
     }
-    let rv = store.next_rv();
-    meta_mut(&mut next).insert("resourceVersion".into(), json!(rv.to_string()));
     // Namespaces are removed by the namespace controller (the reaper), never by an update.
     let delete_now = def.flavor != Flavor::Namespace
         && meta_str(&next, "deletionTimestamp").is_some()
         && finalizers(&next).is_empty()
         && next["metadata"]["deletionGracePeriodSeconds"].as_i64().unwrap_or(0) == 0;
-    let obj = Arc::new(Obj::from_value(&sdef, next.clone())?);
-    let kind = if delete_now {
-        EventType::Deleted
-    } else {
-        EventType::Modified
-    };
-    store.commit(def.storage_key(), kind, obj.clone(), Some(old.clone()));
-    if def.flavor == Flavor::Crd {
-        if delete_now {
-            let group = next["spec"]["group"].as_str().unwrap_or("").to_string();
-            let plural = next["spec"]["names"]["plural"].as_str().unwrap_or("").to_string();
-            store.set_custom_defs(&group, &plural, Vec::new());
-        } else {
-            register_crd(store, &next);
+    let rv = store.next_rv();
+    if delete_now {
+        // Store.Update → deleteWithoutFinalizers: the update is never stored. The object is
+        // deleted as it was last stored (what DELETED carries, at the deletion's version) and
+        // the caller gets the updated object at the version it replaced.
+        let mut last = old.value(&sdef);
+        meta_mut(&mut last).insert("resourceVersion".into(), json!(rv.to_string()));
+        let gone = Arc::new(Obj::from_value(&sdef, last.clone())?);
+        store.commit(def.storage_key(), EventType::Deleted, gone, Some(old.clone()));
+        if def.flavor == Flavor::Crd {
+            unregister_crd(store, &last);
         }
+        return Ok(Arc::new(Obj::from_value(&sdef, next)?));
+    }
+    meta_mut(&mut next).insert("resourceVersion".into(), json!(rv.to_string()));
+    let obj = Arc::new(Obj::from_value(&sdef, next.clone())?);
+    store.commit(def.storage_key(), EventType::Modified, obj.clone(), Some(old.clone()));
+    if def.flavor == Flavor::Crd {
+        register_crd(store, &next);
     }
     Ok(obj)
 }
 
-/// Whether anything but `metadata` and `status` differs (what bumps `generation`).
-fn spec_changed(old: &Value, new: &Value) -> bool {
+/// `to[key] = from[key]`, or no `key` in `to` when `from` has none.
+fn copy_field(from: &Value, to: &mut Value, key: &str) {
+    match from.get(key) {
+        Some(v) => to[key] = v.clone(),
+        None => {
+            if let Some(m) = to.as_object_mut() {
+                m.shift_remove(key);
+            }
+        }
+    }
+}
+
+/// The metadata rules of every update (`rest.BeforeUpdate`, `ValidateObjectMetaUpdate`,
+/// namespace `Canonicalize`): system fields come from the stored object, a different uid is
+/// refused, no finalizer may be added once the object is being deleted, and a namespace
+/// keeps its name label.
+fn update_meta(def: &ResourceDef, old: &Obj, old_v: &Value, new_v: &mut Value) -> ApiResult<()> {
+    let (group, kind) = group_kind(def);
+    let name = old.name.as_str();
+    if let Some(uid) = meta_str(new_v, "uid").filter(|u| !u.is_empty()) {
+        if uid != old.uid {
+            return Err(ApiError::invalid(
+                group,
+                kind,
+                name,
+                "metadata.uid",
+                "Invalid value",
+                &format!("{uid:?}: field is immutable"),
+            ));
+        }
+    }
+    let old_meta = &old_v["metadata"];
+    let meta = meta_mut(new_v);
+    for k in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+        "namespace",
+        "name",
+    ] {
+        match old_meta.get(k) {
+            Some(val) => {
+                meta.insert(k.into(), val.clone());
+            }
+            None => {
+                meta.shift_remove(k);
+            }
+        }
+    }
+    if meta_str(old_v, "deletionTimestamp").is_some() {
+        let before = finalizers(old_v);
+        let mut added: Vec<String> = finalizers(new_v).into_iter().filter(|f| !before.contains(f)).collect();
+        if !added.is_empty() {
+            added.sort();
+            let list: Vec<String> = added.iter().map(|f| format!("{f:?}")).collect();
+            return Err(ApiError::invalid(
+                group,
+                kind,
+                name,
+                "metadata.finalizers",
+                "Forbidden",
+                &format!(
+                    "no new finalizers can be added if the object is being deleted, found new finalizers []string{{{}}}",
+                    list.join(", ")
+                ),
+            ));
+        }
+    }
+    if def.flavor == Flavor::Namespace {
+        set_namespace_label(new_v, name);
+    }
+    Ok(())
+}
+
+/// Whether an update bumps `generation`: a spec change for pods and CRDs; for custom
+/// resources any change outside `metadata` (status included: with a status subresource it
+/// was already reset to the stored one).
+fn generation_changes(flavor: Flavor, old: &Value, new: &Value) -> bool {
+    let ignored: &[&str] = match flavor {
+        Flavor::Pod | Flavor::Crd => &["metadata", "status", "kind", "apiVersion"],
+        Flavor::Custom => &["metadata", "kind", "apiVersion"],
+        _ => return false,
+    };
     let strip = |v: &Value| {
         let mut v = v.clone();
         if let Some(m) = v.as_object_mut() {
-            for k in ["metadata", "status", "kind", "apiVersion"] {
-                m.shift_remove(k);
+            for k in ignored {
+                m.shift_remove(*k);
             }
         }
         v
@@ -468,32 +561,7 @@ pub struct Deleted {
 pub fn delete(store: &mut Store, def: &ResourceDef, ns: &str, name: &str, opts: &DeleteOpts) -> ApiResult<Deleted> {
     let old = get(store, def, ns, name)?;
     let sdef = storage_def(store, def);
-    if let Some(uid) = &opts.precondition_uid {
-        if *uid != old.uid {
-            return Err(ApiError::conflict(
-                &def.group,
-                &def.plural,
-                name,
-                &format!(
-                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                    old.uid
-                ),
-            ));
-        }
-    }
-    if let Some(rv) = &opts.precondition_rv {
-        if *rv != old.rv.to_string() {
-            return Err(ApiError::conflict(
-                &def.group,
-                &def.plural,
-                name,
-                &format!(
-                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                    old.rv
-                ),
-            ));
-        }
-    }
+    check_delete_preconditions(def, &old, opts)?;
     let mut v = old.value(&sdef);
     let fins = finalizers(&v);
     let deleting = meta_str(&v, "deletionTimestamp").is_some();
@@ -505,20 +573,25 @@ pub fn delete(store: &mut Store, def: &ResourceDef, ns: &str, name: &str, opts: 
     };
 
     if def.flavor == Flavor::Namespace {
-        // The namespace controller (the reaper) empties it, then removes it.
+        // The namespace REST's first DELETE sets the deletion timestamp and the Terminating
+        // phase, nothing else; the namespace controller (the reaper) empties it, then
+        // removes it.
         if deleting {
             return Ok(Deleted { obj: old, gone: false });
         }
-        let meta = meta_mut(&mut v);
-        meta.insert("deletionTimestamp".into(), json!(now_rfc3339()));
-        meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+        meta_mut(&mut v).insert("deletionTimestamp".into(), json!(now_rfc3339()));
         v["status"]["phase"] = json!("Terminating");
+        return write_deleting(store, def, &old, v).map(|obj| Deleted { obj, gone: false });
+    }
+    if def.flavor == Flavor::Crd && !deleting {
+        // The CRD REST's first DELETE; later ones go through the generic store.
+        crd::mark_deleted(&mut v);
         return write_deleting(store, def, &old, v).map(|obj| Deleted { obj, gone: false });
     }
 
     if deleting {
-        let current = v["metadata"]["deletionGracePeriodSeconds"].as_i64().unwrap_or(0);
-        if graceful && grace < current {
+        let current = v["metadata"]["deletionGracePeriodSeconds"].as_i64();
+        if graceful && grace < current.unwrap_or(0) {
             // A shorter grace period moves the deadline earlier.
             let meta = meta_mut(&mut v);
             meta.insert("deletionTimestamp".into(), json!(rfc3339_in(grace)));
@@ -529,8 +602,13 @@ pub fn delete(store: &mut Store, def: &ResourceDef, ns: &str, name: &str, opts: 
             }
             return write_deleting(store, def, &old, v).map(|obj| Deleted { obj, gone: false });
         }
-        if current == 0 && fins.is_empty() {
+        if current.unwrap_or(0) == 0 && fins.is_empty() {
             return remove(store, def, &old, &sdef);
+        }
+        if current.is_none() && !fins.is_empty() {
+            // markAsDeleting: a deletion marked without a grace period (a CRD's) gets 0.
+            meta_mut(&mut v).insert("deletionGracePeriodSeconds".into(), json!(0));
+            return write_deleting(store, def, &old, v).map(|obj| Deleted { obj, gone: false });
         }
         return Ok(Deleted { obj: old, gone: false });
     }
@@ -561,6 +639,51 @@ fn write_deleting(store: &mut Store, def: &ResourceDef, old: &Arc<Obj>, mut v: V
     Ok(obj)
 }
 
+/// Delete preconditions. Namespaces and CRDs check them in their own REST `Delete`, with
+/// their own words and resource; everything else in `rest.BeforeDelete`, which names the
+/// object's kind (`Pod "p"`, `Lease.coordination.k8s.io "l"`).
+fn check_delete_preconditions(def: &ResourceDef, old: &Obj, opts: &DeleteOpts) -> ApiResult<()> {
+    let name = old.name.as_str();
+    let own_rest = matches!(def.flavor, Flavor::Namespace | Flavor::Crd);
+    let (group, kind) = group_kind(def);
+    let (group, resource) = if own_rest {
+        (def.group.as_str(), def.plural.as_str())
+    } else {
+        (group, kind)
+    };
+    if let Some(uid) = opts.precondition_uid.as_ref().filter(|u| **u != old.uid) {
+        let why = if own_rest {
+            format!(
+                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                old.uid
+            )
+        } else {
+            format!(
+                "the UID in the precondition ({uid}) does not match the UID in record ({}). \
+                 The object might have been deleted and then recreated",
+                old.uid
+            )
+        };
+        return Err(ApiError::conflict(group, resource, name, &why));
+    }
+    if let Some(rv) = opts.precondition_rv.as_ref().filter(|rv| **rv != old.rv.to_string()) {
+        let why = if own_rest {
+            format!(
+                "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                old.rv
+            )
+        } else {
+            format!(
+                "the ResourceVersion in the precondition ({rv}) does not match the ResourceVersion in record ({}). \
+                 The object might have been modified",
+                old.rv
+            )
+        };
+        return Err(ApiError::conflict(group, resource, name, &why));
+    }
+    Ok(())
+}
+
 /// Removes the object now: DELETED carries the last stored object at the deletion's
 /// resourceVersion.
 fn remove(store: &mut Store, def: &ResourceDef, old: &Arc<Obj>, sdef: &ResourceDef) -> ApiResult<Deleted> {
@@ -570,9 +693,7 @@ fn remove(store: &mut Store, def: &ResourceDef, old: &Arc<Obj>, sdef: &ResourceD
     let obj = Arc::new(Obj::from_value(sdef, v.clone())?);
     store.commit(def.storage_key(), EventType::Deleted, obj.clone(), Some(old.clone()));
     if def.flavor == Flavor::Crd {
-        let group = v["spec"]["group"].as_str().unwrap_or("").to_string();
-        let plural = v["spec"]["names"]["plural"].as_str().unwrap_or("").to_string();
-        store.set_custom_defs(&group, &plural, Vec::new());
+        unregister_crd(store, &v);
     }
     Ok(Deleted { obj, gone: true })
 }

@@ -25,8 +25,9 @@ pub const STRATEGIC_PATCH: &str = "application/strategic-merge-patch+json";
 pub const APPLY_PATCH: &str = "application/apply-patch+yaml";
 
 impl PatchType {
+    /// The patch type of a Content-Type (parameters after `;` are ignored).
     pub fn from_content_type(ct: &str) -> Option<PatchType> {
-        match ct.split(';').next().unwrap_or("").trim() {
+        match ct.split(';').next().unwrap_or("") {
             JSON_PATCH => Some(PatchType::Json),
             MERGE_PATCH => Some(PatchType::Merge),
             STRATEGIC_PATCH => Some(PatchType::Strategic),
@@ -36,13 +37,30 @@ impl PatchType {
     }
 }
 
-/// Applies a patch to `doc` (the full current object, with `kind`/`apiVersion`).
-pub fn apply(kind: PatchType, doc: &Value, body: &[u8], strategic_allowed: bool) -> ApiResult<Value> {
-    let accepted: &[&str] = if strategic_allowed {
-        &[JSON_PATCH, MERGE_PATCH, APPLY_PATCH, STRATEGIC_PATCH]
+/// The patch types a resource accepts, in the order kube-apiserver lists them in its `415`:
+/// built-in resources also take strategic merge patch, custom resources do not.
+pub fn accepted_types(strategic_allowed: bool) -> &'static [&'static str] {
+    if strategic_allowed {
+        &[JSON_PATCH, MERGE_PATCH, STRATEGIC_PATCH, APPLY_PATCH]
     } else {
         &[JSON_PATCH, MERGE_PATCH, APPLY_PATCH]
-    };
+    }
+}
+
+/// Server-side apply is a patch type kube-apiserver accepts and kube-sim does not implement.
+pub fn apply_not_implemented() -> ApiError {
+    ApiError::new(
+        415,
+        "UnsupportedMediaType",
+        "server-side apply (application/apply-patch+yaml) is not implemented by kube-sim; \
+         use application/merge-patch+json, application/json-patch+json or \
+         application/strategic-merge-patch+json",
+    )
+}
+
+/// Applies a patch to `doc` (the full current object, with `kind`/`apiVersion`).
+pub fn apply(kind: PatchType, doc: &Value, body: &[u8], strategic_allowed: bool) -> ApiResult<Value> {
+    let accepted = accepted_types(strategic_allowed);
     match kind {
         PatchType::Json => {
             let ops: json_patch::Patch = serde_json::from_slice(body)
@@ -64,13 +82,7 @@ pub fn apply(kind: PatchType, doc: &Value, body: &[u8], strategic_allowed: bool)
             Ok(out)
         }
         PatchType::Strategic => Err(ApiError::unsupported_media_type(accepted)),
-        PatchType::Apply => Err(ApiError::new(
-            415,
-            "UnsupportedMediaType",
-            "server-side apply (application/apply-patch+yaml) is not implemented by kube-sim; \
-             use application/merge-patch+json, application/json-patch+json or \
-             application/strategic-merge-patch+json",
-        )),
+        PatchType::Apply => Err(apply_not_implemented()),
     }
 }
 

@@ -106,12 +106,14 @@ You can start a new list without the continue parameter, or use the continue tok
 remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were \
 created, modified, or deleted between the time the first chunk was returned and now may show up in the list.";
 
-fn encode_continue(rv: u64, start: &str) -> String {
+/// A continue token: the list's resourceVersion (`-1`: "as of whenever it is used", the
+/// token an expired one is answered with) and the key to start after.
+fn encode_continue(rv: i64, start: &str) -> String {
     let token = json!({"v": "meta.k8s.io/v1", "rv": rv, "start": format!("{start}\u{0}")});
     base64::engine::general_purpose::URL_SAFE.encode(token.to_string())
 }
 
-fn decode_continue(token: &str) -> ApiResult<(u64, String)> {
+fn decode_continue(token: &str) -> ApiResult<(i64, String)> {
     let bad = |why: &str| ApiError::bad_request(format!("invalid continue token: {why}"));
     let raw = base64::engine::general_purpose::URL_SAFE
         .decode(token)
@@ -123,9 +125,9 @@ fn decode_continue(token: &str) -> ApiResult<(u64, String)> {
             "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
         ));
     }
-    let rv = v["rv"]
-        .as_u64()
-        .ok_or_else(|| bad("continue key is not valid: incorrect encoded start resourceVersion"))?;
+    let rv = v["rv"].as_i64().filter(|rv| *rv != 0).ok_or_else(|| {
+        bad("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)")
+    })?;
     let start = v["start"]
         .as_str()
         .ok_or_else(|| bad("continue key is not valid: missing start"))?;
@@ -159,6 +161,11 @@ async fn wait_for_rv(state: &ClusterState, rv: u64) -> ApiResult<()> {
 pub async fn list(state: &ClusterState, def: &ResourceDef, sel: &Selection, p: &ListParams) -> ApiResult<ListResult> {
     let key = def.storage_key();
     let rv_param = p.resource_version.as_deref().unwrap_or("");
+    if p.continue_token.is_some() && !rv_param.is_empty() && rv_param != "0" {
+        return Err(ApiError::bad_request(
+            "specifying resource version is not allowed when using continue",
+        ));
+    }
     if p.continue_token.is_none() && !rv_param.is_empty() && rv_param != "0" {
         let rv: u64 = rv_param
             .parse()
@@ -169,12 +176,24 @@ pub async fn list(state: &ClusterState, def: &ResourceDef, sel: &Selection, p: &
         let mut store = state.store();
         if let Some(token) = &p.continue_token {
             let (rv, start) = decode_continue(token)?;
-            match store.snapshot(rv, &key) {
-                Some(t) => (t, rv, Some(start)),
-                None => {
-                    let mut e = ApiError::expired(CONTINUE_TOO_OLD);
-                    e = e.with_details(json!({}));
-                    return Err(e);
+            if rv < 0 {
+                // Continue "inconsistently": the rest of the list as of now.
+                let current = store.rv();
+                let table = store.table(&key);
+                if p.limit.is_some() {
+                    store.save_snapshot(current, key.clone(), table.clone());
+                }
+                (table, current, Some(start))
+            } else {
+                match store.snapshot(rv as u64, &key) {
+                    Some(t) => (t, rv as u64, Some(start)),
+                    None => {
+                        // NewResourceExpired (no details), with a token that continues
+                        // from the same key at the latest version.
+                        let mut e = ApiError::expired(CONTINUE_TOO_OLD);
+                        e.list_continue = Some(encode_continue(-1, start.trim_end_matches('\u{0}')));
+                        return Err(e);
+                    }
                 }
             }
         } else {
@@ -242,7 +261,7 @@ fn collect(
     if let Some(last) = last_key {
         let rest: Vec<_> = iter.filter(|(_, o)| sel.matches(sdef, o)).map(|_| ()).collect();
         if !rest.is_empty() {
-            continue_token = Some(encode_continue(list_rv, &last));
+            continue_token = Some(encode_continue(list_rv as i64, &last));
             if sel.unfiltered() {
                 remaining = Some(rest.len() as u64);
             }
@@ -317,18 +336,38 @@ fn bookmark_frame(def: &ResourceDef, rv: u64, initial_end: bool) -> Vec<Bytes> {
     ))]
 }
 
-/// Maps a committed change to what this watcher sees.
-fn filtered(ev: &Event, sdef: &ResourceDef, sel: &Selection) -> Option<&'static str> {
-    let now = sel.matches(sdef, &ev.obj);
-    let before = ev.prev.as_ref().is_some_and(|p| sel.matches(sdef, p));
+/// Maps a committed change to what this watcher sees, as cacheWatcher does: an object that
+/// enters the selection is ADDED; one that leaves it is DELETED, carrying the previous
+/// object at the change's resourceVersion. (A deletion's own object already is the last
+/// stored one at the deletion's version.)
+fn filtered(ev: &Event, sdef: &ResourceDef, sel: &Selection) -> Option<(&'static str, Arc<Obj>)> {
+    let now = ev.kind != EventType::Deleted && sel.matches(sdef, &ev.obj);
+    let before = match &ev.prev {
+        Some(p) => sel.matches(sdef, p),
+        None => ev.kind == EventType::Deleted && sel.matches(sdef, &ev.obj),
+    };
     match (ev.kind, before, now) {
-        (EventType::Added, _, true) => Some("ADDED"),
-        (EventType::Modified, true, true) => Some("MODIFIED"),
-        (EventType::Modified, false, true) => Some("ADDED"),
-        (EventType::Modified, true, false) => Some("DELETED"),
-        (EventType::Deleted, _, true) => Some("DELETED"),
-        _ => None,
+        (_, false, true) => Some(("ADDED", ev.obj.clone())),
+        (_, true, true) => Some(("MODIFIED", ev.obj.clone())),
+        (EventType::Deleted, true, false) => Some(("DELETED", ev.obj.clone())),
+        (_, true, false) => {
+            let prev = ev.prev.as_ref().expect("a previous object matched");
+            Some((
+                "DELETED",
+                at_version(sdef, prev, ev.rv).unwrap_or_else(|| ev.obj.clone()),
+            ))
+        }
+        (_, false, false) => None,
     }
+}
+
+/// `obj` with its resourceVersion replaced.
+fn at_version(sdef: &ResourceDef, obj: &Obj, rv: u64) -> Option<Arc<Obj>> {
+    let mut v: serde_json::Value = serde_json::from_slice(&obj.json).ok()?;
+    v.get_mut("metadata")?
+        .as_object_mut()?
+        .insert("resourceVersion".into(), json!(rv.to_string()));
+    Obj::from_value(sdef, v).ok().map(Arc::new)
 }
 
 /// Starts a watch; frames arrive on the returned channel, which closes when the watch ends.
@@ -417,8 +456,8 @@ async fn run_watch(
     }
     for ev in backlog.iter().filter(|e| e.storage == key) {
         last_rv = ev.rv;
-        if let Some(kind) = filtered(ev, &sdef, sel) {
-            if !send(frame(kind, def, &sdef, &ev.obj, p.form)).await {
+        if let Some((kind, obj)) = filtered(ev, &sdef, sel) {
+            if !send(frame(kind, def, &sdef, &obj, p.form)).await {
                 return Ok(());
             }
         }
@@ -448,8 +487,8 @@ async fn run_watch(
                     if ev.storage != key {
                         continue;
                     }
-                    if let Some(kind) = filtered(&ev, &sdef, sel) {
-                        if !send(frame(kind, def, &sdef, &ev.obj, p.form)).await {
+                    if let Some((kind, obj)) = filtered(&ev, &sdef, sel) {
+                        if !send(frame(kind, def, &sdef, &obj, p.form)).await {
                             return Ok(());
                         }
                     }

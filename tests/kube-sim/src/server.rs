@@ -68,6 +68,19 @@ impl std::error::Error for Offline {}
 
 /// Entry point for every request.
 pub async fn handle(state: Arc<ClusterState>, req: Request<Incoming>) -> Result<Response<Body>, Offline> {
+    let mut resp = respond(state, req).await?;
+    // genericapifilters.WithCacheControl wraps the whole handler chain (authentication
+    // included): every answer is marked uncacheable unless it says otherwise.
+    if !resp.headers().contains_key(header::CACHE_CONTROL) {
+        resp.headers_mut().insert(
+            header::CACHE_CONTROL,
+            http::HeaderValue::from_static("no-cache, private"),
+        );
+    }
+    Ok(resp)
+}
+
+async fn respond(state: Arc<ClusterState>, req: Request<Incoming>) -> Result<Response<Body>, Offline> {
     if state.faults.is_offline() {
         return Err(Offline);
     }
@@ -241,15 +254,41 @@ async fn read_body(req: Request<Incoming>) -> ApiResult<Bytes> {
         .map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))
 }
 
+/// `NegotiateInputSerializer`: no Content-Type means the first serializer's (JSON); anything
+/// but JSON is refused, naming what is accepted (kube-sim decodes no YAML or protobuf).
 fn check_json_content_type(req: &Request<Incoming>) -> ApiResult<()> {
     let ct = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json");
-    match ct.split(';').next().unwrap_or("").trim() {
-        "application/json" | "" | "*/*" => Ok(()),
-        _ => Err(ApiError::new(415, "UnsupportedMediaType", "415: Unsupported Media Type").with_empty_details()),
+        .unwrap_or("");
+    match ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase().as_str() {
+        "application/json" | "" => Ok(()),
+        _ => Err(ApiError::unsupported_media_type(&["application/json"])),
+    }
+}
+
+/// PatchResource's first check, before the object is looked up: the Content-Type (up to a
+/// `;`) must be one of the resource's patch types — custom resources have no strategic merge
+/// patch. Server-side apply is recognised and refused as not implemented.
+fn check_patch_content_type(def: &ResourceDef, req: &Request<Incoming>) -> ApiResult<PatchType> {
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let ct = match ct.find(';') {
+        Some(i) if i > 0 => &ct[..i],
+        _ => ct,
+    };
+    let accepted = crate::patch::accepted_types(def.flavor != Flavor::Custom);
+    if !accepted.contains(&ct) {
+        return Err(ApiError::unsupported_media_type(accepted));
+    }
+    match PatchType::from_content_type(ct) {
+        Some(PatchType::Apply) => Err(crate::patch::apply_not_implemented()),
+        Some(kind) => Ok(kind),
+        None => Err(ApiError::unsupported_media_type(accepted)),
     }
 }
 
@@ -315,6 +354,14 @@ fn object_response_as(
 }
 
 async fn serve(state: Arc<ClusterState>, t: Target, req: Request<Incoming>) -> ApiResult<Response<Body>> {
+    let method = req.method().clone();
+    if method == Method::DELETE && t.name.is_none() && t.def.flavor == Flavor::Namespace {
+        // The namespace REST has no DeleteCollection: no route, go-restful's 405.
+        return Err(
+            ApiError::method_not_allowed("the server does not allow this method on the requested resource")
+                .with_empty_details(),
+        );
+    }
     let q = Query::parse(req.uri().query());
     if q.get("dryRun").is_some() {
         return Err(ApiError::method_not_allowed(
@@ -322,7 +369,10 @@ async fn serve(state: Arc<ClusterState>, t: Target, req: Request<Incoming>) -> A
         ));
     }
     let ns = t.namespace.clone().unwrap_or_default();
-    let method = req.method().clone();
+    let patch_type = match (&method, &t.name) {
+        (&Method::PATCH, Some(_)) => Some(check_patch_content_type(&t.def, &req)?),
+        _ => None,
+    };
     let form = negotiate(&req)?;
     match (method, &t.name) {
         (Method::GET, Some(name)) => {
@@ -348,16 +398,7 @@ async fn serve(state: Arc<ClusterState>, t: Target, req: Request<Incoming>) -> A
                         .map(std::time::Duration::from_secs),
                     send_initial_events: q.flag("sendInitialEvents"),
                 };
-                if p.send_initial_events && q.get("resourceVersionMatch") != Some("NotOlderThan") {
-                    return Err(ApiError::invalid(
-                        "meta.k8s.io",
-                        "ListOptions",
-                        "",
-                        "resourceVersionMatch",
-                        "Forbidden",
-                        "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
-                    ));
-                }
+                validate_list_options(&q, true)?;
                 let rx = read::watch(state.clone(), t.def.clone(), sel, p);
                 let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) })
                     .flat_map(|frames| {
@@ -370,6 +411,7 @@ async fn serve(state: Arc<ClusterState>, t: Target, req: Request<Incoming>) -> A
                     .body(BodyExt::boxed(StreamBody::new(stream)))
                     .expect("valid response"));
             }
+            validate_list_options(&q, false)?;
             let p = ListParams {
                 limit: q.get("limit").and_then(|s| s.parse().ok()),
                 continue_token: q.get("continue").filter(|s| !s.is_empty()).map(String::from),
@@ -404,17 +446,7 @@ async fn serve(state: Arc<ClusterState>, t: Target, req: Request<Incoming>) -> A
             Ok(object_response(&state, &def, &obj, code))
         }
         (Method::PATCH, Some(name)) => {
-            let ct = req
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
-            let Some(kind) = PatchType::from_content_type(&ct) else {
-                return Err(
-                    ApiError::new(415, "UnsupportedMediaType", "415: Unsupported Media Type").with_empty_details(),
-                );
-            };
+            let kind = patch_type.expect("checked above");
             let (def, name) = (t.def.clone(), name.clone());
             let body = read_body(req).await?;
             let obj = ops::patch(&mut state.store(), &def, &ns, &name, t.sub, kind, &body)?;
@@ -497,11 +529,90 @@ fn delete_opts(q: &Query, body: &[u8]) -> ApiResult<DeleteOpts> {
     Ok(opts)
 }
 
+/// `ValidateListOptions` (list) and `validateWatchOptions` (watch), as the list handler
+/// runs them before anything is read: `422 Invalid` on `ListOptions.meta.k8s.io`.
+fn validate_list_options(q: &Query, watch: bool) -> ApiResult<()> {
+    let rv = q.get("resourceVersion").unwrap_or("");
+    let rvm = q.get("resourceVersionMatch").unwrap_or("");
+    let cont = q.get("continue").unwrap_or("");
+    let send_initial_events = q.get("sendInitialEvents").is_some();
+    let forbidden = |field: &str, why: &str| (field.to_string(), "Forbidden", why.to_string());
+    let mut errors = Vec::new();
+    if watch {
+        if send_initial_events && rvm != "NotOlderThan" {
+            errors.push(forbidden(
+                "resourceVersionMatch",
+                "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+            ));
+        }
+        if !rvm.is_empty() {
+            if !send_initial_events {
+                errors.push(forbidden(
+                    "resourceVersionMatch",
+                    "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+                ));
+            }
+            if rvm != "NotOlderThan" {
+                errors.push((
+                    "resourceVersionMatch".to_string(),
+                    "Unsupported value",
+                    format!("{rvm:?}: supported values: \"NotOlderThan\""),
+                ));
+            }
+            if !cont.is_empty() {
+                errors.push(forbidden(
+                    "resourceVersionMatch",
+                    "resourceVersionMatch is forbidden when continue is provided",
+                ));
+            }
+        }
+    } else {
+        if !rvm.is_empty() {
+            if rv.is_empty() {
+                errors.push(forbidden(
+                    "resourceVersionMatch",
+                    "resourceVersionMatch is forbidden unless resourceVersion is provided",
+                ));
+            }
+            if !cont.is_empty() {
+                errors.push(forbidden(
+                    "resourceVersionMatch",
+                    "resourceVersionMatch is forbidden when continue is provided",
+                ));
+            }
+            if rvm != "Exact" && rvm != "NotOlderThan" {
+                errors.push((
+                    "resourceVersionMatch".to_string(),
+                    "Unsupported value",
+                    format!("{rvm:?}: supported values: \"Exact\", \"NotOlderThan\", \"\""),
+                ));
+            }
+            if rvm == "Exact" && rv == "0" {
+                errors.push(forbidden(
+                    "resourceVersionMatch",
+                    "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+                ));
+            }
+        }
+        if send_initial_events {
+            errors.push(forbidden(
+                "sendInitialEvents",
+                "sendInitialEvents is forbidden for list",
+            ));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_fields("meta.k8s.io", "ListOptions", "", &errors))
+    }
+}
+
 fn delete_response(state: &ClusterState, def: &ResourceDef, d: &ops::Deleted) -> Response<Body> {
-    let returns_object = matches!(
-        def.flavor,
-        Flavor::Pod | Flavor::Namespace | Flavor::Crd | Flavor::Custom
-    );
+    // Only stores with ReturnDeletedObject (pods, namespaces) answer the deleted object; the
+    // others answer a Success Status naming it (finalizeDelete). An object still held
+    // (finalizers, grace period) is answered as updated, by every store.
+    let returns_object = matches!(def.flavor, Flavor::Pod | Flavor::Namespace);
     if d.gone && !returns_object {
         let s = success_status(&def.group, &def.plural, &d.obj.name, &d.obj.uid);
         return json_response(StatusCode::OK, s.to_string());

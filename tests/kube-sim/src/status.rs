@@ -16,6 +16,22 @@ pub struct ApiError {
     pub details: Option<Box<Value>>,
     /// Seconds for a `Retry-After` header (429 / 503 / 504).
     pub retry_after: Option<u64>,
+    /// `metadata.continue` of the Status (an expired continue token's replacement).
+    pub list_continue: Option<String>,
+}
+
+/// One `field.Error`: the field path, the error type (`Invalid value`, `Required value`, …)
+/// and the rest of its body (the quoted bad value and the detail, already formatted; empty
+/// when the type stands alone, as `field.Required(path, "")` renders).
+pub type FieldError = (String, &'static str, String);
+
+/// `field.Error.ErrorBody()`: the type, then `: <rest>` only when there is a rest.
+fn error_body(cause_type: &str, rest: &str) -> String {
+    if rest.is_empty() {
+        cause_type.to_string()
+    } else {
+        format!("{cause_type}: {rest}")
+    }
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -28,6 +44,7 @@ impl ApiError {
             message: message.into(),
             details: None,
             retry_after: None,
+            list_continue: None,
         }
     }
 
@@ -75,21 +92,46 @@ impl ApiError {
         .with_details(details(group, plural, name))
     }
 
-    /// `422 Invalid` with one field cause, formatted as the apiserver formats
-    /// `field.ErrorList`: `Pod "p1" is invalid: metadata.finalizers: Forbidden: ...`.
-    pub fn invalid(group: &str, kind: &str, name: &str, field: &str, cause_type: &str, detail: &str) -> Self {
-        let cause_reason = cause_reason(cause_type);
-        let message = format!("{kind} \"{name}\" is invalid: {field}: {cause_type}: {detail}");
+    /// `422 Invalid` with one field cause, as `errors.NewInvalid` builds it:
+    /// `Lease.coordination.k8s.io "l1" is invalid: metadata.name: Invalid value: ...`.
+    /// `kind` is the bare kind; the message qualifies it with the group.
+    pub fn invalid(group: &str, kind: &str, name: &str, field: &str, cause_type: &'static str, detail: &str) -> Self {
+        Self::invalid_fields(
+            group,
+            kind,
+            name,
+            &[(field.to_string(), cause_type, detail.to_string())],
+        )
+    }
+
+    /// `422 Invalid` for a `field.ErrorList`: one cause per error, the message aggregating the
+    /// distinct errors (`[a, b]` when there are several), as `ErrorList.ToAggregate` does.
+    pub fn invalid_fields(group: &str, kind: &str, name: &str, errors: &[FieldError]) -> Self {
+        let mut parts: Vec<String> = Vec::new();
+        for (field, cause_type, rest) in errors {
+            let part = format!("{field}: {}", error_body(cause_type, rest));
+            if !parts.contains(&part) {
+                parts.push(part);
+            }
+        }
+        let aggregate = match parts.as_slice() {
+            [one] => one.clone(),
+            _ => format!("[{}]", parts.join(", ")),
+        };
+        let message = format!("{} \"{name}\" is invalid: {aggregate}", qualified_resource(group, kind));
         let mut d = Map::new();
         d.insert("name".into(), json!(name));
         if !group.is_empty() {
             d.insert("group".into(), json!(group));
         }
         d.insert("kind".into(), json!(kind));
-        d.insert(
-            "causes".into(),
-            json!([{ "reason": cause_reason, "message": format!("{cause_type}: {detail}"), "field": field }]),
-        );
+        let causes: Vec<Value> = errors
+            .iter()
+            .map(|(field, cause_type, rest)| {
+                json!({ "reason": cause_reason(cause_type), "message": error_body(cause_type, rest), "field": field })
+            })
+            .collect();
+        d.insert("causes".into(), json!(causes));
         ApiError::new(422, "Invalid", message).with_details(Value::Object(d))
     }
 
@@ -101,6 +143,7 @@ impl ApiError {
         ApiError::new(405, "MethodNotAllowed", message)
     }
 
+    /// `415`, as `negotiation.NewUnsupportedMediaTypeError` answers (no details).
     pub fn unsupported_media_type(accepted: &[&str]) -> Self {
         ApiError::new(
             415,
@@ -140,7 +183,10 @@ impl ApiError {
         let mut s = json!({
             "kind": "Status",
             "apiVersion": "v1",
-            "metadata": {},
+            "metadata": match &self.list_continue {
+                Some(c) => json!({ "continue": c }),
+                None => json!({}),
+            },
             "status": "Failure",
             "message": self.message,
             "reason": self.reason,
@@ -180,7 +226,8 @@ pub fn cause_reason(cause_type: &str) -> &'static str {
     }
 }
 
-/// `pods` for the core group, `leases.coordination.k8s.io` otherwise.
+/// `pods` for the core group, `leases.coordination.k8s.io` otherwise (`GroupResource` and
+/// `GroupKind` render alike: `Lease.coordination.k8s.io`).
 pub fn qualified_resource(group: &str, plural: &str) -> String {
     if group.is_empty() {
         plural.to_string()
@@ -210,4 +257,50 @@ pub fn success_status(group: &str, plural: &str, name: &str, uid: &str) -> Value
         "status": "Success",
         "details": d,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_renders_field_errors_as_new_invalid_does() {
+        let e = ApiError::invalid_fields(
+            "coordination.k8s.io",
+            "Lease",
+            "l",
+            &[
+                ("spec.a".into(), "Required value", String::new()),
+                ("spec.a".into(), "Required value", String::new()),
+                ("spec.b".into(), "Invalid value", "3: must be even".into()),
+            ],
+        );
+        assert_eq!(
+            e.message,
+            r#"Lease.coordination.k8s.io "l" is invalid: [spec.a: Required value, spec.b: Invalid value: 3: must be even]"#,
+            "ToAggregate drops repeated messages"
+        );
+        let d = e.details.expect("details");
+        assert_eq!(
+            (&d["kind"], &d["group"]),
+            (&json!("Lease"), &json!("coordination.k8s.io"))
+        );
+        assert_eq!(d["causes"].as_array().map(Vec::len), Some(3), "every error is a cause");
+        assert_eq!(
+            d["causes"][0],
+            json!({"reason": "FieldValueRequired", "message": "Required value", "field": "spec.a"})
+        );
+        let core = ApiError::invalid("", "Pod", "p", "spec.containers", "Required value", "");
+        assert_eq!(core.message, r#"Pod "p" is invalid: spec.containers: Required value"#);
+        assert!(core.details.expect("details").get("group").is_none());
+    }
+
+    #[test]
+    fn expired_status_carries_the_continue_token() {
+        let mut e = ApiError::expired("too old");
+        e.list_continue = Some("tok".into());
+        let s = e.to_status();
+        assert_eq!(s["metadata"], json!({"continue": "tok"}));
+        assert!(s.get("details").is_none());
+    }
 }

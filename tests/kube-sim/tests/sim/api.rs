@@ -5,7 +5,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use crate::common::{client, pod, pod_on_node, start, status};
+use crate::common::{client, pod, pod_on_node, raw, start, status};
 
 #[tokio::test]
 async fn discovery_and_version() {
@@ -342,14 +342,19 @@ async fn status_subresource_rules() {
     assert_eq!(p.status.unwrap().phase.as_deref(), Some("Pending"));
     assert_eq!(p.metadata.labels.unwrap().get("l").map(String::as_str), Some("1"));
 
-    // /status writes only status: conditions merge by type, labels are ignored.
+    // /status writes status and metadata (podStatusStrategy resets only spec,
+    // deletionTimestamp and ownerReferences): conditions merge by type, labels apply.
     let s1 = json!({"status": {"conditions": [{"type": "sluice.dev/traffic-ready", "status": "False"}]}});
     pods.patch_status("p", &pp, &Patch::Strategic(&s1)).await.unwrap();
-    let s2 = json!({"metadata": {"labels": {"l": "2"}},
+    let s2 = json!({"metadata": {"labels": {"l": "2"}, "annotations": {"a": "1"},
+                                 "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "o",
+                                                      "uid": "00000000-0000-0000-0000-000000000001"}]},
+                    "spec": {"activeDeadlineSeconds": 5},
                     "status": {"conditions": [{"type": "Other", "status": "True"}]}});
     let p = pods.patch_status("p", &pp, &Patch::Strategic(&s2)).await.unwrap();
     let types: Vec<String> = p
         .status
+        .clone()
         .unwrap()
         .conditions
         .unwrap()
@@ -357,7 +362,14 @@ async fn status_subresource_rules() {
         .map(|c| c.type_)
         .collect();
     assert_eq!(types, vec!["sluice.dev/traffic-ready", "Other"]);
-    assert_eq!(p.metadata.labels.unwrap().get("l").map(String::as_str), Some("1"));
+    assert_eq!(p.metadata.labels.unwrap().get("l").map(String::as_str), Some("2"));
+    assert_eq!(p.metadata.annotations.unwrap().get("a").map(String::as_str), Some("1"));
+    assert_eq!(p.metadata.owner_references, None, "ownerReferences are reset");
+    assert_eq!(p.spec.unwrap().active_deadline_seconds, None, "spec is reset");
+    // A finalizer added through /status is kept too.
+    let f = json!({"metadata": {"finalizers": ["example.com/f"]}});
+    let p = pods.patch_status("p", &pp, &Patch::Merge(&f)).await.unwrap();
+    assert_eq!(p.metadata.finalizers, Some(vec!["example.com/f".to_string()]));
 
     // replace_status with a stale rv conflicts like any write.
     let mut stale = pods.get("p").await.unwrap();
@@ -454,7 +466,8 @@ async fn deletion_with_finalizers_and_grace() {
     let e = status(pods.delete("pre", &dp).await.unwrap_err());
     assert_eq!(e.code, 409);
     assert!(
-        e.message.contains("Precondition failed: UID in precondition: wrong"),
+        e.message
+            .contains("the UID in the precondition (wrong) does not match the UID in record"),
         "{}",
         e.message
     );
@@ -599,4 +612,443 @@ async fn metadata_only_reads_and_not_acceptable() {
         .unwrap();
     let v = client.request::<serde_json::Value>(kubectl).await.expect("fallback");
     assert_eq!(v["kind"], "PodList");
+}
+
+const NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+fn name_label(ns: &Namespace) -> Option<String> {
+    ns.metadata.labels.as_ref().and_then(|l| l.get(NAME_LABEL).cloned())
+}
+
+#[tokio::test]
+async fn namespaces_carry_their_name_label_and_terminate_as_upstream() {
+    let c = start("ns-label").await;
+    let nss: Api<Namespace> = Api::all(client(&c).await);
+    let pp = PostParams::default();
+    for n in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        assert_eq!(name_label(&nss.get(n).await.unwrap()).as_deref(), Some(n));
+    }
+    let spoofed: Namespace = serde_json::from_value(json!({"metadata": {"name": "team",
+        "labels": {NAME_LABEL: "spoof", "a": "1"}}, "spec": {"finalizers": ["example.com/x"]}}))
+    .unwrap();
+    let created = nss.create(&pp, &spoofed).await.unwrap();
+    assert_eq!(name_label(&created).as_deref(), Some("team"));
+    assert_eq!(
+        created.spec.unwrap().finalizers,
+        Some(vec!["example.com/x".to_string(), "kubernetes".to_string()]),
+        "PrepareForCreate appends the kubernetes finalizer"
+    );
+    let generated = nss
+        .create(
+            &pp,
+            &serde_json::from_value(json!({"metadata": {"generateName": "gen-"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(name_label(&generated), generated.metadata.name);
+
+    // Forced back on update and patch.
+    let mut cur = nss.get("team").await.unwrap();
+    cur.metadata.labels.as_mut().unwrap().remove(NAME_LABEL);
+    assert_eq!(
+        name_label(&nss.replace("team", &pp, &cur).await.unwrap()).as_deref(),
+        Some("team")
+    );
+    let patched = nss
+        .patch(
+            "team",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"labels": {NAME_LABEL: "other"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(name_label(&patched).as_deref(), Some("team"));
+    let selected = nss
+        .list(&ListParams::default().labels(&format!("{NAME_LABEL}=team")))
+        .await
+        .unwrap();
+    assert_eq!(selected.items.len(), 1);
+
+    // The namespace REST has no DeleteCollection.
+    let e = status(
+        nss.delete_collection(&DeleteParams::default(), &ListParams::default())
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        (e.code, e.reason.as_str(), e.message.as_str()),
+        (
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource"
+        )
+    );
+    assert!(nss.get_opt("default").await.unwrap().is_some());
+
+    // Delete marks it: deletionTimestamp and phase Terminating, nothing else.
+    let ns = nss
+        .delete("team", &DeleteParams::default())
+        .await
+        .unwrap()
+        .left()
+        .expect("namespaces return the object");
+    assert!(ns.metadata.deletion_timestamp.is_some());
+    assert_eq!(ns.metadata.deletion_grace_period_seconds, None);
+    assert_eq!(ns.status.unwrap().phase.as_deref(), Some("Terminating"));
+}
+
+#[tokio::test]
+async fn delete_preconditions_conflict_as_before_delete_reports_them() {
+    let c = start("preconditions").await;
+    let client = client(&c).await;
+    let with = |uid: Option<&str>, rv: Option<&str>| DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: uid.map(String::from),
+            resource_version: rv.map(String::from),
+        }),
+        ..Default::default()
+    };
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let p = pods.create(&PostParams::default(), &pod("pre")).await.unwrap();
+    let (uid, rv) = (p.metadata.uid.unwrap(), p.metadata.resource_version.unwrap());
+    let e = status(pods.delete("pre", &with(Some("wrong"), None)).await.unwrap_err());
+    assert_eq!((e.code, e.reason.as_str()), (409, "Conflict"));
+    assert_eq!(
+        e.message,
+        format!(
+            r#"Operation cannot be fulfilled on Pod "pre": the UID in the precondition (wrong) does not match the UID in record ({uid}). The object might have been deleted and then recreated"#
+        )
+    );
+    let d = e.details.unwrap();
+    assert_eq!((d.name.as_str(), d.group.as_str(), d.kind.as_str()), ("pre", "", "Pod"));
+    let e = status(pods.delete("pre", &with(None, Some("1"))).await.unwrap_err());
+    assert_eq!(
+        e.message,
+        format!(
+            r#"Operation cannot be fulfilled on Pod "pre": the ResourceVersion in the precondition (1) does not match the ResourceVersion in record ({rv}). The object might have been modified"#
+        )
+    );
+    pods.delete("pre", &with(Some(&uid), Some(&rv)))
+        .await
+        .expect("matching preconditions");
+
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), "default");
+    let l = leases
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "l"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let e = status(leases.delete("l", &with(Some("wrong"), None)).await.unwrap_err());
+    assert_eq!(
+        e.message,
+        format!(
+            r#"Operation cannot be fulfilled on Lease.coordination.k8s.io "l": the UID in the precondition (wrong) does not match the UID in record ({}). The object might have been deleted and then recreated"#,
+            l.metadata.uid.unwrap()
+        )
+    );
+    let d = e.details.unwrap();
+    assert_eq!((d.group.as_str(), d.kind.as_str()), ("coordination.k8s.io", "Lease"));
+
+    // Namespaces check their own preconditions, with their own words.
+    let nss: Api<Namespace> = Api::all(client.clone());
+    let ns = nss
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "team"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let e = status(nss.delete("team", &with(Some("wrong"), None)).await.unwrap_err());
+    assert_eq!(
+        e.message,
+        format!(
+            r#"Operation cannot be fulfilled on namespaces "team": Precondition failed: UID in precondition: wrong, UID in object meta: {}"#,
+            ns.metadata.uid.unwrap()
+        )
+    );
+}
+
+#[tokio::test]
+async fn invalid_errors_qualify_the_kind_and_omit_empty_details() {
+    let c = start("invalid").await;
+    let client = client(&c).await;
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), "default");
+    let e = status(
+        leases
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": "Bad_Name"}})).unwrap(),
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        e.message.starts_with(
+            r#"Lease.coordination.k8s.io "Bad_Name" is invalid: metadata.name: Invalid value: "Bad_Name": a lowercase RFC 1123 subdomain"#
+        ),
+        "{}",
+        e.message
+    );
+    let d = e.details.unwrap();
+    assert_eq!((d.group.as_str(), d.kind.as_str()), ("coordination.k8s.io", "Lease"));
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let mut empty = pod("empty");
+    empty.spec.as_mut().unwrap().containers.clear();
+    let e = status(pods.create(&PostParams::default(), &empty).await.unwrap_err());
+    assert_eq!(e.message, r#"Pod "empty" is invalid: spec.containers: Required value"#);
+    let d = e.details.unwrap();
+    assert_eq!((d.group.as_str(), d.kind.as_str()), ("", "Pod"));
+    assert_eq!(
+        (d.causes[0].reason.as_str(), d.causes[0].message.as_str()),
+        ("FieldValueRequired", "Required value")
+    );
+
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(client.clone());
+    let bad_scope = serde_json::from_value(json!({"metadata": {"name": "things.example.dev"},
+        "spec": {"group": "example.dev", "scope": "Bogus",
+                 "names": {"plural": "things", "kind": "Thing"},
+                 "versions": [{"name": "v1", "served": true, "storage": true}]}}))
+    .unwrap();
+    let e = status(crds.create(&PostParams::default(), &bad_scope).await.unwrap_err());
+    assert_eq!(
+        e.message,
+        r#"CustomResourceDefinition.apiextensions.k8s.io "things.example.dev" is invalid: spec.scope: Unsupported value: "Bogus": supported values: "Cluster", "Namespaced""#
+    );
+    let d = e.details.unwrap();
+    assert_eq!(
+        (d.group.as_str(), d.kind.as_str()),
+        ("apiextensions.k8s.io", "CustomResourceDefinition")
+    );
+
+    // Namespace names are DNS-1123 labels, with the label's message.
+    let nss: Api<Namespace> = Api::all(client.clone());
+    let e = status(
+        nss.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "Bad_Name"}})).unwrap(),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(
+        e.message,
+        r#"Namespace "Bad_Name" is invalid: metadata.name: Invalid value: "Bad_Name": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"#
+    );
+}
+
+#[tokio::test]
+async fn unsupported_media_types_are_refused_before_the_lookup() {
+    let c = start("media").await;
+    let client = client(&c).await;
+    let (code, _, body) = raw(
+        &client,
+        "POST",
+        "/api/v1/namespaces/default/pods",
+        Some("application/yaml"),
+        "metadata: {name: x}",
+    )
+    .await;
+    assert_eq!(code, 415);
+    assert_eq!(body["reason"], "UnsupportedMediaType");
+    assert_eq!(
+        body["message"],
+        "the body of the request was in an unknown format - accepted media types include: application/json"
+    );
+    assert!(body.get("details").is_none(), "{body}");
+
+    // PATCH checks its Content-Type first: a missing pod is not looked up.
+    let (code, _, body) = raw(
+        &client,
+        "PATCH",
+        "/api/v1/namespaces/default/pods/missing",
+        Some("application/json"),
+        "{}",
+    )
+    .await;
+    assert_eq!(code, 415);
+    assert_eq!(
+        body["message"],
+        "the body of the request was in an unknown format - accepted media types include: \
+         application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, \
+         application/apply-patch+yaml"
+    );
+    assert!(body.get("details").is_none(), "{body}");
+}
+
+#[tokio::test]
+async fn list_options_are_validated_as_kube_apiserver_validates_them() {
+    let c = start("listopts").await;
+    let client = client(&c).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    for i in 0..3 {
+        pods.create(&PostParams::default(), &pod(&format!("p{i}")))
+            .await
+            .unwrap();
+    }
+    let first = pods.list(&ListParams::default().limit(1)).await.unwrap();
+    let token = first.metadata.continue_.clone().unwrap();
+    let rv = first.metadata.resource_version.clone().unwrap();
+    let base = "/api/v1/namespaces/default/pods";
+
+    let (code, _, body) = raw(
+        &client,
+        "GET",
+        &format!("{base}?limit=1&continue={token}&resourceVersion={rv}"),
+        None,
+        "",
+    )
+    .await;
+    assert_eq!((code.as_u16(), &body["reason"]), (400, &json!("BadRequest")));
+    assert_eq!(
+        body["message"],
+        "specifying resource version is not allowed when using continue"
+    );
+    let (code, _, _) = raw(
+        &client,
+        "GET",
+        &format!("{base}?limit=1&continue={token}&resourceVersion=0"),
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(code, 200, "resourceVersion=0 is allowed with continue");
+
+    let invalid = |q: &'static str| {
+        let client = client.clone();
+        async move {
+            let (code, _, body) = raw(&client, "GET", &format!("{base}?{q}"), None, "").await;
+            assert_eq!(
+                (code.as_u16(), &body["reason"]),
+                (422, &json!("Invalid")),
+                "{q}: {body}"
+            );
+            assert_eq!(body["details"]["group"], "meta.k8s.io");
+            assert_eq!(body["details"]["kind"], "ListOptions");
+            body["message"].as_str().unwrap_or("").to_string()
+        }
+    };
+    let prefix = r#"ListOptions.meta.k8s.io "" is invalid: "#;
+    assert_eq!(
+        invalid("resourceVersionMatch=NotOlderThan").await,
+        format!("{prefix}resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided")
+    );
+    assert_eq!(
+        invalid("resourceVersion=1&resourceVersionMatch=Bogus").await,
+        format!(
+            r#"{prefix}resourceVersionMatch: Unsupported value: "Bogus": supported values: "Exact", "NotOlderThan", """#
+        )
+    );
+    assert_eq!(
+        invalid("resourceVersion=0&resourceVersionMatch=Exact").await,
+        format!(
+            r#"{prefix}resourceVersionMatch: Forbidden: resourceVersionMatch "exact" is forbidden for resourceVersion "0""#
+        )
+    );
+    assert_eq!(
+        invalid("resourceVersionMatch=Bogus").await,
+        format!(
+            r#"{prefix}[resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided, resourceVersionMatch: Unsupported value: "Bogus": supported values: "Exact", "NotOlderThan", ""]"#
+        )
+    );
+    assert_eq!(
+        invalid("sendInitialEvents=true").await,
+        format!("{prefix}sendInitialEvents: Forbidden: sendInitialEvents is forbidden for list")
+    );
+    assert_eq!(
+        invalid("watch=1&resourceVersionMatch=NotOlderThan").await,
+        format!(
+            "{prefix}resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided"
+        )
+    );
+}
+
+#[tokio::test]
+async fn an_expired_continue_token_answers_410_with_a_token_to_go_on() {
+    let c = start("expired-token").await;
+    let client = client(&c).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    for i in 0..3 {
+        pods.create(&PostParams::default(), &pod(&format!("p{i}")))
+            .await
+            .unwrap();
+    }
+    let first = pods.list(&ListParams::default().limit(1)).await.unwrap();
+    let token = first.metadata.continue_.clone().unwrap();
+    // Push the first snapshot out: the simulator keeps a bounded number of them.
+    let events = c.api("", "v1", "events").unwrap();
+    for i in 0..70 {
+        events
+            .create(
+                "default",
+                json!({"metadata": {"name": format!("e{i}")}, "involvedObject": {"kind": "Pod"}}),
+            )
+            .unwrap();
+        pods.list(&ListParams::default().limit(1)).await.unwrap();
+    }
+    pods.create(&PostParams::default(), &pod("p3")).await.unwrap();
+
+    let (code, _, body) = raw(
+        &client,
+        "GET",
+        &format!("/api/v1/namespaces/default/pods?limit=10&continue={token}"),
+        None,
+        "",
+    )
+    .await;
+    assert_eq!((code.as_u16(), &body["reason"]), (410, &json!("Expired")), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("The provided continue parameter is too old to display a consistent list result."),
+        "{body}"
+    );
+    assert!(
+        body.get("details").is_none(),
+        "NewResourceExpired has no details: {body}"
+    );
+    let fresh = body["metadata"]["continue"]
+        .as_str()
+        .expect("a token to continue inconsistently")
+        .to_string();
+    // That token lists the rest as of now.
+    let rest = pods
+        .list(&ListParams::default().limit(10).continue_token(&fresh))
+        .await
+        .expect("continuing with the fresh token");
+    let names: Vec<String> = rest.items.iter().map(|p| p.metadata.name.clone().unwrap()).collect();
+    assert_eq!(names, ["p1", "p2", "p3"]);
+    assert_ne!(rest.metadata.resource_version, first.metadata.resource_version);
+}
+
+#[tokio::test]
+async fn responses_are_marked_uncacheable() {
+    let c = start("cache-control").await;
+    let client = client(&c).await;
+    for path in [
+        "/api/v1/namespaces/default/pods",
+        "/api/v1/namespaces/default/pods/missing",
+        "/version",
+        "/healthz",
+        "/api/v1/namespaces/default/pods?watch=1&timeoutSeconds=1",
+    ] {
+        let (_, headers, _) = raw(&client, "GET", path, None, "").await;
+        assert_eq!(
+            headers.get(http::header::CACHE_CONTROL).and_then(|v| v.to_str().ok()),
+            Some("no-cache, private"),
+            "{path}"
+        );
+    }
+    let wrong = c.kubeconfig().replace(c.token(), "not-the-token");
+    let anonymous = crate::common::client_for_context(&wrong, c.name()).await;
+    let (code, headers, _) = raw(&anonymous, "GET", "/api/v1/namespaces/default/pods", None, "").await;
+    assert_eq!(code, 401);
+    assert_eq!(
+        headers.get(http::header::CACHE_CONTROL).and_then(|v| v.to_str().ok()),
+        Some("no-cache, private")
+    );
 }

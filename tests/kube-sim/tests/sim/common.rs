@@ -74,3 +74,27 @@ pub fn pod_on_node(name: &str, node: &str) -> Pod {
     p.spec.as_mut().expect("spec").node_name = Some(node.to_string());
     p
 }
+
+/// A raw request through the client's transport (auth, TLS, base URL), for what kube-rs
+/// cannot express; answers the status, the headers and the body parsed as JSON (`Null` when
+/// empty or not JSON), whatever the status code.
+pub async fn raw(
+    client: &Client,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: &str,
+) -> (http::StatusCode, http::HeaderMap, serde_json::Value) {
+    let mut req = http::Request::builder().method(method).uri(path);
+    if let Some(ct) = content_type {
+        req = req.header(http::header::CONTENT_TYPE, ct);
+    }
+    let req = req
+        .body(kube::client::Body::from(body.as_bytes().to_vec()))
+        .expect("request builds");
+    let resp = client.send(req).await.expect("request is answered");
+    let (parts, body) = resp.into_parts();
+    let bytes = body.collect_bytes().await.expect("body is read");
+    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    (parts.status, parts.headers, json)
+}

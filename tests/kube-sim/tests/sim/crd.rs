@@ -13,7 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::common::{client, start, status, within};
+use crate::common::{client, raw, start, status, within};
 
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema, PartialEq)]
 #[kube(
@@ -226,4 +226,308 @@ async fn leases_create_renew_conflict() {
     assert_eq!(e.code, 409, "a second writer with the old version loses");
     let d = leases.delete("sluice-leader", &DeleteParams::default()).await.unwrap();
     assert!(d.is_right(), "leases answer a Success Status on delete");
+}
+
+#[tokio::test]
+async fn custom_resource_delete_answers_a_status_unless_held() {
+    let c = start("crd-delete").await;
+    let client = client(&c).await;
+    install::<Widget>(&client).await;
+    let widgets: Api<Widget> = Api::namespaced(client.clone(), "default");
+
+    // Removed at once: a `Status` (the custom resource store has no ReturnDeletedObject).
+    let created = widgets
+        .create(
+            &PostParams::default(),
+            &Widget::new("gone", WidgetSpec { port: 1, mode: None }),
+        )
+        .await
+        .unwrap();
+    let s = widgets
+        .delete("gone", &DeleteParams::default())
+        .await
+        .unwrap()
+        .right()
+        .expect("a custom resource removed at once answers a Status");
+    assert_eq!(s.status, Some(kube::core::response::StatusSummary::Success));
+    let d = s.details.expect("details");
+    assert_eq!(
+        (d.name.as_str(), d.group.as_str(), d.kind.as_str()),
+        ("gone", "example.dev", "widgets")
+    );
+    assert_eq!(Some(d.uid), created.metadata.uid);
+    assert!(widgets.get_opt("gone").await.unwrap().is_none());
+
+    // Held by a finalizer: the updated object (Store.Delete returns it with the deletion marked).
+    let mut held = Widget::new("held", WidgetSpec { port: 1, mode: None });
+    held.metadata.finalizers = Some(vec!["example.dev/hold".into()]);
+    widgets.create(&PostParams::default(), &held).await.unwrap();
+    let marked = widgets
+        .delete("held", &DeleteParams::default())
+        .await
+        .unwrap()
+        .left()
+        .expect("the object, while a finalizer holds it");
+    assert!(marked.metadata.deletion_timestamp.is_some());
+    assert_eq!(marked.metadata.deletion_grace_period_seconds, Some(0));
+    assert_eq!(marked.metadata.generation, Some(2), "markAsDeleting bumps generation");
+    widgets
+        .patch(
+            "held",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .unwrap();
+    assert!(widgets.get_opt("held").await.unwrap().is_none());
+
+    // The CRD's first delete only marks it (REST.Delete): cleanup finalizer ensured, even when
+    // removed before, Terminating condition, no grace period, no generation bump.
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.patch(
+        "widgets.example.dev",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    let crd = crds
+        .delete("widgets.example.dev", &DeleteParams::default())
+        .await
+        .unwrap()
+        .left()
+        .expect("a CRD's delete answers the marked CRD");
+    assert!(crd.metadata.deletion_timestamp.is_some());
+    assert_eq!(crd.metadata.deletion_grace_period_seconds, None);
+    assert_eq!(crd.metadata.generation, Some(1));
+    assert_eq!(
+        crd.metadata.finalizers,
+        Some(vec!["customresourcecleanup.apiextensions.k8s.io".to_string()])
+    );
+    let terminating = crd
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == "Terminating")
+        .expect("Terminating condition");
+    assert_eq!(
+        (terminating.status.as_str(), terminating.reason.as_deref()),
+        ("True", Some("InstanceDeletionPending"))
+    );
+    within("the CRD to be cleaned up", async {
+        while crds.get_opt("widgets.example.dev").await.unwrap().is_some() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn put_without_resource_version_is_invalid_for_custom_resources_and_crds() {
+    let c = start("crd-uncond").await;
+    let client = client(&c).await;
+    install::<Widget>(&client).await;
+    let widgets: Api<Widget> = Api::namespaced(client.clone(), "default");
+    widgets
+        .create(
+            &PostParams::default(),
+            &Widget::new("w", WidgetSpec { port: 1, mode: None }),
+        )
+        .await
+        .unwrap();
+    let mut cur = widgets.get("w").await.unwrap();
+    cur.metadata.resource_version = None;
+    cur.spec.port = 2;
+    let want = r#"widgets.example.dev "w" is invalid: metadata.resourceVersion: Invalid value: 0x0: must be specified for an update"#;
+    let e = status(widgets.replace("w", &PostParams::default(), &cur).await.unwrap_err());
+    assert_eq!((e.code, e.reason.as_str(), e.message.as_str()), (422, "Invalid", want));
+    let d = e.details.expect("details");
+    assert_eq!(
+        (d.name.as_str(), d.group.as_str(), d.kind.as_str()),
+        ("w", "example.dev", "widgets")
+    );
+    assert_eq!(d.causes.len(), 1);
+    assert_eq!(
+        (
+            d.causes[0].reason.as_str(),
+            d.causes[0].field.as_str(),
+            d.causes[0].message.as_str()
+        ),
+        (
+            "FieldValueInvalid",
+            "metadata.resourceVersion",
+            "Invalid value: 0x0: must be specified for an update"
+        )
+    );
+    // The status subresource's strategy does not allow it either.
+    let e = status(
+        widgets
+            .replace_status("w", &PostParams::default(), &cur)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((e.code, e.message.as_str()), (422, want));
+    assert_eq!(widgets.get("w").await.unwrap().spec.port, 1, "nothing was written");
+
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut crd = crds.get("widgets.example.dev").await.unwrap();
+    crd.metadata.resource_version = None;
+    let e = status(
+        crds.replace("widgets.example.dev", &PostParams::default(), &crd)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (
+            422,
+            r#"customresourcedefinitions.apiextensions.k8s.io "widgets.example.dev" is invalid: metadata.resourceVersion: Invalid value: 0x0: must be specified for an update"#
+        )
+    );
+
+    // Leases (like pods, namespaces and events) allow the unconditional update.
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
+    let l: Lease = serde_json::from_value(json!({"metadata": {"name": "l"}, "spec": {"holderIdentity": "a"}})).unwrap();
+    leases.create(&PostParams::default(), &l).await.unwrap();
+    let mut unconditional: Lease =
+        serde_json::from_value(json!({"metadata": {"name": "l"}, "spec": {"holderIdentity": "b"}})).unwrap();
+    unconditional.metadata.resource_version = None;
+    let replaced = leases
+        .replace("l", &PostParams::default(), &unconditional)
+        .await
+        .expect("unconditional lease update");
+    assert_eq!(replaced.spec.unwrap().holder_identity.as_deref(), Some("b"));
+}
+
+#[tokio::test]
+async fn generation_counts_every_change_outside_metadata_without_a_status_subresource() {
+    let c = start("crd-gen").await;
+    let client = client(&c).await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let open = json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "metadata": {"name": "doohickeys.example.dev"},
+        "spec": {"group": "example.dev", "scope": "Namespaced",
+                 "names": {"plural": "doohickeys", "singular": "doohickey", "kind": "Doohickey",
+                           "listKind": "DoohickeyList"},
+                 "versions": [{"name": "v1", "served": true, "storage": true,
+                               "schema": {"openAPIV3Schema": {"type": "object",
+                                   "properties": {"spec": open, "status": open}}}}]}
+    }))
+    .unwrap();
+    crds.create(&PostParams::default(), &crd).await.unwrap();
+    let ar = kube::api::ApiResource::from_gvk_with_plural(
+        &kube::api::GroupVersionKind::gvk("example.dev", "v1", "Doohickey"),
+        "doohickeys",
+    );
+    let things: Api<kube::api::DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
+    let mut obj = kube::api::DynamicObject::new("d", &ar);
+    obj.data = json!({"spec": {"size": 1}});
+    let created = things.create(&PostParams::default(), &obj).await.unwrap();
+    assert_eq!(created.metadata.generation, Some(1));
+    let pp = PatchParams::default();
+    let gen = |o: &kube::api::DynamicObject| o.metadata.generation;
+
+    // No status subresource: status is part of the object and bumps generation.
+    let o = things
+        .patch("d", &pp, &Patch::Merge(&json!({"status": {"phase": "Ready"}})))
+        .await
+        .unwrap();
+    assert_eq!(o.data["status"]["phase"], "Ready");
+    assert_eq!(
+        gen(&o),
+        Some(2),
+        "a status change bumps generation without the subresource"
+    );
+    let o = things
+        .patch("d", &pp, &Patch::Merge(&json!({"metadata": {"labels": {"a": "b"}}})))
+        .await
+        .unwrap();
+    assert_eq!(gen(&o), Some(2), "metadata changes do not");
+    let o = things
+        .patch("d", &pp, &Patch::Merge(&json!({"spec": {"size": 2}})))
+        .await
+        .unwrap();
+    assert_eq!(gen(&o), Some(3));
+
+    // With the subresource, status written through the main resource is dropped: no bump.
+    install::<Widget>(&client).await;
+    let widgets: Api<Widget> = Api::namespaced(client.clone(), "default");
+    widgets
+        .create(
+            &PostParams::default(),
+            &Widget::new("w", WidgetSpec { port: 1, mode: None }),
+        )
+        .await
+        .unwrap();
+    let w = widgets
+        .patch("w", &pp, &Patch::Merge(&json!({"status": {"phase": "Ready"}})))
+        .await
+        .unwrap();
+    assert_eq!((w.status, w.metadata.generation), (None, Some(1)));
+}
+
+#[tokio::test]
+async fn custom_resource_errors_name_kind_and_media_types_as_upstream() {
+    let c = start("crd-errors").await;
+    let client = client(&c).await;
+    install::<Widget>(&client).await;
+    let widgets: Api<Widget> = Api::namespaced(client.clone(), "default");
+    widgets
+        .create(
+            &PostParams::default(),
+            &Widget::new("w", WidgetSpec { port: 1, mode: None }),
+        )
+        .await
+        .unwrap();
+
+    // Invalid: the message qualifies the kind, the details carry it bare.
+    let e = status(
+        widgets
+            .patch(
+                "w",
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"spec": {"port": "eighty"}})),
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        e.message
+            .starts_with(r#"Widget.example.dev "w" is invalid: spec.port: Invalid value"#),
+        "{}",
+        e.message
+    );
+    let d = e.details.expect("details");
+    assert_eq!((d.kind.as_str(), d.group.as_str()), ("Widget", "example.dev"));
+
+    // A patch type custom resources do not have is refused before the object is looked up.
+    let (code, _, body) = raw(
+        &client,
+        "PATCH",
+        "/apis/example.dev/v1/namespaces/default/widgets/missing",
+        Some("application/strategic-merge-patch+json"),
+        "{}",
+    )
+    .await;
+    assert_eq!(code, 415);
+    assert_eq!(
+        body["message"],
+        "the body of the request was in an unknown format - accepted media types include: \
+         application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
+    );
+    assert!(body.get("details").is_none(), "{body}");
+
+    // /status of a custom resource writes only status (its metadata changes are dropped).
+    let s = widgets
+        .patch_status(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"labels": {"x": "y"}}, "status": {"phase": "Ready"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.status, Some(WidgetStatus { phase: "Ready".into() }));
+    assert_eq!(s.metadata.labels, None);
 }

@@ -207,3 +207,72 @@ async fn watch_list_initial_events_end_with_bookmark() {
     assert_eq!(events.first(), Some(&("ADDED".to_string(), "x".to_string())));
     assert_eq!(events.get(1).map(|e| e.0.as_str()), Some("BOOKMARK"));
 }
+
+#[tokio::test]
+async fn leaving_a_filtered_watch_sends_the_previous_object() {
+    let c = start("watch-prev").await;
+    let pods: Api<Pod> = Api::namespaced(client(&c).await, "default");
+    let a = pods.create(&PostParams::default(), &pod("a")).await.unwrap();
+    let from = a.metadata.resource_version.unwrap();
+    let relabel = json!({"metadata": {"labels": {"app": "other"}}});
+    let moved = pods
+        .patch("a", &PatchParams::default(), &Patch::Merge(&relabel))
+        .await
+        .unwrap();
+
+    // A finalizer-held pod whose last finalizer is removed: deleted by that update, which is
+    // never stored — the PATCH answers it at the old version, DELETED carries the last stored
+    // object (finalizer still in it) at the deletion's version.
+    let mut h = pod("h");
+    h.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+    pods.create(&PostParams::default(), &h).await.unwrap();
+    let marked = pods
+        .delete("h", &DeleteParams::default())
+        .await
+        .unwrap()
+        .left()
+        .unwrap();
+    let released = pods
+        .patch(
+            "h",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(released.metadata.finalizers, None);
+    assert_eq!(released.metadata.resource_version, marked.metadata.resource_version);
+    assert!(pods.get_opt("h").await.unwrap().is_none());
+
+    let events: Vec<WatchEvent<Pod>> = within(
+        "the filtered replay",
+        pods.watch(&WatchParams::default().labels("app=web").timeout(1), &from)
+            .await
+            .unwrap()
+            .map(|e| e.unwrap())
+            .collect(),
+    )
+    .await;
+    let kinds: Vec<(String, String)> = events.iter().map(kind_and_name).collect();
+    let want: Vec<(String, String)> = [("DELETED", "a"), ("ADDED", "h"), ("MODIFIED", "h"), ("DELETED", "h")]
+        .iter()
+        .map(|(k, n)| (k.to_string(), n.to_string()))
+        .collect();
+    assert_eq!(kinds, want);
+    let WatchEvent::Deleted(left) = &events[0] else {
+        unreachable!()
+    };
+    assert_eq!(
+        left.metadata.labels.as_ref().unwrap().get("app").map(String::as_str),
+        Some("web"),
+        "the previous object, as cacheWatcher sends it"
+    );
+    assert_eq!(left.metadata.resource_version, moved.metadata.resource_version);
+    let WatchEvent::Deleted(gone) = &events[3] else {
+        unreachable!()
+    };
+    assert_eq!(gone.metadata.finalizers, Some(vec!["example.com/hold".to_string()]));
+    let gone_rv: u64 = gone.metadata.resource_version.as_deref().unwrap().parse().unwrap();
+    let marked_rv: u64 = marked.metadata.resource_version.as_deref().unwrap().parse().unwrap();
+    assert!(gone_rv > marked_rv);
+}
