@@ -367,3 +367,83 @@ async fn digest_acls_refuse_wrong_credentials_permanently_and_accept_the_right_o
         .is_empty());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The adapter's *own* session expires while ZooKeeper is out of its reach (longer than the
+/// session timeout): calls fail retryable meanwhile, then the adapter opens a new session,
+/// the drain it wrote (a persistent override, not tied to the session) is still in force,
+/// and the restore goes through the new session.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_adapters_own_session_expires_and_is_replaced() {
+    let server = zookeeper().await;
+    let provider = server.client(Duration::from_secs(30)).await;
+    provide(&provider, "127.0.84.11").await;
+    let addr: std::net::SocketAddr = server.connect_string().parse().expect("host:port");
+    let proxy = sluice_conformance::proxy::FaultyProxy::start(addr)
+        .await
+        .expect("proxy");
+    let yaml = format!(
+        "name: dubbo\nconnect: {}\nsettleSeconds: 0.3\ntimeoutSeconds: 2\nsessionTimeoutSeconds: 4\n",
+        proxy.addr()
+    );
+    let a = ZookeeperDubboAdapter::new(serde_yaml::from_str(&yaml).expect("config")).expect("adapter");
+    let t = target(IP1, &[("interface", IFACE)]);
+    call("deregister", a.deregister(&t)).await.expect("deregister");
+    wait_state(&a, &t, TrafficState::Drained, "drained before the outage").await;
+    let provider_session = provider.session_id().to_string();
+    let adapter_sessions = |dump: String| -> Vec<String> {
+        // The "Session Sets" part of `dump`: one live session id per indented line.
+        dump.split("ephemeral nodes dump")
+            .next()
+            .unwrap_or_default()
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("0x") && *l != provider_session)
+            .map(String::from)
+            .collect()
+    };
+    let before = adapter_sessions(server.four_letter("dump").await.unwrap_or_default());
+    assert_eq!(before.len(), 1, "one session for the adapter: {before:?}");
+
+    // Out of reach for twice the session timeout: ZooKeeper expires the adapter's session.
+    proxy.set_up(false).await;
+    let outage = Instant::now();
+    let mut during = Vec::new();
+    while outage.elapsed() < Duration::from_secs(8) {
+        let e = call("observe", a.observe(&t))
+            .await
+            .expect_err("ZooKeeper is out of reach");
+        assert!(e.is_retryable(), "an outage is retryable: {e}");
+        during.push(e.message);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!("during the outage: {:?}", during.last());
+    proxy.set_up(true).await;
+
+    // The first calls may report the ended session; then a new one serves, and the drain
+    // written before the outage still holds.
+    let back = Instant::now();
+    let mut errors = Vec::new();
+    let obs = loop {
+        match call("observe", a.observe(&t)).await {
+            Ok(obs) => break obs,
+            Err(e) => {
+                assert!(e.is_retryable(), "reconnecting is retryable: {e}");
+                errors.push(e.message);
+            }
+        }
+        assert!(back.elapsed() < WAIT, "no new session within {WAIT:?}: {errors:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!("after the outage: {errors:?}");
+    assert_eq!(obs.state, TrafficState::Drained, "{}", obs.evidence);
+    let after = adapter_sessions(server.four_letter("dump").await.unwrap_or_default());
+    assert!(
+        after.len() == 1 && !after.contains(&before[0]),
+        "the adapter's session {before:?} expired and was replaced: {after:?}"
+    );
+
+    call("register", a.register(&t))
+        .await
+        .expect("register on the new session");
+    wait_state(&a, &t, TrafficState::Serving, "restored after the session was replaced").await;
+}
