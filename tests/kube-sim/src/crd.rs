@@ -229,7 +229,16 @@ pub fn defs_for(v: &Value) -> Vec<Arc<ResourceDef>> {
 
 /// Prunes, defaults and validates a custom resource against its version's schema.
 pub fn apply_schema(def: &ResourceDef, name: &str, v: &mut Value) -> ApiResult<()> {
-    let Some(schema) = &def.schema else { return Ok(()) };
+    let errors = schema_errors(def, v);
+    if errors.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::invalid_fields(&def.group, &def.kind, name, &errors))
+}
+
+/// Prunes and defaults a custom resource; answers what its schema finds wrong.
+pub fn schema_errors(def: &ResourceDef, v: &mut Value) -> Vec<FieldError> {
+    let Some(schema) = &def.schema else { return Vec::new() };
     let mut errors = Vec::new();
     if let (Some(obj), Some(props)) = (v.as_object_mut(), schema.get("properties").and_then(Value::as_object)) {
         let preserve = schema["x-kubernetes-preserve-unknown-fields"] == true;
@@ -247,10 +256,7 @@ pub fn apply_schema(def: &ResourceDef, name: &str, v: &mut Value) -> ApiResult<(
         apply_defaults(props, obj);
         check_required(schema, obj, "", &mut errors);
     }
-    if errors.is_empty() {
-        return Ok(());
-    }
-    Err(ApiError::invalid_fields(&def.group, &def.kind, name, &errors))
+    errors
 }
 
 fn type_name(v: &Value) -> &'static str {

@@ -30,23 +30,18 @@ fn rename(v: Value, to_v1: bool) -> Value {
     Value::Object(out)
 }
 
-/// A stored `core/v1` Event as `events.k8s.io/v1`.
+/// A stored `core/v1` Event as `events.k8s.io/v1`, in the shape of that Go type.
 pub fn core_to_v1(v: Value) -> Value {
     let mut out = rename(v, true);
     out["apiVersion"] = Value::String("events.k8s.io/v1".into());
+    crate::zero::normalize(crate::resources::Flavor::EventsV1, &mut out);
     out
 }
 
-/// An `events.k8s.io/v1` Event in the `core/v1` storage format.
+/// An `events.k8s.io/v1` Event in the `core/v1` storage format. As the real conversion
+/// does, the core `count` is `deprecatedCount` (not the series' count).
 pub fn v1_to_core(v: Value) -> Value {
     let mut out = rename(v, false);
-    if let Some(series) = out.get("series").cloned() {
-        if out.get("count").is_none() {
-            if let Some(c) = series.get("count") {
-                out["count"] = c.clone();
-            }
-        }
-    }
     out["apiVersion"] = Value::String("v1".into());
     out
 }
@@ -76,6 +71,9 @@ mod tests {
         assert_eq!(core["involvedObject"]["name"], "p");
         assert_eq!(core["message"], "hi");
         assert_eq!(core["reportingComponent"], "sluice.dev/gateway");
-        assert_eq!(core_to_v1(core), v1);
+        let mut want = v1;
+        crate::zero::normalize(crate::resources::Flavor::EventsV1, &mut want);
+        assert_eq!(want["deprecatedSource"], json!({}));
+        assert_eq!(core_to_v1(core), want);
     }
 }

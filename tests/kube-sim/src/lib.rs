@@ -19,8 +19,8 @@
 //!
 //! Layout: `server` (HTTP, auth, routing) → `read` (list, watch) and `ops` (writes) →
 //! `store` (tables, history, snapshots) holding `object`s; `pods`, `crd`, `events` and
-//! `patch` hold per-resource rules; `kubelet` and the reaper in `cluster` are the
-//! controllers a real cluster would run.
+//! `patch` hold per-resource rules; `zero` the shape Go gives the built-in types on the way
+//! out; `kubelet` and the reaper in `cluster` are the controllers a real cluster would run.
 
 pub mod cluster;
 pub mod crd;
@@ -38,6 +38,7 @@ pub mod server;
 pub mod status;
 pub mod store;
 pub mod tls;
+pub mod zero;
 
 pub use cluster::{kubeconfig, Cluster, ClusterConfig, ObjectApi};
 pub use faults::{Failure, Faults};

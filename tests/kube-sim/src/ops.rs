@@ -12,14 +12,15 @@ use serde_json::{json, Value};
 use crate::crd;
 use crate::events;
 use crate::object::{
-    dns1123_label_errors, dns1123_subdomain_errors, finalizers, meta_mut, meta_str, normalize_meta, now_rfc3339,
-    rfc3339_in, storage_key, Obj,
+    dns1123_label_errors, dns1123_subdomain_errors, finalizers, meta_mut, meta_str, now_rfc3339, rfc3339_in,
+    storage_key, Obj,
 };
 use crate::patch::{self, PatchType};
 use crate::pods;
 use crate::resources::{Flavor, ResourceDef};
-use crate::status::{ApiError, ApiResult};
+use crate::status::{ApiError, ApiResult, FieldError};
 use crate::store::{EventType, Store};
+use crate::zero;
 
 /// Which part of an object a write addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,25 +111,97 @@ pub fn get(store: &Store, def: &ResourceDef, ns: &str, name: &str) -> ApiResult<
         .ok_or_else(|| ApiError::not_found(&def.group, &def.plural, name))
 }
 
+/// The `NamespaceLifecycle` admission plugin (mutating, so it runs before the store): a
+/// missing namespace is `404`, a terminating one refuses new content with `403`, naming the
+/// object as `admission.NewForbidden` does (`name` is the name, the generateName prefix or
+/// "Unknown").
 fn check_namespace_open(store: &Store, def: &ResourceDef, ns: &str, name: &str) -> ApiResult<()> {
     let key = (String::new(), "namespaces".to_string());
     let Some(nsobj) = store.get(&key, ns) else {
         return Err(ApiError::not_found("", "namespaces", ns));
     };
     let v: Value = serde_json::from_slice(&nsobj.json).unwrap_or_default();
-    if meta_str(&v, "deletionTimestamp").is_some() {
-        let mut e = ApiError::forbidden(format!(
+    if v["status"]["phase"] == "Terminating" {
+        let mut details = json!({"name": name, "kind": def.plural, "causes": [{
+            "reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"),
+            "field": "metadata.namespace"}]});
+        if !def.group.is_empty() {
+            details["group"] = json!(def.group);
+        }
+        return Err(ApiError::forbidden(format!(
             "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
             crate::status::qualified_resource(&def.group, &def.plural)
-        ));
-        e = e.with_details(json!({"name": name, "kind": def.plural, "causes": [{
-            "reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"),
-            "field": "metadata.namespace"}]}));
-        return Err(e);
+        ))
+        .with_details(details));
     }
     Ok(())
 }
 
+/// The custom resource handler's check before any create: a terminating CRD refuses it.
+pub fn check_crd_not_terminating(store: &Store, def: &ResourceDef) -> ApiResult<()> {
+    let key = (
+        "apiextensions.k8s.io".to_string(),
+        "customresourcedefinitions".to_string(),
+    );
+    let Some(crd) = store.get(&key, &format!("{}.{}", def.plural, def.group)) else {
+        return Ok(());
+    };
+    let v: Value = serde_json::from_slice(&crd.json).unwrap_or_default();
+    let terminating = v["status"]["conditions"]
+        .as_array()
+        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Terminating" && c["status"] == "True"));
+    if terminating {
+        return Err(
+            ApiError::method_not_allowed("create not allowed while custom resource definition is terminating")
+                .with_details(json!({"group": def.group, "kind": def.plural})),
+        );
+    }
+    Ok(())
+}
+
+/// `maskTrailingDash`: how a generateName prefix is validated as a name.
+fn mask_trailing_dash(name: &str) -> String {
+    match name.strip_suffix('-') {
+        Some(_) if name.len() > 1 => format!("{}a", &name[..name.len() - 2]),
+        _ => name.to_string(),
+    }
+}
+
+/// The name part of `ValidateObjectMeta`: the generateName prefix, then the name.
+fn name_errors(def: &ResourceDef, name: &str, generate_name: &str) -> Vec<FieldError> {
+    let check = |s: &str| {
+        if def.flavor == Flavor::Namespace {
+            dns1123_label_errors(s)
+        } else {
+            dns1123_subdomain_errors(s)
+        }
+    };
+    let mut errors: Vec<FieldError> = Vec::new();
+    if !generate_name.is_empty() {
+        for msg in check(&mask_trailing_dash(generate_name)) {
+            errors.push((
+                "metadata.generateName".into(),
+                "Invalid value",
+                format!("{generate_name:?}: {msg}"),
+            ));
+        }
+    }
+    if name.is_empty() {
+        errors.push((
+            "metadata.name".into(),
+            "Required value",
+            "name or generateName is required".into(),
+        ));
+    }
+    for msg in check(name).into_iter().filter(|_| !name.is_empty()) {
+        errors.push(("metadata.name".into(), "Invalid value", format!("{name:?}: {msg}")));
+    }
+    errors
+}
+
+/// The handler chain of a create: the request's checks, `NamespaceLifecycle` admission, then
+/// `Store.Create` (name generation, `BeforeCreate`: PrepareForCreate and the strategy's
+/// validation), and last the storage, which finds a name taken.
 pub fn create(store: &mut Store, def: &ResourceDef, ns: &str, body: Value) -> ApiResult<Arc<Obj>> {
     let sdef = storage_def(store, def);
     let mut v = to_storage(def, body);
@@ -146,17 +219,6 @@ pub fn create(store: &mut Store, def: &ResourceDef, ns: &str, body: Value) -> Ap
             "resourceVersion should not be set on objects to be created",
         ));
     }
-    let mut name = meta.get("name").and_then(Value::as_str).unwrap_or("").to_string();
-    if name.is_empty() {
-        if let Some(prefix) = meta
-            .get("generateName")
-            .and_then(Value::as_str)
-            .filter(|p| !p.is_empty())
-        {
-            name = generate_name(prefix);
-            meta.insert("name".into(), json!(name));
-        }
-    }
     if def.namespaced {
         let body_ns = meta.get("namespace").and_then(Value::as_str).unwrap_or("");
         if !body_ns.is_empty() && body_ns != ns {
@@ -168,35 +230,20 @@ pub fn create(store: &mut Store, def: &ResourceDef, ns: &str, body: Value) -> Ap
     } else {
         meta.shift_remove("namespace");
     }
-    if name.is_empty() {
-        return Err(ApiError::invalid(
-            group,
-            kind,
-            "",
-            "metadata.name",
-            "Required value",
-            "name or generateName is required",
-        ));
-    }
-    let name_errors = if def.flavor == Flavor::Namespace {
-        dns1123_label_errors(&name)
-    } else {
-        dns1123_subdomain_errors(&name)
-    };
-    if !name_errors.is_empty() {
-        let errors: Vec<_> = name_errors
-            .iter()
-            .map(|msg| ("metadata.name".to_string(), "Invalid value", format!("{name:?}: {msg}")))
-            .collect();
-        return Err(ApiError::invalid_fields(group, kind, &name, &errors));
-    }
+    let text = |k: &str| meta.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let (mut name, generate) = (text("name"), text("generateName"));
     if def.namespaced {
-        check_namespace_open(store, def, ns, &name)?;
-    }
-    if store.get(&def.storage_key(), &storage_key(ns, &name)).is_some() {
-        return Err(ApiError::already_exists(&def.group, &def.plural, &name));
+        let admitted = [name.as_str(), generate.as_str(), "Unknown"]
+            .into_iter()
+            .find(|n| !n.is_empty())
+            .unwrap_or_default();
+        check_namespace_open(store, def, ns, admitted)?;
     }
     let meta = meta_mut(&mut v);
+    if name.is_empty() && !generate.is_empty() {
+        name = generate_name(&generate);
+        meta.insert("name".into(), json!(name));
+    }
     for k in [
         "deletionTimestamp",
         "deletionGracePeriodSeconds",
@@ -211,10 +258,11 @@ pub fn create(store: &mut Store, def: &ResourceDef, ns: &str, body: Value) -> Ap
     if matches!(def.flavor, Flavor::Pod | Flavor::Custom | Flavor::Crd) {
         meta.insert("generation".into(), json!(1));
     }
+    let mut errors = name_errors(def, &name, &generate);
     match def.flavor {
         Flavor::Pod => {
-            pods::validate_create(&name, &v)?;
             pods::prepare_for_create(&mut v);
+            errors.extend(pods::validate_create(&v));
         }
         Flavor::Namespace => {
             // PrepareForCreate: the kubernetes finalizer is appended to the requested ones.
@@ -229,18 +277,33 @@ pub fn create(store: &mut Store, def: &ResourceDef, ns: &str, body: Value) -> Ap
             v["status"] = json!({"phase": "Active"});
             set_namespace_label(&mut v, &name);
         }
-        Flavor::Crd => crd::prepare(&mut v, None)?,
+        Flavor::Crd => {
+            if errors.is_empty() {
+                crd::prepare(&mut v, None)?;
+            }
+        }
         Flavor::Custom => {
             if def.status_subresource {
                 if let Some(m) = v.as_object_mut() {
                     m.shift_remove("status");
                 }
             }
-            crd::apply_schema(def, &name, &mut v)?;
+            errors.extend(crd::schema_errors(def, &mut v));
         }
         Flavor::CoreEvent | Flavor::EventsV1 | Flavor::Lease => {}
     }
-    normalize_meta(&mut v);
+    if !errors.is_empty() {
+        return Err(ApiError::invalid_fields(group, kind, &name, &errors));
+    }
+    if let Some(existing) = store.get(&def.storage_key(), &storage_key(ns, &name)) {
+        let mut e = ApiError::already_exists(&def.group, &def.plural, &name);
+        let existing: Value = serde_json::from_slice(&existing.json).unwrap_or_default();
+        if meta_str(&existing, "deletionTimestamp").is_some() {
+            e.message = format!("object is being deleted: {}", e.message);
+        }
+        return Err(e);
+    }
+    zero::normalize(sdef.flavor, &mut v);
     let rv = store.next_rv();
     meta_mut(&mut v).insert("resourceVersion".into(), json!(rv.to_string()));
     let obj = Arc::new(Obj::from_value(&sdef, v.clone())?);
@@ -304,7 +367,32 @@ pub fn update(
         }
         return Err(ApiError::not_found(&def.group, &def.plural, name));
     };
+    // A PUT's uid is a storage precondition (`DefaultUpdatedObjectInfo.Preconditions`), which
+    // etcd's GuaranteedUpdate checks before anything else and answers as a Conflict.
+    if let Some(uid) = meta_str(&new_v, "uid").filter(|u| !u.is_empty() && *u != old.uid) {
+        return Err(ApiError::conflict(
+            &def.group,
+            &def.plural,
+            name,
+            &format!(
+                "StorageError: invalid object, Code: 4, Key: {}, ResourceVersion: 0, AdditionalErrorMsg: \
+                 Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                etcd_key(def, ns, name),
+                old.uid
+            ),
+        ));
+    }
     finish_update(store, def, &old, new_v, sub)
+}
+
+/// The etcd key kube-apiserver stores an object under (`--etcd-prefix=/registry`).
+fn etcd_key(def: &ResourceDef, ns: &str, name: &str) -> String {
+    let resource = match def.flavor {
+        Flavor::Custom | Flavor::Crd => format!("{}/{}", def.group, def.plural),
+        Flavor::EventsV1 => "events".to_string(),
+        _ => def.plural.clone(),
+    };
+    format!("/registry/{resource}/{}", storage_key(ns, name))
 }
 
 /// `PATCH`: applies the patch to the current object, then updates as `PUT` would.
@@ -378,7 +466,8 @@ fn finish_update(
                     }
                 }
             }
-            update_meta(def, old, &old_v, &mut new_v)?;
+            let errors = update_meta(def, old, &old_v, &mut new_v);
+            reject_update(def, &name, errors, Vec::new())?;
             new_v
         }
         (Sub::Status, _) => {
@@ -400,12 +489,15 @@ fn finish_update(
             if def.flavor == Flavor::Namespace {
                 new_v["spec"] = old_v["spec"].clone();
             }
-            update_meta(def, old, &old_v, &mut new_v)?;
-            match def.flavor {
-                Flavor::Pod => pods::validate_update(&name, &old_v, &new_v)?,
-                Flavor::Custom => crd::apply_schema(def, &name, &mut new_v)?,
-                Flavor::Crd => crd::prepare(&mut new_v, Some(&old_v))?,
-                _ => {}
+            let errors = update_meta(def, old, &old_v, &mut new_v);
+            let strategy = match def.flavor {
+                Flavor::Pod => pods::validate_update(&old_v, &new_v),
+                Flavor::Custom => crd::schema_errors(def, &mut new_v),
+                _ => Vec::new(),
+            };
+            reject_update(def, &name, errors, strategy)?;
+            if def.flavor == Flavor::Crd {
+                crd::prepare(&mut new_v, Some(&old_v))?;
             }
             if generation_changes(def.flavor, &old_v, &new_v) {
                 let g = old_v["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
@@ -414,7 +506,7 @@ fn finish_update(
             new_v
         }
     };
-    normalize_meta(&mut next);
+    zero::normalize(sdef.flavor, &mut next);
     // Compare without type meta or resourceVersion: an update that changes nothing is not
     // written (no new resourceVersion, no watch event), as etcd3's GuaranteedUpdate does.
     for v in [&mut next, &mut old_v] {
@@ -467,68 +559,103 @@ fn copy_field(from: &Value, to: &mut Value, key: &str) {
     }
 }
 
-/// The metadata rules of every update (`rest.BeforeUpdate`, `ValidateObjectMetaUpdate`,
-/// namespace `Canonicalize`): system fields come from the stored object, a different uid is
-/// refused, no finalizer may be added once the object is being deleted, and a namespace
-/// keeps its name label.
-fn update_meta(def: &ResourceDef, old: &Obj, old_v: &Value, new_v: &mut Value) -> ApiResult<()> {
+/// `BeforeUpdate`'s `Invalid`: the metadata errors are found by the common checks and again
+/// by the strategy (every strategy here calls `ValidateObjectMetaUpdate`), then come the
+/// strategy's own. The message aggregates repeats once; the causes keep them.
+fn reject_update(def: &ResourceDef, name: &str, meta: Vec<FieldError>, strategy: Vec<FieldError>) -> ApiResult<()> {
+    if meta.is_empty() && strategy.is_empty() {
+        return Ok(());
+    }
     let (group, kind) = group_kind(def);
+    let errors = [meta.clone(), meta, strategy].concat();
+    Err(ApiError::invalid_fields(group, kind, name, &errors))
+}
+
+/// A `metav1.Time` as `field.Error` prints it (`time.Time.String()`, in the server's UTC).
+fn go_time(v: &Value) -> String {
+    let text = v.as_str().map(String::from).unwrap_or_else(|| v.to_string());
+    match text.parse::<jiff::Timestamp>() {
+        Ok(t) => format!("{} +0000 UTC", t.strftime("%Y-%m-%d %H:%M:%S%.f")),
+        Err(_) => text,
+    }
+}
+
+/// The metadata rules of every update (`rest.BeforeUpdate`, `ValidateObjectMetaUpdate`,
+/// namespace `Canonicalize`): generation, creationTimestamp, an unset uid, a set deletion
+/// timestamp and a dropped grace period come from the stored object; a different uid, a new
+/// deletion timestamp or grace period, and finalizers added to an object being deleted are
+/// errors (answered in `ValidateObjectMetaAccessorUpdate`'s order); a namespace keeps its name
+/// label.
+fn update_meta(def: &ResourceDef, old: &Obj, old_v: &Value, new_v: &mut Value) -> Vec<FieldError> {
+    let mut errors: Vec<FieldError> = Vec::new();
     let name = old.name.as_str();
-    if let Some(uid) = meta_str(new_v, "uid").filter(|u| !u.is_empty()) {
-        if uid != old.uid {
-            return Err(ApiError::invalid(
-                group,
-                kind,
-                name,
-                "metadata.uid",
-                "Invalid value",
-                &format!("{uid:?}: field is immutable"),
-            ));
-        }
-    }
-    let old_meta = &old_v["metadata"];
-    let meta = meta_mut(new_v);
-    for k in [
-        "uid",
-        "creationTimestamp",
-        "deletionTimestamp",
-        "deletionGracePeriodSeconds",
-        "generation",
-        "namespace",
-        "name",
-    ] {
-        match old_meta.get(k) {
-            Some(val) => {
-                meta.insert(k.into(), val.clone());
-            }
-            None => {
-                meta.shift_remove(k);
-            }
-        }
-    }
     if meta_str(old_v, "deletionTimestamp").is_some() {
         let before = finalizers(old_v);
         let mut added: Vec<String> = finalizers(new_v).into_iter().filter(|f| !before.contains(f)).collect();
         if !added.is_empty() {
             added.sort();
             let list: Vec<String> = added.iter().map(|f| format!("{f:?}")).collect();
-            return Err(ApiError::invalid(
-                group,
-                kind,
-                name,
-                "metadata.finalizers",
+            errors.push((
+                "metadata.finalizers".into(),
                 "Forbidden",
-                &format!(
+                format!(
                     "no new finalizers can be added if the object is being deleted, found new finalizers []string{{{}}}",
                     list.join(", ")
                 ),
             ));
         }
     }
+    let old_meta = &old_v["metadata"];
+    let meta = meta_mut(new_v);
+    let set = |meta: &mut serde_json::Map<String, Value>, k: &str, from: Option<&Value>| match from {
+        Some(val) => {
+            meta.insert(k.into(), val.clone());
+        }
+        None => {
+            meta.shift_remove(k);
+        }
+    };
+    for k in ["generation", "namespace", "name", "creationTimestamp"] {
+        set(meta, k, old_meta.get(k));
+    }
+    match meta.get("uid").and_then(Value::as_str).filter(|u| !u.is_empty()) {
+        None => set(meta, "uid", old_meta.get("uid")),
+        Some(uid) if uid != old.uid => {
+            errors.push((
+                "metadata.uid".into(),
+                "Invalid value",
+                format!("{uid:?}: field is immutable"),
+            ));
+        }
+        Some(_) => {}
+    }
+    let present = |m: &serde_json::Map<String, Value>, k: &str| m.get(k).filter(|v| !v.is_null()).cloned();
+    match (old_meta.get("deletionTimestamp"), present(meta, "deletionTimestamp")) {
+        (Some(t), _) => set(meta, "deletionTimestamp", Some(t)),
+        (None, Some(t)) => errors.push((
+            "metadata.deletionTimestamp".into(),
+            "Invalid value",
+            format!("{}: field is immutable", go_time(&t)),
+        )),
+        (None, None) => set(meta, "deletionTimestamp", None),
+    }
+    match (
+        old_meta.get("deletionGracePeriodSeconds"),
+        present(meta, "deletionGracePeriodSeconds"),
+    ) {
+        (Some(g), None) => set(meta, "deletionGracePeriodSeconds", Some(g)),
+        (g, Some(new)) if g != Some(&new) => errors.push((
+            "metadata.deletionGracePeriodSeconds".into(),
+            "Invalid value",
+            format!("{new}: field is immutable"),
+        )),
+        (None, None) => set(meta, "deletionGracePeriodSeconds", None),
+        _ => {}
+    }
     if def.flavor == Flavor::Namespace {
         set_namespace_label(new_v, name);
     }
-    Ok(())
+    errors
 }
 
 /// Whether an update bumps `generation`: a spec change for pods and CRDs; for custom

@@ -5,7 +5,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::object::now_rfc3339;
-use crate::status::{ApiError, ApiResult};
+use crate::status::FieldError;
 
 /// Defaults the apiserver fills in, and the status reset of `PrepareForCreate`.
 pub fn prepare_for_create(v: &mut Value) {
@@ -89,37 +89,25 @@ fn qos_class(v: &Value) -> &'static str {
 }
 
 /// Minimal create validation: a pod needs at least one container with a name and image.
-pub fn validate_create(name: &str, v: &Value) -> ApiResult<()> {
+/// Answers the `field.ErrorList` (empty when valid).
+pub fn validate_create(v: &Value) -> Vec<FieldError> {
     let containers = v["spec"]["containers"].as_array();
     if containers.is_none_or(|c| c.is_empty()) {
-        return Err(ApiError::invalid(
-            "",
-            "Pod",
-            name,
-            "spec.containers",
-            "Required value",
-            "",
-        ));
+        return vec![("spec.containers".into(), "Required value", String::new())];
     }
+    let mut errors = Vec::new();
     for (i, c) in containers.into_iter().flatten().enumerate() {
         for field in ["name", "image"] {
             if c.get(field).and_then(Value::as_str).is_none_or(str::is_empty) {
-                return Err(ApiError::invalid(
-                    "",
-                    "Pod",
-                    name,
-                    &format!("spec.containers[{i}].{field}"),
-                    "Required value",
-                    "",
-                ));
+                errors.push((format!("spec.containers[{i}].{field}"), "Required value", String::new()));
             }
         }
     }
-    Ok(())
+    errors
 }
 
 /// Spec fields an update may change; anything else is forbidden, as in `ValidatePodUpdate`.
-pub fn validate_update(name: &str, old: &Value, new: &Value) -> ApiResult<()> {
+pub fn validate_update(old: &Value, new: &Value) -> Vec<FieldError> {
     let mask = |spec: &Value| {
         let mut s = spec.clone();
         for list in ["containers", "initContainers"] {
@@ -141,19 +129,17 @@ pub fn validate_update(name: &str, old: &Value, new: &Value) -> ApiResult<()> {
         }
         s
     };
-    if mask(&old["spec"]) != mask(&new["spec"]) {
-        return Err(ApiError::invalid(
-            "",
-            "Pod",
-            name,
-            "spec",
-            "Forbidden",
-            "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,\
-             `spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),\
-             `spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
-        ));
+    if mask(&old["spec"]) == mask(&new["spec"]) {
+        return Vec::new();
     }
-    Ok(())
+    vec![(
+        "spec".into(),
+        "Forbidden",
+        "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,\
+         `spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),\
+         `spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)"
+            .into(),
+    )]
 }
 
 /// `CheckGracefulDelete`: the grace period a delete gets.

@@ -306,6 +306,23 @@ pub fn object_bytes(def: &ResourceDef, sdef: &ResourceDef, obj: &Obj, form: Form
     vec![def.type_prefix.clone(), obj.json.slice(1..)]
 }
 
+/// The bytes of one list item: built-in lists do not type their items (custom resource and
+/// `PartialObjectMetadata` lists do).
+pub fn list_item_bytes(def: &ResourceDef, sdef: &ResourceDef, obj: &Obj, form: Form) -> Vec<Bytes> {
+    if def.list_items_typed() || form == Form::Metadata {
+        return object_bytes(def, sdef, obj, form);
+    }
+    if def.flavor == Flavor::EventsV1 {
+        let mut v = present(def, sdef, obj);
+        if let Some(m) = v.as_object_mut() {
+            m.shift_remove("kind");
+            m.shift_remove("apiVersion");
+        }
+        return vec![Bytes::from(v.to_string())];
+    }
+    vec![obj.json.clone()]
+}
+
 fn frame(kind: &str, def: &ResourceDef, sdef: &ResourceDef, obj: &Obj, form: Form) -> Vec<Bytes> {
     let mut out = vec![Bytes::from(format!(r#"{{"type":"{kind}","object":"#))];
     out.extend(object_bytes(def, sdef, obj, form));
@@ -325,11 +342,9 @@ fn bookmark_frame(def: &ResourceDef, rv: u64, initial_end: bool) -> Vec<Bytes> {
     if initial_end {
         meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
     }
+    // An empty object of the type, as Go writes one.
     let mut object = json!({"kind": def.kind, "apiVersion": def.api_version(), "metadata": meta});
-    if def.flavor == Flavor::Pod {
-        object["spec"] = json!({"containers": null});
-        object["status"] = json!({});
-    }
+    crate::zero::normalize(def.flavor, &mut object);
     vec![Bytes::from(format!(
         "{}\n",
         json!({"type": "BOOKMARK", "object": object})

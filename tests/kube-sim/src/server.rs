@@ -362,6 +362,9 @@ async fn serve(state: Arc<ClusterState>, t: Target, req: Request<Incoming>) -> A
                 .with_empty_details(),
         );
     }
+    if method == Method::POST && t.name.is_none() && t.def.flavor == Flavor::Custom {
+        ops::check_crd_not_terminating(&state.store(), &t.def)?;
+    }
     let q = Query::parse(req.uri().query());
     if q.get("dryRun").is_some() {
         return Err(ApiError::method_not_allowed(
@@ -412,13 +415,7 @@ async fn serve(state: Arc<ClusterState>, t: Target, req: Request<Incoming>) -> A
                     .expect("valid response"));
             }
             validate_list_options(&q, false)?;
-            let p = ListParams {
-                limit: q.get("limit").and_then(|s| s.parse().ok()),
-                continue_token: q.get("continue").filter(|s| !s.is_empty()).map(String::from),
-                resource_version: q.get("resourceVersion").map(String::from),
-                resource_version_match: q.get("resourceVersionMatch").map(String::from),
-            };
-            let result = read::list(&state, &t.def, &sel, &p).await?;
+            let result = read::list(&state, &t.def, &sel, &list_params(&q)).await?;
             Ok(list_response(&state, &t.def, result, form))
         }
         (Method::POST, None) => {
@@ -466,26 +463,19 @@ async fn serve(state: Arc<ClusterState>, t: Target, req: Request<Incoming>) -> A
                 q.get("labelSelector"),
                 q.get("fieldSelector"),
             )?;
+            validate_list_options(&q, false)?;
             let opts = delete_opts(&q, &read_body(req).await?)?;
-            let listed = read::list(&state, &def, &sel, &ListParams::default()).await?;
-            let mut deleted = Vec::new();
+            // Store.DeleteCollection: the list as read (one page when a limit is given), whose
+            // items are deleted one by one; the first failure other than NotFound fails the
+            // request. The answer is that list, its items as they were before the deletion.
+            let listed = read::list(&state, &def, &sel, &list_params(&q)).await?;
             for obj in &listed.items {
-                if let Ok(d) = ops::delete(&mut state.store(), &def, &obj.namespace, &obj.name, &opts) {
-                    deleted.push(d.obj);
+                match ops::delete(&mut state.store(), &def, &obj.namespace, &obj.name, &opts) {
+                    Err(e) if e.code != 404 => return Err(e),
+                    _ => {}
                 }
             }
-            let rv = state.store().rv();
-            Ok(list_response(
-                &state,
-                &def,
-                read::ListResult {
-                    resource_version: rv,
-                    items: deleted,
-                    continue_token: None,
-                    remaining: None,
-                },
-                Form::Full,
-            ))
+            Ok(list_response(&state, &def, listed, Form::Full))
         }
         _ => Err(
             ApiError::method_not_allowed("the server does not allow this method on the requested resource")
@@ -510,6 +500,15 @@ fn check_type_meta(def: &ResourceDef, body: &Value) -> ApiResult<()> {
         )));
     }
     Ok(())
+}
+
+fn list_params(q: &Query) -> ListParams {
+    ListParams {
+        limit: q.get("limit").and_then(|s| s.parse().ok()),
+        continue_token: q.get("continue").filter(|s| !s.is_empty()).map(String::from),
+        resource_version: q.get("resourceVersion").map(String::from),
+        resource_version_match: q.get("resourceVersionMatch").map(String::from),
+    }
 }
 
 fn delete_opts(q: &Query, body: &[u8]) -> ApiResult<DeleteOpts> {
@@ -639,16 +638,11 @@ fn list_response(state: &ClusterState, def: &ResourceDef, r: read::ListResult, f
     let head = format!(r#"{{"kind":"{kind}","apiVersion":"{api_version}","metadata":{meta},"items":["#);
     let mut chunks = Vec::with_capacity(r.items.len() * 3 + 2);
     chunks.push(Bytes::from(head));
-    let typed = def.list_items_typed() || def.flavor == Flavor::EventsV1 || form == Form::Metadata;
     for (i, obj) in r.items.iter().enumerate() {
         if i > 0 {
             chunks.push(Bytes::from_static(b","));
         }
-        if typed {
-            chunks.extend(read::object_bytes(def, &sdef, obj, form));
-        } else {
-            chunks.push(obj.json.clone());
-        }
+        chunks.extend(read::list_item_bytes(def, &sdef, obj, form));
     }
     chunks.push(Bytes::from_static(b"]}"));
     // Coalesce into a few large frames: one frame per object would cost a syscall each.

@@ -5,7 +5,10 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use crate::common::{client, pod, pod_on_node, raw, start, status};
+use crate::common::{
+    client, default_pods, fails, held, marked, named, pod, pod_on_node, preconditions, raw, start, summary,
+    terminating_namespace,
+};
 
 #[tokio::test]
 async fn discovery_and_version() {
@@ -53,24 +56,21 @@ async fn create_get_replace_delete_with_real_errors() {
         Some("Always")
     );
 
-    let e = status(pods.create(&PostParams::default(), &pod("p1")).await.unwrap_err());
+    let e = fails(pods.create(&PostParams::default(), &pod("p1"))).await;
     assert_eq!((e.code, e.reason.as_str()), (409, "AlreadyExists"));
     assert_eq!(e.message, r#"pods "p1" already exists"#);
 
-    let e = status(pods.get("nope").await.unwrap_err());
-    assert_eq!(
-        (e.code, e.reason.as_str(), e.message.as_str()),
-        (404, "NotFound", r#"pods "nope" not found"#)
-    );
+    let e = fails(pods.get("nope")).await;
+    assert_eq!(summary(&e), (404, "NotFound", r#"pods "nope" not found"#));
     assert_eq!(e.details.as_ref().map(|d| d.kind.as_str()), Some("pods"));
 
     let missing_ns: Api<Pod> = Api::namespaced(client(&c).await, "ghost");
-    let e = status(missing_ns.create(&PostParams::default(), &pod("p")).await.unwrap_err());
+    let e = fails(missing_ns.create(&PostParams::default(), &pod("p"))).await;
     assert_eq!((e.code, e.message.as_str()), (404, r#"namespaces "ghost" not found"#));
 
     let mut bad = pod("Bad_Name");
     bad.metadata.name = Some("Bad_Name".into());
-    let e = status(pods.create(&PostParams::default(), &bad).await.unwrap_err());
+    let e = fails(pods.create(&PostParams::default(), &bad)).await;
     assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
     assert!(
         e.message
@@ -111,18 +111,14 @@ async fn create_get_replace_delete_with_real_errors() {
     assert_eq!(again.metadata.resource_version, replaced.metadata.resource_version);
 
     // Stale resourceVersion → 409 Conflict, for replace and for patch.
-    let e = status(pods.replace("p1", &PostParams::default(), &cur).await.unwrap_err());
+    let e = fails(pods.replace("p1", &PostParams::default(), &cur)).await;
     assert_eq!((e.code, e.reason.as_str()), (409, "Conflict"));
     assert_eq!(
         e.message,
         r#"Operation cannot be fulfilled on pods "p1": the object has been modified; please apply your changes to the latest version and try again"#
     );
     let stale = json!({"metadata": {"resourceVersion": rv1.to_string(), "labels": {"x": "y"}}});
-    let e = status(
-        pods.patch("p1", &PatchParams::default(), &Patch::Merge(&stale))
-            .await
-            .unwrap_err(),
-    );
+    let e = fails(pods.patch("p1", &PatchParams::default(), &Patch::Merge(&stale))).await;
     assert_eq!(e.code, 409);
 
     // Spec is immutable but for the image.
@@ -133,7 +129,7 @@ async fn create_get_replace_delete_with_real_errors() {
         .expect("image update is allowed");
     img = pods.get("p1").await.unwrap();
     img.spec.as_mut().unwrap().containers[0].name = "renamed".into();
-    let e = status(pods.replace("p1", &PostParams::default(), &img).await.unwrap_err());
+    let e = fails(pods.replace("p1", &PostParams::default(), &img)).await;
     assert_eq!(e.code, 422);
     assert!(
         e.message.contains("spec: Forbidden: pod updates may not change fields"),
@@ -206,16 +202,12 @@ async fn label_and_field_selectors() {
         4
     );
 
-    let e = status(
-        pods.list(&ListParams::default().fields("spec.bogus=1"))
-            .await
-            .unwrap_err(),
-    );
+    let e = fails(pods.list(&ListParams::default().fields("spec.bogus=1"))).await;
     assert_eq!(
         (e.code, e.message.as_str()),
         (400, "field label not supported: spec.bogus")
     );
-    let e = status(pods.list(&ListParams::default().labels("app in (")).await.unwrap_err());
+    let e = fails(pods.list(&ListParams::default().labels("app in ("))).await;
     assert_eq!((e.code, e.reason.as_str()), (400, "BadRequest"));
 }
 
@@ -254,11 +246,7 @@ async fn pagination_is_a_consistent_snapshot() {
     let want: Vec<String> = (0..25).map(|i| format!("p{i:02}")).collect();
     assert_eq!(seen, want);
 
-    let e = status(
-        pods.list(&ListParams::default().continue_token("not-a-token"))
-            .await
-            .unwrap_err(),
-    );
+    let e = fails(pods.list(&ListParams::default().continue_token("not-a-token"))).await;
     assert_eq!(e.code, 400);
 }
 
@@ -282,7 +270,7 @@ async fn patches_json_merge_strategic() {
         .expect("guarded patch");
     assert_eq!(patched.metadata.finalizers, Some(vec!["sluice.dev/slb".to_string()]));
     // ...and is refused, as kube-apiserver refuses it, when it does not.
-    let e = status(pods.patch("p", &pp, &Patch::Json::<()>(ok)).await.unwrap_err());
+    let e = fails(pods.patch("p", &pp, &Patch::Json::<()>(ok))).await;
     assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
     assert_eq!(
         e.message,
@@ -320,11 +308,7 @@ async fn patches_json_merge_strategic() {
     assert!(raw.metadata.finalizers.is_none());
 
     // Server-side apply is not implemented: a clear 415, never a silent wrong answer.
-    let e = status(
-        pods.patch("p", &PatchParams::apply("test"), &Patch::Apply(&json!({})))
-            .await
-            .unwrap_err(),
-    );
+    let e = fails(pods.patch("p", &PatchParams::apply("test"), &Patch::Apply(&json!({})))).await;
     assert_eq!(e.code, 415);
     assert!(e.message.contains("not implemented by kube-sim"), "{}", e.message);
 }
@@ -374,11 +358,7 @@ async fn status_subresource_rules() {
     // replace_status with a stale rv conflicts like any write.
     let mut stale = pods.get("p").await.unwrap();
     stale.metadata.resource_version = Some("1".into());
-    let e = status(
-        pods.replace_status("p", &PostParams::default(), &stale)
-            .await
-            .unwrap_err(),
-    );
+    let e = fails(pods.replace_status("p", &PostParams::default(), &stale)).await;
     assert_eq!(e.code, 409);
 }
 
@@ -401,11 +381,7 @@ async fn deletion_with_finalizers_and_grace() {
 
     // No new finalizer may be added while deleting.
     let add = json!({"metadata": {"finalizers": ["sluice.dev/slb", "sluice.dev/dns"]}});
-    let e = status(
-        pods.patch("held", &PatchParams::default(), &Patch::Merge(&add))
-            .await
-            .unwrap_err(),
-    );
+    let e = fails(pods.patch("held", &PatchParams::default(), &Patch::Merge(&add))).await;
     assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
     assert_eq!(
         e.message,
@@ -413,15 +389,9 @@ async fn deletion_with_finalizers_and_grace() {
     );
 
     // Force (grace 0) with the finalizer still there: stays.
-    pods.delete(
-        "held",
-        &DeleteParams {
-            grace_period_seconds: Some(0),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    pods.delete("held", &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
     let still = pods.get("held").await.expect("finalizer holds the pod");
     assert_eq!(still.metadata.deletion_grace_period_seconds, Some(0));
     // Removing the last finalizer deletes it.
@@ -443,27 +413,14 @@ async fn deletion_with_finalizers_and_grace() {
         .metadata
         .deletion_timestamp
         .is_some());
-    pods.delete(
-        "graceful",
-        &DeleteParams {
-            grace_period_seconds: Some(0),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    pods.delete("graceful", &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
     assert!(pods.get_opt("graceful").await.unwrap().is_none());
 
     // Preconditions.
     pods.create(&PostParams::default(), &pod("pre")).await.unwrap();
-    let dp = DeleteParams {
-        preconditions: Some(kube::api::Preconditions {
-            uid: Some("wrong".into()),
-            resource_version: None,
-        }),
-        ..Default::default()
-    };
-    let e = status(pods.delete("pre", &dp).await.unwrap_err());
+    let e = fails(pods.delete("pre", &preconditions(Some("wrong"), None))).await;
     assert_eq!(e.code, 409);
     assert!(
         e.message
@@ -476,22 +433,10 @@ async fn deletion_with_finalizers_and_grace() {
 #[tokio::test]
 async fn namespace_termination_empties_then_removes() {
     let c = start("ns").await;
-    let client = client(&c).await;
-    let nss: Api<Namespace> = Api::all(client.clone());
-    nss.create(
-        &PostParams::default(),
-        &serde_json::from_value(json!({"metadata": {"name": "team"}})).unwrap(),
-    )
-    .await
-    .unwrap();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "team");
-    let mut held = pod("held");
-    held.metadata.finalizers = Some(vec!["example.com/hold".into()]);
-    pods.create(&PostParams::default(), &held).await.unwrap();
-    nss.delete("team", &DeleteParams::default()).await.unwrap();
+    let (nss, pods) = terminating_namespace(&client(&c).await, "team").await;
     let ns = nss.get("team").await.unwrap();
     assert_eq!(ns.status.unwrap().phase.as_deref(), Some("Terminating"));
-    let e = status(pods.create(&PostParams::default(), &pod("late")).await.unwrap_err());
+    let e = fails(pods.create(&PostParams::default(), &pod("late"))).await;
     assert_eq!((e.code, e.reason.as_str()), (403, "Forbidden"));
     assert!(e
         .message
@@ -532,26 +477,12 @@ async fn unimplemented_and_unknown_paths_answer_clearly() {
             .body(Vec::new())
             .unwrap()
     };
-    let e = status(
-        client
-            .request::<serde_json::Value>(req("GET", "/apis/apps/v1/namespaces/default/deployments"))
-            .await
-            .unwrap_err(),
-    );
+    let e =
+        fails(client.request::<serde_json::Value>(req("GET", "/apis/apps/v1/namespaces/default/deployments"))).await;
     assert_eq!(e.code, 404);
-    let e = status(
-        client
-            .request::<serde_json::Value>(req("POST", "/api/v1/namespaces/default/pods/p"))
-            .await
-            .unwrap_err(),
-    );
+    let e = fails(client.request::<serde_json::Value>(req("POST", "/api/v1/namespaces/default/pods/p"))).await;
     assert_eq!(e.code, 405);
-    let e = status(
-        client
-            .request::<serde_json::Value>(req("GET", "/api/v1/namespaces/default/pods/p/exec"))
-            .await
-            .unwrap_err(),
-    );
+    let e = fails(client.request::<serde_json::Value>(req("GET", "/api/v1/namespaces/default/pods/p/exec"))).await;
     assert_eq!(e.code, 404);
     let mut wrong_ct = http::Request::builder()
         .method("POST")
@@ -560,7 +491,7 @@ async fn unimplemented_and_unknown_paths_answer_clearly() {
         .body(b"metadata: {name: x}".to_vec())
         .unwrap();
     wrong_ct.headers_mut();
-    let e = status(client.request::<serde_json::Value>(wrong_ct).await.unwrap_err());
+    let e = fails(client.request::<serde_json::Value>(wrong_ct)).await;
     assert_eq!((e.code, e.reason.as_str()), (415, "UnsupportedMediaType"));
 }
 
@@ -599,7 +530,7 @@ async fn metadata_only_reads_and_not_acceptable() {
         .header("accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
         .body(Vec::new())
         .unwrap();
-    let e = status(client.request::<serde_json::Value>(table).await.unwrap_err());
+    let e = fails(client.request::<serde_json::Value>(table)).await;
     assert_eq!((e.code, e.reason.as_str()), (406, "NotAcceptable"));
     // kubectl's Accept falls back to plain JSON, which is served.
     let kubectl = http::Request::builder()
@@ -670,13 +601,9 @@ async fn namespaces_carry_their_name_label_and_terminate_as_upstream() {
     assert_eq!(selected.items.len(), 1);
 
     // The namespace REST has no DeleteCollection.
-    let e = status(
-        nss.delete_collection(&DeleteParams::default(), &ListParams::default())
-            .await
-            .unwrap_err(),
-    );
+    let e = fails(nss.delete_collection(&DeleteParams::default(), &ListParams::default())).await;
     assert_eq!(
-        (e.code, e.reason.as_str(), e.message.as_str()),
+        summary(&e),
         (
             405,
             "MethodNotAllowed",
@@ -701,17 +628,10 @@ async fn namespaces_carry_their_name_label_and_terminate_as_upstream() {
 async fn delete_preconditions_conflict_as_before_delete_reports_them() {
     let c = start("preconditions").await;
     let client = client(&c).await;
-    let with = |uid: Option<&str>, rv: Option<&str>| DeleteParams {
-        preconditions: Some(kube::api::Preconditions {
-            uid: uid.map(String::from),
-            resource_version: rv.map(String::from),
-        }),
-        ..Default::default()
-    };
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let p = pods.create(&PostParams::default(), &pod("pre")).await.unwrap();
     let (uid, rv) = (p.metadata.uid.unwrap(), p.metadata.resource_version.unwrap());
-    let e = status(pods.delete("pre", &with(Some("wrong"), None)).await.unwrap_err());
+    let e = fails(pods.delete("pre", &preconditions(Some("wrong"), None))).await;
     assert_eq!((e.code, e.reason.as_str()), (409, "Conflict"));
     assert_eq!(
         e.message,
@@ -721,26 +641,20 @@ async fn delete_preconditions_conflict_as_before_delete_reports_them() {
     );
     let d = e.details.unwrap();
     assert_eq!((d.name.as_str(), d.group.as_str(), d.kind.as_str()), ("pre", "", "Pod"));
-    let e = status(pods.delete("pre", &with(None, Some("1"))).await.unwrap_err());
+    let e = fails(pods.delete("pre", &preconditions(None, Some("1")))).await;
     assert_eq!(
         e.message,
         format!(
             r#"Operation cannot be fulfilled on Pod "pre": the ResourceVersion in the precondition (1) does not match the ResourceVersion in record ({rv}). The object might have been modified"#
         )
     );
-    pods.delete("pre", &with(Some(&uid), Some(&rv)))
+    pods.delete("pre", &preconditions(Some(&uid), Some(&rv)))
         .await
         .expect("matching preconditions");
 
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), "default");
-    let l = leases
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": "l"}})).unwrap(),
-        )
-        .await
-        .unwrap();
-    let e = status(leases.delete("l", &with(Some("wrong"), None)).await.unwrap_err());
+    let l = leases.create(&PostParams::default(), &named("l")).await.unwrap();
+    let e = fails(leases.delete("l", &preconditions(Some("wrong"), None))).await;
     assert_eq!(
         e.message,
         format!(
@@ -753,14 +667,8 @@ async fn delete_preconditions_conflict_as_before_delete_reports_them() {
 
     // Namespaces check their own preconditions, with their own words.
     let nss: Api<Namespace> = Api::all(client.clone());
-    let ns = nss
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": "team"}})).unwrap(),
-        )
-        .await
-        .unwrap();
-    let e = status(nss.delete("team", &with(Some("wrong"), None)).await.unwrap_err());
+    let ns = nss.create(&PostParams::default(), &named("team")).await.unwrap();
+    let e = fails(nss.delete("team", &preconditions(Some("wrong"), None))).await;
     assert_eq!(
         e.message,
         format!(
@@ -775,15 +683,7 @@ async fn invalid_errors_qualify_the_kind_and_omit_empty_details() {
     let c = start("invalid").await;
     let client = client(&c).await;
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), "default");
-    let e = status(
-        leases
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({"metadata": {"name": "Bad_Name"}})).unwrap(),
-            )
-            .await
-            .unwrap_err(),
-    );
+    let e = fails(leases.create(&PostParams::default(), &named("Bad_Name"))).await;
     assert!(
         e.message.starts_with(
             r#"Lease.coordination.k8s.io "Bad_Name" is invalid: metadata.name: Invalid value: "Bad_Name": a lowercase RFC 1123 subdomain"#
@@ -797,7 +697,7 @@ async fn invalid_errors_qualify_the_kind_and_omit_empty_details() {
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let mut empty = pod("empty");
     empty.spec.as_mut().unwrap().containers.clear();
-    let e = status(pods.create(&PostParams::default(), &empty).await.unwrap_err());
+    let e = fails(pods.create(&PostParams::default(), &empty)).await;
     assert_eq!(e.message, r#"Pod "empty" is invalid: spec.containers: Required value"#);
     let d = e.details.unwrap();
     assert_eq!((d.group.as_str(), d.kind.as_str()), ("", "Pod"));
@@ -813,7 +713,7 @@ async fn invalid_errors_qualify_the_kind_and_omit_empty_details() {
                  "names": {"plural": "things", "kind": "Thing"},
                  "versions": [{"name": "v1", "served": true, "storage": true}]}}))
     .unwrap();
-    let e = status(crds.create(&PostParams::default(), &bad_scope).await.unwrap_err());
+    let e = fails(crds.create(&PostParams::default(), &bad_scope)).await;
     assert_eq!(
         e.message,
         r#"CustomResourceDefinition.apiextensions.k8s.io "things.example.dev" is invalid: spec.scope: Unsupported value: "Bogus": supported values: "Cluster", "Namespaced""#
@@ -826,14 +726,7 @@ async fn invalid_errors_qualify_the_kind_and_omit_empty_details() {
 
     // Namespace names are DNS-1123 labels, with the label's message.
     let nss: Api<Namespace> = Api::all(client.clone());
-    let e = status(
-        nss.create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": "Bad_Name"}})).unwrap(),
-        )
-        .await
-        .unwrap_err(),
-    );
+    let e = fails(nss.create(&PostParams::default(), &named("Bad_Name"))).await;
     assert_eq!(
         e.message,
         r#"Namespace "Bad_Name" is invalid: metadata.name: Invalid value: "Bad_Name": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"#
@@ -1051,4 +944,296 @@ async fn responses_are_marked_uncacheable() {
         headers.get(http::header::CACHE_CONTROL).and_then(|v| v.to_str().ok()),
         Some("no-cache, private")
     );
+}
+
+#[tokio::test]
+async fn label_selector_errors_are_labels_parse_errors() {
+    let c = start("selector-errors").await;
+    let pods = default_pods(&c).await;
+    let key = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an \
+               alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is \
+               '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
+    let value = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and \
+                 must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', \
+                 regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
+    let subdomain = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', \
+                     and must start and end with an alphanumeric character (e.g. 'example.com', regex used for \
+                     validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+    let req = "unable to parse requirement";
+    let cases = [
+        // A bad key is caught while parsing, with the parser's (nil) path.
+        (
+            "-bad=1",
+            format!(r#"{req}: <nil>: Invalid value: "-bad": name part {key}"#),
+        ),
+        (
+            "Bad.Prefix/x",
+            format!(r#"{req}: <nil>: Invalid value: "Bad.Prefix/x": prefix part {subdomain}"#),
+        ),
+        (
+            "a/b/c",
+            format!(
+                r#"{req}: <nil>: Invalid value: "a/b/c": a qualified name {key} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"#
+            ),
+        ),
+        // Values are checked by NewRequirement: sorted, indexed, keyed.
+        (
+            "app=web_",
+            format!(r#"{req}: values[0][app]: Invalid value: "web_": {value}"#),
+        ),
+        (
+            "app in (z_,a)",
+            format!(r#"{req}: values[1][app]: Invalid value: "z_": {value}"#),
+        ),
+        (
+            "n>x",
+            format!(r#"{req}: values[0]: Invalid value: "x": for 'Gt', 'Lt' operators, the value must be an integer"#),
+        ),
+        ("app in (", format!("{req}: found '', expected: ',', ')' or identifier")),
+        ("app in (a", format!("{req}: found '', expected: ',' or ')'")),
+        (
+            "a b",
+            format!("{req}: found 'b', expected: in, notin, =, ==, !=, gt, lt"),
+        ),
+        ("app=web!", "found '!', expected: ',' or 'end of string'".to_string()),
+        ("app=web,", "found '', expected: identifier after ','".to_string()),
+        (
+            ",app",
+            "found ',', expected: !, identifier, or 'end of string'".to_string(),
+        ),
+    ];
+    for (selector, want) in cases {
+        let e = fails(pods.list(&ListParams::default().labels(selector))).await;
+        assert_eq!(summary(&e), (400, "BadRequest", want.as_str()), "{selector}");
+        assert!(e.details.is_none(), "{selector}: NewBadRequest has no details");
+    }
+    // `()` is the set holding the empty value, not an error.
+    let mut p = pod("unlabelled");
+    p.metadata.labels = Some([("app".to_string(), String::new())].into());
+    pods.create(&PostParams::default(), &p).await.unwrap();
+    let empty = pods.list(&ListParams::default().labels("app in ()")).await.unwrap();
+    assert_eq!(empty.items.len(), 1);
+}
+
+#[tokio::test]
+async fn create_checks_run_in_the_handler_chain_order() {
+    let c = start("create-order").await;
+    let client = client(&c).await;
+    let mut bad = pod("Bad_Name");
+    bad.spec.as_mut().unwrap().containers.clear();
+
+    // NamespaceLifecycle admission (mutating) runs before the strategy's validation.
+    let ghost: Api<Pod> = Api::namespaced(client.clone(), "ghost");
+    let e = fails(ghost.create(&PostParams::default(), &bad)).await;
+    assert_eq!((e.code, e.message.as_str()), (404, r#"namespaces "ghost" not found"#));
+
+    let (_, team) = terminating_namespace(&client, "team").await;
+    let terminating = "unable to create new content in namespace team because it is being terminated";
+    let e = fails(team.create(&PostParams::default(), &bad)).await;
+    assert_eq!(
+        (e.code, e.message),
+        (403, format!(r#"pods "Bad_Name" is forbidden: {terminating}"#))
+    );
+    // Admission runs before the name is generated: it names the prefix.
+    let mut generated = pod("");
+    generated.metadata.name = None;
+    generated.metadata.generate_name = Some("gen-".into());
+    let e = fails(team.create(&PostParams::default(), &generated)).await;
+    assert_eq!(e.message, format!(r#"pods "gen-" is forbidden: {terminating}"#));
+    // No name at all: "Unknown"; details name the group and plural resource.
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), "team");
+    let e = fails(leases.create(&PostParams::default(), &Default::default())).await;
+    assert_eq!(
+        e.message,
+        format!(r#"leases.coordination.k8s.io "Unknown" is forbidden: {terminating}"#)
+    );
+    let d = e.details.expect("details");
+    assert_eq!(
+        (d.name.as_str(), d.group.as_str(), d.kind.as_str()),
+        ("Unknown", "coordination.k8s.io", "leases")
+    );
+    assert_eq!(
+        (d.causes[0].reason.as_str(), d.causes[0].field.as_str()),
+        ("NamespaceTerminating", "metadata.namespace")
+    );
+
+    // The strategy's validation (name and spec together) runs before the store finds a
+    // name taken.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    pods.create(&PostParams::default(), &pod("taken")).await.unwrap();
+    let mut empty = pod("taken");
+    empty.spec.as_mut().unwrap().containers.clear();
+    let e = fails(pods.create(&PostParams::default(), &empty)).await;
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (422, r#"Pod "taken" is invalid: spec.containers: Required value"#)
+    );
+    let e = fails(pods.create(&PostParams::default(), &bad)).await;
+    assert_eq!(e.code, 422);
+    let causes: Vec<&str> = e
+        .details
+        .as_ref()
+        .unwrap()
+        .causes
+        .iter()
+        .map(|c| c.field.as_str())
+        .collect();
+    assert_eq!(causes, ["metadata.name", "spec.containers"], "{}", e.message);
+
+    // A name taken by an object being deleted says so.
+    let going = held(pod_on_node("going", "node-1"));
+    pods.create(&PostParams::default(), &going).await.unwrap();
+    marked(&pods, "going").await;
+    let e = fails(pods.create(&PostParams::default(), &going)).await;
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (409, r#"object is being deleted: pods "going" already exists"#)
+    );
+}
+
+/// A merge patch refused as `422 Invalid`: its message. The metadata error is a cause twice,
+/// as `BeforeUpdate` collects it from the common checks and again from the strategy's
+/// `ValidateObjectMetaUpdate` (the message aggregates it once).
+async fn refused_twice(api: &Api<Pod>, name: &str, patch: serde_json::Value) -> String {
+    let e = fails(api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))).await;
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"), "{patch}");
+    let causes = e.details.expect("details").causes;
+    assert_eq!(causes.len(), 2, "{patch}: {causes:?}");
+    assert_eq!(causes[0], causes[1]);
+    e.message
+}
+
+#[tokio::test]
+async fn immutable_metadata_is_reset_or_refused_as_before_update_does() {
+    let c = start("immutable-meta").await;
+    let pods = default_pods(&c).await;
+    let created = pods.create(&PostParams::default(), &pod("p")).await.unwrap();
+    let uid = created.metadata.uid.clone().unwrap();
+
+    // creationTimestamp: silently the stored one (nothing else changed: no write).
+    let mut cur = created.clone();
+    cur.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        "2001-01-01T00:00:00Z".parse().unwrap(),
+    ));
+    let same = pods.replace("p", &PostParams::default(), &cur).await.unwrap();
+    assert_eq!(same.metadata.creation_timestamp, created.metadata.creation_timestamp);
+    assert_eq!(same.metadata.resource_version, created.metadata.resource_version);
+
+    // A PUT's uid is a storage precondition: 409 from etcd's precondition check.
+    let other = "00000000-0000-0000-0000-000000000001";
+    let mut cur = created.clone();
+    cur.metadata.uid = Some(other.into());
+    let e = fails(pods.replace("p", &PostParams::default(), &cur)).await;
+    assert_eq!((e.code, e.reason.as_str()), (409, "Conflict"));
+    assert_eq!(
+        e.message,
+        format!(
+            r#"Operation cannot be fulfilled on pods "p": StorageError: invalid object, Code: 4, Key: /registry/pods/default/p, ResourceVersion: 0, AdditionalErrorMsg: Precondition failed: UID in precondition: {other}, UID in object meta: {uid}"#
+        )
+    );
+
+    // A patch has no precondition: ValidateObjectMetaUpdate refuses it.
+    assert_eq!(
+        refused_twice(&pods, "p", json!({"metadata": {"uid": other}})).await,
+        format!(r#"Pod "p" is invalid: metadata.uid: Invalid value: "{other}": field is immutable"#)
+    );
+    assert_eq!(
+        refused_twice(
+            &pods,
+            "p",
+            json!({"metadata": {"deletionTimestamp": "2030-01-02T03:04:05Z"}})
+        )
+        .await,
+        r#"Pod "p" is invalid: metadata.deletionTimestamp: Invalid value: 2030-01-02 03:04:05 +0000 UTC: field is immutable"#
+    );
+    assert_eq!(
+        refused_twice(&pods, "p", json!({"metadata": {"deletionGracePeriodSeconds": 5}})).await,
+        r#"Pod "p" is invalid: metadata.deletionGracePeriodSeconds: Invalid value: 5: field is immutable"#
+    );
+
+    // Being deleted: the deletion timestamp and a dropped grace period are silently the
+    // stored ones; another grace period is refused.
+    pods.create(&PostParams::default(), &held(pod_on_node("held", "node-1")))
+        .await
+        .unwrap();
+    let deleting = marked(&pods, "held").await;
+    let mut cur = deleting.clone();
+    cur.metadata.deletion_grace_period_seconds = None;
+    cur.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        "2030-01-01T00:00:00Z".parse().unwrap(),
+    ));
+    let kept = pods.replace("held", &PostParams::default(), &cur).await.unwrap();
+    assert_eq!(
+        (
+            kept.metadata.deletion_timestamp,
+            kept.metadata.deletion_grace_period_seconds
+        ),
+        (deleting.metadata.deletion_timestamp.clone(), Some(30))
+    );
+    assert_eq!(kept.metadata.resource_version, deleting.metadata.resource_version);
+    assert_eq!(
+        refused_twice(&pods, "held", json!({"metadata": {"deletionGracePeriodSeconds": 5}})).await,
+        r#"Pod "held" is invalid: metadata.deletionGracePeriodSeconds: Invalid value: 5: field is immutable"#
+    );
+}
+
+#[tokio::test]
+async fn delete_collection_answers_the_items_as_listed() {
+    let c = start("deletecollection").await;
+    let pods = default_pods(&c).await;
+    pods.create(&PostParams::default(), &pod("a")).await.unwrap();
+    pods.create(&PostParams::default(), &pod_on_node("b", "node-1"))
+        .await
+        .unwrap();
+    pods.create(&PostParams::default(), &pod("c")).await.unwrap();
+    let before = pods.list(&ListParams::default()).await.unwrap();
+
+    // A failing delete fails the request, before anything is deleted.
+    let wrong = preconditions(Some("wrong"), None);
+    let e = fails(pods.delete_collection(&wrong, &ListParams::default())).await;
+    assert_eq!((e.code, e.reason.as_str()), (409, "Conflict"));
+    assert!(
+        e.message.starts_with(r#"Operation cannot be fulfilled on Pod "a""#),
+        "{}",
+        e.message
+    );
+    assert_eq!(pods.list(&ListParams::default()).await.unwrap().items.len(), 3);
+
+    // With a limit (kube-rs does not send one): that page only, with its continue token.
+    let (code, _, page) = raw(
+        &client(&c).await,
+        "DELETE",
+        "/api/v1/namespaces/default/pods?limit=1",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(code, 200, "{page}");
+    assert_eq!(page["kind"], "PodList");
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(1), "{page}");
+    assert_eq!(page["items"][0]["metadata"]["name"], "a");
+    assert!(page["metadata"]["continue"].is_string(), "{page}");
+    assert_eq!(page["metadata"]["remainingItemCount"], 2, "{page}");
+
+    // The list as it was read: its resourceVersion, the items before their deletion.
+    let listed = pods.list(&ListParams::default()).await.unwrap();
+    let gone = pods
+        .delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await
+        .unwrap()
+        .left()
+        .expect("the deleted list");
+    assert_eq!(gone.metadata.resource_version, listed.metadata.resource_version);
+    assert_eq!(gone.items, listed.items);
+    assert_eq!(gone.items, before.items[1..]);
+    assert!(gone.items.iter().all(|p| p.metadata.deletion_timestamp.is_none()));
+    let left: Vec<String> = pods
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|p| p.metadata.name.unwrap())
+        .collect();
+    assert_eq!(left, ["b"], "the scheduled pod is deleted gracefully");
 }

@@ -4,7 +4,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use kube_sim::{Cluster, ClusterConfig};
@@ -46,6 +47,11 @@ pub async fn client_without_retry(cluster: &Cluster) -> Client {
     Client::try_from(cfg).expect("client builds")
 }
 
+/// The pods of namespace `default`.
+pub async fn default_pods(cluster: &Cluster) -> Api<Pod> {
+    Api::namespaced(client(cluster).await, "default")
+}
+
 /// Awaits `f` for at most 10 s, naming what was awaited when it does not finish.
 pub async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(10), f)
@@ -59,6 +65,64 @@ pub fn status(e: kube::Error) -> Box<kube::core::Status> {
         kube::Error::Api(s) => s,
         other => panic!("expected an API error, got {other:?}"),
     }
+}
+
+/// Awaits a call that must fail with an API error; answers its `Status`.
+pub async fn fails<T>(call: impl Future<Output = kube::Result<T>>) -> Box<kube::core::Status> {
+    match call.await {
+        Ok(_) => panic!("expected an API error, the call succeeded"),
+        Err(e) => status(e),
+    }
+}
+
+/// A `Status`'s code, reason and message, to compare in one assertion.
+pub fn summary(s: &kube::core::Status) -> (u16, &str, &str) {
+    (s.code, s.reason.as_str(), s.message.as_str())
+}
+
+/// An object with a name and nothing else (namespaces, leases, …).
+pub fn named<K: serde::de::DeserializeOwned>(name: &str) -> K {
+    serde_json::from_value(json!({"metadata": {"name": name}})).expect("named object")
+}
+
+/// Delete options carrying preconditions.
+pub fn preconditions(uid: Option<&str>, resource_version: Option<&str>) -> DeleteParams {
+    DeleteParams::default().preconditions(Preconditions {
+        uid: uid.map(String::from),
+        resource_version: resource_version.map(String::from),
+    })
+}
+
+/// `p` with a finalizer that holds it once deleted.
+pub fn held(mut p: Pod) -> Pod {
+    p.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+    p
+}
+
+/// Deletes a pod that something holds; answers it as marked for deletion.
+pub async fn marked(pods: &Api<Pod>, name: &str) -> Pod {
+    pods.delete(name, &DeleteParams::default())
+        .await
+        .expect("delete")
+        .left()
+        .expect("the object, while something holds it")
+}
+
+/// Creates namespace `name` holding a pod with a finalizer, then deletes it: the namespace
+/// stays `Terminating`. Answers the namespaces and the pods in that one.
+pub async fn terminating_namespace(client: &Client, name: &str) -> (Api<Namespace>, Api<Pod>) {
+    let nss: Api<Namespace> = Api::all(client.clone());
+    nss.create(&PostParams::default(), &named(name))
+        .await
+        .expect("namespace created");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), name);
+    pods.create(&PostParams::default(), &held(pod("held")))
+        .await
+        .expect("pod created");
+    nss.delete(name, &DeleteParams::default())
+        .await
+        .expect("namespace deleted");
+    (nss, pods)
 }
 
 pub fn pod(name: &str) -> Pod {

@@ -6,3 +6,4 @@ mod cluster;
 mod common;
 mod crd;
 mod watch;
+mod zero_values;
