@@ -34,11 +34,12 @@ pub struct ClusterHandle {
 }
 
 /// A worker's timers: when the drain started (also kept in the status annotation, so it
-/// survives restarts) and since when every target has reported drained (settle time).
+/// survives restarts) and, per traffic kind, since when all its targets have reported
+/// drained (settle time).
 #[derive(Debug, Default)]
 struct DrainClock {
     started: Option<jiff::Timestamp>,
-    drained_since: Option<Instant>,
+    drained_since: BTreeMap<String, Instant>,
 }
 
 /// What identifies one operation (a worker) in the status annotation: its trace id (the
@@ -189,28 +190,32 @@ impl Engine {
         let Some(first) = self.pods.get(key).map(|p| p.clone()) else {
             return;
         };
-        let trace_id = format!("{:032x}", rand::random::<u128>());
+        let intent = planner::intent(&first);
+        // The same kind of operation as the annotation records (a drain resumed after a
+        // restart, a pod already serving) keeps its trace and state: a worker that finds
+        // nothing to do then writes nothing.
+        let op = continued_operation(&first, &intent).unwrap_or_else(|| Operation {
+            trace_id: format!("{:032x}", rand::random::<u128>()),
+            state: "",
+            since: String::new(),
+        });
+        let trace_id = op.trace_id.clone();
         let pod = format!("{}/{}/{}", first.cluster, first.namespace, first.name);
-        let span = match planner::intent(&first) {
+        let span = match intent {
             Intent::Drain(r) => info_span!("drain", %pod, uid = %first.uid, reason = ?r, %trace_id),
             Intent::Restore => info_span!("restore", %pod, uid = %first.uid, %trace_id),
             Intent::Hold(_) => info_span!("hold", %pod),
         };
-        self.pod_loop(key, dirty, trace_id).instrument(span).await;
+        self.pod_loop(key, dirty, op).instrument(span).await;
     }
 
-    async fn pod_loop(self: &Arc<Self>, key: &PodKey, dirty: &AtomicBool, trace_id: String) {
+    async fn pod_loop(self: &Arc<Self>, key: &PodKey, dirty: &AtomicBool, mut op: Operation) {
         let Some(cluster) = self.clusters.get(&key.cluster).cloned() else {
             return;
         };
         let mut errors = 0u32;
         let mut clock = DrainClock::default();
         let mut last_status = String::new();
-        let mut op = Operation {
-            trace_id,
-            state: "",
-            since: String::new(),
-        };
         let mut last_intent: Option<Intent> = None;
         loop {
             dirty.store(false, Ordering::SeqCst);
@@ -236,7 +241,13 @@ impl Engine {
             }
             last_intent = Some(intent.clone());
             if matches!(intent, Intent::Drain(_)) {
+                // From the annotation (a drain resumed after a restart); a drain in progress
+                // whose start was never recorded (a failed write, an annotation edited away)
+                // starts its deadline now: every wait has one.
                 clock.started = clock.started.or_else(|| drain_started(&pod));
+                if clock.started.is_none() && pod.gate == Some(false) {
+                    clock.started = Some(jiff::Timestamp::now());
+                }
             } else {
                 clock.started = None;
             }
@@ -263,14 +274,15 @@ impl Engine {
             }
             let summary = status_summary(&pod, &intent, &targets, &observations, &steps, clock.started, &op);
             if summary != last_status && pod.status_annotation.as_deref() != Some(summary.as_str()) {
-                if let Err(e) = cluster
+                match cluster
                     .writer
                     .set_status_annotation(&pod.namespace, &pod.name, &summary)
                     .await
                 {
-                    warn!(error = %e, "Could not write the status annotation.");
+                    Ok(()) => last_status = summary,
+                    // Not remembered as written: the next pass writes it again.
+                    Err(e) => warn!(error = %e, "Could not write the status annotation."),
                 }
-                last_status = summary;
             }
             if steps.is_empty() {
                 if matches!(intent, Intent::Drain(_) | Intent::Restore) {
@@ -350,12 +362,18 @@ impl Engine {
                 }
             }
         }
-        let all_drained =
-            !facts_targets.is_empty() && facts_targets.iter().all(|t| t.state == Some(TrafficState::Drained));
-        if all_drained {
-            clock.drained_since.get_or_insert_with(Instant::now);
-        } else {
-            clock.drained_since = None;
+        let kinds: BTreeSet<&str> = facts_targets.iter().map(|t| t.kind.as_str()).collect();
+        clock.drained_since.retain(|k, _| kinds.contains(k.as_str()));
+        for kind in kinds {
+            let drained = facts_targets
+                .iter()
+                .filter(|t| t.kind == kind)
+                .all(|t| t.state == Some(TrafficState::Drained));
+            if drained {
+                clock.drained_since.entry(kind.to_string()).or_insert_with(Instant::now);
+            } else {
+                clock.drained_since.remove(kind);
+            }
         }
         let settle = bindings.iter().map(|b| b.settle_seconds).max().unwrap_or(0);
         let deadline = bindings
@@ -382,7 +400,10 @@ impl Engine {
             on_deadline,
             settled: clock
                 .drained_since
-                .is_some_and(|t| t.elapsed() >= Duration::from_secs(settle)),
+                .iter()
+                .filter(|(_, t)| t.elapsed() >= Duration::from_secs(settle))
+                .map(|(k, _)| k.clone())
+                .collect(),
         }
     }
 
@@ -534,7 +555,27 @@ fn drain_started(pod: &PodView) -> Option<jiff::Timestamp> {
     v["drainStartedAt"].as_str()?.parse().ok()
 }
 
-/// The `sluice.dev/status` annotation: state, evidence per target, and what blocks.
+/// The operation recorded in the pod's status annotation, when it is of the same kind as
+/// `intent` (drain states for a drain, restore states for a restore).
+fn continued_operation(pod: &PodView, intent: &Intent) -> Option<Operation> {
+    let v: serde_json::Value = serde_json::from_str(pod.status_annotation.as_deref()?).ok()?;
+    let state = match (intent, v["state"].as_str()?) {
+        (Intent::Drain(_), "drained") => "drained",
+        (Intent::Drain(_), "starting-drain") => "starting-drain",
+        (Intent::Drain(_), "blocked") => "blocked",
+        (Intent::Drain(_), "waiting-for-budget") => "waiting-for-budget",
+        (Intent::Drain(_), "draining") => "draining",
+        (Intent::Restore, "serving") => "serving",
+        (Intent::Restore, "restoring") => "restoring",
+        _ => return None,
+    };
+    Some(Operation {
+        trace_id: v["traceId"].as_str().filter(|t| !t.is_empty())?.to_string(),
+        state,
+        since: v["lastTransition"].as_str()?.to_string(),
+    })
+}
+
 /// The state word of the status annotation.
 fn state_of(intent: &Intent, steps: &[Step]) -> &'static str {
     match (intent, steps.is_empty()) {
@@ -549,6 +590,7 @@ fn state_of(intent: &Intent, steps: &[Step]) -> &'static str {
     }
 }
 
+/// The `sluice.dev/status` annotation: state, evidence per target, and what blocks.
 fn status_summary(
     pod: &PodView,
     intent: &Intent,

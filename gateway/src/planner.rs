@@ -93,8 +93,9 @@ pub struct Facts {
     pub budget_free: bool,
     pub deadline_passed: bool,
     pub on_deadline: OnDeadline,
-    /// The settle time since every target reported drained has elapsed.
-    pub settled: bool,
+    /// Kinds whose targets have all reported drained for at least the settle time (each
+    /// kind on its own clock: one kind's finalizer never waits for another kind).
+    pub settled: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,7 +140,11 @@ fn plan_drain(f: &Facts) -> Vec<Step> {
         return Vec::new();
     }
     if !f.holds_budget {
-        return vec![if f.budget_free {
+        // A pod being deleted (or in its preStop hook) loses its containers whatever the
+        // budget says: holding its drain back would only leave its address in traffic. It
+        // still takes (counts in) a slot.
+        let dying = matches!(f.intent, Intent::Drain(DrainReason::Deleting | DrainReason::PreStop));
+        return vec![if f.budget_free || dying {
             Step::TakeBudget
         } else {
             Step::WaitForBudget
@@ -169,9 +174,9 @@ fn plan_drain(f: &Facts) -> Vec<Step> {
                 "finalizer sluice.dev/{kind} is set but no binding target of kind {kind} matches the pod: \
                  nothing can verify the drain (restore the binding, or remove the finalizer by hand)"
             )));
-        } else if all_drained && f.settled {
+        } else if all_drained && f.settled.contains(&kind) {
             steps.push(Step::RemoveFinalizer(kind));
-        } else if all_drained {
+        } else if all_drained && !f.deadline_passed {
             waiting.push(format!("{kind} settling"));
         } else if f.deadline_passed {
             steps.push(match f.on_deadline {

@@ -123,7 +123,7 @@ fn facts(intent: Intent, states: &[(&str, Option<TrafficState>)], fins: &[&str],
         budget_free: true,
         deadline_passed: false,
         on_deadline: OnDeadline::Block,
-        settled: true,
+        settled: states.iter().map(|(k, _)| k.to_string()).collect(),
     }
 }
 
@@ -176,8 +176,47 @@ fn drain_budget_deadline_and_settle() {
     assert_eq!(plan(&f), vec![Step::ReleaseFinalizer("slb".into())]);
 
     let mut f = facts(drain(), &[("slb", Some(Drained))], &["slb"], Some(false));
-    f.settled = false;
+    f.settled.clear();
     assert_eq!(plan(&f), vec![Step::Wait("slb settling".into())]);
+    // Settling past the deadline follows the deadline policy too.
+    f.deadline_passed = true;
+    assert_eq!(
+        plan(&f),
+        vec![Step::Blocked(
+            "drain deadline passed with slb traffic not verified gone".into()
+        )]
+    );
+    f.on_deadline = OnDeadline::Release;
+    assert_eq!(plan(&f), vec![Step::ReleaseFinalizer("slb".into())]);
+
+    // Each kind settles on its own clock: slb's finalizer goes while dns still drains.
+    let mut f = facts(
+        drain(),
+        &[("slb", Some(Drained)), ("dns", Some(Draining))],
+        &["dns", "slb"],
+        Some(false),
+    );
+    f.settled = BTreeSet::from(["slb".to_string()]);
+    assert_eq!(plan(&f), vec![Step::RemoveFinalizer("slb".into())]);
+
+    // The budget holds back drains that can wait, never those of a pod losing its
+    // containers (deletion, preStop): they take a slot even when none is free.
+    for (reason, want) in [
+        (DrainReason::Desired, Step::WaitForBudget),
+        (DrainReason::Kruise("PreparingUpdate".into()), Step::WaitForBudget),
+        (DrainReason::Deleting, Step::TakeBudget),
+        (DrainReason::PreStop, Step::TakeBudget),
+    ] {
+        let mut f = facts(
+            Intent::Drain(reason.clone()),
+            &[("slb", Some(Serving))],
+            &["slb"],
+            Some(true),
+        );
+        f.holds_budget = false;
+        f.budget_free = false;
+        assert_eq!(plan(&f), vec![want], "{reason:?}");
+    }
 
     // A drained pod without finalizers needs no budget.
     let mut f = facts(drain(), &[("slb", Some(Drained))], &[], Some(false));

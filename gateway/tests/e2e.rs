@@ -142,6 +142,26 @@ async fn converged_restart_makes_no_adapter_writes() {
     for i in 0..2 {
         stage.wait_ready(i, T).await.expect("ready");
     }
+    // Converged pods are left alone: no write at all, not even of the status annotation.
+    let versions = || async {
+        let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(stage.client.clone(), "default");
+        pods.list(&ListParams::default())
+            .await
+            .expect("list pods")
+            .items
+            .into_iter()
+            .map(|p| {
+                (
+                    p.metadata.name.unwrap_or_default(),
+                    p.metadata.resource_version.unwrap_or_default(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let converged = versions().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(versions().await, converged, "a converged gateway writes nothing");
     drop(gw);
     let gw = stage.start_gateway().await.expect("gateway again");
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -149,6 +169,11 @@ async fn converged_restart_makes_no_adapter_writes() {
         gw.engine.adapter_writes.load(Ordering::SeqCst),
         0,
         "everything had converged"
+    );
+    assert_eq!(
+        versions().await,
+        converged,
+        "a converged restart writes nothing to the pods"
     );
 }
 
