@@ -276,7 +276,7 @@ impl Engine {
             if summary != last_status && pod.status_annotation.as_deref() != Some(summary.as_str()) {
                 match cluster
                     .writer
-                    .set_status_annotation(&pod.namespace, &pod.name, &summary)
+                    .set_status_annotation(&pod.namespace, &pod.name, &pod.uid, &summary)
                     .await
                 {
                     Ok(()) => last_status = summary,
@@ -461,7 +461,7 @@ impl Engine {
                 };
                 cluster
                     .writer
-                    .set_gate(ns, name, *v, reason, msg)
+                    .set_gate(ns, name, &pod.uid, *v, reason, msg)
                     .await
                     .map_err(|e| e.to_string())
             }
@@ -482,7 +482,7 @@ impl Engine {
             Step::AddFinalizer(kind) => {
                 cluster
                     .writer
-                    .add_finalizer(ns, name, kind)
+                    .add_finalizer(ns, name, &pod.uid, kind)
                     .await
                     .map_err(|e| e.to_string())?;
                 cluster
@@ -500,7 +500,7 @@ impl Engine {
             Step::RemoveFinalizer(kind) => {
                 cluster
                     .writer
-                    .remove_finalizer(ns, name, kind)
+                    .remove_finalizer(ns, name, &pod.uid, kind)
                     .await
                     .map_err(|e| e.to_string())?;
                 info!(kind, "Drain verified; finalizer removed.");
@@ -519,7 +519,7 @@ impl Engine {
             Step::ReleaseFinalizer(kind) => {
                 cluster
                     .writer
-                    .remove_finalizer(ns, name, kind)
+                    .remove_finalizer(ns, name, &pod.uid, kind)
                     .await
                     .map_err(|e| e.to_string())?;
                 warn!(

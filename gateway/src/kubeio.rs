@@ -48,11 +48,12 @@ impl PodWriter {
 
     /// Adds `sluice.dev/<kind>`; no-op when present. Refused by the API server for a pod
     /// being deleted (the engine never asks for that).
-    pub async fn add_finalizer(&self, ns: &str, name: &str, kind: &str) -> kube::Result<()> {
+    pub async fn add_finalizer(&self, ns: &str, name: &str, uid: &str, kind: &str) -> kube::Result<()> {
         let f = finalizer(kind);
         self.guarded(
             ns,
             name,
+            uid,
             |pod| {
                 let current = pod.metadata.finalizers.clone().unwrap_or_default();
                 if current.contains(&f) {
@@ -75,11 +76,12 @@ impl PodWriter {
     }
 
     /// Removes `sluice.dev/<kind>` — only that entry, checked by index and value.
-    pub async fn remove_finalizer(&self, ns: &str, name: &str, kind: &str) -> kube::Result<()> {
+    pub async fn remove_finalizer(&self, ns: &str, name: &str, uid: &str, kind: &str) -> kube::Result<()> {
         let f = finalizer(kind);
         self.guarded(
             ns,
             name,
+            uid,
             |pod| {
                 let current = pod.metadata.finalizers.clone().unwrap_or_default();
                 let i = current.iter().position(|x| *x == f)?;
@@ -94,12 +96,21 @@ impl PodWriter {
     }
 
     /// Sets the `sluice.dev/traffic-ready` condition through `/status`.
-    pub async fn set_gate(&self, ns: &str, name: &str, ready: bool, reason: &str, message: &str) -> kube::Result<()> {
+    pub async fn set_gate(
+        &self,
+        ns: &str,
+        name: &str,
+        uid: &str,
+        ready: bool,
+        reason: &str,
+        message: &str,
+    ) -> kube::Result<()> {
         let status = if ready { "True" } else { "False" };
         let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
         self.guarded(
             ns,
             name,
+            uid,
             |pod| {
                 let conds = pod.status.as_ref().and_then(|s| s.conditions.clone());
                 let cond = json!({"type": GATE, "status": status, "reason": reason, "message": message,
@@ -130,22 +141,47 @@ impl PodWriter {
     }
 
     /// Writes the status summary annotation (only Sluice's own key).
-    pub async fn set_status_annotation(&self, ns: &str, name: &str, value: &str) -> kube::Result<()> {
-        let patch = json!({"metadata": {"annotations": {STATUS_ANNOTATION: value}}});
-        self.api(ns)
-            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map(|_| ())
+    pub async fn set_status_annotation(&self, ns: &str, name: &str, uid: &str, value: &str) -> kube::Result<()> {
+        self.set_annotation(ns, name, uid, STATUS_ANNOTATION, value).await
     }
 
-    /// Marks the pod as asked to drain by a blocking preStop call.
-    pub async fn mark_prestop(&self, ns: &str, name: &str) -> kube::Result<()> {
-        let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
-        let patch = json!({"metadata": {"annotations": {crate::model::PRESTOP_ANNOTATION: now}}});
-        self.api(ns)
-            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+    /// Marks the pod as asked to drain by a blocking preStop call, for the containers that
+    /// have restarted `restarts` times (see [`crate::model::PRESTOP_ANNOTATION`]).
+    pub async fn mark_prestop(&self, ns: &str, name: &str, uid: &str, restarts: i64) -> kube::Result<()> {
+        let mark = crate::model::prestop_mark(restarts);
+        self.set_annotation(ns, name, uid, crate::model::PRESTOP_ANNOTATION, &mark)
             .await
-            .map(|_| ())
+    }
+
+    /// Sets one annotation of this pod (this UID), touching no other.
+    async fn set_annotation(&self, ns: &str, name: &str, uid: &str, key: &str, value: &str) -> kube::Result<()> {
+        let path = format!("/metadata/annotations/{}", key.replace('~', "~0").replace('/', "~1"));
+        self.guarded(
+            ns,
+            name,
+            uid,
+            |pod| {
+                if pod
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(key))
+                    .map(String::as_str)
+                    == Some(value)
+                {
+                    return None;
+                }
+                Some(match pod.metadata.annotations {
+                    Some(_) => json!([{"op": "add", "path": path, "value": value}]),
+                    None => json!([
+                        {"op": "test", "path": "/metadata/resourceVersion", "value": pod.metadata.resource_version},
+                        {"op": "add", "path": "/metadata/annotations", "value": {key: value}},
+                    ]),
+                })
+            },
+            false,
+        )
+        .await
     }
 
     /// Publishes an Event about a pod (or any object).
@@ -162,10 +198,15 @@ impl PodWriter {
         }
     }
 
+    /// Reads the pod, builds a JSON patch from what it holds, and applies it guarded by the
+    /// patch's own `test` ops plus one on the pod's UID: a write meant for one pod never
+    /// lands on a successor that took its name. A failed test (someone wrote in between)
+    /// is read and tried again.
     async fn guarded(
         &self,
         ns: &str,
         name: &str,
+        uid: &str,
         build: impl Fn(&Pod) -> Option<Value>,
         status: bool,
     ) -> kube::Result<()> {
@@ -173,7 +214,13 @@ impl PodWriter {
         let mut last = None;
         for _ in 0..GUARDED_ATTEMPTS {
             let pod = api.get(name).await?;
-            let Some(ops) = build(&pod) else { return Ok(()) };
+            if pod.metadata.uid.as_deref() != Some(uid) {
+                return Err(replaced(ns, name, uid, pod.metadata.uid.as_deref()));
+            }
+            let Some(mut ops) = build(&pod) else { return Ok(()) };
+            if let Some(list) = ops.as_array_mut() {
+                list.insert(0, json!({"op": "test", "path": "/metadata/uid", "value": uid}));
+            }
             let patch: json_patch::Patch = serde_json::from_value(ops).expect("patch literal is a JSON patch");
             let p = Patch::Json::<()>(patch);
             let res = if status {
@@ -189,6 +236,17 @@ impl PodWriter {
         }
         Err(last.expect("at least one attempt"))
     }
+}
+
+/// The pod by this name is not the one (UID) the write was for.
+fn replaced(ns: &str, name: &str, uid: &str, now: Option<&str>) -> kube::Error {
+    let message = format!(
+        "pod {ns}/{name} is no longer the pod with UID {uid} (now {}): nothing written",
+        now.unwrap_or("none")
+    );
+    kube::Error::Api(Box::new(
+        kube::core::Status::failure(&message, "NotFound").with_code(404),
+    ))
 }
 
 /// An `ObjectReference` to a pod, for Events.

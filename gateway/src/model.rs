@@ -21,10 +21,24 @@ pub const GATE: &str = "sluice.dev/traffic-ready";
 pub const DESIRED_ANNOTATION: &str = "sluice.dev/desired";
 /// Small JSON status summary written by the gateway.
 pub const STATUS_ANNOTATION: &str = "sluice.dev/status";
-/// Set by the gateway when a blocking preStop call arrives.
+/// Set by the gateway when a blocking preStop call arrives: `{"at": <time>, "restarts": N}`,
+/// N the pod's container restarts at that moment. The mark stands for those containers
+/// only: once one restarts (a liveness-probe restart also runs preStop), it no longer
+/// drains the pod.
 pub const PRESTOP_ANNOTATION: &str = "sluice.dev/prestop";
 /// OpenKruise lifecycle state label.
 pub const KRUISE_STATE: &str = "lifecycle.apps.kruise.io/state";
+
+/// The preStop mark's value for containers that have restarted `restarts` times.
+pub fn prestop_mark(restarts: i64) -> String {
+    let at = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    serde_json::json!({"at": at, "restarts": restarts}).to_string()
+}
+
+/// The restart count a preStop mark was taken at (`None`: a mark without one, honoured).
+fn prestop_mark_restarts(mark: &str) -> Option<i64> {
+    serde_json::from_str::<serde_json::Value>(mark).ok()?["restarts"].as_i64()
+}
 
 /// The finalizer of a traffic kind.
 pub fn finalizer(kind: &str) -> String {
@@ -43,7 +57,10 @@ pub struct PodView {
     pub desired_drained: bool,
     pub kruise_state: Option<String>,
     pub deleting: bool,
+    /// A preStop mark for the containers running now.
     pub prestop: bool,
+    /// Restarts of all the pod's containers (`status.containerStatuses[].restartCount`).
+    pub restarts: i64,
     pub containers_ready: bool,
     pub ip: Option<IpAddr>,
     pub finalizers: Vec<String>,
@@ -66,6 +83,13 @@ impl PodView {
                 .map(|c| c.status == "True")
         };
         let labels = m.labels.clone().unwrap_or_default();
+        let restarts: i64 = status
+            .and_then(|s| s.container_statuses.as_ref())
+            .map(|cs| cs.iter().map(|c| i64::from(c.restart_count)).sum())
+            .unwrap_or(0);
+        let prestop = annotations
+            .get(PRESTOP_ANNOTATION)
+            .is_some_and(|mark| prestop_mark_restarts(mark).is_none_or(|at| at == restarts));
         Some(PodView {
             cluster: cluster.to_string(),
             namespace: m.namespace.clone()?,
@@ -76,7 +100,8 @@ impl PodView {
             labels,
             desired_drained: annotations.get(DESIRED_ANNOTATION).map(String::as_str) == Some("drained"),
             deleting: m.deletion_timestamp.is_some(),
-            prestop: annotations.contains_key(PRESTOP_ANNOTATION),
+            prestop,
+            restarts,
             containers_ready: cond("ContainersReady") == Some(true),
             ip: status.and_then(|s| s.pod_ip.as_deref()).and_then(|ip| ip.parse().ok()),
             finalizers: m.finalizers.clone().unwrap_or_default(),
@@ -321,6 +346,30 @@ mod tests {
             binding(IntOrString::String("25%".into())).max_draining(|| 2),
             1,
             "at least one"
+        );
+    }
+
+    #[test]
+    fn a_prestop_mark_stands_for_the_containers_it_was_taken_for() {
+        let pod = |mark: Option<String>, restarts: i32| -> PodView {
+            let p: Pod = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "p", "namespace": "n", "uid": "u",
+                             "annotations": mark.map(|m| serde_json::json!({PRESTOP_ANNOTATION: m}))},
+                "status": {"containerStatuses": [
+                    {"name": "a", "ready": true, "restartCount": restarts, "image": "i", "imageID": ""},
+                    {"name": "b", "ready": true, "restartCount": 1, "image": "i", "imageID": ""}
+                ]}
+            }))
+            .unwrap();
+            PodView::from_pod("c", &p).unwrap()
+        };
+        assert!(!pod(None, 0).prestop);
+        assert_eq!(pod(None, 2).restarts, 3);
+        assert!(pod(Some(prestop_mark(1)), 0).prestop, "taken for these containers");
+        assert!(!pod(Some(prestop_mark(1)), 1).prestop, "a container restarted since");
+        assert!(
+            pod(Some("2026-01-01T00:00:00Z".into()), 5).prestop,
+            "a mark without a count is honoured"
         );
     }
 }

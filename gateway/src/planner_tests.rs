@@ -19,6 +19,7 @@ fn pod() -> PodView {
         kruise_state: None,
         deleting: false,
         prestop: false,
+        restarts: 0,
         containers_ready: true,
         ip: Some("127.0.0.11".parse().unwrap()),
         finalizers: vec![],

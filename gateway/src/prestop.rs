@@ -72,7 +72,7 @@ pub async fn handle(engine: &Engine, query: &str) -> (StatusCode, String) {
     if !holds_finalizer(&pod) {
         return (StatusCode::OK, "no traffic registered: nothing to drain".into());
     }
-    if let Err(e) = handle.writer.mark_prestop(ns, name).await {
+    if let Err(e) = handle.writer.mark_prestop(ns, name, &pod.uid, pod.restarts).await {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("could not mark the pod for draining: {e}"),
