@@ -21,7 +21,7 @@ use crate::binding::OnDeadline;
 use crate::config::EngineConfig;
 use crate::kubeio::{pod_reference, PodWriter};
 use crate::model::{finalizer, Binding, PodKey, PodView, DOMAIN};
-use crate::planner::{self, Facts, Intent, Step, TargetFact};
+use crate::planner::{self, DrainReason, Facts, Intent, Step, TargetFact};
 
 /// Per-cluster state.
 pub struct ClusterHandle {
@@ -41,6 +41,9 @@ struct DrainClock {
     started: Option<jiff::Timestamp>,
     drained_since: BTreeMap<String, Instant>,
 }
+
+/// How often a blocked drain is looked at again.
+const BLOCKED_POLL: Duration = Duration::from_secs(1);
 
 /// What identifies one operation (a worker) in the status annotation: its trace id (the
 /// `trace_id` field of its span) and when its state last changed.
@@ -216,6 +219,7 @@ impl Engine {
         let mut errors = 0u32;
         let mut clock = DrainClock::default();
         let mut last_status = String::new();
+        let mut last_blocked: Option<String> = None;
         let mut last_intent: Option<Intent> = None;
         loop {
             dirty.store(false, Ordering::SeqCst);
@@ -293,6 +297,28 @@ impl Engine {
                 }
                 continue;
             }
+            let blocked: Vec<&String> = steps
+                .iter()
+                .filter_map(|s| if let Step::Blocked(w) = s { Some(w) } else { None })
+                .collect();
+            let blocked_now =
+                (!blocked.is_empty()).then(|| blocked.iter().map(|w| w.as_str()).collect::<Vec<_>>().join("; "));
+            if blocked_now.is_some() && blocked_now != last_blocked {
+                let why = blocked_now.clone().unwrap_or_default();
+                warn!(reason = %why, "Drain blocked.");
+                cluster
+                    .writer
+                    .event(
+                        &pod_reference(&pod.namespace, &pod.name, &pod.uid),
+                        true,
+                        "DrainBlocked",
+                        "Drain",
+                        why,
+                    )
+                    .await;
+            }
+            last_blocked = blocked_now;
+            let observe_failed = observations.iter().any(|o| o.is_err());
             let mut failed = false;
             let mut only_waiting = true;
             for step in &steps {
@@ -304,10 +330,14 @@ impl Engine {
                     failed = true;
                 }
             }
-            errors = if failed { errors + 1 } else { 0 };
-            let pause = if failed {
+            // A failing step or a target that cannot be observed backs off; a blocked drain
+            // (waiting for a person, or for its traffic to go after all) polls slowly.
+            errors = if failed || observe_failed { errors + 1 } else { 0 };
+            let pause = if errors > 0 {
                 // Exponential backoff, 50 ms → 5 s.
                 Duration::from_millis((50u64 << errors.min(7)).min(5000))
+            } else if last_blocked.is_some() {
+                self.cfg.poll_interval().max(BLOCKED_POLL)
             } else if only_waiting {
                 self.cfg.poll_interval()
             } else {
@@ -427,12 +457,17 @@ impl Engine {
         match step {
             Step::TakeBudget => {
                 // Check and take under the budget's lock: two pods planning at once must not
-                // both get the last slot.
+                // both get the last slot. A dying pod (deletion, preStop) takes one anyway
+                // (see the planner).
+                let dying = matches!(
+                    planner::intent(pod),
+                    Intent::Drain(DrainReason::Deleting | DrainReason::PreStop)
+                );
                 for b in bindings {
                     let bk = b.budget_key();
                     let max = b.max_draining(|| self.matched_pods(&bk));
                     let mut holders = self.budgets.entry(bk).or_default();
-                    if !holders.contains(&pod.key()) && holders.len() >= max {
+                    if !dying && !holders.contains(&pod.key()) && holders.len() >= max {
                         drop(holders);
                         self.release_budget(&pod.key());
                         return Ok(());
@@ -541,10 +576,8 @@ impl Engine {
                     .await;
                 Ok(())
             }
-            Step::Blocked(why) => {
-                warn!(reason = %why, "Drain blocked.");
-                Ok(())
-            }
+            // Said once per new reason, by the worker (log and Event).
+            Step::Blocked(_) => Ok(()),
         }
     }
 }

@@ -435,6 +435,32 @@ async fn drain_deadline_blocks_by_default_and_releases_loudly_when_asked() {
                         .contains(&"sluice.dev/slb".to_string()),
                     "Block keeps the finalizer: the release waits"
                 );
+                // Said once (a Warning Event and a log line), not at every poll.
+                let blocked_events = || async {
+                    let events: Api<CoreEvent> = Api::namespaced(stage.client.clone(), "default");
+                    events
+                        .list(&ListParams::default().fields("involvedObject.name=web-1"))
+                        .await
+                        .unwrap()
+                        .items
+                        .into_iter()
+                        .filter(|e| e.reason.as_deref() == Some("DrainBlocked"))
+                        .collect::<Vec<_>>()
+                };
+                within("the DrainBlocked warning", async {
+                    while blocked_events().await.is_empty() {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                })
+                .await;
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                let evs = blocked_events().await;
+                assert_eq!(evs.len(), 1, "{evs:?}");
+                assert_eq!(evs[0].type_.as_deref(), Some("Warning"));
+                assert!(
+                    evs[0].series.is_none() && evs[0].count.unwrap_or(1) == 1,
+                    "not repeated: {evs:?}"
+                );
             }
             _ => {
                 stage
