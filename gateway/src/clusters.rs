@@ -73,7 +73,7 @@ pub async fn watch_pods(
                 // A pod really deleted: it carried no finalizer of ours any more. Forget it;
                 // there is nothing to deregister.
                 if let Some(v) = PodView::from_pod(&cluster.name, &p) {
-                    engine.pods.remove(&v.key());
+                    engine.forget(&v.key());
                 }
             }
             Err(e) => {

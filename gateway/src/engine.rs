@@ -69,6 +69,11 @@ pub struct Engine {
     pub bindings: DashMap<(String, String, String), Binding>,
     budgets: DashMap<String, BTreeSet<PodKey>>,
     workers: DashMap<PodKey, Arc<AtomicBool>>,
+    /// Per pod carrying a finalizer of ours: the bindings it was last bound by. Deleting a
+    /// binding, editing its selector away or making it invalid does not take the pod's
+    /// traffic out, so the pod's drain still goes through them. In memory only: after a
+    /// restart such a drain blocks and says what to do.
+    last_bound: DashMap<PodKey, Vec<Binding>>,
     /// Adapter writes made (register + deregister), for tests of convergence.
     pub adapter_writes: std::sync::atomic::AtomicU64,
 }
@@ -82,6 +87,7 @@ impl Engine {
             bindings: DashMap::new(),
             budgets: DashMap::new(),
             workers: DashMap::new(),
+            last_bound: DashMap::new(),
             adapter_writes: Default::default(),
         })
     }
@@ -100,6 +106,57 @@ impl Engine {
             .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
+    }
+
+    /// The bindings a pod's worker acts through: those that match it now, plus, for a drain,
+    /// the ones it was last bound by for any kind whose finalizer it still carries and no
+    /// current binding covers (its traffic is still registered there).
+    fn acting_bindings(&self, pod: &PodView, intent: &Intent) -> Vec<Binding> {
+        let key = pod.key();
+        let mut current = self.bindings_for(pod);
+        let ours: BTreeSet<&str> = pod
+            .finalizers
+            .iter()
+            .filter_map(|f| f.strip_prefix(&format!("{DOMAIN}/")))
+            .collect();
+        if ours.is_empty() {
+            // A drain finished through bindings that are gone still reports it, once.
+            if matches!(intent, Intent::Drain(_)) && current.is_empty() {
+                if let Some(previous) = self.last_bound.get(&key) {
+                    return previous.clone();
+                }
+            }
+            self.last_bound.remove(&key);
+            return current;
+        }
+        if matches!(intent, Intent::Drain(_)) {
+            let covered: BTreeSet<String> = current
+                .iter()
+                .flat_map(|b| b.targets.iter().map(|t| t.kind.clone()))
+                .collect();
+            if let Some(previous) = self.last_bound.get(&key) {
+                for b in previous.iter() {
+                    let needed = b
+                        .targets
+                        .iter()
+                        .any(|t| ours.contains(t.kind.as_str()) && !covered.contains(&t.kind));
+                    if needed && !current.iter().any(|c| c.budget_key() == b.budget_key()) {
+                        info!(binding = %b.budget_key(), "Draining through a binding that no longer applies to the pod: its traffic is still registered there.");
+                        current.push(b.clone());
+                    }
+                }
+            }
+        }
+        if !current.is_empty() {
+            self.last_bound.insert(key, current.clone());
+        }
+        current
+    }
+
+    /// Forgets a pod that is gone.
+    pub fn forget(&self, key: &PodKey) {
+        self.pods.remove(key);
+        self.last_bound.remove(key);
     }
 
     /// Asks for a pod to be (re)considered: starts its worker, or marks the running one dirty.
@@ -232,8 +289,8 @@ impl Engine {
                 self.release_budget(key);
                 return;
             };
-            let bindings = self.bindings_for(&pod);
             let intent = planner::intent(&pod);
+            let bindings = self.acting_bindings(&pod, &intent);
             if last_intent
                 .as_ref()
                 .is_some_and(|i| std::mem::discriminant(i) != std::mem::discriminant(&intent))

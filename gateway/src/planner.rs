@@ -187,6 +187,12 @@ fn plan_drain(f: &Facts) -> Vec<Step> {
             });
         }
     }
+    // No finalizer left to hold the pod (released at the deadline, or never added) and
+    // past the deadline: nothing is gained by waiting longer, and the budget slot it holds
+    // would stop every other drain of its bindings.
+    if steps.is_empty() && f.finalizers.is_empty() && f.deadline_passed {
+        return Vec::new();
+    }
     if steps.is_empty() && !waiting.is_empty() {
         steps.push(Step::Wait(waiting.join("; ")));
     }

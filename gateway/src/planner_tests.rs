@@ -219,6 +219,16 @@ fn drain_budget_deadline_and_settle() {
         assert_eq!(plan(&f), vec![want], "{reason:?}");
     }
 
+    // Without a finalizer, waiting for an unobservable target ends at the deadline (the
+    // slot goes back); before it, the drain waits; a target still serving is deregistered.
+    let mut f = facts(drain(), &[("slb", None)], &[], Some(false));
+    assert_eq!(plan(&f), vec![Step::Wait("slb target 0 not observed".into())]);
+    f.deadline_passed = true;
+    assert_eq!(plan(&f), vec![]);
+    let mut f = facts(drain(), &[("slb", Some(Serving))], &[], Some(false));
+    f.deadline_passed = true;
+    assert_eq!(plan(&f), vec![Step::Deregister(0)]);
+
     // A drained pod without finalizers needs no budget.
     let mut f = facts(drain(), &[("slb", Some(Drained))], &[], Some(false));
     f.holds_budget = false;

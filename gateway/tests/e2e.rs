@@ -532,3 +532,32 @@ async fn readiness_waits_for_every_clusters_first_sync() {
     stage.wait_ready(0, T).await.expect("pods restored once ready");
     stage.wait_ready(1, T).await.expect("pods restored once ready");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_binding_still_drains_the_pods_it_registered() {
+    use kube::api::DeleteParams;
+    let stage = Stage::new(2, true).await.expect("stage");
+    let _gw = stage.start_gateway().await.expect("gateway");
+    stage.wait_ready(0, T).await.unwrap();
+    stage.wait_ready(1, T).await.unwrap();
+    let bindings: Api<sluice::binding::TrafficBinding> = Api::namespaced(stage.client.clone(), "default");
+    bindings.delete("web", &DeleteParams::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Deleting the binding takes nothing out: the pods keep serving, finalizer and gate.
+    let p = stage.get(0).await.unwrap();
+    assert!(p
+        .metadata
+        .finalizers
+        .unwrap_or_default()
+        .contains(&"sluice.dev/slb".to_string()));
+    assert_eq!(gate(&stage.get(0).await.unwrap()).as_deref(), Some("True"));
+    // Its traffic is still registered in HAProxy, so a drain goes through the binding it was
+    // registered by, and ends on verified evidence, not blocked.
+    stage.set_kruise_state(0, "PreparingDelete").await.unwrap();
+    stage
+        .wait_drained(0, T)
+        .await
+        .expect("drained through the binding that registered it");
+    let status = wait_status(&stage.pods, "web-1", "drained").await;
+    assert!(status.get("blocked").is_none(), "{status}");
+}
