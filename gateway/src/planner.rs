@@ -172,7 +172,7 @@ fn plan_drain(f: &Facts) -> Vec<Step> {
         if of_kind.is_empty() {
             steps.push(Step::Blocked(format!(
                 "finalizer sluice.dev/{kind} is set but no binding target of kind {kind} matches the pod: \
-                 nothing can verify the drain (restore the binding, or remove the finalizer by hand)"
+                 nothing can verify the drain (restore the binding so Sluice drains it, or take the pod's address out of its {kind} backends by hand and then remove the finalizer)"
             )));
         } else if all_drained && f.settled.contains(&kind) {
             steps.push(Step::RemoveFinalizer(kind));

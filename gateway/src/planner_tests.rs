@@ -146,7 +146,7 @@ fn drain_table() {
         ("all targets of a kind must be drained", facts(drain(), &[("slb", Some(Drained)), ("slb", Some(Draining))], &["slb"], Some(false)), vec![Step::Wait(s("slb target 1 draining"))]),
         ("converged: nothing to do", facts(drain(), &[("slb", Some(Drained))], &[], Some(false)), vec![]),
         ("drained without finalizer is done even with gate unset", facts(drain(), &[("slb", Some(Drained))], &[], None), vec![]),
-        ("finalizer without any target blocks", facts(drain(), &[], &["slb"], Some(false)), vec![Step::Blocked(s("finalizer sluice.dev/slb is set but no binding target of kind slb matches the pod: nothing can verify the drain (restore the binding, or remove the finalizer by hand)"))]),
+        ("finalizer without any target blocks", facts(drain(), &[], &["slb"], Some(false)), vec![Step::Blocked(s("finalizer sluice.dev/slb is set but no binding target of kind slb matches the pod: nothing can verify the drain (restore the binding so Sluice drains it, or take the pod's address out of its slb backends by hand and then remove the finalizer)"))]),
     ];
     for (name, f, want) in cases {
         assert_eq!(plan(&f), want, "{name}");
