@@ -4,7 +4,8 @@
 //! SIGTERM until the pod's traffic is verified drained — the protection a plain
 //! `kubectl delete` or an eviction needs, since finalizers do not stop the kubelet. The
 //! call marks the pod (`sluice.dev/prestop`), which is a drain signal on its own, then waits
-//! until no `sluice.dev/*` finalizer is left (verified drain) or the timeout passes.
+//! until no `sluice.dev/*` finalizer is left and the pod's status says `drained` (verified
+//! drain), or the timeout passes. Before the gateway's first sync it waits too.
 
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,14 @@ fn find(engine: &Engine, cluster: &str, ns: &str, name: &str) -> Option<PodView>
 
 fn holds_finalizer(p: &PodView) -> bool {
     p.finalizers.iter().any(|f| f.starts_with(&format!("{DOMAIN}/")))
+}
+
+/// The pod's status annotation says its drain is finished.
+fn recorded_drained(p: &PodView) -> bool {
+    p.status_annotation
+        .as_deref()
+        .and_then(|a| serde_json::from_str::<serde_json::Value>(a).ok())
+        .is_some_and(|v| v["state"] == "drained")
 }
 
 /// Answers the request: 200 once drained, 400/404 for bad input, 504 at the timeout.
@@ -63,13 +72,27 @@ pub async fn handle(engine: &Engine, query: &str) -> (StatusCode, String) {
             format!("no cluster named {cluster:?} in the gateway configuration"),
         );
     };
+    let start = Instant::now();
+    // A gateway that has just started does not know the pods yet: wait for its first sync
+    // (within the timeout) rather than let the container stop with its traffic in place.
+    while !engine.ready() {
+        if start.elapsed() >= timeout {
+            return (
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("the gateway did not finish its first sync of the clusters within {timeout:?}"),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let Some(pod) = find(engine, &cluster, ns, name) else {
         return (
             StatusCode::NOT_FOUND,
             format!("pod {cluster}/{ns}/{name} is not known to the gateway"),
         );
     };
-    if !holds_finalizer(&pod) {
+    // A pod that matches a binding may have traffic registered before its finalizer is
+    // added (a restore in progress): only a pod with neither has nothing to drain.
+    if !holds_finalizer(&pod) && engine.bindings_for(&pod).is_empty() {
         return (StatusCode::OK, "no traffic registered: nothing to drain".into());
     }
     if let Err(e) = handle.writer.mark_prestop(ns, name, &pod.uid, pod.restarts).await {
@@ -78,10 +101,11 @@ pub async fn handle(engine: &Engine, query: &str) -> (StatusCode, String) {
             format!("could not mark the pod for draining: {e}"),
         );
     }
-    let start = Instant::now();
     loop {
         match find(engine, &cluster, ns, name) {
-            Some(p) if p.uid == pod.uid && holds_finalizer(&p) => {}
+            // Done when no finalizer of ours is left and the gateway has recorded the drain
+            // as finished (every target observed drained, none still registering).
+            Some(p) if p.uid == pod.uid && (holds_finalizer(&p) || !recorded_drained(&p)) => {}
             _ => return (StatusCode::OK, format!("drained in {} ms", start.elapsed().as_millis())),
         }
         if start.elapsed() >= timeout {
