@@ -277,6 +277,8 @@ impl Engine {
         let mut clock = DrainClock::default();
         let mut last_status = String::new();
         let mut last_blocked: Option<String> = None;
+        let mut restore_started: Option<Instant> = None;
+        let mut restore_late = false;
         let mut last_intent: Option<Intent> = None;
         loop {
             dirty.store(false, Ordering::SeqCst);
@@ -375,6 +377,33 @@ impl Engine {
                     .await;
             }
             last_blocked = blocked_now;
+            // A restore has a deadline too: past it, the pod stays out of traffic (its gate
+            // is not True) and says so once, loudly; the restore goes on.
+            if matches!(intent, Intent::Restore) {
+                let started = *restore_started.get_or_insert_with(Instant::now);
+                let deadline = Duration::from_secs(
+                    bindings
+                        .iter()
+                        .map(|b| b.deadline_seconds)
+                        .min()
+                        .unwrap_or(self.cfg.default_deadline_seconds),
+                );
+                if !restore_late && started.elapsed() > deadline {
+                    restore_late = true;
+                    let why = steps.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join("; ");
+                    warn!(waiting = %why, "Restore not verified within its deadline; the pod stays out of traffic.");
+                    cluster
+                        .writer
+                        .event(
+                            &pod_reference(&pod.namespace, &pod.name, &pod.uid),
+                            true,
+                            "RestoreNotVerified",
+                            "Restore",
+                            format!("traffic not verified serving within {deadline:?}; still waiting: {why}"),
+                        )
+                        .await;
+                }
+            }
             let observe_failed = observations.iter().any(|o| o.is_err());
             let mut failed = false;
             let mut only_waiting = true;

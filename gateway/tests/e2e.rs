@@ -561,3 +561,42 @@ async fn a_deleted_binding_still_drains_the_pods_it_registered() {
     let status = wait_status(&stage.pods, "web-1", "drained").await;
     assert!(status.get("blocked").is_none(), "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_past_its_deadline_keeps_the_pod_out_and_says_so() {
+    let mut stage = Stage::new(2, true).await.expect("stage");
+    short_deadline_binding(&stage, "Block").await;
+    let _gw = stage.start_gateway().await.expect("gateway");
+    stage.wait_ready(0, T).await.unwrap();
+    stage.set_kruise_state(0, "PreparingUpdate").await.unwrap();
+    stage.wait_drained(0, T).await.unwrap();
+    // The pod's server is gone: HAProxy's health check can never pass.
+    stage.backends[0].take();
+    stage.set_kruise_state(0, "Normal").await.unwrap();
+    let events: Api<CoreEvent> = Api::namespaced(stage.client.clone(), "default");
+    within("the RestoreNotVerified warning", async {
+        loop {
+            let evs = events
+                .list(&ListParams::default().fields("involvedObject.name=web-1"))
+                .await
+                .unwrap();
+            if let Some(e) = evs
+                .items
+                .iter()
+                .find(|e| e.reason.as_deref() == Some("RestoreNotVerified"))
+            {
+                assert_eq!(e.type_.as_deref(), Some("Warning"));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let p = stage.get(0).await.unwrap();
+    assert_ne!(gate(&p).as_deref(), Some("True"), "not verified serving, so not Ready");
+    assert_eq!(sluice_state(&p), "restoring");
+    // The server comes back: the restore completes on its own.
+    let addr = std::net::SocketAddr::new(stage.ips[0], stage.port);
+    stage.backends[0] = Some(sluice::demo::backend::Backend::start(addr).await.unwrap());
+    wait_gate(&stage.pods, "web-1", "True").await;
+}
