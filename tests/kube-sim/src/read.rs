@@ -106,18 +106,19 @@ You can start a new list without the continue parameter, or use the continue tok
 remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were \
 created, modified, or deleted between the time the first chunk was returned and now may show up in the list.";
 
-/// A continue token: the list's resourceVersion (`-1`: "as of whenever it is used", the
-/// token an expired one is answered with) and the key to start after.
+/// A continue token as the etcd3 store writes it: unpadded URL-safe base64 of
+/// `{"v":"meta.k8s.io/v1","rv":N,"start":"<key>\u0000"}`, the list's resourceVersion (`-1`:
+/// "as of whenever it is used", the token an expired one is answered with) and the key to
+/// start after, relative to the list's prefix (`name` in a namespace, `ns/name` across).
 fn encode_continue(rv: i64, start: &str) -> String {
     let token = json!({"v": "meta.k8s.io/v1", "rv": rv, "start": format!("{start}\u{0}")});
-    base64::engine::general_purpose::URL_SAFE.encode(token.to_string())
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token.to_string())
 }
 
 fn decode_continue(token: &str) -> ApiResult<(i64, String)> {
     let bad = |why: &str| ApiError::bad_request(format!("invalid continue token: {why}"));
-    let raw = base64::engine::general_purpose::URL_SAFE
-        .decode(token)
-        .or_else(|_| base64::engine::general_purpose::STANDARD.decode(token))
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.trim_end_matches('='))
         .map_err(|e| bad(&e.to_string()))?;
     let v: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| bad(&e.to_string()))?;
     if v["v"] != "meta.k8s.io/v1" {
@@ -233,15 +234,17 @@ fn collect(
         .as_ref()
         .filter(|_| sdef.namespaced)
         .map(|ns| format!("{ns}/"));
+    // A continue token's start key is relative to the prefix.
     let from = match (&start, &prefix) {
-        (Some(s), _) => s.clone(),
+        (Some(s), Some(p)) => format!("{p}{s}"),
+        (Some(s), None) => s.clone(),
         (None, Some(p)) => p.clone(),
         (None, None) => String::new(),
     };
     let mut items = Vec::new();
     let mut iter = table
         .range(from..)
-        .filter(|(k, _)| prefix.as_ref().is_none_or(|p| k.starts_with(p)));
+        .take_while(|(k, _)| prefix.as_ref().is_none_or(|p| k.starts_with(p)));
     let mut last_key = None;
     for (k, obj) in iter.by_ref() {
         if prefix.as_ref().is_some_and(|p| !k.starts_with(p)) {
@@ -259,11 +262,18 @@ fn collect(
     let mut continue_token = None;
     let mut remaining = None;
     if let Some(last) = last_key {
-        let rest: Vec<_> = iter.filter(|(_, o)| sel.matches(sdef, o)).map(|_| ()).collect();
-        if !rest.is_empty() {
-            continue_token = Some(encode_continue(list_rv as i64, &last));
+        // As the etcd3 store does: more *keys* after the page means a continue token, even
+        // when none of them matches the selectors (the next page is then empty); the count
+        // of what remains only for an unfiltered list.
+        let rest = iter.count();
+        if rest > 0 {
+            let relative = prefix
+                .as_ref()
+                .and_then(|p| last.strip_prefix(p.as_str()))
+                .unwrap_or(&last);
+            continue_token = Some(encode_continue(list_rv as i64, relative));
             if sel.unfiltered() {
-                remaining = Some(rest.len() as u64);
+                remaining = Some(rest as u64);
             }
         }
     }

@@ -250,6 +250,45 @@ async fn pagination_is_a_consistent_snapshot() {
     assert_eq!(e.code, 400);
 }
 
+/// As the etcd3 store: a page that fills up while more keys remain carries a continue token
+/// even if no remaining object matches (the next page is then empty), and the token is
+/// unpadded URL-safe base64 with the start key relative to the namespace.
+#[tokio::test]
+async fn filtered_pages_continue_while_keys_remain() {
+    use base64::Engine as _;
+    let c = start("page-filtered").await;
+    let pods: Api<Pod> = Api::namespaced(client(&c).await, "default");
+    for (name, app) in [("a", "web"), ("b", "web"), ("c", "db"), ("d", "db")] {
+        let mut p = pod(name);
+        p.metadata.labels = Some([("app".to_string(), app.to_string())].into());
+        pods.create(&PostParams::default(), &p).await.expect("create");
+    }
+    let lp = ListParams::default().labels("app=web").limit(2);
+    let first = pods.list(&lp).await.expect("page 1");
+    assert_eq!(first.items.len(), 2);
+    assert_eq!(
+        first.metadata.remaining_item_count, None,
+        "no count for a filtered list"
+    );
+    let token = first.metadata.continue_.clone().expect("keys c and d remain");
+    assert!(!token.contains('='), "unpadded: {token}");
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(&token)
+        .expect("base64");
+    let v: serde_json::Value = serde_json::from_slice(&raw).expect("json");
+    assert_eq!(v["start"], "b\u{0}", "relative to the namespace: {v}");
+    let next = pods.list(&lp.clone().continue_token(&token)).await.expect("page 2");
+    assert!(next.items.is_empty());
+    assert_eq!(next.metadata.continue_.as_deref().unwrap_or(""), "");
+
+    // Filled on the last key: nothing remains, no token.
+    let all = pods.list(&ListParams::default().limit(4)).await.expect("all");
+    assert_eq!(
+        (all.items.len(), all.metadata.continue_.as_deref().unwrap_or("")),
+        (4, "")
+    );
+}
+
 #[tokio::test]
 async fn patches_json_merge_strategic() {
     let c = start("patch").await;
