@@ -165,30 +165,25 @@ fn drain_budget_deadline_and_settle() {
     f.budget_free = false;
     assert_eq!(plan(&f), vec![Step::WaitForBudget]);
 
-    let mut f = facts(drain(), &[("slb", Some(Draining))], &["slb"], Some(false));
-    f.deadline_passed = true;
-    assert_eq!(
-        plan(&f),
-        vec![Step::Blocked(
-            "drain deadline passed with slb traffic not verified gone".into()
-        )]
-    );
-    f.on_deadline = OnDeadline::Release;
-    assert_eq!(plan(&f), vec![Step::ReleaseFinalizer("slb".into())]);
+    // Past the deadline: Block says why, Release lets the finalizer go.
+    let deadline_policy = |mut f: Facts| {
+        f.deadline_passed = true;
+        assert_eq!(
+            plan(&f),
+            vec![Step::Blocked(
+                "drain deadline passed with slb traffic not verified gone".into()
+            )]
+        );
+        f.on_deadline = OnDeadline::Release;
+        assert_eq!(plan(&f), vec![Step::ReleaseFinalizer("slb".into())]);
+    };
+    deadline_policy(facts(drain(), &[("slb", Some(Draining))], &["slb"], Some(false)));
 
     let mut f = facts(drain(), &[("slb", Some(Drained))], &["slb"], Some(false));
     f.settled.clear();
     assert_eq!(plan(&f), vec![Step::Wait("slb settling".into())]);
     // Settling past the deadline follows the deadline policy too.
-    f.deadline_passed = true;
-    assert_eq!(
-        plan(&f),
-        vec![Step::Blocked(
-            "drain deadline passed with slb traffic not verified gone".into()
-        )]
-    );
-    f.on_deadline = OnDeadline::Release;
-    assert_eq!(plan(&f), vec![Step::ReleaseFinalizer("slb".into())]);
+    deadline_policy(f);
 
     // Each kind settles on its own clock: slb's finalizer goes while dns still drains.
     let mut f = facts(
