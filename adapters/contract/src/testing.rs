@@ -171,3 +171,49 @@ pub async fn wait_state(
         ),
     }
 }
+
+/// A server started by a harness as a child process with its own directory and log file:
+/// killed (by PID) and its directory removed when dropped.
+#[derive(Debug)]
+pub struct ServerProcess {
+    child: Option<std::process::Child>,
+    dir: PathBuf,
+    log: PathBuf,
+}
+
+impl ServerProcess {
+    /// Owns `child`, which runs in `dir` and writes `dir/<log>`.
+    pub fn new(child: std::process::Child, dir: PathBuf, log: &str) -> ServerProcess {
+        let log = dir.join(log);
+        ServerProcess {
+            child: Some(child),
+            dir,
+            log,
+        }
+    }
+
+    /// The exit status, if the process has ended.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// The last lines of its log, for error messages.
+    pub fn log(&self) -> String {
+        log_tail(&self.log, 25)
+    }
+
+    /// Kills it now (its port then refuses connections).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

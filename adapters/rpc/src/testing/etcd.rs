@@ -2,16 +2,16 @@
 //! the foreground as a child process (as `backends.md` describes), ready once a `get`
 //! through `etcd-client` succeeds.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{free_port, tail, temp_dir};
+use sluice_adapter::testing::ServerProcess;
+
+use super::{free_port, temp_dir};
 
 /// A running etcd; killed (by PID) and its directory removed on drop.
 pub struct EtcdServer {
-    child: Option<Child>,
-    dir: PathBuf,
+    process: ServerProcess,
     /// Client port on 127.0.0.1.
     pub port: u16,
 }
@@ -68,13 +68,12 @@ impl EtcdServer {
             Err(e) => return Err(format!("cannot start etcd: {e}")),
         };
         let mut server = EtcdServer {
-            child: Some(child),
-            dir,
+            process: ServerProcess::new(child, dir, "etcd.log"),
             port,
         };
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            if let Some(status) = server.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = server.process.exited() {
                 return Err(format!("etcd exited at start ({status}):\n{}", server.log()));
             }
             if server.ready().await {
@@ -112,21 +111,12 @@ impl EtcdServer {
 
     /// The server's log.
     pub fn log(&self) -> String {
-        tail(&self.dir.join("etcd.log"))
+        self.process.log()
     }
 
-    /// Kills the server now (the port then refuses connections).
+    /// Kills the server now (the port then refuses connections); dropping it also removes
+    /// its directory.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for EtcdServer {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.process.stop();
     }
 }

@@ -17,8 +17,3 @@ pub use self::zookeeper::ZooKeeperServer;
 /// taken by any outgoing connection at any moment) and never handed out twice per process.
 pub use sluice_adapter::testing::free_port;
 pub(crate) use sluice_adapter::testing::temp_dir;
-
-/// The last lines of a log file, for error messages.
-pub(crate) fn tail(path: &std::path::Path) -> String {
-    sluice_adapter::testing::log_tail(path, 25)
-}

@@ -9,21 +9,21 @@
 //! client is dropped without closing its session, its pings stop, and the server expires
 //! the session after its timeout — what happens to a provider that hangs or is cut off.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zookeeper_client as zk;
 
-use super::{free_port, tail, temp_dir};
+use sluice_adapter::testing::ServerProcess;
+
+use super::{free_port, temp_dir};
 
 const ZOOKEEPER_JAR: &str = "/usr/share/java/zookeeper.jar";
 
 /// A running ZooKeeper; killed (by PID) and its directory removed on drop.
 pub struct ZooKeeperServer {
-    child: Option<Child>,
-    dir: PathBuf,
+    process: ServerProcess,
     /// Client port on 127.0.0.1.
     pub port: u16,
 }
@@ -84,13 +84,12 @@ impl ZooKeeperServer {
             Err(e) => return Err(format!("cannot start ZooKeeper: {e}")),
         };
         let mut server = ZooKeeperServer {
-            child: Some(child),
-            dir,
+            process: ServerProcess::new(child, dir, "zookeeper.log"),
             port,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(status) = server.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = server.process.exited() {
                 return Err(format!("ZooKeeper exited at start ({status}):\n{}", server.log()));
             }
             if server
@@ -177,21 +176,12 @@ impl ZooKeeperServer {
 
     /// The server's log.
     pub fn log(&self) -> String {
-        tail(&self.dir.join("zookeeper.log"))
+        self.process.log()
     }
 
-    /// Kills the server now (the port then refuses connections).
+    /// Kills the server now (the port then refuses connections); dropping it also removes
+    /// its directory.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for ZooKeeperServer {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.process.stop();
     }
 }
