@@ -356,12 +356,8 @@ impl Engine {
                 }
                 continue;
             }
-            let blocked: Vec<&String> = steps
-                .iter()
-                .filter_map(|s| if let Step::Blocked(w) = s { Some(w) } else { None })
-                .collect();
-            let blocked_now =
-                (!blocked.is_empty()).then(|| blocked.iter().map(|w| w.as_str()).collect::<Vec<_>>().join("; "));
+            let blocked = blocked_reasons(&steps);
+            let blocked_now = (!blocked.is_empty()).then(|| blocked.join("; "));
             if blocked_now.is_some() && blocked_now != last_blocked {
                 let why = blocked_now.clone().unwrap_or_default();
                 warn!(reason = %why, "Drain blocked.");
@@ -381,13 +377,7 @@ impl Engine {
             // is not True) and says so once, loudly; the restore goes on.
             if matches!(intent, Intent::Restore) {
                 let started = *restore_started.get_or_insert_with(Instant::now);
-                let deadline = Duration::from_secs(
-                    bindings
-                        .iter()
-                        .map(|b| b.deadline_seconds)
-                        .min()
-                        .unwrap_or(self.cfg.default_deadline_seconds),
-                );
+                let deadline = Duration::from_secs(self.deadline_seconds(&bindings));
                 if !restore_late && started.elapsed() > deadline {
                     restore_late = true;
                     let why = steps.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join("; ");
@@ -433,6 +423,15 @@ impl Engine {
                 tokio::time::sleep(pause).await;
             }
         }
+    }
+
+    /// The deadline of a pod's drain or restore: the strictest of its bindings'.
+    fn deadline_seconds(&self, bindings: &[Binding]) -> u64 {
+        bindings
+            .iter()
+            .map(|b| b.deadline_seconds)
+            .min()
+            .unwrap_or(self.cfg.default_deadline_seconds)
     }
 
     fn facts(
@@ -492,11 +491,7 @@ impl Engine {
             }
         }
         let settle = bindings.iter().map(|b| b.settle_seconds).max().unwrap_or(0);
-        let deadline = bindings
-            .iter()
-            .map(|b| b.deadline_seconds)
-            .min()
-            .unwrap_or(self.cfg.default_deadline_seconds);
+        let deadline = self.deadline_seconds(bindings);
         let on_deadline = if bindings.iter().all(|b| b.on_deadline == OnDeadline::Release) && !bindings.is_empty() {
             OnDeadline::Release
         } else {
@@ -670,29 +665,42 @@ impl Engine {
 
 /// When the current drain started, from the status annotation (survives restarts).
 fn drain_started(pod: &PodView) -> Option<jiff::Timestamp> {
-    let v: serde_json::Value = serde_json::from_str(pod.status_annotation.as_deref()?).ok()?;
-    v["drainStartedAt"].as_str()?.parse().ok()
+    pod.status()?["drainStartedAt"].as_str()?.parse().ok()
 }
 
 /// The operation recorded in the pod's status annotation, when it is of the same kind as
 /// `intent` (drain states for a drain, restore states for a restore).
 fn continued_operation(pod: &PodView, intent: &Intent) -> Option<Operation> {
-    let v: serde_json::Value = serde_json::from_str(pod.status_annotation.as_deref()?).ok()?;
-    let state = match (intent, v["state"].as_str()?) {
-        (Intent::Drain(_), "drained") => "drained",
-        (Intent::Drain(_), "starting-drain") => "starting-drain",
-        (Intent::Drain(_), "blocked") => "blocked",
-        (Intent::Drain(_), "waiting-for-budget") => "waiting-for-budget",
-        (Intent::Drain(_), "draining") => "draining",
-        (Intent::Restore, "serving") => "serving",
-        (Intent::Restore, "restoring") => "restoring",
-        _ => return None,
+    let v = pod.status()?;
+    let words: &[&'static str] = match intent {
+        Intent::Drain(_) => &DRAIN_STATES,
+        Intent::Restore => &RESTORE_STATES,
+        Intent::Hold(_) => &[],
     };
+    let state = *words.iter().find(|w| v["state"] == **w)?;
     Some(Operation {
         trace_id: v["traceId"].as_str().filter(|t| !t.is_empty())?.to_string(),
         state,
         since: v["lastTransition"].as_str()?.to_string(),
     })
+}
+
+/// The state words of a drain and of a restore (what [`state_of`] answers).
+const DRAIN_STATES: [&str; 5] = ["drained", "starting-drain", "blocked", "waiting-for-budget", "draining"];
+const RESTORE_STATES: [&str; 2] = ["serving", "restoring"];
+
+/// Why the plan is blocked, if it is.
+fn blocked_reasons(steps: &[Step]) -> Vec<&str> {
+    steps
+        .iter()
+        .filter_map(|s| {
+            if let Step::Blocked(w) = s {
+                Some(w.as_str())
+            } else {
+                None
+            }
+        })
+        .collect()
 }
 
 /// The state word of the status annotation.
@@ -736,10 +744,7 @@ fn status_summary(
             (k, v)
         })
         .collect();
-    let blocked: Vec<&String> = steps
-        .iter()
-        .filter_map(|s| if let Step::Blocked(w) = s { Some(w) } else { None })
-        .collect();
+    let blocked = blocked_reasons(steps);
     let mut doc = json!({"state": op.state, "lastTransition": op.since, "traceId": op.trace_id, "targets": evidence});
     if let Some(s) = drain_start.filter(|_| matches!(intent, Intent::Drain(_))) {
         doc["drainStartedAt"] = json!(s.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());

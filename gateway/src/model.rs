@@ -115,6 +115,11 @@ impl PodView {
         })
     }
 
+    /// The gateway's status annotation, parsed.
+    pub fn status(&self) -> Option<serde_json::Value> {
+        serde_json::from_str(self.status_annotation.as_deref()?).ok()
+    }
+
     pub fn key(&self) -> PodKey {
         PodKey {
             cluster: self.cluster.clone(),

@@ -32,10 +32,7 @@ fn holds_finalizer(p: &PodView) -> bool {
 
 /// The pod's status annotation says its drain is finished.
 fn recorded_drained(p: &PodView) -> bool {
-    p.status_annotation
-        .as_deref()
-        .and_then(|a| serde_json::from_str::<serde_json::Value>(a).ok())
-        .is_some_and(|v| v["state"] == "drained")
+    p.status().is_some_and(|v| v["state"] == "drained")
 }
 
 /// Answers the request: 200 once drained, 400/404 for bad input, 504 at the timeout.

@@ -217,3 +217,22 @@ impl Drop for ServerProcess {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Starts a server with `try_start` up to three times (a free port can be taken by
+/// another process between the check and the server's bind); an error saying the server
+/// is "not installed" ends at once.
+pub async fn start_with_retries<T, F, Fut>(mut try_start: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let mut last = String::new();
+    for _ in 0..3 {
+        match try_start().await {
+            Ok(server) => return Ok(server),
+            Err(e) if e.contains("not installed") => return Err(e),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}

@@ -20,15 +20,7 @@ impl EtcdServer {
     /// Starts etcd and waits (up to 15 s) until it serves a `get`. Retries on other ports
     /// if a port was taken meanwhile.
     pub async fn start() -> Result<EtcdServer, String> {
-        let mut last = String::new();
-        for _ in 0..3 {
-            match Self::try_start().await {
-                Ok(server) => return Ok(server),
-                Err(e) if e.contains("not installed") => return Err(e),
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
+        sluice_adapter::testing::start_with_retries(Self::try_start).await
     }
 
     async fn try_start() -> Result<EtcdServer, String> {

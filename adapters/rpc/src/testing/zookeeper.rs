@@ -38,15 +38,7 @@ impl ZooKeeperServer {
                  (apt-get install -y --no-install-recommends zookeeper)"
             ));
         }
-        let mut last = String::new();
-        for _ in 0..3 {
-            match Self::try_start().await {
-                Ok(server) => return Ok(server),
-                Err(e) if e.contains("not installed") => return Err(e),
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
+        sluice_adapter::testing::start_with_retries(Self::try_start).await
     }
 
     async fn try_start() -> Result<ZooKeeperServer, String> {
