@@ -12,6 +12,10 @@
 //! 1. [`Adapter::deregister`] — ask the component to stop sending *new* work to the target.
 //! 2. [`Adapter::observe`] until it reports [`TrafficState::Drained`] (existing work gone,
 //!    caches expired, the registry stable) — the engine polls, with a deadline.
+//! 3. Whenever an observation says [`Observation::advance`] (the drain has a next step
+//!    due, e.g. HAProxy's DRAIN → MAINT once idle), or the target is seen serving or
+//!    registered again, or cannot be observed at all, the engine calls `deregister` again:
+//!    every step that changes the component lives in `register` and `deregister`.
 //!
 //! Restore:
 //! 1. [`Adapter::register`] — put the target back (only once the pod itself serves).
@@ -116,6 +120,15 @@ pub struct Observation {
     pub evidence: String,
     /// When known, how long until the state can change (remaining TTL, settle window).
     pub remaining: Option<Duration>,
+    /// [`TrafficState::Draining`], and [`Adapter::deregister`] has a step to take *now* to
+    /// move the drain on (HAProxy: the server is idle in DRAIN and can go to MAINT, or its
+    /// escalation is due). The engine calls `deregister` again at once; without it, it only
+    /// observes until the state changes.
+    pub advance: bool,
+    /// The state was reached by force, not by the traffic ending (e.g. sessions cut at an
+    /// escalation deadline): the engine reports it like a release (Warning Event), never
+    /// as a verified drain. The text says what was forced.
+    pub forced: Option<String>,
 }
 
 impl Observation {
@@ -124,8 +137,39 @@ impl Observation {
             state,
             evidence: evidence.into(),
             remaining: None,
+            advance: false,
+            forced: None,
         }
     }
+
+    /// The same observation, with how long until the state can change.
+    pub fn with_remaining(mut self, remaining: Option<Duration>) -> Self {
+        self.remaining = remaining;
+        self
+    }
+
+    /// The same observation, asking the engine to call `deregister` again now.
+    pub fn advancing(mut self) -> Self {
+        self.advance = true;
+        self
+    }
+
+    /// The same observation, reached by force (see [`Observation::forced`]).
+    pub fn forced_by(mut self, what: impl Into<String>) -> Self {
+        self.forced = Some(what.into());
+        self
+    }
+}
+
+/// One entry an adapter instance manages, as [`Adapter::list`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Listed {
+    pub ip: IpAddr,
+    pub port: u16,
+    /// The target parameters that select it (the same keys a binding target gives).
+    pub params: BTreeMap<String, String>,
+    /// What the component shows for it, e.g. `server=web/sluice-10.0.0.1-80 status=UP`.
+    pub evidence: String,
 }
 
 /// What the adapter can do, for the engine and for `sluice adapter` listings.
@@ -202,4 +246,15 @@ pub trait Adapter: Send + Sync + fmt::Debug {
 
     /// Whether the component is reachable and usable at all.
     async fn health(&self) -> Result<()>;
+
+    /// Optional: the entries this instance manages within `scope` (the parameters of a
+    /// binding target, e.g. one backend), for the gateway's orphan sweep — addresses left
+    /// registered by a pod that no longer exists (its finalizers removed by hand, or a
+    /// drain released at its deadline). Only entries the adapter itself created may be
+    /// listed (HAProxy's dynamic `sluice-*` servers, not servers declared in its
+    /// configuration). `Ok(None)`: this adapter cannot list; the sweep skips it.
+    async fn list(&self, scope: &BTreeMap<String, String>) -> Result<Option<Vec<Listed>>> {
+        let _ = scope;
+        Ok(None)
+    }
 }

@@ -122,15 +122,15 @@ pub fn assess(
         )
     } else {
         let remaining = wait - gone_for;
-        Observation {
-            state: TrafficState::Draining,
-            evidence: evidence(format!(
+        Observation::new(
+            TrafficState::Draining,
+            evidence(format!(
                 "gone from every authoritative server for {:.3}s; caches may still hold it ({wait_note}): {:.3}s left",
                 gone_for.as_secs_f64(),
                 remaining.as_secs_f64()
             )),
-            remaining: Some(remaining),
-        }
+        )
+        .with_remaining(Some(remaining))
     };
     Verdict {
         observation,

@@ -57,6 +57,8 @@ pub fn observation_to_pb(o: &Observation) -> pb::Observation {
         state: state as i32,
         evidence: o.evidence.clone(),
         remaining_ms: o.remaining.map(|d| d.as_millis() as u64).unwrap_or(0),
+        advance: o.advance,
+        forced: o.forced.clone().unwrap_or_default(),
     }
 }
 
@@ -73,11 +75,11 @@ pub fn observation_from_pb(o: pb::Observation) -> Result<Observation, AdapterErr
             )))
         }
     };
-    Ok(Observation {
-        state,
-        evidence: o.evidence,
-        remaining: (o.remaining_ms > 0).then(|| Duration::from_millis(o.remaining_ms)),
-    })
+    let mut obs = Observation::new(state, o.evidence)
+        .with_remaining((o.remaining_ms > 0).then(|| Duration::from_millis(o.remaining_ms)));
+    obs.advance = o.advance;
+    obs.forced = (!o.forced.is_empty()).then_some(o.forced);
+    Ok(obs)
 }
 
 /// Adapter error → status: retryable errors are `UNAVAILABLE`, permanent ones

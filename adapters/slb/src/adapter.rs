@@ -199,11 +199,7 @@ impl HaproxyAdapter {
                     ) {
                         self.forget_drain(&key);
                     }
-                    return Ok(Observation {
-                        state: a.state,
-                        evidence,
-                        remaining: a.remaining,
-                    });
+                    return Ok(Observation::new(a.state, evidence).with_remaining(a.remaining));
                 }
                 Step::Maint => {
                     self.client
