@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::CustomResource;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -49,14 +50,16 @@ pub struct BindingTarget {
 #[derive(Serialize, Deserialize, Clone, Debug, JsonSchema, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct DrainPolicy {
-    /// How long a drain may take before `onDeadline` applies (gateway default when unset).
+    /// How long a drain may take before `onDeadline` applies (gateway default when unset;
+    /// 1 to 86400).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_seconds: Option<i64>,
     /// `Block` (default): keep the finalizer and keep waiting — the release stops.
     /// `Release`: remove the finalizer without verified drain, loudly.
     #[serde(default)]
     pub on_deadline: OnDeadline,
-    /// Extra time after every adapter reports drained, before the finalizer goes.
+    /// Extra time a target must stay drained before its ledger entry (and, with the last
+    /// of its kind, the finalizer) goes (0 to 3600).
     #[serde(default)]
     pub settle_seconds: i64,
 }
@@ -68,25 +71,19 @@ pub enum OnDeadline {
     Release,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, JsonSchema, PartialEq)]
+/// How many of the binding's pods may be out of traffic at once, counted across clusters.
+#[derive(Serialize, Deserialize, Clone, Debug, JsonSchema, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct DisruptionBudget {
-    /// Pods of this binding draining at once, counted across clusters: a number (`1`) or a
-    /// percentage of matched pods (`"25%"`, at least 1).
-    #[serde(default = "default_max_draining")]
-    pub max_draining: k8s_openapi::apimachinery::pkg::util::intstr::IntOrString,
-}
-
-impl Default for DisruptionBudget {
-    fn default() -> Self {
-        DisruptionBudget {
-            max_draining: default_max_draining(),
-        }
-    }
-}
-
-fn default_max_draining() -> k8s_openapi::apimachinery::pkg::util::intstr::IntOrString {
-    k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1)
+    /// Pods out of traffic at once: a pod takes a slot when its drain starts and gives it
+    /// back once it serves again (or is gone). A number (at least `1`) or a percentage of
+    /// the matched pods (`"25%"`, `1%`–`100%`, at least one pod). Default `1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<IntOrString>,
+    /// The former name of `maxUnavailable`, still accepted (setting both to different
+    /// values is refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_draining: Option<IntOrString>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, JsonSchema, PartialEq, Default)]

@@ -121,6 +121,38 @@ pub struct EngineConfig {
     /// Deadline of a drain when the binding does not set one.
     #[serde(default = "default_deadline_s")]
     pub default_deadline_seconds: u64,
+    /// A drain resumed by a gateway that was not running (restart, failover) gets at least
+    /// this long (or its whole deadline, when shorter) to be verified before its deadline
+    /// applies: an outage of the gateway never turns into a release by itself.
+    #[serde(default = "default_resume_grace_s")]
+    pub resume_grace_seconds: u64,
+    /// Pods worked on at once (a relist of 100,000 pods, or a binding change, queues the
+    /// rest instead of flooding the API server and the backends).
+    #[serde(default = "default_max_workers")]
+    pub max_workers: usize,
+    /// Calls in flight to one adapter instance at once (HAProxy's runtime socket serves
+    /// one command at a time per connection; a flood of them only queues in the kernel).
+    #[serde(default = "default_adapter_concurrency")]
+    pub adapter_concurrency: usize,
+    /// Every bound pod is observed again about this often (jittered, spread over the
+    /// interval), so what a backend lost (a reload, a hand edit) is put back and what
+    /// should not be there is taken out. 0: off.
+    #[serde(default = "default_resync_s")]
+    pub resync_seconds: u64,
+    /// How often each adapter's health is checked; when it recovers, its pods are observed
+    /// again at once.
+    #[serde(default = "default_health_s")]
+    pub adapter_health_seconds: u64,
+    /// How often adapters that can list what they manage are swept for addresses whose pod
+    /// no longer exists (a finalizer removed by hand, a drain released at its deadline).
+    /// An address is taken out only when two sweeps in a row find it orphaned, and only
+    /// while every cluster is synced and healthy. 0: off.
+    #[serde(default = "default_orphan_sweep_s")]
+    pub orphan_sweep_seconds: u64,
+    /// How long a failure a person must fix (a permission, an unknown backend) waits before
+    /// it is tried again.
+    #[serde(default = "default_permanent_retry_s")]
+    pub permanent_retry_seconds: u64,
     /// Identity written into events (`reportingInstance`).
     #[serde(default = "default_instance")]
     pub instance: String,
@@ -132,6 +164,13 @@ impl Default for EngineConfig {
             poll_interval_ms: default_poll_ms(),
             call_timeout_ms: default_call_timeout_ms(),
             default_deadline_seconds: default_deadline_s(),
+            resume_grace_seconds: default_resume_grace_s(),
+            max_workers: default_max_workers(),
+            adapter_concurrency: default_adapter_concurrency(),
+            resync_seconds: default_resync_s(),
+            adapter_health_seconds: default_health_s(),
+            orphan_sweep_seconds: default_orphan_sweep_s(),
+            permanent_retry_seconds: default_permanent_retry_s(),
             instance: default_instance(),
         }
     }
@@ -145,6 +184,27 @@ fn default_call_timeout_ms() -> u64 {
 }
 fn default_deadline_s() -> u64 {
     300
+}
+fn default_resume_grace_s() -> u64 {
+    30
+}
+fn default_max_workers() -> usize {
+    256
+}
+fn default_adapter_concurrency() -> usize {
+    16
+}
+fn default_resync_s() -> u64 {
+    300
+}
+fn default_health_s() -> u64 {
+    10
+}
+fn default_orphan_sweep_s() -> u64 {
+    600
+}
+fn default_permanent_retry_s() -> u64 {
+    30
 }
 fn default_instance() -> String {
     std::env::var("HOSTNAME").unwrap_or_else(|_| "sluice-gateway".into())
@@ -238,8 +298,22 @@ impl Config {
                 ));
             }
         }
-        if self.engine.poll_interval_ms == 0 {
-            return Err(("engine.pollIntervalMs".into(), "must be at least 1".into()));
+        let e = &self.engine;
+        for (field, value, min, max) in [
+            ("engine.pollIntervalMs", e.poll_interval_ms, 1, 60_000),
+            ("engine.callTimeoutMs", e.call_timeout_ms, 1, 600_000),
+            ("engine.defaultDeadlineSeconds", e.default_deadline_seconds, 1, 86_400),
+            ("engine.resumeGraceSeconds", e.resume_grace_seconds, 0, 3_600),
+            ("engine.maxWorkers", e.max_workers as u64, 1, 100_000),
+            ("engine.adapterConcurrency", e.adapter_concurrency as u64, 1, 10_000),
+            ("engine.resyncSeconds", e.resync_seconds, 0, 86_400),
+            ("engine.adapterHealthSeconds", e.adapter_health_seconds, 1, 3_600),
+            ("engine.orphanSweepSeconds", e.orphan_sweep_seconds, 0, 86_400),
+            ("engine.permanentRetrySeconds", e.permanent_retry_seconds, 1, 3_600),
+        ] {
+            if !(min..=max).contains(&value) {
+                return Err((field.into(), format!("{value} is out of range ({min} to {max})")));
+            }
         }
         Ok(())
     }

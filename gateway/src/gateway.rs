@@ -18,7 +18,7 @@ use tracing::info;
 
 use crate::config::{AdapterConfig, ClusterConfig, Config};
 use crate::engine::{ClusterHandle, Engine};
-use crate::kubeio::PodWriter;
+use crate::k8s::PodWriter;
 
 /// A running gateway. Dropping it stops every task.
 pub struct Gateway {
@@ -89,33 +89,27 @@ impl Gateway {
             let client = client_for(c).await?;
             handles.insert(
                 c.name.clone(),
-                Arc::new(ClusterHandle {
-                    name: c.name.clone(),
-                    writer: PodWriter::new(client.clone(), &cfg.engine.instance),
-                    healthy: false.into(),
-                    synced: false.into(),
-                }),
+                Arc::new(ClusterHandle::new(
+                    &c.name,
+                    PodWriter::new(client.clone(), &cfg.engine.instance),
+                )),
             );
             clients.insert(c.name.clone(), client);
         }
-        let engine = Engine::new(cfg.engine.clone(), handles.clone());
+        let engine = Engine::new(cfg.engine.clone(), handles.clone(), adapters.clone());
         let mut tasks = Vec::new();
         for (name, client) in clients {
             let cluster = handles[&name].clone();
             let pods_synced = Arc::new(tokio::sync::Notify::new());
             let bindings_synced = Arc::new(tokio::sync::Notify::new());
-            tasks.push(tokio::spawn(crate::clusters::watch_bindings(
+            tasks.push(tokio::spawn(crate::k8s::watch::watch_bindings(
                 engine.clone(),
                 cluster.clone(),
                 client.clone(),
                 adapters.clone(),
                 bindings_synced.clone(),
             )));
-            tasks.push(tokio::spawn(crate::clusters::probe_health(
-                cluster.clone(),
-                client.clone(),
-            )));
-            tasks.push(tokio::spawn(crate::clusters::watch_pods(
+            tasks.push(tokio::spawn(crate::k8s::watch::watch_pods(
                 engine.clone(),
                 cluster.clone(),
                 client,
@@ -126,10 +120,13 @@ impl Gateway {
                 pods_synced.notified().await;
                 bindings_synced.notified().await;
                 cluster.synced.store(true, Ordering::SeqCst);
-                info!(cluster = %cluster.name, "Cluster synced.");
-                engine2.kick_all();
+                info!(cluster = %cluster.name, "Cluster synced; its pods are acted on.");
+                engine2.on_synced(&cluster.name);
             }));
         }
+        tasks.push(tokio::spawn(crate::engine::resync::resync_loop(engine.clone())));
+        tasks.push(tokio::spawn(crate::engine::resync::health_loop(engine.clone())));
+        tasks.push(tokio::spawn(crate::engine::resync::orphan_loop(engine.clone())));
         let listener = tokio::net::TcpListener::bind(cfg.listen.health)
             .await
             .with_context(|| format!("listen.health: binding {}", cfg.listen.health))?;
@@ -165,12 +162,7 @@ async fn serve_health(listener: tokio::net::TcpListener, engine: Arc<Engine>) {
                         "/prestop" => crate::prestop::handle(&engine, req.uri().query().unwrap_or("")).await,
                         "/readyz" if engine.ready() => (StatusCode::OK, "ready".to_string()),
                         "/readyz" => {
-                            let waiting: Vec<&str> = engine
-                                .clusters
-                                .values()
-                                .filter(|c| !c.synced.load(Ordering::SeqCst))
-                                .map(|c| c.name.as_str())
-                                .collect();
+                            let waiting = engine.unsynced();
                             (
                                 StatusCode::SERVICE_UNAVAILABLE,
                                 format!("waiting for first sync of: {}", waiting.join(", ")),

@@ -7,22 +7,22 @@
 //!
 //! - [`config`]: the gateway's own YAML configuration.
 //! - [`binding`]: the `TrafficBinding` CRD.
-//! - [`model`]: the engine's view of pods and resolved bindings; contract names.
+//! - [`model`]: the engine's view of pods, resolved bindings, the registration ledger and
+//!   the status summary; contract names. No client.
 //! - [`planner`]: the pure decision function.
-//! - [`engine`]: shared state and the executor (per-pod workers).
-//! - [`clusters`]: per-cluster watches.
-//! - [`kubeio`]: guarded writes to pods, Events.
+//! - [`engine`]: shared state and the executor (per-pod workers, budgets, drift repair,
+//!   orphan sweep).
+//! - [`k8s`]: per-cluster watches and guarded writes to pods, Events.
 //! - [`gateway`]: wiring and the health endpoint.
 //! - [`demo`]: the lossless-rollout demo on an embedded simulated cluster.
 
 pub mod binding;
-pub mod clusters;
 pub mod config;
 pub mod conformance_cmd;
 pub mod demo;
 pub mod engine;
 pub mod gateway;
-pub mod kubeio;
+pub mod k8s;
 pub mod model;
 pub mod planner;
 pub mod prestop;

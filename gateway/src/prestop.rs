@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 
 use crate::engine::Engine;
-use crate::model::{PodView, DOMAIN};
+use crate::model::PodView;
 
 fn param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
     query.split('&').find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
@@ -26,13 +26,10 @@ fn find(engine: &Engine, cluster: &str, ns: &str, name: &str) -> Option<PodView>
         .map(|p| p.clone())
 }
 
-fn holds_finalizer(p: &PodView) -> bool {
-    p.finalizers.iter().any(|f| f.starts_with(&format!("{DOMAIN}/")))
-}
-
-/// The pod's status annotation says its drain is finished.
+/// The pod's status annotation says its drain is over (verified, or released at its
+/// deadline under `onDeadline: Release`).
 fn recorded_drained(p: &PodView) -> bool {
-    p.status().is_some_and(|v| v["state"] == "drained")
+    p.status().is_some_and(|s| s.state.is_drain_done())
 }
 
 /// Answers the request: 200 once drained, 400/404 for bad input, 504 at the timeout.
@@ -70,13 +67,14 @@ pub async fn handle(engine: &Engine, query: &str) -> (StatusCode, String) {
         );
     };
     let start = Instant::now();
-    // A gateway that has just started does not know the pods yet: wait for its first sync
-    // (within the timeout) rather than let the container stop with its traffic in place.
-    while !engine.ready() {
+    // A gateway that has just started does not know the cluster's pods yet: wait for its
+    // first sync (within the timeout) rather than let the container stop with its traffic
+    // in place.
+    while !handle.synced.load(std::sync::atomic::Ordering::SeqCst) {
         if start.elapsed() >= timeout {
             return (
                 StatusCode::GATEWAY_TIMEOUT,
-                format!("the gateway did not finish its first sync of the clusters within {timeout:?}"),
+                format!("the gateway did not finish its first sync of cluster {cluster} within {timeout:?}"),
             );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -89,7 +87,7 @@ pub async fn handle(engine: &Engine, query: &str) -> (StatusCode, String) {
     };
     // A pod that matches a binding may have traffic registered before its finalizer is
     // added (a restore in progress): only a pod with neither has nothing to drain.
-    if !holds_finalizer(&pod) && engine.bindings_for(&pod).is_empty() {
+    if !pod.holds_sluice_finalizer() && engine.bindings_for(&pod).is_empty() && pod.ledger_annotation.is_none() {
         return (StatusCode::OK, "no traffic registered: nothing to drain".into());
     }
     if let Err(e) = handle.writer.mark_prestop(ns, name, &pod.uid, pod.restarts).await {
@@ -102,7 +100,7 @@ pub async fn handle(engine: &Engine, query: &str) -> (StatusCode, String) {
         match find(engine, &cluster, ns, name) {
             // Done when no finalizer of ours is left and the gateway has recorded the drain
             // as finished (every target observed drained, none still registering).
-            Some(p) if p.uid == pod.uid && (holds_finalizer(&p) || !recorded_drained(&p)) => {}
+            Some(p) if p.uid == pod.uid && (p.holds_sluice_finalizer() || !recorded_drained(&p)) => {}
             _ => return (StatusCode::OK, format!("drained in {} ms", start.elapsed().as_millis())),
         }
         if start.elapsed() >= timeout {

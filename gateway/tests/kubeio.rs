@@ -5,7 +5,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube_sim::{Cluster, ClusterConfig};
 use serde_json::json;
-use sluice::kubeio::PodWriter;
+use sluice::k8s::PodWriter;
 
 async fn create(pods: &Api<Pod>, finalizers: &[&str]) -> String {
     let pod: Pod = serde_json::from_value(json!({

@@ -1,0 +1,140 @@
+//! Disruption budgets: how many pods of a binding may be *out of traffic* at once, counted
+//! across clusters (bindings with the same namespace/name share one budget).
+//!
+//! A pod takes a slot when its drain starts and holds it until it serves again (its gate
+//! True) or is gone — not just while the drain runs — so `maxUnavailable: 1` never leaves
+//! two pods of a binding out of traffic at once. The gate is the durable record: a
+//! restarted gateway gives a slot back to every bound pod whose gate is False
+//! ([`Budgets::retake`]) before any new drain may take one.
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
+use dashmap::DashMap;
+
+use crate::model::PodKey;
+
+/// The holders of every budget.
+#[derive(Debug, Default)]
+pub struct Budgets {
+    holders: DashMap<String, BTreeSet<PodKey>>,
+    /// Check-and-take across several budgets is one atomic step.
+    take: Mutex<()>,
+}
+
+/// One budget a pod's drain needs a slot of: its key and its size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Need {
+    pub key: String,
+    pub max: usize,
+}
+
+impl Budgets {
+    /// Whether the pod holds a slot of every budget in `needs`.
+    pub fn holds(&self, pod: &PodKey, needs: &[Need]) -> bool {
+        needs
+            .iter()
+            .all(|n| self.holders.get(&n.key).is_some_and(|h| h.contains(pod)))
+    }
+
+    /// Whether a slot of every budget in `needs` is free for the pod.
+    pub fn free(&self, pod: &PodKey, needs: &[Need]) -> bool {
+        needs.iter().all(|n| {
+            self.holders
+                .get(&n.key)
+                .is_none_or(|h| h.contains(pod) || h.len() < n.max)
+        })
+    }
+
+    /// Takes a slot of every budget in `needs`, all or none. `force`: take them even when
+    /// full (a pod losing its containers drains whatever the budget says; it still counts).
+    pub fn try_take(&self, pod: &PodKey, needs: &[Need], force: bool) -> bool {
+        let _one_at_a_time = self.take.lock().unwrap_or_else(|e| e.into_inner());
+        if !force && !self.free(pod, needs) {
+            return false;
+        }
+        for n in needs {
+            self.holders.entry(n.key.clone()).or_default().insert(pod.clone());
+        }
+        true
+    }
+
+    /// Records that the pod is out of traffic already (its gate is False): it holds a slot
+    /// whatever the count.
+    pub fn retake(&self, pod: &PodKey, keys: impl IntoIterator<Item = String>) {
+        let _one_at_a_time = self.take.lock().unwrap_or_else(|e| e.into_inner());
+        for k in keys {
+            self.holders.entry(k).or_default().insert(pod.clone());
+        }
+    }
+
+    /// The pod serves again, or is gone: its slots go back.
+    pub fn release(&self, pod: &PodKey) {
+        for mut h in self.holders.iter_mut() {
+            h.remove(pod);
+        }
+    }
+
+    /// Pods holding a slot of `key`.
+    pub fn count(&self, key: &str) -> usize {
+        self.holders.get(key).map(|h| h.len()).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(n: &str) -> PodKey {
+        PodKey {
+            cluster: "c".into(),
+            uid: n.into(),
+        }
+    }
+
+    fn need(key: &str, max: usize) -> Need {
+        Need { key: key.into(), max }
+    }
+
+    #[test]
+    fn slots_are_taken_all_or_none_and_held_until_released() {
+        let b = Budgets::default();
+        let web = [need("ns/web", 1)];
+        assert!(b.try_take(&pod("a"), &web, false));
+        assert!(b.holds(&pod("a"), &web));
+        assert!(!b.try_take(&pod("b"), &web, false), "full");
+        // A pod in two bindings needs both: none is taken when one is full.
+        let both = [need("ns/api", 1), need("ns/web", 1)];
+        assert!(!b.try_take(&pod("b"), &both, false));
+        assert_eq!(b.count("ns/api"), 0, "all or none");
+        // A dying pod takes one anyway (it still counts).
+        assert!(b.try_take(&pod("b"), &web, true));
+        assert_eq!(b.count("ns/web"), 2);
+        b.release(&pod("a"));
+        b.release(&pod("b"));
+        assert!(b.try_take(&pod("c"), &both, false));
+    }
+
+    #[test]
+    fn a_pod_out_of_traffic_is_counted_after_a_restart() {
+        let b = Budgets::default();
+        b.retake(&pod("out"), ["ns/web".to_string()]);
+        assert!(!b.free(&pod("new"), &[need("ns/web", 1)]));
+        assert!(b.free(&pod("out"), &[need("ns/web", 1)]), "its own slot");
+    }
+
+    #[test]
+    fn concurrent_takes_never_exceed_the_budget() {
+        let b = std::sync::Arc::new(Budgets::default());
+        let taken: Vec<bool> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..16)
+                .map(|i| {
+                    let b = b.clone();
+                    s.spawn(move || b.try_take(&pod(&i.to_string()), &[need("ns/web", 3)], false))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(taken.iter().filter(|t| **t).count(), 3);
+    }
+}

@@ -1,0 +1,334 @@
+//! The engine: shared state (pods, bindings, budgets, cluster health) and the executor —
+//! one worker per pod that needs work ([`worker`]), which observes the pod's targets (the
+//! union of its bindings' and its ledger's, [`targets`]), asks the pure planner for the
+//! next steps, performs them ([`execute`]) and loops until the plan is empty.
+//!
+//! All durable state lives on the pods (ledger, finalizers, gate, status annotation) and
+//! in the traffic components; a restarted gateway rebuilds everything from them and
+//! resumes. Background loops ([`resync`]) re-observe bound pods to repair drift, watch
+//! adapter health, and sweep addresses left behind by pods that are gone.
+
+pub mod budget;
+pub mod error;
+pub mod execute;
+pub mod resync;
+pub mod targets;
+pub mod worker;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+use futures::FutureExt;
+use k8s_openapi::api::core::v1::Pod;
+use sluice_adapter::Adapter;
+use tokio::sync::Semaphore;
+use tracing::{error, Instrument};
+
+use crate::config::EngineConfig;
+use crate::k8s::PodWriter;
+use crate::model::{Binding, BindingKey, BindingState, PodKey, PodView};
+use budget::{Budgets, Need};
+
+/// Per-cluster state.
+pub struct ClusterHandle {
+    pub name: String,
+    pub writer: PodWriter,
+    /// Watch healthy: false freezes the cluster's pods (no adapter call, no write) until
+    /// the watch has listed again.
+    pub healthy: AtomicBool,
+    /// Both watches (pods, bindings) have completed their first list: only then do the
+    /// cluster's pods get workers. Other clusters never wait for this one.
+    pub synced: AtomicBool,
+}
+
+impl ClusterHandle {
+    pub fn new(name: &str, writer: PodWriter) -> ClusterHandle {
+        ClusterHandle {
+            name: name.to_string(),
+            writer,
+            healthy: false.into(),
+            synced: false.into(),
+        }
+    }
+
+    /// Synced and healthy: its pods may be acted on.
+    pub fn live(&self) -> bool {
+        self.synced.load(Ordering::SeqCst) && self.healthy.load(Ordering::SeqCst)
+    }
+}
+
+/// A pod's worker slot: set `dirty` to have it look again, `force` to have it observe even
+/// a pod recorded as converged.
+#[derive(Debug, Default)]
+pub(crate) struct Slot {
+    dirty: AtomicBool,
+    force: AtomicBool,
+}
+
+/// Shared engine state.
+pub struct Engine {
+    pub cfg: EngineConfig,
+    pub clusters: BTreeMap<String, Arc<ClusterHandle>>,
+    /// The adapter instances of the configuration.
+    pub adapters: BTreeMap<String, Arc<dyn Adapter>>,
+    /// Calls in flight per adapter instance.
+    limits: BTreeMap<String, Arc<Semaphore>>,
+    /// Workers running at once.
+    running: Arc<Semaphore>,
+    pub pods: DashMap<PodKey, PodView>,
+    pub bindings: DashMap<BindingKey, BindingState>,
+    pub budgets: Budgets,
+    workers: DashMap<PodKey, Arc<Slot>>,
+    /// Adapter writes made (register + deregister), for tests of convergence.
+    pub adapter_writes: AtomicU64,
+    /// Every adapter call (observe, register, deregister), for tests that bound them.
+    pub adapter_calls: AtomicU64,
+}
+
+impl Engine {
+    pub fn new(
+        cfg: EngineConfig,
+        clusters: BTreeMap<String, Arc<ClusterHandle>>,
+        adapters: BTreeMap<String, Arc<dyn Adapter>>,
+    ) -> Arc<Engine> {
+        let limits = adapters
+            .keys()
+            .map(|k| (k.clone(), Arc::new(Semaphore::new(cfg.adapter_concurrency.max(1)))))
+            .collect();
+        Arc::new(Engine {
+            running: Arc::new(Semaphore::new(cfg.max_workers.max(1))),
+            cfg,
+            clusters,
+            adapters,
+            limits,
+            pods: DashMap::new(),
+            bindings: DashMap::new(),
+            budgets: Budgets::default(),
+            workers: DashMap::new(),
+            adapter_writes: Default::default(),
+            adapter_calls: Default::default(),
+        })
+    }
+
+    /// Every cluster has listed once (for `/readyz`).
+    pub fn ready(&self) -> bool {
+        self.clusters.values().all(|c| c.synced.load(Ordering::SeqCst))
+    }
+
+    /// Clusters that have not listed yet.
+    pub fn unsynced(&self) -> Vec<&str> {
+        self.clusters
+            .values()
+            .filter(|c| !c.synced.load(Ordering::SeqCst))
+            .map(|c| c.name.as_str())
+            .collect()
+    }
+
+    /// The valid bindings that select a pod, by name.
+    pub fn bindings_for(&self, pod: &PodView) -> Vec<Binding> {
+        let mut v: Vec<Binding> = self
+            .bindings
+            .iter()
+            .filter_map(|b| b.valid().filter(|b| b.matches(pod)).cloned())
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// The budgets a pod's drain needs a slot of.
+    pub(crate) fn needs(&self, bindings: &[Binding]) -> Vec<Need> {
+        bindings
+            .iter()
+            .map(|b| {
+                let key = b.budget_key();
+                Need {
+                    max: b.max_unavailable(|| self.matched_pods(&key)),
+                    key,
+                }
+            })
+            .collect()
+    }
+
+    fn matched_pods(&self, budget_key: &str) -> usize {
+        let bindings: Vec<Binding> = self
+            .bindings
+            .iter()
+            .filter_map(|b| b.valid().filter(|b| b.budget_key() == budget_key).cloned())
+            .collect();
+        self.pods
+            .iter()
+            .filter(|p| bindings.iter().any(|b| b.matches(p)))
+            .count()
+    }
+
+    /// Forgets a pod that is gone; its budget slots go back.
+    pub fn forget(&self, key: &PodKey) {
+        self.pods.remove(key);
+        self.budgets.release(key);
+    }
+
+    /// Takes a pod as written by the gateway itself, when newer than what the watch has
+    /// delivered: the next pass plans from it instead of repeating the step.
+    pub fn update_view(&self, cluster: &str, pod: &Pod) {
+        let Some(v) = PodView::from_pod(cluster, pod) else { return };
+        if let Some(mut known) = self.pods.get_mut(&v.key()) {
+            if known.is_older_than(&v) {
+                *known = v;
+            }
+        }
+    }
+
+    /// Takes a pod from the watch: answers whether it changed (older versions, delivered
+    /// late by a lagging watch, are ignored).
+    pub fn observe_pod(&self, v: PodView) -> bool {
+        match self.pods.entry(v.key()) {
+            Entry::Occupied(mut e) => {
+                if *e.get() == v || !e.get().is_older_than(&v) {
+                    return false;
+                }
+                e.insert(v);
+                true
+            }
+            Entry::Vacant(e) => {
+                e.insert(v);
+                true
+            }
+        }
+    }
+
+    /// A cluster has listed pods and bindings: every bound pod whose gate is False is out
+    /// of traffic and holds its budget slot again, before any worker of the cluster runs.
+    pub fn on_synced(self: &Arc<Self>, cluster: &str) {
+        let out: Vec<PodView> = self
+            .pods
+            .iter()
+            .filter(|p| p.cluster == cluster && p.gate == Some(false))
+            .map(|p| p.clone())
+            .collect();
+        for p in out {
+            let keys = self.bindings_for(&p).into_iter().map(|b| b.budget_key());
+            self.budgets.retake(&p.key(), keys);
+        }
+        self.kick_cluster(cluster, false);
+    }
+
+    /// Asks for a pod to be (re)considered: starts its worker, or marks the running one
+    /// dirty. One worker per pod, atomically.
+    pub fn kick(self: &Arc<Self>, key: PodKey) {
+        self.kick_with(key, false);
+    }
+
+    /// Like [`Engine::kick`], and the worker observes the pod's targets even when it is
+    /// recorded as converged (drift repair).
+    pub fn kick_forced(self: &Arc<Self>, key: PodKey) {
+        self.kick_with(key, true);
+    }
+
+    fn kick_with(self: &Arc<Self>, key: PodKey, force: bool) {
+        if !self
+            .clusters
+            .get(&key.cluster)
+            .is_some_and(|c| c.synced.load(Ordering::SeqCst))
+        {
+            return;
+        }
+        let slot = match self.workers.entry(key.clone()) {
+            Entry::Occupied(e) => {
+                if force {
+                    e.get().force.store(true, Ordering::SeqCst);
+                }
+                e.get().dirty.store(true, Ordering::SeqCst);
+                return;
+            }
+            Entry::Vacant(e) => {
+                let slot = Arc::new(Slot::default());
+                slot.force.store(force, Ordering::SeqCst);
+                e.insert(slot.clone());
+                slot
+            }
+        };
+        let engine = self.clone();
+        let span = tracing::Span::current();
+        tokio::spawn(
+            async move {
+                let Ok(_permit) = engine.running.clone().acquire_owned().await else {
+                    return;
+                };
+                loop {
+                    let run = std::panic::AssertUnwindSafe(worker::run(&engine, &key, &slot)).catch_unwind();
+                    if run.await.is_err() {
+                        // The entry goes, so the pod is not stuck with a dead worker; its slot
+                        // stays (the pod may be out of traffic) and is released as usual.
+                        error!(pod = ?key, "A pod worker panicked; it starts again in a second.");
+                        engine.workers.remove(&key);
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        engine.kick(key);
+                        return;
+                    }
+                    // Leave only if nothing arrived meanwhile: kick marks dirty under the same
+                    // shard lock, so an event is never lost between the check and the removal.
+                    if engine
+                        .workers
+                        .remove_if(&key, |_, s| !s.dirty.load(Ordering::SeqCst))
+                        .is_some()
+                    {
+                        return;
+                    }
+                }
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Kicks every known pod of one cluster.
+    pub fn kick_cluster(self: &Arc<Self>, cluster: &str, force: bool) {
+        let keys: Vec<PodKey> = self
+            .pods
+            .iter()
+            .filter(|p| p.cluster == cluster)
+            .map(|p| p.key().clone())
+            .collect();
+        for k in keys {
+            self.kick_with(k, force);
+        }
+    }
+
+    /// Kicks the pods a binding change concerns: those its old or new version selects,
+    /// and those whose ledger names it.
+    pub fn kick_binding(self: &Arc<Self>, key: &BindingKey, before: Option<&BindingState>) {
+        let now = self.bindings.get(key).map(|b| b.clone());
+        let keys: Vec<PodKey> = self
+            .pods
+            .iter()
+            .filter(|p| p.cluster == key.0 && p.namespace == key.1)
+            .filter(|p| {
+                [before, now.as_ref()].into_iter().flatten().any(|b| selects(b, p))
+                    || p.ledger_annotation
+                        .as_deref()
+                        .is_some_and(|l| l.contains(&format!("\"binding\":\"{}\"", key.2)))
+            })
+            .map(|p| p.key().clone())
+            .collect();
+        for k in keys {
+            self.kick(k);
+        }
+    }
+
+    /// A permit for one call to an adapter instance.
+    pub(crate) async fn permit(&self, adapter: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.adapter_calls.fetch_add(1, Ordering::Relaxed);
+        let limit = self.limits.get(adapter)?.clone();
+        limit.acquire_owned().await.ok()
+    }
+}
+
+/// Whether a binding (valid, or invalid with a readable selector) selects the pod.
+pub fn selects(b: &BindingState, p: &PodView) -> bool {
+    match b {
+        BindingState::Valid(b) => b.matches(p),
+        BindingState::Invalid(i) => i.selector.as_ref().is_some_and(|s| s.matches(&p.labels)),
+    }
+}

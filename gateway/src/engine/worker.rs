@@ -1,0 +1,591 @@
+//! One pod's worker: observe the pod's targets (concurrently, each adapter within its
+//! call limit) → plan (pure) → record the status → execute → pause → again, until the plan
+//! is empty. A change of operation (restore ↔ drain) ends the worker so the next one gets
+//! a span of its own.
+//!
+//! A worker holds a slot of the engine's worker cap only while a pass runs, never while
+//! it waits, so pods blocked for hours cannot starve new drains. Between passes it pauses
+//! at least the poll interval (no busy loop): longer after failures (exponential backoff),
+//! while blocked (a second), and after a failure a person must fix (minutes, see
+//! `engine.permanentRetrySeconds`). Its own pod writes update the engine's view at once, so
+//! a lagging watch never makes it repeat a step.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use sluice_adapter::Observation;
+use tracing::{info_span, warn, Instrument};
+
+use super::error::{bounded, StepError};
+use super::targets::{self, PodTarget};
+use super::{ClusterHandle, Engine, Slot};
+use crate::binding::OnDeadline;
+use crate::k8s::pod_reference;
+use crate::model::status::{now_text, time_text};
+use crate::model::{Binding, PodKey, PodView, State, StatusSummary, TargetId};
+use crate::planner::{self, Facts, Intent, Seen, Step, TargetFact};
+
+/// How often a blocked drain is looked at again.
+const BLOCKED_POLL: Duration = Duration::from_secs(1);
+/// A recorded drain start further in the future than this is not trusted (clock skew
+/// between replicas is seconds, not minutes).
+const FUTURE_SKEW: jiff::SignedDuration = jiff::SignedDuration::from_secs(60);
+
+/// What identifies one operation: its trace id and its state since when.
+#[derive(Debug, Clone)]
+struct Operation {
+    trace_id: String,
+    state: Option<State>,
+    since: String,
+}
+
+impl Operation {
+    fn new() -> Operation {
+        Operation {
+            trace_id: format!("{:032x}", rand::random::<u128>()),
+            state: None,
+            since: String::new(),
+        }
+    }
+
+    /// The operation recorded on the pod, when it is of the same kind as `intent`: a
+    /// restarted gateway (or a worker kicked again) continues it, writing nothing new.
+    fn continued(recorded: Option<&StatusSummary>, intent: &Intent) -> Option<Operation> {
+        let s = recorded?;
+        let same = match intent {
+            Intent::Drain(_) => s.state.is_drain(),
+            Intent::Restore => s.state.is_restore(),
+            Intent::Hold(_) => s.state == State::Holding,
+        };
+        (same && !s.trace_id.is_empty()).then(|| Operation {
+            trace_id: s.trace_id.clone(),
+            state: Some(s.state),
+            since: s.last_transition.clone(),
+        })
+    }
+}
+
+/// What the next pass should be.
+enum Next {
+    Exit,
+    After(Duration),
+}
+
+/// The outcome of executing one plan.
+#[derive(Default)]
+pub(super) struct Outcome {
+    pub failures: Vec<StepError>,
+}
+
+pub(super) struct Worker<'a> {
+    pub engine: &'a Arc<Engine>,
+    pub cluster: Arc<ClusterHandle>,
+    pub key: PodKey,
+    slot: &'a Slot,
+    op: Operation,
+    /// The state recorded when the worker started (drift: a serving or drained pod whose
+    /// targets had to be corrected).
+    pub continued_from: Option<State>,
+    first_intent: std::mem::Discriminant<Intent>,
+    errors: u32,
+    drained_since: HashMap<TargetId, Instant>,
+    drain_started: Option<jiff::Timestamp>,
+    started: jiff::Timestamp,
+    restore_started: Option<Instant>,
+    restore_late: bool,
+    pub released: bool,
+}
+
+/// Runs a pod's worker until its plan is empty (or its operation changes).
+pub(crate) async fn run(engine: &Arc<Engine>, key: &PodKey, slot: &Slot) {
+    let Some(first) = engine.pods.get(key).map(|p| p.clone()) else {
+        return;
+    };
+    let Some(cluster) = engine.clusters.get(&key.cluster).cloned() else {
+        return;
+    };
+    let intent = planner::intent(&first);
+    let recorded = first.status();
+    let continued = Operation::continued(recorded.as_ref(), &intent);
+    let op = continued.clone().unwrap_or_else(Operation::new);
+    let trace_id = op.trace_id.clone();
+    let pod = first.display();
+    let span = match &intent {
+        Intent::Drain(r) => info_span!("drain", %pod, uid = %first.uid, reason = ?r, %trace_id),
+        Intent::Restore => info_span!("restore", %pod, uid = %first.uid, %trace_id),
+        Intent::Hold(_) => info_span!("hold", %pod),
+    };
+    let continued_from = continued.and_then(|o| o.state);
+    let mut w = Worker {
+        engine,
+        cluster,
+        key: key.clone(),
+        slot,
+        continued_from,
+        released: continued_from == Some(State::Released),
+        op,
+        first_intent: std::mem::discriminant(&intent),
+        errors: 0,
+        drained_since: HashMap::new(),
+        drain_started: None,
+        started: jiff::Timestamp::now(),
+        restore_started: None,
+        restore_late: false,
+    };
+    w.run_loop().instrument(span).await;
+}
+
+impl Worker<'_> {
+    async fn run_loop(&mut self) {
+        loop {
+            self.slot.dirty.store(false, Ordering::SeqCst);
+            let forced = self.slot.force.swap(false, Ordering::SeqCst);
+            let next = {
+                let Ok(_permit) = self.engine.running.clone().acquire_owned().await else {
+                    return;
+                };
+                self.pass(forced).await
+            };
+            match next {
+                Next::Exit if !self.slot.dirty.load(Ordering::SeqCst) => return,
+                Next::Exit => {}
+                Next::After(d) => {
+                    if !d.is_zero() {
+                        tokio::time::sleep(d).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn pass(&mut self, forced: bool) -> Next {
+        if !self.cluster.healthy.load(Ordering::SeqCst) {
+            // Frozen: the watch is failing, what we know may be stale. Do nothing.
+            return Next::After(Duration::from_millis(200));
+        }
+        let Some(pod) = self.engine.pods.get(&self.key).map(|p| p.clone()) else {
+            return Next::Exit;
+        };
+        let intent = planner::intent(&pod);
+        if std::mem::discriminant(&intent) != self.first_intent {
+            // A new operation: end this worker so the next one runs in a span of its own.
+            self.slot.dirty.store(true, Ordering::SeqCst);
+            return Next::Exit;
+        }
+        if let Intent::Hold(h) = &intent {
+            if let Some(problem) = h.problem() {
+                self.report(&pod, State::Holding, vec![problem.to_string()], "InvalidSignal")
+                    .await;
+            }
+            return Next::Exit;
+        }
+        let ledger = pod.ledger();
+        let bindings = self.engine.bindings_for(&pod);
+        let (invalid_selecting, invalid_names) = self.invalid_bindings(&pod);
+        let entries = ledger.clone().unwrap_or_default();
+        let targets = targets::assemble(&pod, &bindings, &entries, &invalid_names, &self.engine.adapters);
+        if targets.is_empty() && !pod.holds_sluice_finalizer() && ledger.is_ok() && invalid_selecting.is_empty() {
+            if matches!(intent, Intent::Restore) && pod.has_gate && pod.gate != Some(true) {
+                let problem = "the pod carries readinessGate sluice.dev/traffic-ready but no valid TrafficBinding \
+                               selects it: nothing will set the gate, so it stays NotReady (add a binding, or remove \
+                               the readiness gate)";
+                self.report(&pod, State::Unbound, vec![problem.into()], "NoTrafficBinding")
+                    .await;
+            }
+            return Next::Exit;
+        }
+        if matches!(intent, Intent::Restore) && !forced && converged_by_record(&pod, &targets, &invalid_selecting) {
+            self.engine.budgets.release(&self.key);
+            return Next::Exit;
+        }
+        let observations = join_all(targets.iter().map(|t| self.observe(t))).await;
+        let needs = self.engine.needs(&bindings);
+        let mut holds = self.engine.budgets.holds(&self.key, &needs);
+        if matches!(intent, Intent::Drain(_)) && pod.gate == Some(false) && !holds {
+            // Out of traffic already (a drain resumed after a restart): it keeps its slot.
+            self.engine
+                .budgets
+                .retake(&self.key, needs.iter().map(|n| n.key.clone()));
+            holds = true;
+        }
+        let facts = Facts {
+            targets: self.target_facts(&targets, &observations),
+            finalizers: pod.kind_finalizers(),
+            guard: pod.guarded(),
+            ledger_kept: pod.ledger_annotation.is_some(),
+            ledger_unreadable: ledger.as_ref().err().map(|e| e.to_string()),
+            gate: pod.gate,
+            holds_budget: holds,
+            budget_free: self.engine.budgets.free(&self.key, &needs),
+            deadline_passed: self.deadline_passed(&pod, &intent, &bindings),
+            on_deadline: if !bindings.is_empty() && bindings.iter().all(|b| b.on_deadline == OnDeadline::Release) {
+                OnDeadline::Release
+            } else {
+                OnDeadline::Block
+            },
+            invalid_bindings: invalid_selecting,
+            intent: intent.clone(),
+        };
+        let steps = planner::plan(&facts);
+        let state = state_of(&intent, &steps, self.released);
+        let mut problems = Vec::new();
+        if !pod.has_gate {
+            problems.push(
+                "pod lacks readinessGate sluice.dev/traffic-ready: it may be Ready before its traffic is".to_string(),
+            );
+        }
+        self.write_status(&pod, &intent, state, &targets, &observations, &steps, problems)
+            .await;
+        if steps.is_empty() {
+            if matches!(intent, Intent::Restore) && pod.gate == Some(true) {
+                self.engine.budgets.release(&self.key);
+            }
+            return Next::Exit;
+        }
+        self.check_restore_deadline(&pod, &intent, &bindings, &steps).await;
+        let outcome = self
+            .execute(&pod, &intent, &targets, &observations, &needs, &steps)
+            .await;
+        let observe_failed = observations
+            .iter()
+            .any(|o| o.as_ref().is_some_and(|o| o.is_err()));
+        let blocked = steps.iter().any(|s| matches!(s, Step::Blocked(_)));
+        let acted = steps.iter().any(Step::acts);
+        let permanent = !outcome.failures.is_empty() && outcome.failures.iter().all(|e| !e.is_retryable());
+        for e in &outcome.failures {
+            warn!(error = %e, retryable = e.is_retryable(), "Step failed; will retry.");
+        }
+        self.errors = if outcome.failures.is_empty() && !observe_failed {
+            0
+        } else {
+            self.errors + 1
+        };
+        let poll = self.engine.cfg.poll_interval();
+        let pause = if permanent || (blocked && !acted && matches!(intent, Intent::Restore)) {
+            Duration::from_secs(self.engine.cfg.permanent_retry_seconds)
+        } else if self.errors > 0 {
+            // Exponential backoff, 50 ms → 5 s.
+            Duration::from_millis((50u64 << self.errors.min(7)).min(5000))
+        } else if blocked {
+            poll.max(BLOCKED_POLL)
+        } else {
+            poll
+        };
+        Next::After(pause)
+    }
+
+    /// Observes one target (`None`: no adapter instance to ask).
+    async fn observe(&self, t: &PodTarget) -> Option<Result<Observation, StepError>> {
+        let adapter = t.adapter.as_ref()?;
+        let _permit = self.engine.permit(adapter.name()).await;
+        let span = info_span!("observe", adapter = adapter.name(), target = %t.target.addr());
+        Some(
+            bounded(adapter.name(), self.engine.cfg.call_timeout(), adapter.observe(&t.target))
+                .instrument(span)
+                .await,
+        )
+    }
+
+    /// Invalid bindings of the pod's namespace: those that select it (by name), and all
+    /// of them (their recorded targets are held).
+    fn invalid_bindings(&self, pod: &PodView) -> (Vec<String>, Vec<String>) {
+        let mut selecting = Vec::new();
+        let mut names = Vec::new();
+        for b in self.engine.bindings.iter() {
+            let (cluster, ns, name) = b.key();
+            if *cluster != pod.cluster || *ns != pod.namespace || b.valid().is_some() {
+                continue;
+            }
+            names.push(name.clone());
+            if super::selects(&b, pod) {
+                selecting.push(name.clone());
+            }
+        }
+        selecting.sort();
+        (selecting, names)
+    }
+
+    fn target_facts(
+        &mut self,
+        targets: &[PodTarget],
+        observations: &[Option<Result<Observation, StepError>>],
+    ) -> Vec<TargetFact> {
+        self.drained_since
+            .retain(|id, _| targets.iter().any(|t| &t.id == id));
+        targets
+            .iter()
+            .zip(observations)
+            .enumerate()
+            .map(|(id, (t, o))| {
+                let seen = match o {
+                    None => Seen::NoAdapter(t.id.adapter.clone()),
+                    Some(Ok(o)) => Seen::State {
+                        state: o.state,
+                        advance: o.advance,
+                    },
+                    Some(Err(e)) => Seen::Failed {
+                        permanent: !e.is_retryable(),
+                        why: e.to_string(),
+                    },
+                };
+                let drained = matches!(
+                    seen,
+                    Seen::State {
+                        state: sluice_adapter::TrafficState::Drained,
+                        ..
+                    }
+                );
+                let settled = if drained {
+                    self.drained_since
+                        .entry(t.id.clone())
+                        .or_insert_with(Instant::now)
+                        .elapsed()
+                        >= t.settle
+                } else {
+                    self.drained_since.remove(&t.id);
+                    false
+                };
+                TargetFact {
+                    id,
+                    kind: t.kind.clone(),
+                    name: format!("{} target {}", t.kind, t.id),
+                    desired: t.desired,
+                    recorded: t.recorded,
+                    held: t.held,
+                    seen,
+                    settled,
+                    forced: o
+                        .as_ref()
+                        .and_then(|o| o.as_ref().ok())
+                        .and_then(|o| o.forced.clone()),
+                }
+            })
+            .collect()
+    }
+
+    /// The deadline of a pod's drain: the strictest of its bindings' (the gateway default
+    /// without one), counted from the recorded start — and never before a resumed worker
+    /// has had `resumeGraceSeconds` (or the whole deadline, when shorter) to verify: a
+    /// gateway outage, or a start forged into the past, never turns into a release by
+    /// itself. A start in the future is not trusted.
+    fn deadline_passed(&mut self, pod: &PodView, intent: &Intent, bindings: &[Binding]) -> bool {
+        if !matches!(intent, Intent::Drain(_)) {
+            self.drain_started = None;
+            return false;
+        }
+        let now = jiff::Timestamp::now();
+        let continued = self.continued_from.is_some_and(State::is_drain);
+        let started = *self.drain_started.get_or_insert_with(|| {
+            let recorded = continued
+                .then(|| pod.status().and_then(|s| s.drain_started()))
+                .flatten();
+            match recorded {
+                Some(t) if t <= now + FUTURE_SKEW => t,
+                Some(t) => {
+                    warn!(recorded = %t, "The recorded drain start is in the future; the deadline counts from now.");
+                    now
+                }
+                None => now,
+            }
+        });
+        let deadline = deadline_seconds(bindings, self.engine.cfg.default_deadline_seconds);
+        let grace = deadline.min(self.engine.cfg.resume_grace_seconds);
+        let by_record = started + jiff::SignedDuration::from_secs(deadline as i64);
+        let by_resume = self.started + jiff::SignedDuration::from_secs(grace as i64);
+        now > by_record.max(by_resume)
+    }
+
+    /// Writes the status annotation when it says something new; Events for new blocked
+    /// reasons and problems, once (the annotation is the memory, so a restart does not
+    /// repeat them).
+    #[allow(clippy::too_many_arguments)]
+    async fn write_status(
+        &mut self,
+        pod: &PodView,
+        intent: &Intent,
+        state: State,
+        targets: &[PodTarget],
+        observations: &[Option<Result<Observation, StepError>>],
+        steps: &[Step],
+        problems: Vec<String>,
+    ) {
+        let evidence: BTreeMap<String, String> = targets
+            .iter()
+            .zip(observations)
+            .map(|(t, o)| {
+                // The state only: evidence counters change every poll and would turn the
+                // annotation into a stream of writes (the evidence goes into Events).
+                let v = match o {
+                    None => format!("adapter instance {:?} not configured", t.id.adapter),
+                    Some(Ok(o)) => format!("{:?}", o.state),
+                    Some(Err(e)) => format!("unobserved: {e}"),
+                };
+                (t.status_key(), v)
+            })
+            .collect();
+        let blocked: Vec<String> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Blocked(w) => Some(w.clone()),
+                _ => None,
+            })
+            .collect();
+        let drain_started_at = match intent {
+            Intent::Drain(_) => Some(time_text(self.drain_started.unwrap_or_else(jiff::Timestamp::now))),
+            _ => None,
+        };
+        self.set_status(pod, state, evidence, drain_started_at, blocked, problems, intent)
+            .await;
+    }
+
+    /// Reports a pod Sluice will not act on (a refused signal, no binding).
+    async fn report(&mut self, pod: &PodView, state: State, problems: Vec<String>, reason: &str) {
+        let recorded = pod.status();
+        if recorded.as_ref().is_some_and(|r| r.state == state && r.problems == problems) {
+            return;
+        }
+        let before = recorded.map(|s| s.problems).unwrap_or_default();
+        let wrote = self
+            .set_status(pod, state, BTreeMap::new(), None, vec![], problems.clone(), &Intent::Restore)
+            .await;
+        if wrote && before != problems {
+            warn!(problem = %problems.join("; "), "Pod not acted on.");
+            self.event(pod, true, reason, "Check", problems.join("; ")).await;
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn set_status(
+        &mut self,
+        pod: &PodView,
+        state: State,
+        targets: BTreeMap<String, String>,
+        drain_started_at: Option<String>,
+        blocked: Vec<String>,
+        problems: Vec<String>,
+        intent: &Intent,
+    ) -> bool {
+        if self.op.state != Some(state) {
+            self.op.state = Some(state);
+            self.op.since = now_text();
+        }
+        let summary = StatusSummary {
+            state,
+            last_transition: self.op.since.clone(),
+            trace_id: self.op.trace_id.clone(),
+            targets,
+            drain_started_at,
+            blocked,
+            problems,
+        };
+        let recorded = pod.status();
+        if recorded.as_ref() == Some(&summary) {
+            return false;
+        }
+        match self
+            .cluster
+            .writer
+            .set_status_annotation(&pod.namespace, &pod.name, &pod.uid, &summary.render())
+            .await
+        {
+            Ok(Some(written)) => {
+                self.engine.update_view(&self.cluster.name, &written);
+                let before = recorded.map(|r| r.blocked).unwrap_or_default();
+                if !summary.blocked.is_empty() && before != summary.blocked {
+                    let why = summary.blocked.join("; ");
+                    warn!(reason = %why, "Blocked.");
+                    let (reason, action) = match intent {
+                        Intent::Drain(_) => ("DrainBlocked", "Drain"),
+                        _ => ("RestoreBlocked", "Restore"),
+                    };
+                    self.event(pod, true, reason, action, why).await;
+                }
+                true
+            }
+            Ok(None) => false,
+            // Not remembered as written: the next pass writes it again.
+            Err(e) => {
+                warn!(error = %e, "Could not write the status annotation.");
+                false
+            }
+        }
+    }
+
+    /// A restore has a deadline too: past it, a Warning Event (once); the pod stays out
+    /// of traffic and the restore goes on.
+    async fn check_restore_deadline(&mut self, pod: &PodView, intent: &Intent, bindings: &[Binding], steps: &[Step]) {
+        if !matches!(intent, Intent::Restore) {
+            return;
+        }
+        let started = *self.restore_started.get_or_insert_with(Instant::now);
+        let deadline = Duration::from_secs(deadline_seconds(bindings, self.engine.cfg.default_deadline_seconds));
+        if self.restore_late || started.elapsed() <= deadline || pod.gate == Some(true) {
+            return;
+        }
+        self.restore_late = true;
+        let why = steps.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join("; ");
+        warn!(waiting = %why, "Restore not verified within its deadline; the pod stays out of traffic.");
+        self.event(
+            pod,
+            true,
+            "RestoreNotVerified",
+            "Restore",
+            format!("traffic not verified serving within {deadline:?}; still waiting: {why}"),
+        )
+        .await;
+    }
+
+    pub(super) async fn event(&self, pod: &PodView, warning: bool, reason: &str, action: &str, note: String) {
+        self.cluster
+            .writer
+            .event(
+                &pod_reference(&pod.namespace, &pod.name, &pod.uid),
+                warning,
+                reason,
+                action,
+                note,
+            )
+            .await;
+    }
+}
+
+/// The deadline of a pod's drain or restore: the strictest of its bindings'.
+fn deadline_seconds(bindings: &[Binding], default: u64) -> u64 {
+    bindings.iter().map(|b| b.deadline_seconds).min().unwrap_or(default)
+}
+
+/// A restore the pod's record says is done: serving, gate True, every target it should
+/// have recorded and no other, every kind's finalizer and the guard in place. Its worker
+/// writes nothing and asks no adapter (the periodic resync does, at a low rate).
+fn converged_by_record(pod: &PodView, targets: &[PodTarget], invalid_selecting: &[String]) -> bool {
+    let kinds = pod.kind_finalizers();
+    pod.gate == Some(true)
+        && invalid_selecting.is_empty()
+        && pod.guarded()
+        && pod.status().is_some_and(|s| s.state == State::Serving && s.blocked.is_empty())
+        && !targets.is_empty()
+        && targets
+            .iter()
+            .all(|t| t.desired && t.recorded && t.adapter.is_some() && kinds.contains(&t.kind))
+}
+
+/// The state word of the status annotation.
+fn state_of(intent: &Intent, steps: &[Step], released: bool) -> State {
+    let has = |f: fn(&Step) -> bool| steps.iter().any(f);
+    match intent {
+        Intent::Drain(_) if steps.is_empty() => State::Drained,
+        Intent::Drain(_) if steps == [Step::WaitForBudget] => State::WaitingForBudget,
+        Intent::Drain(_) if has(|s| matches!(s, Step::TakeBudget)) => State::StartingDrain,
+        Intent::Drain(_) if released || has(|s| matches!(s, Step::ReleaseFinalizer { .. } | Step::ReleaseGuard)) => {
+            State::Released
+        }
+        Intent::Drain(_) if has(|s| matches!(s, Step::Blocked(_))) => State::Blocked,
+        Intent::Drain(_) => State::Draining,
+        Intent::Restore if steps.is_empty() => State::Serving,
+        Intent::Restore => State::Restoring,
+        Intent::Hold(_) => State::Holding,
+    }
+}

@@ -1,0 +1,357 @@
+//! Writes to pods: the ledger and finalizers (one metadata edit), the readiness-gate
+//! condition, the status annotation and Events.
+//!
+//! Every write is a JSON patch built from a fresh read and guarded by `test` ops on
+//! exactly what it changes plus the pod's UID, so another controller's finalizers and
+//! conditions are never clobbered and a write meant for one pod never lands on a
+//! successor that took its name. A failed guard (422) or conflict (409) is read and tried
+//! again. Each write answers the pod as written (`None`: nothing needed writing), so the
+//! engine's view moves on without waiting for the watch — and an Event is sent only for
+//! a write that really happened.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::Client;
+use serde_json::{json, Value};
+
+use crate::model::ledger::{self, LedgerEntry, LedgerError, TargetId};
+use crate::model::{GATE, LEDGER_ANNOTATION, PRESTOP_ANNOTATION, STATUS_ANNOTATION};
+
+/// Attempts of a guarded write before giving up (each on a fresh read).
+const GUARDED_ATTEMPTS: usize = 5;
+
+/// A pod write failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
+    /// The ledger on the pod cannot be read: it is never overwritten.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+impl WriteError {
+    /// Retrying soon can help (a conflict, throttling, the server briefly failing).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            WriteError::Kube(kube::Error::Api(s)) => matches!(s.code, 409 | 422 | 429 | 500..=599),
+            WriteError::Kube(_) => true,
+            WriteError::Ledger(_) => false,
+        }
+    }
+}
+
+/// One edit of a pod's metadata: ledger entries recorded and forgotten, finalizers added
+/// and removed, written as one patch (so the last entry and the guard go together).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetaEdit {
+    pub record: Vec<LedgerEntry>,
+    pub forget: Vec<TargetId>,
+    pub add_finalizers: BTreeSet<String>,
+    pub remove_finalizers: BTreeSet<String>,
+}
+
+impl MetaEdit {
+    pub fn is_empty(&self) -> bool {
+        *self == MetaEdit::default()
+    }
+}
+
+#[derive(Clone)]
+pub struct PodWriter {
+    client: Client,
+    recorder: Recorder,
+}
+
+impl std::fmt::Debug for PodWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PodWriter")
+    }
+}
+
+fn escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+impl PodWriter {
+    pub fn new(client: Client, instance: &str) -> PodWriter {
+        let reporter = Reporter {
+            controller: "sluice.dev/gateway".into(),
+            instance: Some(instance.to_string()),
+        };
+        PodWriter {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+        }
+    }
+
+    fn api(&self, ns: &str) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), ns)
+    }
+
+    /// Applies a [`MetaEdit`]: the ledger annotation (read from the pod as it is now, so an
+    /// entry recorded meanwhile is kept) and the finalizers, in one guarded patch. Adding a
+    /// finalizer to a pod being deleted is refused by the API server (the engine never
+    /// asks for that).
+    pub async fn edit(&self, ns: &str, name: &str, uid: &str, edit: &MetaEdit) -> Result<Option<Pod>, WriteError> {
+        self.guarded(
+            ns,
+            name,
+            uid,
+            |pod| {
+                let mut ops = Vec::new();
+                let annotations = pod.metadata.annotations.as_ref();
+                let raw = annotations.and_then(|a| a.get(LEDGER_ANNOTATION));
+                let current = ledger::parse(raw.map(String::as_str))?;
+                let next = ledger::apply(&current, &edit.record, &edit.forget);
+                if next != current || (raw.is_none() && !edit.record.is_empty()) {
+                    let value = ledger::render(&next);
+                    let path = format!("/metadata/annotations/{}", escape(LEDGER_ANNOTATION));
+                    match (annotations, raw) {
+                        (Some(_), Some(old)) => {
+                            ops.push(json!({"op": "test", "path": path, "value": old}));
+                            ops.push(json!({"op": "replace", "path": path, "value": value}));
+                        }
+                        (Some(_), None) => {
+                            ops.push(json!({"op": "test", "path": "/metadata/resourceVersion", "value": pod.metadata.resource_version}));
+                            ops.push(json!({"op": "add", "path": path, "value": value}));
+                        }
+                        (None, _) => {
+                            ops.push(json!({"op": "test", "path": "/metadata/resourceVersion", "value": pod.metadata.resource_version}));
+                            ops.push(json!({"op": "add", "path": "/metadata/annotations", "value": {LEDGER_ANNOTATION: value}}));
+                        }
+                    }
+                }
+                let current_f = pod.metadata.finalizers.clone().unwrap_or_default();
+                let mut next_f: Vec<String> = current_f
+                    .iter()
+                    .filter(|f| !edit.remove_finalizers.contains(*f))
+                    .cloned()
+                    .collect();
+                for f in &edit.add_finalizers {
+                    if !next_f.contains(f) {
+                        next_f.push(f.clone());
+                    }
+                }
+                if next_f != current_f {
+                    match pod.metadata.finalizers {
+                        Some(_) => {
+                            ops.push(json!({"op": "test", "path": "/metadata/finalizers", "value": current_f}));
+                            ops.push(json!({"op": "replace", "path": "/metadata/finalizers", "value": next_f}));
+                        }
+                        None => {
+                            ops.push(json!({"op": "test", "path": "/metadata/resourceVersion", "value": pod.metadata.resource_version}));
+                            ops.push(json!({"op": "add", "path": "/metadata/finalizers", "value": next_f}));
+                        }
+                    }
+                }
+                Ok((!ops.is_empty()).then(|| Value::Array(ops)))
+            },
+            false,
+        )
+        .await
+    }
+
+    /// Adds `sluice.dev/<kind>`; no-op when present.
+    pub async fn add_finalizer(&self, ns: &str, name: &str, uid: &str, kind: &str) -> Result<Option<Pod>, WriteError> {
+        let edit = MetaEdit {
+            add_finalizers: [crate::model::finalizer(kind)].into(),
+            ..Default::default()
+        };
+        self.edit(ns, name, uid, &edit).await
+    }
+
+    /// Removes `sluice.dev/<kind>` — only that entry.
+    pub async fn remove_finalizer(
+        &self,
+        ns: &str,
+        name: &str,
+        uid: &str,
+        kind: &str,
+    ) -> Result<Option<Pod>, WriteError> {
+        let edit = MetaEdit {
+            remove_finalizers: [crate::model::finalizer(kind)].into(),
+            ..Default::default()
+        };
+        self.edit(ns, name, uid, &edit).await
+    }
+
+    /// Sets the `sluice.dev/traffic-ready` condition through `/status`.
+    pub async fn set_gate(
+        &self,
+        ns: &str,
+        name: &str,
+        uid: &str,
+        ready: bool,
+        reason: &str,
+        message: &str,
+    ) -> Result<Option<Pod>, WriteError> {
+        let status = if ready { "True" } else { "False" };
+        let now = crate::model::status::now_text();
+        self.guarded(
+            ns,
+            name,
+            uid,
+            |pod| {
+                let conds = pod.status.as_ref().and_then(|s| s.conditions.clone());
+                let cond = json!({"type": GATE, "status": status, "reason": reason, "message": message,
+                              "lastProbeTime": null, "lastTransitionTime": now});
+                Ok(match &conds {
+                    Some(cs) => match cs.iter().position(|c| c.type_ == GATE) {
+                        Some(i) if cs[i].status == status => None,
+                        Some(i) => Some(json!([
+                            {"op": "test", "path": format!("/status/conditions/{i}/type"), "value": GATE},
+                            {"op": "replace", "path": format!("/status/conditions/{i}"), "value": cond},
+                        ])),
+                        // Appending: guard on the whole object's version (a typed round trip of the
+                        // other conditions is not byte-exact, e.g. `lastProbeTime: null`).
+                        None => Some(json!([
+                            {"op": "test", "path": "/metadata/resourceVersion", "value": pod.metadata.resource_version},
+                            {"op": "add", "path": "/status/conditions/-", "value": cond},
+                        ])),
+                    },
+                    None => Some(json!([
+                        {"op": "test", "path": "/metadata/resourceVersion", "value": pod.metadata.resource_version},
+                        {"op": "add", "path": "/status/conditions", "value": [cond]},
+                    ])),
+                })
+            },
+            true,
+        )
+        .await
+    }
+
+    /// Writes the status summary annotation (only Sluice's own key).
+    pub async fn set_status_annotation(
+        &self,
+        ns: &str,
+        name: &str,
+        uid: &str,
+        value: &str,
+    ) -> Result<Option<Pod>, WriteError> {
+        self.set_annotation(ns, name, uid, STATUS_ANNOTATION, value).await
+    }
+
+    /// Marks the pod as asked to drain by a blocking preStop call, for the containers that
+    /// have restarted `restarts` times (see [`crate::model::PRESTOP_ANNOTATION`]).
+    pub async fn mark_prestop(&self, ns: &str, name: &str, uid: &str, restarts: i64) -> Result<Option<Pod>, WriteError> {
+        let mark = crate::model::prestop_mark(restarts);
+        self.set_annotation(ns, name, uid, PRESTOP_ANNOTATION, &mark).await
+    }
+
+    /// Sets one annotation of this pod (this UID), touching no other.
+    async fn set_annotation(
+        &self,
+        ns: &str,
+        name: &str,
+        uid: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<Option<Pod>, WriteError> {
+        let path = format!("/metadata/annotations/{}", escape(key));
+        self.guarded(
+            ns,
+            name,
+            uid,
+            |pod| {
+                if pod
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(key))
+                    .map(String::as_str)
+                    == Some(value)
+                {
+                    return Ok(None);
+                }
+                Ok(Some(match pod.metadata.annotations {
+                    Some(_) => json!([{"op": "add", "path": path, "value": value}]),
+                    None => json!([
+                        {"op": "test", "path": "/metadata/resourceVersion", "value": pod.metadata.resource_version},
+                        {"op": "add", "path": "/metadata/annotations", "value": {key: value}},
+                    ]),
+                }))
+            },
+            false,
+        )
+        .await
+    }
+
+    /// Publishes an Event about a pod (or any object).
+    pub async fn event(&self, reference: &ObjectReference, warning: bool, reason: &str, action: &str, note: String) {
+        let ev = Event {
+            type_: if warning { EventType::Warning } else { EventType::Normal },
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, reference).await {
+            tracing::warn!(error = %e, reason, "Could not publish an event.");
+        }
+    }
+
+    /// Reads the pod, builds a JSON patch from what it holds, and applies it guarded by the
+    /// patch's own `test` ops plus one on the pod's UID. A failed test (someone wrote in
+    /// between) is read and tried again.
+    async fn guarded(
+        &self,
+        ns: &str,
+        name: &str,
+        uid: &str,
+        build: impl Fn(&Pod) -> Result<Option<Value>, WriteError>,
+        status: bool,
+    ) -> Result<Option<Pod>, WriteError> {
+        let api = self.api(ns);
+        let mut last = None;
+        for _ in 0..GUARDED_ATTEMPTS {
+            let pod = api.get(name).await?;
+            if pod.metadata.uid.as_deref() != Some(uid) {
+                return Err(replaced(ns, name, uid, pod.metadata.uid.as_deref()).into());
+            }
+            let Some(mut ops) = build(&pod)? else { return Ok(None) };
+            if let Some(list) = ops.as_array_mut() {
+                list.insert(0, json!({"op": "test", "path": "/metadata/uid", "value": uid}));
+            }
+            let patch: json_patch::Patch = serde_json::from_value(ops).expect("patch literal is a JSON patch");
+            let p = Patch::Json::<()>(patch);
+            let res = if status {
+                api.patch_status(name, &PatchParams::default(), &p).await
+            } else {
+                api.patch(name, &PatchParams::default(), &p).await
+            };
+            match res {
+                Ok(written) => return Ok(Some(written)),
+                Err(e) if matches!(&e, kube::Error::Api(s) if s.code == 409 || s.code == 422) => last = Some(e),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last.expect("at least one attempt").into())
+    }
+}
+
+/// The pod by this name is not the one (UID) the write was for.
+fn replaced(ns: &str, name: &str, uid: &str, now: Option<&str>) -> kube::Error {
+    let message = format!(
+        "pod {ns}/{name} is no longer the pod with UID {uid} (now {}): nothing written",
+        now.unwrap_or("none")
+    );
+    kube::Error::Api(Box::new(
+        kube::core::Status::failure(&message, "NotFound").with_code(404),
+    ))
+}
+
+/// An `ObjectReference` to a pod, for Events.
+pub fn pod_reference(ns: &str, name: &str, uid: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        namespace: Some(ns.into()),
+        name: Some(name.into()),
+        uid: Some(uid.into()),
+        ..Default::default()
+    }
+}
