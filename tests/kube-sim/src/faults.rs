@@ -1,5 +1,5 @@
-//! Fault injection, driven by tests: failing requests, latency, dropped watches, forced
-//! `410 Gone`, and taking the whole cluster offline.
+//! Fault injection, driven by tests: failing requests, latency, a lagging watch cache,
+//! dropped watches, forced `410 Gone`, and taking the whole cluster offline.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -48,6 +48,7 @@ impl Failure {
 pub struct Faults {
     failures: Mutex<VecDeque<Failure>>,
     latency_ms: AtomicU64,
+    watch_lag_us: AtomicU64,
     expire_next_watches: AtomicU32,
     drop_watches: watch::Sender<u64>,
     online: watch::Sender<bool>,
@@ -60,6 +61,7 @@ impl Default for Faults {
         Faults {
             failures: Mutex::new(VecDeque::new()),
             latency_ms: AtomicU64::new(0),
+            watch_lag_us: AtomicU64::new(0),
             expire_next_watches: AtomicU32::new(0),
             drop_watches: watch::channel(0).0,
             online: watch::channel(true).0,
@@ -79,6 +81,27 @@ impl Faults {
     /// Delays every request by `latency` before it is handled.
     pub fn set_latency(&self, latency: Duration) {
         self.latency_ms.store(latency.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Makes every watch stream lag `lag` behind the store, as a lagging watch cache does:
+    /// each event (ADDED, MODIFIED, DELETED, BOOKMARK and ERROR) is delivered `lag` after it
+    /// was emitted — a write's events `lag` after the write, the initial ADDED events, the
+    /// bookmarks and an `ERROR` `lag` after the watch produced them — in order. Writes and
+    /// GET / LIST answers are not delayed (a GET right after a PATCH sees it), nor is the
+    /// kubelet-lite, which reacts to the store itself. Each stream waits on its own, so no
+    /// other request is held up. The lag applies to events emitted after the call: setting
+    /// it back to zero ends it for those (events already waiting keep their instant, and
+    /// later ones are never delivered before them). A watch that ends (`timeoutSeconds`,
+    /// [`Faults::drop_watches`]) ends at once: events not yet due are lost with it, as
+    /// events still in a lagging cache are, and the client re-watches from what it saw.
+    pub fn set_watch_lag(&self, lag: Duration) {
+        let us = u64::try_from(lag.as_micros()).unwrap_or(u64::MAX);
+        self.watch_lag_us.store(us, Ordering::SeqCst);
+    }
+
+    /// The current watch lag (zero unless [`Faults::set_watch_lag`] set one).
+    pub fn watch_lag(&self) -> Duration {
+        Duration::from_micros(self.watch_lag_us.load(Ordering::SeqCst))
     }
 
     /// Ends every open watch stream (clients see the stream close and re-watch).
@@ -102,7 +125,10 @@ impl Faults {
         self.offline_flag.load(Ordering::SeqCst)
     }
 
-    /// Requests handled so far (served or failed), for tests that count API traffic.
+    /// Every HTTP request the cluster has received, for tests that bound API traffic: served
+    /// or failed, injected failures, `401`s, health probes, requests cut because the cluster
+    /// is offline, and each watch request (counted once, when it is made — the events it
+    /// streams are not requests). Requests a closed listener never accepted are not counted.
     pub fn request_count(&self) -> u64 {
         self.requests.load(Ordering::SeqCst)
     }
@@ -123,9 +149,14 @@ impl Faults {
             .is_ok()
     }
 
-    /// Called once per request: the latency to apply and the failure to answer with, if any.
-    pub(crate) fn on_request(&self) -> (Duration, Option<Failure>) {
+    /// Called first thing for every request the server receives.
+    pub(crate) fn count_request(&self) {
         self.requests.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Called once per authenticated API request: the latency to apply and the failure to
+    /// answer with, if any.
+    pub(crate) fn on_request(&self) -> (Duration, Option<Failure>) {
         let latency = Duration::from_millis(self.latency_ms.load(Ordering::SeqCst));
         let failure = self.failures.lock().expect("faults lock").pop_front();
         (latency, failure)

@@ -4,8 +4,9 @@
 //! Strategic merge patch knows the merge keys of the lists that carry a `patchStrategy` in
 //! the Kubernetes types (`metadata.finalizers`, `status.conditions` by `type`, containers by
 //! `name`, …) and the `$patch`, `$deleteFromPrimitiveList`, `$setElementOrder` and
-//! `$retainKeys` directives. Custom resources have no strategic merge patch, as on a real
-//! cluster.
+//! `$retainKeys` directives. Merged lists of primitives come out in the order apimachinery's
+//! `mergeSlice` gives them (see [`merge_primitives`]). Custom resources have no strategic
+//! merge patch, as on a real cluster.
 
 use serde_json::{Map, Value};
 
@@ -179,9 +180,12 @@ fn strategic_merge(orig: &mut Value, patch: &Value, path: &str) -> ApiResult<()>
     if !orig.is_object() {
         *orig = Value::Object(Map::new());
     }
+    // mergePatchIntoOriginal: `$setElementOrder` lists (and the lists they order) are merged
+    // first; those lists are then done.
+    let ordered = set_element_orders(orig, pm, path)?;
     let mut retain: Option<Vec<String>> = None;
     for (k, pv) in pm {
-        if k == "$patch" || k.starts_with("$setElementOrder/") {
+        if k == "$patch" || k.starts_with("$setElementOrder/") || ordered.contains(k) {
             continue;
         }
         if k == "$retainKeys" {
@@ -222,19 +226,159 @@ fn strategic_merge(orig: &mut Value, patch: &Value, path: &str) -> ApiResult<()>
     Ok(())
 }
 
+/// `mergeSlice` for a list of primitives with `patchStrategy:"merge"` (apimachinery
+/// `strategicpatch`): the union of both lists without duplicates, in the order
+/// `normalizeElementOrder` gives it — the patch's items in the patch's order, with the items
+/// only the server has merged in by their order in the original (see [`enforce_order`]).
+///
+/// So items new to the list come *first* (`["a","b"]` + `["x"]` → `["x","a","b"]`), and a
+/// patch that repeats items already present moves them into its own order
+/// (`["a","b","c"]` + `["c","a"]` → `["b","c","a"]`; `["a","b"]` + `["b","x"]` →
+/// `["a","b","x"]`).
+pub fn merge_primitives(orig: &[Value], patch: &[Value]) -> Vec<Value> {
+    let mut merged: Vec<Value> = Vec::with_capacity(orig.len() + patch.len());
+    for v in orig.iter().chain(patch) {
+        if !merged.contains(v) {
+            merged.push(v.clone());
+        }
+    }
+    enforce_order(merged, patch, orig)
+}
+
+/// `partitionPrimitivesByPresentInList` + `normalizeElementOrder`: the items of `merged`
+/// that `patch_order` names, sorted by it, and the others ("server-only"), sorted by
+/// `server_order`, merged by `mergeSortedSlice`: a server-only item goes before the next
+/// patch item only when both are in `server_order` and it comes first there; otherwise the
+/// patch item goes first.
+fn enforce_order(merged: Vec<Value>, patch_order: &[Value], server_order: &[Value]) -> Vec<Value> {
+    let index = |list: &[Value], v: &Value| list.iter().position(|x| x == v);
+    let (mut patch_items, mut server_only): (Vec<Value>, Vec<Value>) =
+        merged.into_iter().partition(|v| patch_order.contains(v));
+    // Every item is found in the list it is sorted by (sort.SliceStable on the index).
+    patch_items.sort_by_key(|v| index(patch_order, v));
+    server_only.sort_by_key(|v| index(server_order, v));
+    let mut out = Vec::with_capacity(patch_items.len() + server_only.len());
+    let (mut left, mut right) = (server_only.into_iter().peekable(), patch_items.into_iter().peekable());
+    loop {
+        let take_left = match (left.peek(), right.peek()) {
+            (None, None) => break,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some(l), Some(r)) => match (index(server_order, l), index(server_order, r)) {
+                (Some(li), Some(ri)) => li < ri,
+                _ => false,
+            },
+        };
+        let next = if take_left { left.next() } else { right.next() };
+        out.extend(next);
+    }
+    out
+}
+
+/// Go's `%v` of a JSON scalar inside a `[]interface{}` (strings bare, `<nil>` for null).
+fn go_value(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "<nil>".to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// `reflect.TypeOf` of a value decoded by apimachinery's `json.Unmarshal` (integers as
+/// `int64`), as `%s` prints it.
+fn go_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "%!s(<nil>)",
+        Value::Bool(_) => "bool",
+        Value::Number(n) if n.is_i64() => "int64",
+        Value::Number(_) => "float64",
+        Value::String(_) => "string",
+        Value::Array(_) => "[]interface {}",
+        Value::Object(_) => "map[string]interface {}",
+    }
+}
+
+fn go_list(items: &[Value]) -> String {
+    format!("[{}]", items.iter().map(go_value).collect::<Vec<_>>().join(" "))
+}
+
+/// `mergePatchIntoOriginal` for the primitive merge lists of `pm` that carry a
+/// `$setElementOrder/<field>` directive: the list is merged as [`merge_primitives`] does,
+/// then ordered with the directive's list standing for the patch's order — the precedence is
+/// `$setElementOrder`, then the patch, then the live list. Answers the fields done.
+///
+/// A patch list whose order contradicts the directive's is refused as the apiserver refuses
+/// it: the plain error of `validatePatchWithSetOrderList`, which it answers as a `500`
+/// without a reason.
+fn set_element_orders(orig: &mut Value, pm: &Map<String, Value>, path: &str) -> ApiResult<Vec<String>> {
+    let mut done = Vec::new();
+    for (k, order) in pm {
+        let Some(field) = k.strip_prefix("$setElementOrder/") else {
+            continue;
+        };
+        // Ordering of lists with merge keys (or replaced lists) is not modelled: the directive
+        // is ignored there.
+        if !matches!(list_strategy(&join(path, field)), ListStrategy::MergePrimitive) {
+            continue;
+        }
+        let Some(order) = order.as_array() else {
+            // mergepatch.ErrBadArgType, a plain error (500, no reason).
+            return Err(ApiError::new(
+                500,
+                "",
+                format!("expected a []interface {{}}, but received a {}", go_type(order)),
+            ));
+        };
+        let patch_list = match pm.get(field) {
+            None => None,
+            Some(Value::Array(items)) => Some(items),
+            // A null or a scalar: left to the ordinary merge.
+            Some(_) => continue,
+        };
+        // validatePatchWithSetOrderList: the patch's items must appear in the directive's
+        // list, in the same relative order.
+        if let Some(items) = patch_list.filter(|p| !p.is_empty() && !order.is_empty()) {
+            let mut i = 0;
+            for o in order {
+                if i < items.len() && &items[i] == o {
+                    i += 1;
+                }
+            }
+            if i < items.len() {
+                return Err(ApiError::new(
+                    500,
+                    "",
+                    format!(
+                        "The order in patch list:\n{}\n doesn't match $setElementOrder list:\n{}\n",
+                        go_list(items),
+                        go_list(order)
+                    ),
+                ));
+            }
+        }
+        let om = orig.as_object_mut().expect("orig is an object");
+        let original: Option<Vec<Value>> = om.get(field).and_then(Value::as_array).cloned();
+        let merged = match (&original, patch_list) {
+            (Some(o), Some(p)) => merge_primitives(o, p),
+            (Some(o), None) => o.clone(),
+            (None, Some(p)) => p.clone(),
+            (None, None) => continue,
+        };
+        let both = enforce_order(merged, order, original.as_deref().unwrap_or_default());
+        om.insert(field.to_string(), Value::Array(both));
+        done.push(field.to_string());
+    }
+    Ok(done)
+}
+
 fn merge_list(orig: Option<&Value>, items: &[Value], path: &str) -> ApiResult<Value> {
+    let orig_missing = !orig.is_some_and(Value::is_array);
     let orig: Vec<Value> = orig.and_then(Value::as_array).cloned().unwrap_or_default();
     match list_strategy(path) {
         ListStrategy::Replace => Ok(strip_directives(&Value::Array(items.to_vec()))),
-        ListStrategy::MergePrimitive => {
-            let mut out = orig;
-            for it in items {
-                if !out.contains(it) {
-                    out.push(it.clone());
-                }
-            }
-            Ok(Value::Array(out))
-        }
+        // A list the original does not have is the patch's, as sent (mergeMap).
+        ListStrategy::MergePrimitive if orig_missing => Ok(Value::Array(items.to_vec())),
+        ListStrategy::MergePrimitive => Ok(Value::Array(merge_primitives(&orig, items))),
         ListStrategy::MergeKey(key) => {
             let mut out = orig;
             for it in items {
@@ -294,9 +438,82 @@ mod tests {
     fn finalizers_union_and_delete_from_primitive_list() {
         let doc = json!({"metadata": {"finalizers": ["a", "b"]}});
         let out = smp(doc.clone(), json!({"metadata": {"finalizers": ["c", "a"]}}));
-        assert_eq!(out["metadata"]["finalizers"], json!(["a", "b", "c"]));
+        assert_eq!(out["metadata"]["finalizers"], json!(["c", "a", "b"]));
         let out = smp(doc, json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}}));
         assert_eq!(out["metadata"]["finalizers"], json!(["b"]));
+    }
+
+    fn strs(v: &[&str]) -> Vec<Value> {
+        v.iter().map(|s| json!(s)).collect()
+    }
+
+    #[test]
+    fn merged_primitives_follow_merge_slice_order() {
+        let cases: &[(&[&str], &[&str], &[&str])] = &[
+            (&["a", "b"], &["x"], &["x", "a", "b"]),
+            (&["a", "b"], &["x", "y"], &["x", "y", "a", "b"]),
+            (&["a", "b"], &["a"], &["a", "b"]),
+            (&["a", "b"], &["b"], &["a", "b"]),
+            (&["a", "b"], &["b", "a"], &["b", "a"]),
+            (&["a", "b"], &["b", "x"], &["a", "b", "x"]),
+            (&["a", "b"], &["x", "a"], &["x", "a", "b"]),
+            (&["a", "b", "c"], &["c", "a"], &["b", "c", "a"]),
+            (&["a", "b", "c"], &["b", "x"], &["a", "b", "x", "c"]),
+            (&["a", "a", "b"], &["x", "x"], &["x", "a", "b"]),
+            (&["a"], &[], &["a"]),
+        ];
+        for (orig, patch, want) in cases {
+            assert_eq!(
+                merge_primitives(&strs(orig), &strs(patch)),
+                strs(want),
+                "{orig:?} + {patch:?}"
+            );
+        }
+        // A list the original lacks is taken as sent, duplicates included (mergeMap).
+        let out = smp(json!({"metadata": {}}), json!({"metadata": {"finalizers": ["x", "x"]}}));
+        assert_eq!(out["metadata"]["finalizers"], json!(["x", "x"]));
+    }
+
+    #[test]
+    fn set_element_order_orders_primitive_lists() {
+        let doc = json!({"metadata": {"finalizers": ["a", "b"]}});
+        // What kubectl sends when it inserts `x` between `a` and `b`.
+        let out = smp(
+            doc.clone(),
+            json!({"metadata": {"$setElementOrder/finalizers": ["a", "x", "b"], "finalizers": ["x"]}}),
+        );
+        assert_eq!(out["metadata"]["finalizers"], json!(["a", "x", "b"]));
+        // Items the directive does not name are server-only items.
+        let out = smp(
+            doc.clone(),
+            json!({"metadata": {"$setElementOrder/finalizers": ["x", "a"], "finalizers": ["x"]}}),
+        );
+        assert_eq!(out["metadata"]["finalizers"], json!(["x", "a", "b"]));
+        // Without a patch list the directive only reorders.
+        let out = smp(
+            doc.clone(),
+            json!({"metadata": {"$setElementOrder/finalizers": ["b", "a"]}}),
+        );
+        assert_eq!(out["metadata"]["finalizers"], json!(["b", "a"]));
+        // Deletions apply after the ordering.
+        let out = smp(
+            doc.clone(),
+            json!({"metadata": {"$setElementOrder/finalizers": ["b", "x"], "finalizers": ["x"],
+                                "$deleteFromPrimitiveList/finalizers": ["a"]}}),
+        );
+        assert_eq!(out["metadata"]["finalizers"], json!(["b", "x"]));
+        // A patch list out of the directive's order is refused.
+        let body = json!({"metadata": {"$setElementOrder/finalizers": ["a", "x"], "finalizers": ["x", "a"]}});
+        let e = apply(PatchType::Strategic, &doc, body.to_string().as_bytes(), true).unwrap_err();
+        assert_eq!(
+            (e.code, e.reason, e.message.as_str()),
+            (
+                500,
+                "",
+                "The order in patch list:\n[x a]\n doesn't match $setElementOrder list:\n[a x]\n"
+            )
+        );
+        assert!(e.to_status().get("reason").is_none(), "reason is omitempty");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Reads: list (selectors, `limit`/`continue` pagination over consistent snapshots,
 //! `resourceVersion` semantics) and watch (replay from a resourceVersion, filtered
-//! ADDED/MODIFIED/DELETED, bookmarks, timeouts, `410 Expired`).
+//! ADDED/MODIFIED/DELETED, bookmarks, timeouts, `410 Expired`, the injected watch lag).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use base64::Engine;
 use bytes::Bytes;
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
 
 use crate::cluster::ClusterState;
 use crate::events;
@@ -395,20 +397,83 @@ fn at_version(sdef: &ResourceDef, obj: &Obj, rv: u64) -> Option<Arc<Obj>> {
     Obj::from_value(sdef, v).ok().map(Arc::new)
 }
 
-/// Starts a watch; frames arrive on the returned channel, which closes when the watch ends.
-pub fn watch(
-    state: Arc<ClusterState>,
-    def: Arc<ResourceDef>,
-    sel: Selection,
-    p: WatchParams,
-) -> mpsc::Receiver<Vec<Bytes>> {
+/// What a watch task hands its stream.
+enum Feed {
+    /// One event's frames and the instant they are due (emitted + the watch lag).
+    Frames(Instant, Vec<Bytes>),
+    /// The watch ended (timeout, dropped watches, a slow watcher closed) at this instant:
+    /// frames due later are lost with it.
+    Cut(Instant),
+}
+
+/// The frames of one watch, each delivered at its due instant and in order
+/// ([`crate::Faults::set_watch_lag`]); without a lag, as soon as they are produced. Waiting
+/// here holds up nothing but this stream.
+pub struct WatchFrames {
+    rx: mpsc::Receiver<Feed>,
+    pending: VecDeque<(Instant, Vec<Bytes>)>,
+    cut: Option<Instant>,
+    closed: bool,
+}
+
+impl WatchFrames {
+    /// The next event's frames, once due; `None` when the watch is over.
+    pub async fn next(&mut self) -> Option<Vec<Bytes>> {
+        loop {
+            if let Some(at) = self.cut {
+                // What was due by the end still goes out, in order; the rest is lost.
+                return match self.pending.pop_front() {
+                    Some((due, frames)) if due <= at => Some(frames),
+                    _ => None,
+                };
+            }
+            let front_due = self.pending.front().map(|(due, _)| *due);
+            if front_due.is_some_and(|due| due <= Instant::now()) {
+                return self.pending.pop_front().map(|(_, frames)| frames);
+            }
+            if self.closed {
+                // The task handed over everything (an ERROR last): each at its instant.
+                let (due, frames) = self.pending.pop_front()?;
+                tokio::time::sleep_until(due).await;
+                return Some(frames);
+            }
+            // Keep reading while the front waits, so that the end is seen when it comes.
+            let next = match front_due {
+                Some(due) => tokio::select! {
+                    _ = tokio::time::sleep_until(due) => continue,
+                    next = self.rx.recv() => next,
+                },
+                None => self.rx.recv().await,
+            };
+            match next {
+                Some(Feed::Frames(due, frames)) => self.pending.push_back((due, frames)),
+                Some(Feed::Cut(at)) => self.cut = Some(at),
+                None => self.closed = true,
+            }
+        }
+    }
+}
+
+/// Starts a watch; its frames come out of the returned [`WatchFrames`].
+pub fn watch(state: Arc<ClusterState>, def: Arc<ResourceDef>, sel: Selection, p: WatchParams) -> WatchFrames {
     let (tx, rx) = mpsc::channel(1024);
     tokio::spawn(async move {
-        if let Err(frames) = run_watch(&state, &def, &sel, &p, &tx).await {
-            let _ = tx.send(frames).await;
+        match run_watch(&state, &def, &sel, &p, &tx).await {
+            Ok(()) => {
+                let _ = tx.send(Feed::Cut(Instant::now())).await;
+            }
+            Err(frames) => {
+                let due = Instant::now() + state.faults.watch_lag();
+                let _ = tx.send(Feed::Frames(due, frames)).await;
+            }
         }
     });
-    rx
+    WatchFrames {
+        rx,
+        pending: VecDeque::new(),
+        cut: None,
+        closed: false,
+    }
 }
 
 async fn run_watch(
@@ -416,7 +481,7 @@ async fn run_watch(
     def: &ResourceDef,
     sel: &Selection,
     p: &WatchParams,
-    tx: &mpsc::Sender<Vec<Bytes>>,
+    tx: &mpsc::Sender<Feed>,
 ) -> Result<(), Vec<Bytes>> {
     let key = def.storage_key();
     let rv_param = p.resource_version.as_deref().unwrap_or("");
@@ -469,20 +534,26 @@ async fn run_watch(
             sdef,
         )
     };
-    let send = |frames: Vec<Bytes>| async { tx.send(frames).await.is_ok() };
+    // Each frame is due at its emission instant (a write's commit for the events it
+    // caused, now for what the watch makes up itself) plus the lag in force.
+    let send = |frames: Vec<Bytes>, emitted: Instant| async move {
+        let due = emitted + state.faults.watch_lag();
+        tx.send(Feed::Frames(due, frames)).await.is_ok()
+    };
+    let started = Instant::now();
     for obj in &initial {
-        if !send(frame("ADDED", def, &sdef, obj, p.form)).await {
+        if !send(frame("ADDED", def, &sdef, obj, p.form), started).await {
             return Ok(());
         }
     }
     let mut last_rv = start_rv;
-    if p.send_initial_events && p.allow_bookmarks && !send(bookmark_frame(def, last_rv, true)).await {
+    if p.send_initial_events && p.allow_bookmarks && !send(bookmark_frame(def, last_rv, true), started).await {
         return Ok(());
     }
     for ev in backlog.iter().filter(|e| e.storage == key) {
         last_rv = ev.rv;
         if let Some((kind, obj)) = filtered(ev, &sdef, sel) {
-            if !send(frame(kind, def, &sdef, &obj, p.form)).await {
+            if !send(frame(kind, def, &sdef, &obj, p.form), Instant::from_std(ev.at)).await {
                 return Ok(());
             }
         }
@@ -499,7 +570,7 @@ async fn run_watch(
             _ = &mut deadline => return Ok(()),
             _ = drop_rx.changed() => return Ok(()),
             _ = bookmarks.tick(), if p.allow_bookmarks => {
-                if !send(bookmark_frame(def, last_rv, false)).await {
+                if !send(bookmark_frame(def, last_rv, false), Instant::now()).await {
                     return Ok(());
                 }
             }
@@ -513,7 +584,7 @@ async fn run_watch(
                         continue;
                     }
                     if let Some((kind, obj)) = filtered(&ev, &sdef, sel) {
-                        if !send(frame(kind, def, &sdef, &obj, p.form)).await {
+                        if !send(frame(kind, def, &sdef, &obj, p.form), Instant::from_std(ev.at)).await {
                             return Ok(());
                         }
                     }

@@ -81,6 +81,7 @@ pub async fn handle(state: Arc<ClusterState>, req: Request<Incoming>) -> Result<
 }
 
 async fn respond(state: Arc<ClusterState>, req: Request<Incoming>) -> Result<Response<Body>, Offline> {
+    state.faults.count_request();
     if state.faults.is_offline() {
         return Err(Offline);
     }
@@ -402,8 +403,8 @@ async fn serve(state: Arc<ClusterState>, t: Target, req: Request<Incoming>) -> A
                     send_initial_events: q.flag("sendInitialEvents"),
                 };
                 validate_list_options(&q, true)?;
-                let rx = read::watch(state.clone(), t.def.clone(), sel, p);
-                let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) })
+                let frames = read::watch(state.clone(), t.def.clone(), sel, p);
+                let stream = futures::stream::unfold(frames, |mut f| async move { f.next().await.map(|b| (b, f)) })
                     .flat_map(|frames| {
                         futures::stream::iter(frames.into_iter().map(|b| Ok::<_, Infallible>(Frame::data(b))))
                     });

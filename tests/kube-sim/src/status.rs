@@ -189,8 +189,11 @@ impl ApiError {
             },
             "status": "Failure",
             "message": self.message,
-            "reason": self.reason,
         });
+        // `reason` is omitempty: errors that are no API status (StatusReasonUnknown) have none.
+        if !self.reason.is_empty() {
+            s["reason"] = json!(self.reason);
+        }
         if let Some(d) = &self.details {
             let mut d = (**d).clone();
             if let (Some(retry), Some(obj)) = (self.retry_after, d.as_object_mut()) {

@@ -43,6 +43,8 @@ pub struct Event {
     pub kind: EventType,
     pub obj: Arc<Obj>,
     pub prev: Option<Arc<Obj>>,
+    /// When it was committed: the instant a lagging watch delays it from.
+    pub at: Instant,
 }
 
 /// Live events after a replayed backlog.
@@ -145,6 +147,7 @@ impl Store {
             kind,
             obj,
             prev,
+            at: Instant::now(),
         });
         self.history.push_back(event.clone());
         while self.history.len() > self.history_cap {

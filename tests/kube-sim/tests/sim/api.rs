@@ -316,12 +316,13 @@ async fn patches_json_merge_strategic() {
         "the server rejected our request due to an error in our request"
     );
 
-    // Strategic merge: finalizers are a set, not replaced.
+    // Strategic merge: finalizers are a set, not replaced (new items first, as mergeSlice
+    // orders them).
     let smp = json!({"metadata": {"finalizers": ["sluice.dev/dns"]}});
     let p2 = pods.patch("p", &pp, &Patch::Strategic(&smp)).await.expect("strategic");
     assert_eq!(
         p2.metadata.finalizers,
-        Some(vec!["sluice.dev/slb".to_string(), "sluice.dev/dns".to_string()])
+        Some(vec!["sluice.dev/dns".to_string(), "sluice.dev/slb".to_string()])
     );
     let del = json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["sluice.dev/slb"]}});
     let p3 = pods
@@ -350,6 +351,117 @@ async fn patches_json_merge_strategic() {
     let e = fails(pods.patch("p", &PatchParams::apply("test"), &Patch::Apply(&json!({})))).await;
     assert_eq!(e.code, 415);
     assert!(e.message.contains("not implemented by kube-sim"), "{}", e.message);
+}
+
+/// The finalizers of pod `name` after a strategic merge patch of its metadata.
+async fn finalizers_after(pods: &Api<Pod>, name: &str, metadata: serde_json::Value) -> Vec<String> {
+    let patch = json!({ "metadata": metadata });
+    pods.patch(name, &PatchParams::default(), &Patch::Strategic(&patch))
+        .await
+        .expect("strategic merge patch")
+        .metadata
+        .finalizers
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn strategic_merge_orders_finalizers_as_merge_slice_does() {
+    let c = start("smp-order").await;
+    let pods: Api<Pod> = Api::namespaced(client(&c).await, "default");
+    let set = |pods: Api<Pod>, list: &'static [&'static str]| async move {
+        // A merge patch replaces the list, to start each case from a known order.
+        let mp = json!({"metadata": {"finalizers": list}});
+        pods.patch("p", &PatchParams::default(), &Patch::Merge(&mp))
+            .await
+            .expect("merge patch");
+    };
+    pods.create(&PostParams::default(), &pod("p")).await.unwrap();
+
+    // The patch's new items first, then the server's ("x" before "a", "b").
+    set(pods.clone(), &["a", "b"]).await;
+    assert_eq!(
+        finalizers_after(&pods, "p", json!({"finalizers": ["x"]})).await,
+        ["x", "a", "b"]
+    );
+    // Several new items keep the patch's order.
+    set(pods.clone(), &["a", "b"]).await;
+    assert_eq!(
+        finalizers_after(&pods, "p", json!({"finalizers": ["y", "x"]})).await,
+        ["y", "x", "a", "b"]
+    );
+    // Items already present that the patch repeats are placed in the patch's order; a
+    // server-only item goes before a patch item only when it comes first in the live list.
+    set(pods.clone(), &["a", "b", "c"]).await;
+    assert_eq!(
+        finalizers_after(&pods, "p", json!({"finalizers": ["c", "a"]})).await,
+        ["b", "c", "a"]
+    );
+    set(pods.clone(), &["a", "b"]).await;
+    assert_eq!(
+        finalizers_after(&pods, "p", json!({"finalizers": ["b", "x"]})).await,
+        ["a", "b", "x"]
+    );
+    set(pods.clone(), &["a", "b"]).await;
+    assert_eq!(
+        finalizers_after(&pods, "p", json!({"finalizers": ["a"]})).await,
+        ["a", "b"]
+    );
+    // Nothing new and nothing moved: no write at all.
+    let before = pods.get("p").await.unwrap().metadata.resource_version;
+    assert_eq!(
+        finalizers_after(&pods, "p", json!({"finalizers": ["a", "b"]})).await,
+        ["a", "b"]
+    );
+    assert_eq!(pods.get("p").await.unwrap().metadata.resource_version, before);
+
+    // $setElementOrder (what kubectl sends) takes precedence over the patch's order.
+    set(pods.clone(), &["a", "b"]).await;
+    assert_eq!(
+        finalizers_after(
+            &pods,
+            "p",
+            json!({"$setElementOrder/finalizers": ["a", "x", "b"], "finalizers": ["x"]})
+        )
+        .await,
+        ["a", "x", "b"]
+    );
+    // A patch list contradicting the directive is refused with the apimachinery error.
+    let bad = json!({"metadata": {"$setElementOrder/finalizers": ["a", "x"], "finalizers": ["x", "a"]}});
+    let e = fails(pods.patch("p", &PatchParams::default(), &Patch::Strategic(&bad))).await;
+    assert_eq!(
+        (e.code, e.reason.as_str(), e.message.as_str()),
+        (
+            500,
+            "",
+            "The order in patch list:\n[x a]\n doesn't match $setElementOrder list:\n[a x]\n"
+        )
+    );
+
+    // The same order through /status, whose strategy keeps metadata changes.
+    set(pods.clone(), &["a", "b"]).await;
+    let st = pods
+        .patch_status(
+            "p",
+            &PatchParams::default(),
+            &Patch::Strategic(&json!({"metadata": {"finalizers": ["x"]}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(st.metadata.finalizers.unwrap(), ["x", "a", "b"]);
+    // And on a namespace (every built-in resource shares ObjectMeta's patch strategy).
+    let nss: Api<Namespace> = Api::all(client(&c).await);
+    let mut ns: Namespace = named("ordered");
+    ns.metadata.finalizers = Some(vec!["a".into(), "b".into()]);
+    nss.create(&PostParams::default(), &ns).await.unwrap();
+    let patched = nss
+        .patch(
+            "ordered",
+            &PatchParams::default(),
+            &Patch::Strategic(&json!({"metadata": {"finalizers": ["x"]}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.metadata.finalizers.unwrap(), ["x", "a", "b"]);
 }
 
 #[tokio::test]

@@ -219,3 +219,26 @@ async fn kubelet_lite_runs_pods_and_computes_ready_with_gates() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn request_count_counts_every_request_watches_included() {
+    let c = start("counted").await;
+    let client = client(&c).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let before = c.faults().request_count();
+    pods.list(&ListParams::default()).await.unwrap();
+    assert_eq!(c.faults().request_count() - before, 1, "a list");
+    let stream = pods
+        .watch(&kube::api::WatchParams::default().timeout(1), "0")
+        .await
+        .unwrap();
+    assert_eq!(c.faults().request_count() - before, 2, "a watch, once it is made");
+    drop(stream);
+    let _ = pods.get("missing").await.unwrap_err();
+    crate::common::raw(&client, "GET", "/healthz", None, "").await;
+    assert_eq!(c.faults().request_count() - before, 4, "a 404 and a health probe");
+    let wrong_token = c.kubeconfig().replace(c.token(), "not-the-token");
+    let refused: Api<Pod> = Api::namespaced(client_for_context(&wrong_token, c.name()).await, "default");
+    let _ = refused.list(&ListParams::default()).await.unwrap_err();
+    assert_eq!(c.faults().request_count() - before, 5, "a 401");
+}

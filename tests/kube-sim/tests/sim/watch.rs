@@ -2,7 +2,7 @@
 //! bookmarks, timeouts, `410 Expired`, and kube-runtime's watcher riding out dropped
 //! watches and expired versions.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
@@ -275,4 +275,132 @@ async fn leaving_a_filtered_watch_sends_the_previous_object() {
     let gone_rv: u64 = gone.metadata.resource_version.as_deref().unwrap().parse().unwrap();
     let marked_rv: u64 = marked.metadata.resource_version.as_deref().unwrap().parse().unwrap();
     assert!(gone_rv > marked_rv);
+}
+
+#[tokio::test]
+async fn watch_lag_delays_every_watch_event_but_no_read() {
+    let c = start("watch-lag").await;
+    let pods: Api<Pod> = Api::namespaced(client(&c).await, "default");
+    let created = pods.create(&PostParams::default(), &pod("a")).await.unwrap();
+    let from = created.metadata.resource_version.clone().unwrap();
+    let lag = Duration::from_millis(1000);
+    c.faults().set_watch_lag(lag);
+    let mut events = pods
+        .watch(&WatchParams::default().timeout(30), &from)
+        .await
+        .unwrap()
+        .boxed();
+
+    let relabel = |v: &str| json!({"metadata": {"labels": {"step": v}}});
+    let sent = Instant::now();
+    let first = pods
+        .patch("a", &PatchParams::default(), &Patch::Merge(&relabel("1")))
+        .await
+        .unwrap();
+    let answered = Instant::now();
+    let second = pods
+        .patch("a", &PatchParams::default(), &Patch::Merge(&relabel("2")))
+        .await
+        .unwrap();
+    // Reads are not delayed: a GET right after the PATCH sees it.
+    let got = pods.get("a").await.unwrap();
+    assert_eq!(got.metadata.resource_version, second.metadata.resource_version);
+    assert!(
+        sent.elapsed() < lag,
+        "two patches and a GET answered within the lag ({:?})",
+        sent.elapsed()
+    );
+
+    // The watch sees the first patch no earlier than the lag after it was written. The write
+    // happens between sending the PATCH and its answer, so the bound holds from sending it:
+    // seen - answered >= lag - (answered - sent).
+    let ev = within("the lagging MODIFIED", events.next()).await.unwrap().unwrap();
+    let seen = Instant::now();
+    let WatchEvent::Modified(p) = ev else {
+        panic!("expected MODIFIED, got {ev:?}")
+    };
+    assert_eq!(p.metadata.resource_version, first.metadata.resource_version);
+    assert!(
+        seen.duration_since(sent) >= lag,
+        "seen {:?} after the PATCH was sent ({:?} after its answer), lag {lag:?}",
+        seen.duration_since(sent),
+        seen.duration_since(answered)
+    );
+    // In order: the second patch next.
+    let ev = within("the second MODIFIED", events.next()).await.unwrap().unwrap();
+    let WatchEvent::Modified(p) = ev else {
+        panic!("expected MODIFIED, got {ev:?}")
+    };
+    assert_eq!(p.metadata.resource_version, second.metadata.resource_version);
+
+    // A watch's own events lag too: the initial ADDED of a watch from "" and an ERROR.
+    let opened = Instant::now();
+    let mut fresh = pods
+        .watch(&WatchParams::default().timeout(30), "0")
+        .await
+        .unwrap()
+        .boxed();
+    let ev = within("the lagging initial ADDED", fresh.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(ev, WatchEvent::Added(_)), "{ev:?}");
+    assert!(opened.elapsed() >= lag, "initial ADDED after {:?}", opened.elapsed());
+    c.faults().expire_next_watch();
+    let opened = Instant::now();
+    let mut expired = pods
+        .watch(&WatchParams::default().timeout(30), &from)
+        .await
+        .unwrap()
+        .boxed();
+    let ev = within("the lagging ERROR", expired.next()).await.unwrap().unwrap();
+    assert!(matches!(&ev, WatchEvent::Error(s) if s.code == 410), "{ev:?}");
+    assert!(opened.elapsed() >= lag, "ERROR after {:?}", opened.elapsed());
+
+    // Back to zero: events written after that are delivered at once.
+    c.faults().set_watch_lag(Duration::ZERO);
+    let sent = Instant::now();
+    let third = pods
+        .patch("a", &PatchParams::default(), &Patch::Merge(&relabel("3")))
+        .await
+        .unwrap();
+    let ev = within("the MODIFIED without lag", events.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let WatchEvent::Modified(p) = ev else {
+        panic!("expected MODIFIED, got {ev:?}")
+    };
+    assert_eq!(p.metadata.resource_version, third.metadata.resource_version);
+    assert!(sent.elapsed() < lag, "seen after {:?} without lag", sent.elapsed());
+}
+
+#[tokio::test]
+async fn a_lagging_watch_ends_at_its_timeout_losing_what_is_not_due() {
+    let c = start("watch-lag-end").await;
+    let pods: Api<Pod> = Api::namespaced(client(&c).await, "default");
+    let created = pods.create(&PostParams::default(), &pod("a")).await.unwrap();
+    c.faults().set_watch_lag(Duration::from_secs(5));
+    let opened = Instant::now();
+    let stream = pods
+        .watch(
+            &WatchParams::default().timeout(1),
+            created.metadata.resource_version.as_deref().unwrap(),
+        )
+        .await
+        .unwrap();
+    pods.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"metadata": {"labels": {"step": "1"}}})),
+    )
+    .await
+    .unwrap();
+    let seen: Vec<WatchEvent<Pod>> = within("the watch to end", stream.map(|e| e.unwrap()).collect()).await;
+    assert!(seen.is_empty(), "{seen:?}");
+    let took = opened.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "the watch ends at timeoutSeconds, not when its lagging events are due: {took:?}"
+    );
 }
