@@ -1,6 +1,7 @@
 //! Helpers shared by the adapters' real-server test harnesses (cargo feature `testing`):
-//! free ports below the ephemeral range, temporary directories, log tails, targets, and a
-//! bounded wait for an observed state. Nothing here talks to a backend; each adapter crate
+//! free ports below the ephemeral range, temporary directories, log tails, targets, a
+//! bounded wait for an observed state, and a bounded drain driven as the engine drives it
+//! ([`drive_drain`]: `deregister` again whenever an observation says `advance`). Nothing here talks to a backend; each adapter crate
 //! starts its own servers.
 
 use std::collections::{BTreeMap, HashSet};
@@ -170,6 +171,74 @@ pub async fn wait_state(
             last_error
         ),
     }
+}
+
+/// Drives a drain the way the engine does, for at most `within`: observes every 5 ms; on
+/// [`TrafficState::Drained`] returns that observation; calls `deregister` again whenever
+/// an observation says [`Observation::advance`], reports the target `Serving` or
+/// `Registered`, or observe failed with a retryable error. A permanent error, a call
+/// that does not return, or no `Drained` in time is an `Err` naming `what`, with the last
+/// observation and the last retryable error.
+pub async fn try_drive_drain(
+    adapter: &dyn Adapter,
+    t: &Target,
+    within: Duration,
+    what: &str,
+) -> Result<Observation, String> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut last: Option<Observation> = None;
+    let mut last_error: Option<String> = None;
+    let give_up = |why: String, last: &Option<Observation>, last_error: &Option<String>| {
+        format!(
+            "{what}: {} {why} (driving the drain for at most {within:?}); last observation: {last:?}; \
+             last error: {last_error:?}",
+            t.addr()
+        )
+    };
+    loop {
+        let observed = match tokio::time::timeout_at(deadline, adapter.observe(t)).await {
+            Ok(r) => r,
+            Err(_) => return Err(give_up("not Drained in time".into(), &last, &last_error)),
+        };
+        let step = match observed {
+            Ok(obs) if obs.state == TrafficState::Drained => return Ok(obs),
+            Ok(obs) => {
+                let step = obs.advance || matches!(obs.state, TrafficState::Serving | TrafficState::Registered);
+                last = Some(obs);
+                step
+            }
+            Err(e) if e.is_retryable() => {
+                last_error = Some(format!("observe: {e}"));
+                true
+            }
+            Err(e) => return Err(give_up(format!("observe failed permanently: {e}"), &last, &last_error)),
+        };
+        if step {
+            match tokio::time::timeout_at(deadline, adapter.deregister(t)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) if e.is_retryable() => last_error = Some(format!("deregister: {e}")),
+                Ok(Err(e)) => {
+                    return Err(give_up(
+                        format!("deregister failed permanently: {e}"),
+                        &last,
+                        &last_error,
+                    ));
+                }
+                Err(_) => return Err(give_up("not Drained in time".into(), &last, &last_error)),
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(give_up("not Drained in time".into(), &last, &last_error));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// [`try_drive_drain`] for tests: panics with its message instead of returning it.
+pub async fn drive_drain(adapter: &dyn Adapter, t: &Target, within: Duration, what: &str) -> Observation {
+    try_drive_drain(adapter, t, within, what)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A server started by a harness as a child process with its own directory and log file:

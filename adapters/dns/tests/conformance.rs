@@ -1,6 +1,8 @@
 //! The shared adapter conformance battery against a real BIND (RFC 2136 + TSIG) and a real
 //! PowerDNS. "Backend down" kills the server and starts it again; DNS is UDP, which the
-//! battery's TCP forwarder cannot slow, so that one check is not applicable here.
+//! battery's TCP forwarder cannot slow, so that one check is not applicable here. The
+//! backend snapshot is a zone transfer (AXFR, with `dig`) from the server the adapter
+//! writes to.
 
 mod common;
 
@@ -22,6 +24,38 @@ const NAME: &str = "www.example.test";
 trait Server: Send + Sync {
     fn kill(&mut self);
     async fn restart(&mut self);
+    /// Where the adapter's changes land (and a zone transfer is allowed from 127.0.0.1).
+    fn primary(&self) -> std::net::SocketAddr;
+}
+
+/// The zone as `dig AXFR` shows it from `server`, one record per line, sorted.
+async fn axfr(server: std::net::SocketAddr, zone: &str) -> String {
+    let out = tokio::time::timeout(
+        WAIT,
+        tokio::process::Command::new("dig")
+            .args(["+noall", "+answer", "+time=2", "+tries=1"])
+            .arg(format!("@{}", server.ip()))
+            .args(["-p", &server.port().to_string(), zone, "AXFR"])
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("dig AXFR {zone} @{server} did not return within {WAIT:?}"))
+    .unwrap_or_else(|e| panic!("cannot run dig (bind9-dnsutils): {e}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with(';'))
+        .collect();
+    assert!(
+        out.status.success() && !lines.is_empty() && !text.contains("Transfer failed"),
+        "dig AXFR {zone} @{server} failed ({}): {text}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // AXFR repeats the SOA at the end; sorting keeps both copies.
+    lines.sort_unstable();
+    lines.join("\n")
 }
 
 #[async_trait::async_trait]
@@ -34,6 +68,9 @@ impl Server for Bind {
         let token = self.token.clone();
         self.primary.restart(&zones, &token).await;
     }
+    fn primary(&self) -> std::net::SocketAddr {
+        self.primary.addr
+    }
 }
 
 #[async_trait::async_trait]
@@ -43,6 +80,9 @@ impl Server for PowerDns {
     }
     async fn restart(&mut self) {
         PowerDns::restart(self).await;
+    }
+    fn primary(&self) -> std::net::SocketAddr {
+        self.dns
     }
 }
 
@@ -80,6 +120,10 @@ impl<S: Server> Subject for DnsSubject<S> {
     }
     async fn backend_slow(&self, _: Duration) -> bool {
         false
+    }
+    async fn snapshot(&self) -> Option<String> {
+        let primary = self.server.lock().await.primary();
+        Some(axfr(primary, "example.test").await)
     }
 }
 

@@ -14,7 +14,7 @@ use sluice_conformance::proxy::FaultyProxy;
 use sluice_conformance::{Options, Outcome, Targets, ThroughProxy};
 
 struct RemoteSubject {
-    _haproxy: Haproxy,
+    haproxy: Haproxy,
     _pods: Vec<Pod>,
     _plugin: tokio::task::JoinHandle<()>,
     adapter: Arc<dyn Adapter>,
@@ -37,6 +37,9 @@ impl Targets for RemoteSubject {
     }
     async fn unknown_target(&self) -> Target {
         target(std::net::Ipv4Addr::new(127, 0, 83, 98), self.port, "web")
+    }
+    async fn snapshot(&self) -> Option<String> {
+        Some(self.haproxy.servers_state_snapshot("web").await)
     }
 }
 
@@ -61,7 +64,7 @@ async fn start() -> ThroughProxy<RemoteSubject> {
     };
     let adapter: Arc<dyn Adapter> = Arc::new(RemoteAdapter::new(cfg).expect("remote adapter"));
     let targets = RemoteSubject {
-        _haproxy: h,
+        haproxy: h,
         _pods: pods,
         _plugin: plugin,
         adapter,

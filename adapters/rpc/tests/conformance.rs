@@ -1,5 +1,7 @@
 //! The shared adapter conformance battery against real etcd and ZooKeeper (and the Nacos
 //! contract double), each reached through a forwarder the battery can take down or slow.
+//! The backend snapshot is read around the adapter: etcd's keys,
+//! ZooKeeper's nodes under the interface path, the double's instance table.
 
 mod common;
 
@@ -18,10 +20,12 @@ use sluice_conformance::proxy::FaultyProxy;
 use sluice_conformance::{Options, Outcome, Targets, ThroughProxy};
 
 /// Prepares a target so that the backend's own side is in place (a provider node, a
-/// registered instance) before the adapter is asked to make it serve.
+/// registered instance) before the adapter is asked to make it serve, and reads the
+/// backend around the adapter for [`sluice_conformance::Subject::snapshot`].
 #[async_trait::async_trait]
 trait Prepare: Send + Sync {
     async fn prepare(&self, t: &Target);
+    async fn snapshot(&self) -> String;
 }
 
 struct Rpc<P> {
@@ -50,13 +54,44 @@ impl<P: Prepare> Targets for Rpc<P> {
     async fn unknown_target(&self) -> Target {
         target(std::net::Ipv4Addr::new(127, 0, 84, 99), &self.params)
     }
+    async fn snapshot(&self) -> Option<String> {
+        Some(self.prep.snapshot().await)
+    }
 }
 
-struct Nothing;
+/// etcd needs nothing prepared; its snapshot is every key of this test's own etcd (the
+/// `grpc-go` preset puts `greeter/<ip:port>` at the root) with its value, lease and
+/// revisions (a rewrite of the same value still moves `mod_revision`).
+struct EtcdKeys(tokio::sync::Mutex<etcd_client::Client>);
 
 #[async_trait::async_trait]
-impl Prepare for Nothing {
+impl Prepare for EtcdKeys {
     async fn prepare(&self, _: &Target) {}
+    async fn snapshot(&self) -> String {
+        let mut client = self.0.lock().await;
+        let resp = tokio::time::timeout(
+            WAIT,
+            client.get("", Some(etcd_client::GetOptions::new().with_all_keys())),
+        )
+        .await
+        .expect("etcd get within the deadline")
+        .expect("etcd get (snapshot)");
+        resp.kvs()
+            .iter()
+            .map(|kv| {
+                format!(
+                    "{} = {} lease={} create_revision={} mod_revision={} version={}",
+                    kv.key_str().unwrap_or("?"),
+                    kv.value_str().unwrap_or("?"),
+                    kv.lease(),
+                    kv.create_revision(),
+                    kv.mod_revision(),
+                    kv.version()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
 }
 
 async fn run<P: Prepare>(targets: Rpc<P>, proxy: FaultyProxy) {
@@ -78,6 +113,7 @@ fn host_port(endpoint: &str) -> std::net::SocketAddr {
 async fn etcd_adapter_passes_the_conformance_battery() {
     let server = etcd().await;
     let proxy = FaultyProxy::start(host_port(&server.endpoint())).await.expect("proxy");
+    let keys = EtcdKeys(tokio::sync::Mutex::new(server.client().await));
     let yaml = format!(
         "name: registry\nendpoints: [http://{}]\npreset: grpc-go\nsettleSeconds: 0.3\ntimeoutSeconds: 2\n",
         proxy.addr()
@@ -88,7 +124,7 @@ async fn etcd_adapter_passes_the_conformance_battery() {
         Rpc {
             adapter,
             params: vec![("service", "greeter")],
-            prep: Nothing,
+            prep: keys,
             next: AtomicUsize::new(0),
         },
         proxy,
@@ -112,6 +148,28 @@ impl Prepare for Provider {
             return;
         }
         common::zookeeper::provide(&self.0, &ip).await;
+    }
+
+    /// Every node under the interface path (providers, configurators), with its data and
+    /// stat (zxids, versions, child versions), depth first.
+    async fn snapshot(&self) -> String {
+        let root = common::zookeeper::paths("127.0.0.1").interface;
+        let mut out = Vec::new();
+        let mut todo = vec![root];
+        while let Some(path) = todo.pop() {
+            let (data, stat) = tokio::time::timeout(WAIT, self.0.get_data(&path))
+                .await
+                .expect("ZooKeeper get_data within the deadline")
+                .unwrap_or_else(|e| panic!("ZooKeeper get_data {path} (snapshot): {e}"));
+            out.push(format!("{path} {:?} {stat:?}", String::from_utf8_lossy(&data)));
+            let mut children = tokio::time::timeout(WAIT, self.0.list_children(&path))
+                .await
+                .expect("ZooKeeper list_children within the deadline")
+                .unwrap_or_else(|e| panic!("ZooKeeper list_children {path} (snapshot): {e}"));
+            children.sort();
+            todo.extend(children.into_iter().rev().map(|c| format!("{path}/{c}")));
+        }
+        out.join("\n")
     }
 }
 
@@ -147,6 +205,9 @@ impl Prepare for Registered {
         if self.0.instance("greeter", &t.ip.to_string(), t.port).is_none() {
             self.0.register("greeter", &t.ip.to_string(), t.port, 1.0, json!({}));
         }
+    }
+    async fn snapshot(&self) -> String {
+        self.0.instances_snapshot()
     }
 }
 

@@ -17,37 +17,82 @@
 //! when DOWN (its check is running). Servers without an enabled health check get a plain
 //! `state ready` and `observe` says in its evidence that UP is unverified.
 //!
-//! **Drain** (`deregister`): `set server B/S state drain`. The drain completes inside
-//! [`Adapter::observe`] (and `deregister` when called again): once `scur == 0 &&
-//! used_cur == 0` it sets `maint`, reads the counters again and only then reports
-//! `Drained` (dynamic: then `del server`). When the drain has lasted `escalate_after`
-//! with sessions left, the same calls escalate to `maint` (+ `shutdown sessions server`).
-//! These are the only writes `observe` ever makes, and only on a server that a
-//! `deregister` already put in drain: on a ready server `observe` is read-only.
+//! **Drain**: every write is made by `deregister`, which the engine calls again whenever
+//! an observation says [`Observation::advance`]. Each call takes the one step the
+//! server's current state calls for (see [`crate::assess`]):
 //!
-//! The drain start is remembered in memory per target; after a gateway restart the clock
-//! starts again at the first call that sees the drain, so escalation can only come later,
-//! never earlier.
+//! - `ready` → `set server B/S state drain`, and the drain clock starts;
+//! - `drain` with `scur == 0 && used_cur == 0` → `set server B/S state maint`, then it
+//!   reads the counters again (dynamic: and, still idle, `del server B/S`);
+//! - `drain` with sessions, once the drain has lasted `escalate_after` → `set server B/S
+//!   state maint`, plus `shutdown sessions server B/S` when configured (sent on the same
+//!   command line);
+//! - dynamic, `maint` with `scur == 0 && used_cur == 0` → `del server B/S`;
+//! - anything else (`maint` with sessions, `drain` with sessions before the deadline, a
+//!   server that does not exist) → nothing: it is idempotent and succeeds on a target
+//!   HAProxy never knew.
+//!
+//! [`Adapter::observe`] never writes to HAProxy: it reports what the three `show` commands
+//! say and sets `advance` when one of the steps above is due now (`drain` and idle: MAINT
+//! due; escalation age reached: escalation due; dynamic `maint` and idle: `del server`
+//! due). `Drained` is only ever reported for a server in `maint` (or absent): once in
+//! `maint` HAProxy sends it nothing, not even sticky clients, so a zero reading there is
+//! final. A dynamic server in `maint` stays `Draining` (delete due) until `deregister`
+//! has deleted it.
+//!
+//! **Memory** (in this process only; a gateway restart forgets it, and an entry nobody
+//! asked about for an hour is dropped):
+//! - the drain clock per target: it starts when `deregister` sets `drain`, or at the
+//!   first call that sees the server in `drain` (after a restart), so escalation can only
+//!   come later than configured, never earlier;
+//! - what `deregister` did (set MAINT, escalated, deleted), repeated in the evidence of
+//!   later `Draining` / `Drained` observations;
+//! - when an escalation cut sessions (`shutdown sessions server`), every later `Draining` /
+//!   `Drained` observation of the target carries [`Observation::forced`] with a sentence
+//!   saying so, until the target is registered again (or drained again from `ready`). An
+//!   escalation to `maint` without the shutdown is not forced: the sessions end on their
+//!   own. A gateway restart forgets that sessions were cut: observations after it no
+//!   longer carry `forced`.
+//!
+//! [`Adapter::list`] (dynamic mode only) reports the backend's `sluice-<ip>-<port>`
+//! servers; static mode answers `None`, since servers declared in haproxy.cfg are not the
+//! adapter's to sweep.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use sluice_adapter::{Adapter, AdapterError, Capabilities, Observation, Result, Target, TrafficState};
+use sluice_adapter::{Adapter, AdapterError, Capabilities, Listed, Observation, Result, Target, TrafficState};
 use tracing::{info, warn};
 
-use crate::assess::{assess, Escalation, ServerView, Step};
+use crate::assess::{assess, Assessment, Escalation, ServerView, Step};
 use crate::config::{dynamic_server_name, HaproxyConfig, Mode};
 use crate::error::{validate_name, RuntimeError};
 use crate::parse::ServerState;
 use crate::runtime::{AdminCommand, RuntimeClient};
+
+/// How long a target's memory is kept after the last call about it.
+const RETAIN: Duration = Duration::from_secs(3600);
+
+/// What this process remembers about one target's drain (see the module docs).
+#[derive(Debug)]
+struct Memory {
+    /// The escalation clock: when the drain was first seen.
+    started: Option<Instant>,
+    /// What `deregister` did, for the evidence.
+    notes: Vec<String>,
+    /// Sessions were cut: the sentence for [`Observation::forced`].
+    forced: Option<String>,
+    /// The last call about this target.
+    touched: Instant,
+}
 
 /// The HAProxy (`slb`) adapter.
 #[derive(Debug)]
 pub struct HaproxyAdapter {
     config: HaproxyConfig,
     client: RuntimeClient,
-    drains: Mutex<HashMap<String, Instant>>,
+    memory: Mutex<HashMap<String, Memory>>,
 }
 
 impl HaproxyAdapter {
@@ -60,7 +105,7 @@ impl HaproxyAdapter {
         Ok(HaproxyAdapter {
             config,
             client,
-            drains: Mutex::new(HashMap::new()),
+            memory: Mutex::new(HashMap::new()),
         })
     }
 
@@ -78,11 +123,23 @@ impl HaproxyAdapter {
         matches!(self.config.mode, Mode::Dynamic { .. })
     }
 
-    /// The target's backend: present, a valid HAProxy name, and allowed by the config.
-    fn backend<'t>(&self, target: &'t Target) -> Result<&'t str> {
-        let backend = target.param("backend").ok_or_else(|| {
-            AdapterError::permanent(format!("slb target for pod {} has no `backend` parameter", target.pod))
-        })?;
+    fn escalation(&self) -> Escalation {
+        Escalation {
+            after: self.config.escalate_after,
+            shutdown_sessions: self.config.shutdown_sessions_on_escalate,
+        }
+    }
+
+    /// The `backend` parameter of a target or a `list` scope: present, a valid HAProxy
+    /// name, and allowed by the config.
+    fn backend_param<'p>(
+        &self,
+        params: &'p BTreeMap<String, String>,
+        whose: &dyn std::fmt::Display,
+    ) -> Result<&'p str> {
+        let backend = params
+            .get("backend")
+            .ok_or_else(|| AdapterError::permanent(format!("slb {whose} has no `backend` parameter")))?;
         validate_name("backend", backend)?;
         if !self.config.backend_allowed(backend) {
             return Err(AdapterError::permanent(format!(
@@ -93,18 +150,70 @@ impl HaproxyAdapter {
         Ok(backend)
     }
 
+    /// The target's backend (see [`Self::backend_param`]).
+    fn backend<'t>(&self, target: &'t Target) -> Result<&'t str> {
+        self.backend_param(&target.params, &format_args!("target for pod {}", target.pod))
+    }
+
     fn key(backend: &str, target: &Target) -> String {
         format!("{backend} {}", target.addr())
     }
 
-    /// How long the target has been draining, starting the clock now if unknown.
-    fn drain_age(&self, key: &str) -> Duration {
-        let mut drains = self.drains.lock().unwrap_or_else(|e| e.into_inner());
-        drains.entry(key.to_string()).or_insert_with(Instant::now).elapsed()
+    /// Runs `f` on the target's memory, creating it if needed (and then dropping entries
+    /// nobody asked about for [`RETAIN`]).
+    fn remember<R>(&self, key: &str, f: impl FnOnce(&mut Memory) -> R) -> R {
+        let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if !memory.contains_key(key) {
+            memory.retain(|_, m| now.duration_since(m.touched) < RETAIN);
+        }
+        let m = memory.entry(key.to_string()).or_insert_with(|| Memory {
+            started: None,
+            notes: Vec::new(),
+            forced: None,
+            touched: now,
+        });
+        m.touched = now;
+        f(m)
     }
 
-    fn forget_drain(&self, key: &str) {
-        self.drains.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    /// Forgets everything about the target (it was registered, or a new drain starts).
+    fn forget(&self, key: &str) {
+        self.memory.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+
+    /// How long the target has been draining, starting the clock now if unknown.
+    fn drain_age(&self, key: &str) -> Duration {
+        self.remember(key, |m| *m.started.get_or_insert_with(Instant::now))
+            .elapsed()
+    }
+
+    fn note(&self, key: &str, note: String) {
+        self.remember(key, |m| m.notes.push(note));
+    }
+
+    fn set_forced(&self, key: &str, forced: Option<String>) {
+        self.remember(key, |m| m.forced = forced);
+    }
+
+    /// Adds what `deregister` did (and `forced`, when sessions were cut) to an observation
+    /// of a target out of traffic. Changes nothing but the memory's "last asked" time.
+    fn recall(&self, key: &str, mut obs: Observation) -> Observation {
+        if !matches!(obs.state, TrafficState::Draining | TrafficState::Drained) {
+            return obs;
+        }
+        let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = memory.get_mut(key) {
+            m.touched = Instant::now();
+            for note in &m.notes {
+                obs.evidence.push_str("; ");
+                obs.evidence.push_str(note);
+            }
+            if let Some(forced) = &m.forced {
+                obs = obs.forced_by(forced.clone());
+            }
+        }
+        obs
     }
 
     /// Finds the target's server in the backend (`None`: absent).
@@ -161,99 +270,97 @@ impl HaproxyAdapter {
         })
     }
 
-    fn absent(&self, backend: &str, target: &Target, key: &str) -> Observation {
-        self.forget_drain(key);
-        Observation::new(
-            TrafficState::Drained,
-            format!("server absent: backend '{backend}' has no server for {}", target.addr()),
-        )
+    /// Reads a located server and applies the evidence rules; the drain clock starts at
+    /// the first sight of `drain` (memory only, nothing is written to HAProxy).
+    async fn assess(&self, backend: &str, key: &str, srv: ServerState) -> Result<(ServerView, Duration, Assessment)> {
+        let draining = srv.admin.is_drain() && !srv.admin.is_maint();
+        let view = self.view(backend, srv).await?;
+        let age = if draining { self.drain_age(key) } else { Duration::ZERO };
+        let a = assess(&view, self.dynamic(), age, self.escalation());
+        Ok((view, age, a))
     }
 
-    /// Observe, and take the drain's next step (maint / escalate / delete) when due.
-    async fn observe_and_advance(&self, backend: &str, target: &Target) -> Result<Observation> {
-        let key = Self::key(backend, target);
-        let escalation = Escalation {
-            after: self.config.escalate_after,
-            shutdown_sessions: self.config.shutdown_sessions_on_escalate,
-        };
-        let mut notes: Vec<String> = Vec::new();
-        for _ in 0..3 {
-            let Some(srv) = self.locate(backend, target).await? else {
-                return Ok(self.absent(backend, target, &key));
-            };
-            let name = srv.name.clone();
-            let draining = srv.admin.is_drain() && !srv.admin.is_maint();
-            let view = self.view(backend, srv).await?;
-            let age = if draining { self.drain_age(&key) } else { Duration::ZERO };
-            let a = assess(&view, self.dynamic(), age, escalation);
-            let mut evidence = view.evidence();
-            for note in &notes {
-                evidence.push_str("; ");
-                evidence.push_str(note);
+    /// One step of the drain for a server not in `ready` (see the module docs); `false`
+    /// when nothing was due.
+    async fn advance(&self, backend: &str, key: &str, srv: ServerState) -> Result<bool> {
+        let name = srv.name.clone();
+        let (view, age, a) = self.assess(backend, key, srv).await?;
+        let secs = age.as_secs_f64();
+        match a.step {
+            Step::Nothing => Ok(false),
+            Step::Maint => {
+                self.client
+                    .set_server_state(backend, &name, AdminCommand::Maint)
+                    .await?;
+                info!(backend, server = %name, "drain verified (scur=0 used_cur=0): server set to MAINT");
+                self.note(key, format!("drain verified, set MAINT after {secs:.3}s"));
+                Ok(true)
             }
-            match a.step {
-                Step::Nothing => {
-                    if matches!(
-                        a.state,
-                        TrafficState::Drained | TrafficState::Serving | TrafficState::Registered
-                    ) {
-                        self.forget_drain(&key);
+            Step::Escalate { shutdown } => {
+                let (scur, used_cur) = (view.scur, view.used_cur);
+                let maint = format!("set server {backend}/{name} state maint");
+                if shutdown {
+                    // Remembered before sending: if the call is cut short the sessions may
+                    // be cut all the same, and "forced" must never be missing then.
+                    self.set_forced(
+                        key,
+                        Some(format!(
+                            "sessions were cut at the escalation deadline: `shutdown sessions server {backend}/{name}` \
+                             after {secs:.3}s in DRAIN with scur={scur} used_cur={used_cur} left"
+                        )),
+                    );
+                    let cmds = [maint, format!("shutdown sessions server {backend}/{name}")];
+                    if let Err(e) = self.client.server_commands(backend, &name, &cmds).await {
+                        if !e.is_retryable() {
+                            // HAProxy answered with a refusal: the sessions were not cut.
+                            self.set_forced(key, None);
+                        }
+                        return Err(e.into());
                     }
-                    return Ok(Observation::new(a.state, evidence).with_remaining(a.remaining));
+                } else {
+                    self.client.server_commands(backend, &name, &[maint]).await?;
                 }
-                Step::Maint => {
-                    self.client
-                        .set_server_state(backend, &name, AdminCommand::Maint)
-                        .await?;
-                    info!(backend, server = %name, "drain verified (scur=0 used_cur=0): server set to MAINT");
-                    notes.push(format!("drain verified, set MAINT after {:.3}s", age.as_secs_f64()));
-                }
-                Step::Escalate { shutdown } => {
-                    self.client
-                        .set_server_state(backend, &name, AdminCommand::Maint)
-                        .await?;
-                    if shutdown {
-                        self.client.shutdown_sessions(backend, &name).await?;
-                    }
-                    warn!(backend, server = %name, scur = view.scur, used_cur = view.used_cur, shutdown,
-                        "drain escalated to MAINT after {:.3}s", age.as_secs_f64());
-                    notes.push(format!(
-                        "escalated to MAINT{} after {:.3}s with scur={} used_cur={}",
+                warn!(backend, server = %name, scur, used_cur, shutdown,
+                    "drain escalated to MAINT after {secs:.3}s");
+                self.note(
+                    key,
+                    format!(
+                        "escalated to MAINT{} after {secs:.3}s with scur={scur} used_cur={used_cur}",
                         if shutdown { " + shutdown sessions" } else { "" },
-                        age.as_secs_f64(),
-                        view.scur,
-                        view.used_cur
-                    ));
-                }
-                Step::Delete => match self.client.del_server(backend, &name).await {
-                    Ok(()) | Err(RuntimeError::NoSuchServer { .. }) => {
-                        info!(backend, server = %name, "dynamic server drained and deleted");
-                        self.forget_drain(&key);
-                        return Ok(Observation::new(
-                            TrafficState::Drained,
-                            format!("{evidence}; server deleted"),
-                        ));
-                    }
-                    Err(RuntimeError::ServerBusy { message, .. }) => {
-                        return Ok(Observation::new(
-                            TrafficState::Draining,
-                            format!("{evidence}; del server refused: {message}"),
-                        ));
-                    }
-                    Err(e) => return Err(e.into()),
-                },
+                    ),
+                );
+                Ok(true)
             }
+            Step::Delete => match self.client.del_server(backend, &name).await {
+                Ok(()) | Err(RuntimeError::NoSuchServer { .. }) => {
+                    info!(backend, server = %name, "dynamic server drained and deleted");
+                    self.note(key, "server deleted after its drain was verified in MAINT".into());
+                    Ok(true)
+                }
+                // `ServerBusy` (connections attached) is retryable: the next call tries again.
+                Err(e) => Err(e.into()),
+            },
         }
-        Err(AdapterError::retryable(format!(
-            "server for {} in backend '{backend}' kept changing state while observed",
-            target.addr()
-        )))
     }
 }
 
 /// Whether a server's address is the target's `ip:port`.
 fn same_addr(srv: &ServerState, target: &Target) -> bool {
     srv.port == target.port && srv.addr.parse::<std::net::IpAddr>().is_ok_and(|ip| ip == target.ip)
+}
+
+/// What `observe` adds to the evidence when `deregister` has a step due.
+fn due(step: Step, age: Duration) -> Option<String> {
+    match step {
+        Step::Nothing => None,
+        Step::Maint => Some("idle in DRAIN: MAINT due (deregister)".into()),
+        Step::Escalate { shutdown } => Some(format!(
+            "in DRAIN for {:.3}s with sessions left: escalation to MAINT{} due (deregister)",
+            age.as_secs_f64(),
+            if shutdown { " + shutdown sessions" } else { "" }
+        )),
+        Step::Delete => Some("idle in MAINT: del server due (deregister)".into()),
+    }
 }
 
 /// The commands that put a located server back, or none when it already is.
@@ -322,7 +429,7 @@ impl Adapter for HaproxyAdapter {
                 })?
             }
         };
-        self.forget_drain(&key);
+        self.forget(&key);
         let cmds = restore_commands(&srv, self.dynamic());
         if cmds.is_empty() {
             return Ok(());
@@ -335,29 +442,48 @@ impl Adapter for HaproxyAdapter {
     async fn deregister(&self, target: &Target) -> Result<()> {
         let backend = self.backend(target)?;
         let key = Self::key(backend, target);
-        let Some(srv) = self.locate(backend, target).await? else {
-            self.forget_drain(&key);
-            return Ok(());
-        };
-        if srv.admin.is_maint() {
-            return Ok(());
+        // At most: DRAIN → MAINT, then (dynamic) MAINT → deleted, then one more look.
+        for _ in 0..3 {
+            let Some(srv) = self.locate(backend, target).await? else {
+                return Ok(());
+            };
+            if srv.admin.is_ready() {
+                self.client
+                    .set_server_state(backend, &srv.name, AdminCommand::Drain)
+                    .await?;
+                self.forget(&key);
+                self.drain_age(&key);
+                info!(backend, server = %srv.name, "server set to DRAIN");
+                return Ok(());
+            }
+            if !self.advance(backend, &key, srv).await? {
+                return Ok(());
+            }
         }
-        if srv.admin.is_drain() {
-            // Already draining: let a repeated call advance the drain (maint / escalation).
-            return self.observe_and_advance(backend, target).await.map(drop);
-        }
-        self.client
-            .set_server_state(backend, &srv.name, AdminCommand::Drain)
-            .await?;
-        self.forget_drain(&key);
-        self.drain_age(&key);
-        info!(backend, server = %srv.name, "server set to DRAIN");
         Ok(())
     }
 
     async fn observe(&self, target: &Target) -> Result<Observation> {
         let backend = self.backend(target)?;
-        self.observe_and_advance(backend, target).await
+        let key = Self::key(backend, target);
+        let Some(srv) = self.locate(backend, target).await? else {
+            let obs = Observation::new(
+                TrafficState::Drained,
+                format!("server absent: backend '{backend}' has no server for {}", target.addr()),
+            );
+            return Ok(self.recall(&key, obs));
+        };
+        let (view, age, a) = self.assess(backend, &key, srv).await?;
+        let mut obs = self.recall(
+            &key,
+            Observation::new(a.state, view.evidence()).with_remaining(a.remaining),
+        );
+        if let Some(due) = due(a.step, age) {
+            obs.evidence.push_str("; ");
+            obs.evidence.push_str(&due);
+            obs = obs.advancing();
+        }
+        Ok(obs)
     }
 
     async fn health(&self) -> Result<()> {
@@ -370,5 +496,39 @@ impl Adapter for HaproxyAdapter {
             )));
         }
         Ok(())
+    }
+
+    /// Dynamic mode: the `sluice-<ip>-<port>` servers of the scope's `backend` (a server
+    /// of that name whose address was changed outside Sluice is not listed). Static mode:
+    /// `None` — servers declared in haproxy.cfg are not the adapter's to sweep.
+    async fn list(&self, scope: &BTreeMap<String, String>) -> Result<Option<Vec<Listed>>> {
+        if !self.dynamic() {
+            return Ok(None);
+        }
+        let backend = self.backend_param(scope, &"list scope")?;
+        let servers = self.client.show_servers_state(backend).await?;
+        let stats = self.client.show_stat_servers(backend).await?;
+        let mut listed = Vec::new();
+        for srv in servers {
+            let Ok(ip) = srv.addr.parse::<std::net::IpAddr>() else {
+                continue;
+            };
+            if srv.name != dynamic_server_name(ip, srv.port) {
+                continue;
+            }
+            let row = stats.iter().find(|r| r.svname() == srv.name);
+            listed.push(Listed {
+                ip,
+                port: srv.port,
+                params: BTreeMap::from([("backend".to_string(), backend.to_string())]),
+                evidence: format!(
+                    "server={backend}/{} status={} scur={}",
+                    srv.name,
+                    row.map(|r| r.status()).unwrap_or("?"),
+                    row.map(|r| r.scur()).unwrap_or(0)
+                ),
+            });
+        }
+        Ok(Some(listed))
     }
 }

@@ -1,21 +1,27 @@
 //! The evidence rules, as a pure function: what HAProxy shows for one server → where the
 //! target's traffic stands, and which runtime-API step (if any) the drain needs next.
+//! `observe` reports the state and sets `advance` when the step is not "–"; only
+//! `deregister` takes the step (the engine calls it again at once on `advance`).
 //!
-//! | admin state | sessions (`scur`, `used_cur`) | state | next step |
+//! | admin state | sessions (`scur`, `used_cur`) | state | next step (`deregister`) |
 //! |---|---|---|---|
 //! | (server absent) | – | `Drained` ("server absent") | – |
 //! | maint | any > 0 | `Draining` | – (`maint` does not cut sessions) |
-//! | maint | 0 and 0 | `Drained` | dynamic: `del server` |
-//! | drain | 0 and 0 | `Draining` | `set ... state maint`, then re-verify |
-//! | drain | any > 0, younger than `escalate_after` | `Draining` | – |
+//! | maint | 0 and 0, static | `Drained` | – |
+//! | maint | 0 and 0, dynamic | `Draining` | `del server` (then absent: `Drained`) |
+//! | drain | 0 and 0 | `Draining` | `set ... state maint`, then re-read (dynamic, still idle: `del server`) |
+//! | drain | any > 0, younger than `escalate_after` | `Draining` (`remaining`: time to escalation) | – |
 //! | drain | any > 0, older than `escalate_after` | `Draining` | escalate: `maint` (+ `shutdown sessions`) |
-//! | ready | op state UP | `Serving` | – |
-//! | ready | op state DOWN | `Registered` | – (wait for the health check) |
+//! | ready | op state UP | `Serving` | (`deregister`: `set ... state drain`) |
+//! | ready | op state DOWN | `Registered` | (`deregister`: `set ... state drain`) |
 //!
 //! Idle pooled connections (`idle_cur`) carry no work and are ignored. `Drained` is only
 //! ever reported for a server in `maint` (or absent): once in `maint` HAProxy sends it
 //! nothing, not even sticky clients, so a zero reading there cannot be undone by a
-//! request that slipped in between reading the counters and acting on them.
+//! request that slipped in between reading the counters and acting on them. Whether a
+//! `Drained` target was reached by cutting sessions (escalation with `shutdown sessions`)
+//! is not visible in HAProxy's counters: the adapter remembers it and reports it as
+//! `forced` (see [`crate::adapter`]).
 
 use std::time::Duration;
 
@@ -86,7 +92,7 @@ pub enum Step {
         /// Also cut the remaining sessions.
         shutdown: bool,
     },
-    /// Dynamic server verified drained in `maint`: `del server`.
+    /// Dynamic server idle in `maint`: `del server` (reported `Draining` until it is gone).
     Delete,
 }
 
@@ -124,7 +130,7 @@ pub fn assess(view: &ServerView, dynamic: bool, drain_age: Duration, escalation:
             (true, _) => plain(TrafficState::Draining),
             (false, false) => plain(TrafficState::Drained),
             (false, true) => Assessment {
-                state: TrafficState::Drained,
+                state: TrafficState::Draining,
                 step: Step::Delete,
                 remaining: None,
             },
@@ -204,7 +210,7 @@ mod tests {
         let zero = Duration::ZERO;
         let cases = [
             (view(MAINT, Stopped, 0, 0), false, zero, NEVER, Drained, Step::Nothing),
-            (view(MAINT, Stopped, 0, 0), true, zero, NEVER, Drained, Step::Delete),
+            (view(MAINT, Stopped, 0, 0), true, zero, NEVER, Draining, Step::Delete),
             (view(MAINT, Stopped, 1, 0), true, zero, SOON, Draining, Step::Nothing),
             (
                 view(MAINT | DRAIN, Stopped, 0, 0),

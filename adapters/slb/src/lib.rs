@@ -8,10 +8,11 @@
 //! - [`assess`]: the evidence rules as a pure function.
 //! - [`adapter`]: [`HaproxyAdapter`], the [`sluice_adapter::Adapter`] implementation.
 //!
-//! Drain: `set server B/S state drain` → wait for `scur == 0 && used_cur == 0` → `state
-//! maint` → verify again → `Drained`. Restore: `state drain; health down; state ready` →
-//! wait for the health check to mark it UP → `Serving`. See the crate README for the
-//! reasoning and what was tested against a real HAProxy 2.6.
+//! Drain: `deregister` sets `state drain` → `observe` (read-only) waits for `scur == 0 &&
+//! used_cur == 0` and then says `advance` → `deregister` again sets `state maint` and
+//! verifies again → `observe` reports `Drained`. Restore: `state drain; health down; state
+//! ready` → wait for the health check to mark it UP → `Serving`. See the crate README for
+//! the reasoning and what was tested against a real HAProxy 2.6.
 //!
 //! ```no_run
 //! use sluice_adapter::{Adapter, Target, TrafficState};
@@ -24,8 +25,16 @@
 //! )?;
 //! let lb = HaproxyAdapter::new(config)?;
 //! lb.deregister(&target).await?; // set server web/<srv> state drain
-//! while lb.observe(&target).await?.state != TrafficState::Drained {
-//!     tokio::time::sleep(std::time::Duration::from_millis(10)).await; // the engine polls, with a deadline
+//! loop {
+//!     // The engine polls, with a deadline.
+//!     let obs = lb.observe(&target).await?; // never writes to HAProxy
+//!     if obs.state == TrafficState::Drained {
+//!         break;
+//!     }
+//!     if obs.advance {
+//!         lb.deregister(&target).await?; // idle in DRAIN → MAINT, or the escalation is due
+//!     }
+//!     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
 //! }
 //! # Ok(())
 //! # }

@@ -11,7 +11,7 @@ use sluice_conformance::proxy::FaultyProxy;
 use sluice_conformance::{Options, Targets, ThroughProxy};
 
 struct HaproxySubject {
-    _haproxy: Haproxy,
+    haproxy: Haproxy,
     _pods: Vec<Pod>,
     adapter: Arc<dyn Adapter>,
     port: u16,
@@ -37,6 +37,9 @@ impl Targets for HaproxySubject {
     async fn unknown_target(&self) -> Target {
         target(std::net::Ipv4Addr::new(127, 0, 83, 99), self.port, "web")
     }
+    async fn snapshot(&self) -> Option<String> {
+        Some(self.haproxy.servers_state_snapshot("web").await)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -48,7 +51,7 @@ async fn haproxy_adapter_passes_the_conformance_battery() {
     cfg.timeout = Duration::from_secs(2);
     let adapter: Arc<dyn Adapter> = Arc::new(HaproxyAdapter::new(cfg).expect("valid config"));
     let targets = HaproxySubject {
-        _haproxy: h,
+        haproxy: h,
         _pods: pods,
         adapter,
         port,

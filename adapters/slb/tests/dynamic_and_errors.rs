@@ -81,7 +81,7 @@ async fn dynamic_mode_adds_drains_and_deletes() {
     h.wait_scur("dyn", &name, 1).await;
     a.deregister(&t).await.expect("deregister");
     assert_eq!(a.observe(&t).await.expect("observe").state, TrafficState::Draining);
-    let obs = wait_state(&a, &t, TrafficState::Drained, "dynamic server drained and deleted").await;
+    let obs = drive_drain(&a, &t, "dynamic server drained and deleted").await;
     assert!(obs.evidence.contains("server deleted"), "{}", obs.evidence);
     let resp = tokio::time::timeout(WAIT, held).await.expect("held").expect("join");
     assert_eq!(resp.status, 200);
@@ -225,7 +225,7 @@ async fn tcp_and_unix_endpoints_both_work() {
         let t = target(IP2, port, "web");
         wait_state(&a, &t, TrafficState::Serving, "serving").await;
         a.deregister(&t).await.expect("deregister");
-        wait_state(&a, &t, TrafficState::Drained, "drained").await;
+        drive_drain(&a, &t, "drained").await;
         a.register(&t).await.expect("register");
         wait_state(&a, &t, TrafficState::Serving, "serving again").await;
     }

@@ -66,7 +66,7 @@ async fn drain_waits_for_the_in_flight_request_then_maint() {
     assert_eq!(pods[0].hits(), before);
 
     // Drained only after the held request completed, and within ~100 ms of it.
-    let obs = wait_state(&a, &t, TrafficState::Drained, "Drained after the held request").await;
+    let obs = drive_drain(&a, &t, "Drained after the held request").await;
     let drained_at = Instant::now();
     let (resp, done_at) = tokio::time::timeout(WAIT, held)
         .await
@@ -101,7 +101,7 @@ async fn restore_waits_for_the_health_check() {
     let a = adapter(&h);
     let t = target(IP1, h.pod_port, "web");
     a.deregister(&t).await.expect("deregister");
-    wait_state(&a, &t, TrafficState::Drained, "drained (no traffic)").await;
+    drive_drain(&a, &t, "drained (no traffic)").await;
     assert_eq!(h.status("web", "s1").await, "MAINT");
 
     // The pod restarts: nothing listens on 127.0.83.11 while we register.
@@ -199,7 +199,7 @@ async fn calls_are_idempotent_and_observe_is_read_only() {
     // deregister twice, then drained; deregister again on a drained (MAINT) server.
     a.deregister(&t).await.expect("deregister 1");
     a.deregister(&t).await.expect("deregister 2");
-    wait_state(&a, &t, TrafficState::Drained, "drained").await;
+    drive_drain(&a, &t, "drained").await;
     a.deregister(&t).await.expect("deregister on a drained server");
     assert_eq!(h.status("web", "s1").await, "MAINT");
 
@@ -240,14 +240,27 @@ async fn escalation_cuts_sticky_sessions_after_the_deadline() {
         obs.remaining.is_some_and(|r| r <= Duration::from_millis(300)),
         "{obs:?}"
     );
+    assert!(!obs.advance && obs.forced.is_none(), "nothing due yet: {obs:?}");
 
-    let obs = wait_state(&a, &t, TrafficState::Drained, "Drained after escalation").await;
+    let obs = drive_drain(&a, &t, "Drained after escalation").await;
     let took = t0.elapsed();
     assert!(
         took >= Duration::from_millis(300) && took < Duration::from_secs(2),
         "took {took:?}"
     );
     assert_eq!(h.status("web", "s1").await, "MAINT");
+    // Reached by cutting sessions: reported as forced, never as a verified drain.
+    let forced = obs.forced.clone().unwrap_or_default();
+    assert!(
+        forced.contains("sessions were cut at the escalation deadline")
+            && forced.contains("shutdown sessions server web/s1"),
+        "{obs:?}"
+    );
+    assert!(
+        obs.evidence.contains("escalated to MAINT + shutdown sessions"),
+        "{}",
+        obs.evidence
+    );
     let cut = tokio::time::timeout(WAIT, held)
         .await
         .expect("held request ends")
@@ -260,6 +273,27 @@ async fn escalation_cuts_sticky_sessions_after_the_deadline() {
     // In MAINT even sticky clients go elsewhere.
     assert_ne!(get_once(h.frontend, "/", Some("s1")).await.body, "s1");
     println!("escalation: Drained after {took:?}; {}", obs.evidence);
+
+    // Later observations still say so (and change nothing), until the target is
+    // registered again.
+    let before = h.servers_state_snapshot("web").await;
+    for _ in 0..3 {
+        let again = a.observe(&t).await.expect("observe");
+        assert_eq!(
+            (again.state, again.forced.as_deref()),
+            (TrafficState::Drained, Some(forced.as_str()))
+        );
+    }
+    assert_eq!(h.servers_state_snapshot("web").await, before);
+    a.register(&t).await.expect("register");
+    let serving = wait_state(&a, &t, TrafficState::Serving, "serving again").await;
+    assert!(serving.forced.is_none(), "{serving:?}");
+    a.deregister(&t).await.expect("deregister (no sessions)");
+    let obs = drive_drain(&a, &t, "drained again, without sessions").await;
+    assert!(
+        obs.forced.is_none(),
+        "a drain with no sessions left is verified: {obs:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -275,6 +309,18 @@ async fn escalation_without_shutdown_waits_for_sessions_in_maint() {
     h.wait_scur("web", "s2", 1).await;
     a.deregister(&t).await.expect("deregister");
     tokio::time::sleep(Duration::from_millis(250)).await;
+    // The escalation is due: observe says so and leaves the server in DRAIN ...
+    let before = h.servers_state_snapshot("web").await;
+    let obs = a.observe(&t).await.expect("observe");
+    assert_eq!(obs.state, TrafficState::Draining, "{obs:?}");
+    assert!(
+        obs.advance && obs.evidence.contains("escalation to MAINT due"),
+        "{obs:?}"
+    );
+    assert_eq!(h.servers_state_snapshot("web").await, before);
+    assert_eq!(h.status("web", "s2").await, "DRAIN");
+    // ... and deregister, called again as the engine does on `advance`, escalates.
+    a.deregister(&t).await.expect("deregister (escalation due)");
     let obs = a.observe(&t).await.expect("observe");
     assert_eq!(obs.state, TrafficState::Draining, "{obs:?}");
     assert!(obs.evidence.contains("escalated to MAINT"), "{}", obs.evidence);
@@ -285,8 +331,13 @@ async fn escalation_without_shutdown_waits_for_sessions_in_maint() {
         TrafficState::Draining,
         "MAINT does not cut sessions: {obs:?}"
     );
+    assert!(!obs.advance && obs.forced.is_none(), "{obs:?}");
 
-    wait_state(&a, &t, TrafficState::Drained, "Drained once the session ends").await;
+    let obs = drive_drain(&a, &t, "Drained once the session ends").await;
+    assert!(
+        obs.forced.is_none(),
+        "MAINT without shutdown lets the session end on its own: {obs:?}"
+    );
     let resp = tokio::time::timeout(WAIT, held)
         .await
         .expect("held request")

@@ -6,8 +6,18 @@
 //! The battery checks the guarantees of the `sluice_adapter::Adapter` contract:
 //! 1. `deregister` of a never-registered target succeeds and observes as `Drained`.
 //! 2. `register` is idempotent and the target observes `Serving`.
-//! 3. `deregister` is idempotent and the target observes `Drained` in the end.
-//! 4. `observe` has no side effects (repeated observations agree).
+//! 3. `deregister` is idempotent and the target observes `Drained` in the end, driven as
+//!    the engine drives a drain (`deregister` again whenever an observation says
+//!    `advance`, see `sluice_adapter::testing::try_drive_drain`); once `Drained`, another
+//!    `deregister` keeps it `Drained` with `observe` alone.
+//! 4. `observe` has no side effects: the backend's [`Subject::snapshot`] is the same before
+//!    and after several observations of a serving target, and of a target right after
+//!    `deregister` (for HAProxy: a server idle in DRAIN, the case where an `observe` that
+//!    advanced the drain itself would set MAINT); and the `deregister` in between must
+//!    change it (a snapshot that cannot see the target cannot show side effects either).
+//!    The observations of the serving target all say `Serving`, those of the deregistered
+//!    one never move back towards serving, and `advance` only comes with `Draining`. A
+//!    subject without a snapshot gets only these observation comparisons.
 //! 5. restore after drain works.
 //! 6. a call cancelled mid-flight (its future dropped) can be retried to completion.
 //! 7. backend down: calls fail *within their deadline* with a retryable error; `health`
@@ -40,6 +50,15 @@ pub trait Subject: Send + Sync {
     /// Makes every backend call take at least `delay` (zero: back to normal). `false`: this
     /// subject cannot.
     async fn backend_slow(&self, delay: Duration) -> bool;
+    /// What the backend holds right now for the targets this subject hands out, read
+    /// *around* the adapter (e.g. HAProxy's `show servers state <backend>` without its
+    /// ticking columns, a zone transfer, the keys under a registry prefix), for the check
+    /// that `observe` changes nothing. Equal texts mean an unchanged backend; taking a
+    /// serving target out with `deregister` must change it. `None`: this subject cannot
+    /// read its backend; the check then only compares observations.
+    async fn snapshot(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The part of a subject that is about the adapter: most subjects reach their backend over
@@ -51,6 +70,10 @@ pub trait Targets: Send + Sync {
     async fn serving_target(&self) -> Target;
     /// A target the backend has never known.
     async fn unknown_target(&self) -> Target;
+    /// See [`Subject::snapshot`].
+    async fn snapshot(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A subject whose backend sits behind a [`proxy::FaultyProxy`].
@@ -80,6 +103,9 @@ impl<T: Targets> Subject for ThroughProxy<T> {
     async fn backend_slow(&self, delay: Duration) -> bool {
         self.proxy.set_delay(delay);
         true
+    }
+    async fn snapshot(&self) -> Option<String> {
+        self.targets.snapshot().await
     }
 }
 
@@ -195,6 +221,15 @@ async fn reach(adapter: &dyn Adapter, t: &Target, want: TrafficState, opts: &Opt
     ))
 }
 
+/// Drives a drain until `Drained` as the engine does (`deregister` again on `advance`,
+/// on a target seen serving or registered, and after a retryable observe error), within
+/// `settle`.
+async fn drain(adapter: &dyn Adapter, t: &Target, opts: &Options) -> CheckResult {
+    sluice_adapter::testing::try_drive_drain(adapter, t, opts.settle, "drain")
+        .await
+        .map(drop)
+}
+
 async fn check_unknown(s: &dyn Subject, o: &Options) -> CheckResult {
     let a = s.adapter();
     let t = s.unknown_target().await;
@@ -216,22 +251,92 @@ async fn check_deregister_idempotent(s: &dyn Subject, o: &Options) -> CheckResul
     reach(a.as_ref(), &t, TrafficState::Serving, o).await?;
     ok(o, "deregister", a.deregister(&t)).await?;
     ok(o, "deregister again", a.deregister(&t)).await?;
-    reach(a.as_ref(), &t, TrafficState::Drained, o).await?;
+    drain(a.as_ref(), &t, o).await?;
     ok(o, "deregister after drained", a.deregister(&t)).await?;
     reach(a.as_ref(), &t, TrafficState::Drained, o).await
+}
+
+/// How far from drained a state is; observing alone must never make it grow.
+fn distance(state: TrafficState) -> u8 {
+    match state {
+        TrafficState::Drained => 0,
+        TrafficState::Draining => 1,
+        TrafficState::Registered | TrafficState::Serving => 2,
+    }
+}
+
+/// Observes `t` five times, 20 ms apart, and checks the backend snapshot did not change.
+/// Returns the observations and the snapshot.
+async fn observe_unchanged(
+    s: &dyn Subject,
+    t: &Target,
+    o: &Options,
+    what: &str,
+) -> Result<(Vec<sluice_adapter::Observation>, Option<String>), String> {
+    let a = s.adapter();
+    let before = s.snapshot().await;
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let obs = bounded(o, "observe", a.observe(t))
+            .await?
+            .map_err(|e| format!("observe ({what}): {e}"))?;
+        seen.push(obs);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if let Some(before) = &before {
+        let after = s
+            .snapshot()
+            .await
+            .ok_or_else(|| format!("the subject's snapshot went away while observing ({what})"))?;
+        if &after != before {
+            return Err(format!(
+                "observing {} ({what}) changed the backend:\n--- before\n{before}\n--- after\n{after}\n\
+                 --- observations: {seen:?}",
+                t.addr()
+            ));
+        }
+    }
+    Ok((seen, before))
 }
 
 async fn check_observe_pure(s: &dyn Subject, o: &Options) -> CheckResult {
     let a = s.adapter();
     let t = s.serving_target().await;
     reach(a.as_ref(), &t, TrafficState::Serving, o).await?;
-    for i in 0..3 {
-        let obs = bounded(o, "observe", a.observe(&t))
-            .await?
-            .map_err(|e| format!("observe: {e}"))?;
+    let (seen, serving) = observe_unchanged(s, &t, o, "serving").await?;
+    for (i, obs) in seen.into_iter().enumerate() {
         if obs.state != TrafficState::Serving {
             return Err(format!(
                 "observation {i} of a serving target changed to {:?} ({})",
+                obs.state, obs.evidence
+            ));
+        }
+    }
+    // Right after deregister: nothing holds the target's traffic in this battery, so a
+    // drain that completes in steps has its next step due (HAProxy: idle in DRAIN).
+    ok(o, "deregister", a.deregister(&t)).await?;
+    let (seen, deregistered) = observe_unchanged(s, &t, o, "deregistered").await?;
+    if let (Some(serving), Some(deregistered)) = (&serving, &deregistered) {
+        if serving == deregistered {
+            return Err(format!(
+                "the subject's snapshot did not change when deregister took {} out, so it cannot show what \
+                 observe changes either:\n{serving}",
+                t.addr()
+            ));
+        }
+    }
+    let mut closest = u8::MAX;
+    for (i, obs) in seen.iter().enumerate() {
+        if distance(obs.state) > closest {
+            return Err(format!(
+                "observation {i} of a deregistered target moved back to {:?} ({}) after {:?}",
+                obs.state, obs.evidence, seen
+            ));
+        }
+        closest = closest.min(distance(obs.state));
+        if obs.advance && obs.state != TrafficState::Draining {
+            return Err(format!(
+                "observation {i} says advance in state {:?} ({}); advance is only for Draining",
                 obs.state, obs.evidence
             ));
         }
@@ -243,7 +348,7 @@ async fn check_restore(s: &dyn Subject, o: &Options) -> CheckResult {
     let a = s.adapter();
     let t = s.serving_target().await;
     ok(o, "deregister", a.deregister(&t)).await?;
-    reach(a.as_ref(), &t, TrafficState::Drained, o).await?;
+    drain(a.as_ref(), &t, o).await?;
     ok(o, "register", a.register(&t)).await?;
     reach(a.as_ref(), &t, TrafficState::Serving, o).await
 }
@@ -257,7 +362,7 @@ async fn check_cancellation(s: &dyn Subject, o: &Options) -> CheckResult {
         let _ = tokio::time::timeout(cut, a.deregister(&t)).await;
     }
     ok(o, "deregister retried after cancellation", a.deregister(&t)).await?;
-    reach(a.as_ref(), &t, TrafficState::Drained, o).await?;
+    drain(a.as_ref(), &t, o).await?;
     for cut in [Duration::ZERO, Duration::from_micros(200), Duration::from_millis(2)] {
         let _ = tokio::time::timeout(cut, a.register(&t)).await;
     }

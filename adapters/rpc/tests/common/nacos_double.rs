@@ -147,6 +147,18 @@ impl NacosDouble {
         })
     }
 
+    /// Every service's instances as the double holds them, one per line (for "nothing
+    /// changed" comparisons; the request log is not part of it).
+    pub fn instances_snapshot(&self) -> String {
+        self.with(|s| {
+            s.services
+                .iter()
+                .flat_map(|(service, list)| list.iter().map(move |i| format!("{service} {i:?}")))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+    }
+
     /// Changes an instance outside the adapter (an operator in the console).
     pub fn edit(&self, service: &str, ip: &str, port: u16, f: impl FnOnce(&mut Instance)) {
         self.with(|s| {

@@ -185,6 +185,13 @@ impl Haproxy {
             .unwrap_or_default()
     }
 
+    /// `show servers state <backend>` without what changes on its own (see
+    /// [`stable_servers_state`]): equal snapshots mean nothing was changed.
+    pub async fn servers_state_snapshot(&self, backend: &str) -> String {
+        let out = self.cmd(&format!("show servers state {backend}")).await;
+        stable_servers_state(&out).unwrap_or_else(|e| panic!("show servers state {backend}: {e}\n{out}"))
+    }
+
     /// Waits until `backend/server` has at least `n` current sessions.
     pub async fn wait_scur(&self, backend: &str, server: &str, n: u64) {
         tokio::time::timeout(WAIT, async {
@@ -212,16 +219,63 @@ impl Drop for Haproxy {
     }
 }
 
+/// Columns of `show servers state` that change on their own: the time since the last
+/// change ticks, and the last health check's outcome (`srv_check_status`,
+/// `srv_check_result`, `srv_check_health`) moves with every check that runs (e.g. `INI`
+/// → `L4OK` after a server's first check). A forced `health up|down` still shows in
+/// `srv_op_state`, which is kept.
+pub const VOLATILE_STATE_COLUMNS: [&str; 4] = [
+    "srv_time_since_last_change",
+    "srv_check_status",
+    "srv_check_result",
+    "srv_check_health",
+];
+
+/// `show servers state` output reduced to what only a runtime-API write changes: one line
+/// per server, `column=value` for every column but [`VOLATILE_STATE_COLUMNS`], with the
+/// "check in progress" bit (`0x1`) of `srv_check_state` and `srv_agent_state` cleared (it
+/// flips while a check runs).
+pub fn stable_servers_state(text: &str) -> Result<String, String> {
+    let rows = crate::parse::parse_servers_state(text)?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            row.fields
+                .iter()
+                .filter(|(column, _)| !VOLATILE_STATE_COLUMNS.contains(&column.as_str()))
+                .map(|(column, value)| match column.as_str() {
+                    "srv_check_state" | "srv_agent_state" => {
+                        let masked = value
+                            .parse::<u32>()
+                            .map_or_else(|_| value.clone(), |v| (v & !1).to_string());
+                        format!("{column}={masked}")
+                    }
+                    _ => format!("{column}={value}"),
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
 /// A target for `ip:port` in `backend`.
 pub fn target(ip: Ipv4Addr, port: u16, backend: &str) -> Target {
     sluice_adapter::testing::target(ip, port, &[("backend", backend)])
 }
 
-/// Polls `observe` every 5 ms until it reports `state`; returns that observation.
+/// Polls `observe` every 5 ms until it reports `state`; returns that observation. It never
+/// calls `deregister`: a drain needs [`drive_drain`].
 pub async fn wait_state(adapter: &dyn Adapter, t: &Target, state: TrafficState, what: &str) -> Observation {
     sluice_adapter::testing::wait_state(adapter, t, state, WAIT, what)
         .await
         .observation
+}
+
+/// Drives a drain as the engine does (observe every 5 ms, `deregister` again on `advance`)
+/// until `Drained`, within [`WAIT`]; returns that observation.
+pub async fn drive_drain(adapter: &dyn Adapter, t: &Target, what: &str) -> Observation {
+    sluice_adapter::testing::drive_drain(adapter, t, WAIT, what).await
 }
 
 // Pod addresses: all of 127.0.0.0/8 is loopback on Linux. A block of their own keeps these
