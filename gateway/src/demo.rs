@@ -6,6 +6,7 @@
 //! With `--no-sluice` the same rollout runs without Sluice (no drain, no gate): the
 //! failures that shows are what Sluice prevents.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -165,6 +166,8 @@ async fn start_backends(ips: &[IpAddr]) -> anyhow::Result<(u16, Vec<SocketAddr>,
 struct Haproxy {
     child: std::process::Child,
     socket: PathBuf,
+    bin: PathBuf,
+    frontend: u16,
 }
 
 impl Drop for Haproxy {
@@ -181,17 +184,29 @@ async fn start_haproxy(
     pods: &[SocketAddr],
 ) -> anyhow::Result<Haproxy> {
     let socket = dir.join("haproxy.sock");
-    let servers: String = pods
-        .iter()
-        .enumerate()
-        .map(|(i, a)| format!("  server web-{} {a} check inter 100 rise 2 fall 2\n", i + 1))
-        .collect();
+    let servers = |backend: &str, extra: &str| -> String {
+        pods.iter()
+            .enumerate()
+            .map(|(i, a)| {
+                format!(
+                    "  server {backend}-{} {a} check inter 100 rise 2 fall 2{extra}\n",
+                    i + 1
+                )
+            })
+            .collect()
+    };
+    // `web` takes the traffic; `web2` declares the same pods in MAINT (a binding can be
+    // edited to move them there); `dyn` starts empty, for dynamic servers.
     let cfg = format!(
         "global\n  stats socket {sock} mode 600 level admin\n  stats timeout 2m\n\
          defaults\n  mode http\n  timeout connect 1s\n  timeout client 30s\n  timeout server 30s\n  retries 0\n\
          frontend fe\n  bind 127.0.0.1:{frontend}\n  default_backend web\n\
-         backend web\n  balance roundrobin\n  option httpchk GET /healthz\n{servers}",
-        sock = socket.display()
+         backend web\n  balance roundrobin\n  option httpchk GET /healthz\n{web}\
+         backend web2\n  balance roundrobin\n  option httpchk GET /healthz\n{web2}\
+         backend dyn\n  balance roundrobin\n  option httpchk GET /healthz\n",
+        sock = socket.display(),
+        web = servers("web", ""),
+        web2 = servers("web2", " disabled"),
     );
     let path = dir.join("haproxy.cfg");
     std::fs::write(&path, cfg)?;
@@ -202,7 +217,12 @@ async fn start_haproxy(
         .stderr(std::process::Stdio::null())
         .spawn()
         .context("starting haproxy")?;
-    let hp = Haproxy { child, socket };
+    let hp = Haproxy {
+        child,
+        socket,
+        bin: bin.clone(),
+        frontend,
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
     while tokio::net::UnixStream::connect(&hp.socket).await.is_err() {
         if Instant::now() > deadline {
@@ -454,11 +474,67 @@ impl Stage {
     }
 
     pub async fn start_gateway(&self) -> anyhow::Result<Gateway> {
+        // Tests that set RUST_LOG see the gateway's logs.
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
+        }
         let gw = Gateway::start(self.gateway_config()?).await?;
         tokio::time::timeout(Duration::from_secs(30), gw.wait_ready())
             .await
             .context("gateway readiness")?;
         Ok(gw)
+    }
+
+    /// HAProxy's runtime API.
+    pub fn haproxy(&self) -> sluice_adapter_slb::RuntimeClient {
+        sluice_adapter_slb::RuntimeClient::new(
+            sluice_adapter_slb::Endpoint::Unix(self.haproxy.socket.clone()),
+            Duration::from_secs(2),
+        )
+    }
+
+    /// The servers of a backend as HAProxy shows them: name → (`ip:port`, `show stat`
+    /// status such as `UP`, `DRAIN`, `MAINT`, `DOWN 1/2`, current sessions).
+    pub async fn servers(&self, backend: &str) -> anyhow::Result<BTreeMap<String, (String, String, u64)>> {
+        let rt = self.haproxy();
+        let states = rt.show_servers_state(backend).await?;
+        let stats = rt.show_stat_servers(backend).await?;
+        Ok(states
+            .into_iter()
+            .map(|st| {
+                let row = stats.iter().find(|r| r.svname() == st.name);
+                let status = row.map(|r| r.status().to_string()).unwrap_or_default();
+                let scur = row.map(|r| r.scur()).unwrap_or(0);
+                (st.name.clone(), (format!("{}:{}", st.addr, st.port), status, scur))
+            })
+            .collect())
+    }
+
+    /// The `show stat` status of pod `i`'s server in `backend` (`None`: no such server).
+    pub async fn status_in(&self, backend: &str, i: usize) -> anyhow::Result<Option<String>> {
+        let addr = SocketAddr::new(self.ips[i], self.port).to_string();
+        Ok(self
+            .servers(backend)
+            .await?
+            .into_values()
+            .find(|(a, _, _)| *a == addr)
+            .map(|(_, status, _)| status))
+    }
+
+    /// Stops HAProxy and starts it again from its configuration, as a reload without a
+    /// server-state file does: every runtime change (dynamic servers, states) is lost.
+    pub async fn restart_haproxy(&mut self) -> anyhow::Result<()> {
+        let bin = self.haproxy.bin.clone();
+        let frontend = self.haproxy.frontend;
+        let _ = self.haproxy.child.kill();
+        let _ = self.haproxy.child.wait();
+        let _ = std::fs::remove_file(&self.haproxy.socket);
+        let addrs: Vec<SocketAddr> = self.ips.iter().map(|ip| SocketAddr::new(*ip, self.port)).collect();
+        self.haproxy = start_haproxy(&bin, &self.dir, frontend, &addrs).await?;
+        Ok(())
     }
 
     pub async fn get(&self, i: usize) -> anyhow::Result<Pod> {

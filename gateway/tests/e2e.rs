@@ -50,16 +50,27 @@ async fn pod_carries_the_contract_through_drain_and_restore() {
     let gw = stage.start_gateway().await.expect("gateway");
     stage.wait_ready(0, T).await.expect("restored at start");
     let p = stage.pods.get("web-1").await.unwrap();
+    // The ledger guard went on with the record, before the register; the kind's finalizer
+    // once the traffic was verified serving.
     assert_eq!(
         p.metadata.finalizers.clone().unwrap_or_default(),
-        vec!["sluice.dev/slb".to_string()]
+        vec!["sluice.dev/ledger".to_string(), "sluice.dev/slb".to_string()]
     );
     assert_eq!(gate(&p).as_deref(), Some("True"));
+    let ledger: serde_json::Value =
+        serde_json::from_str(&p.metadata.annotations.clone().unwrap_or_default()["sluice.dev/registrations"])
+            .expect("the ledger is JSON");
+    assert_eq!(
+        ledger,
+        json!([{"adapter": "haproxy", "kind": "slb", "params": {"backend": "web"},
+                "ip": stage.ips[0].to_string(), "port": stage.port, "binding": "web"}]),
+        "the ledger records where the pod is registered"
+    );
     // The summary is written once the worker sees the converged state, just after the gate.
     wait_status(&stage.pods, "web-1", "serving").await;
 
     // Another controller's finalizer is never touched.
-    let other = json!({"metadata": {"finalizers": ["sluice.dev/slb", "example.com/keep"]}});
+    let other = json!({"metadata": {"finalizers": ["sluice.dev/ledger", "sluice.dev/slb", "example.com/keep"]}});
     stage
         .pods
         .patch("web-1", &PatchParams::default(), &Patch::Merge(&other))
@@ -79,6 +90,12 @@ async fn pod_carries_the_contract_through_drain_and_restore() {
         p.metadata.finalizers.clone().unwrap_or_default(),
         vec!["example.com/keep".to_string()]
     );
+    assert_eq!(
+        p.metadata.annotations.clone().unwrap_or_default()["sluice.dev/registrations"],
+        "[]",
+        "every entry went with its verified drain"
+    );
+    assert_eq!(stage.status_in("web", 0).await.unwrap().as_deref(), Some("MAINT"));
     assert_eq!(gate(&p).as_deref(), Some("False"));
     let status = wait_status(&stage.pods, "web-1", "drained").await;
     assert!(status["drainStartedAt"].is_string(), "{status}");
@@ -231,36 +248,48 @@ async fn invalid_binding_is_reported_not_fatal() {
         .expect("pods still restored through the valid binding");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn disruption_budget_drains_one_at_a_time() {
-    let stage = Stage::new(2, true).await.expect("stage");
-    let _gw = stage.start_gateway().await.expect("gateway");
-    stage.wait_ready(0, T).await.unwrap();
-    stage.wait_ready(1, T).await.unwrap();
-    // Hold a session on every server so drains take a while.
+/// Drives two bound pods through a drain each while sampling, every 10 ms, both the
+/// pods' gates and HAProxy's own view (servers in DRAIN or MAINT): `maxUnavailable: 1`
+/// means never two pods out of traffic at once, from the backend's side too — the second
+/// drain starts only once the first pod serves again.
+async fn two_drains_never_overlap(stage: &Stage) {
     let held = hold_requests(stage.frontend, 6, 1200).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    stage.set_kruise_state(0, "PreparingDelete").await.unwrap();
-    stage.set_kruise_state(1, "PreparingDelete").await.unwrap();
+    stage.set_kruise_state(0, "PreparingUpdate").await.unwrap();
+    stage.set_kruise_state(1, "PreparingUpdate").await.unwrap();
     let mut saw_waiting = false;
-    within("both drains", async {
+    let mut restored_first = None;
+    let mut drained = [false, false];
+    within("both drains, one after the other", async {
         loop {
-            let states: Vec<(Option<String>, String)> =
-                futures::future::join_all(["web-1", "web-2"].map(|n| stage.pods.get(n)))
-                    .await
-                    .into_iter()
-                    .map(|p| {
-                        let p = p.unwrap();
-                        (gate(&p), sluice_state(&p))
-                    })
-                    .collect();
-            let draining = states.iter().filter(|(_, s)| s == "draining").count();
-            assert!(draining <= 1, "maxDraining 1 is respected: {states:?}");
-            if states.iter().any(|(_, s)| s == "waiting-for-budget") {
-                saw_waiting = true;
+            let mut out = 0;
+            for (i, done) in drained.iter_mut().enumerate() {
+                let p = stage.get(i).await.unwrap();
+                let state = sluice_state(&p);
+                if gate(&p).as_deref() == Some("False") {
+                    out += 1;
+                }
+                saw_waiting |= state == "waiting-for-budget";
+                *done |= state == "drained";
             }
-            if states.iter().all(|(_, s)| s == "drained") {
-                break;
+            let servers = stage.servers("web").await.unwrap();
+            let out_in_haproxy = servers
+                .values()
+                .filter(|(_, status, _)| status.starts_with("DRAIN") || status.starts_with("MAINT"))
+                .count();
+            assert!(out <= 1, "maxUnavailable 1: {out} pods have their gate False");
+            assert!(out_in_haproxy <= 1, "maxUnavailable 1, seen from HAProxy: {servers:?}");
+            // The first drained pod is updated and restored; only then may the other go.
+            if restored_first.is_none() {
+                if let Some(i) = (0..2).find(|i| drained[*i]) {
+                    stage.set_kruise_state(i, "Updated").await.unwrap();
+                    restored_first = Some(i);
+                }
+            }
+            if let Some(first) = restored_first {
+                if drained[1 - first] {
+                    break;
+                }
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -268,8 +297,23 @@ async fn disruption_budget_drains_one_at_a_time() {
     .await;
     assert!(saw_waiting, "the second pod waited for the budget");
     for h in held {
-        assert_eq!(h.await.unwrap().expect("in-flight requests complete"), 200);
+        assert_eq!(
+            within("a held request", h)
+                .await
+                .unwrap()
+                .expect("in-flight requests complete"),
+            200
+        );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disruption_budget_bounds_pods_out_of_traffic() {
+    let stage = Stage::new(2, true).await.expect("stage");
+    let _gw = stage.start_gateway().await.expect("gateway");
+    stage.wait_ready(0, T).await.unwrap();
+    stage.wait_ready(1, T).await.unwrap();
+    two_drains_never_overlap(&stage).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -316,35 +360,7 @@ async fn two_clusters_share_one_disruption_budget() {
     assert_eq!(gw.engine.clusters.len(), 2);
     stage.wait_ready(0, T).await.expect("pod in demo restored");
     stage.wait_ready(1, T).await.expect("pod in west restored");
-    let held = hold_requests(stage.frontend, 6, 1000).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    stage.set_kruise_state(0, "PreparingDelete").await.unwrap();
-    stage.set_kruise_state(1, "PreparingDelete").await.unwrap();
-    let mut max_draining = 0;
-    within("both drains, one cluster at a time", async {
-        loop {
-            let mut draining = 0;
-            let mut drained = 0;
-            for i in 0..2 {
-                let p = stage.get(i).await.unwrap();
-                match sluice_state(&p).as_str() {
-                    "draining" => draining += 1,
-                    "drained" => drained += 1,
-                    _ => {}
-                }
-            }
-            max_draining = max_draining.max(draining);
-            if drained == 2 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-    assert_eq!(max_draining, 1, "maxDraining 1 is counted across clusters");
-    for h in held {
-        assert_eq!(h.await.unwrap().expect("in-flight requests complete"), 200);
-    }
+    two_drains_never_overlap(&stage).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -534,32 +550,50 @@ async fn readiness_waits_for_every_clusters_first_sync() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deleted_binding_still_drains_the_pods_it_registered() {
+async fn a_deleted_binding_takes_its_pods_out_of_its_targets_on_evidence() {
     use kube::api::DeleteParams;
     let stage = Stage::new(2, true).await.expect("stage");
     let _gw = stage.start_gateway().await.expect("gateway");
     stage.wait_ready(0, T).await.unwrap();
     stage.wait_ready(1, T).await.unwrap();
+    // Sessions on both servers: the drain that follows the deletion waits for them.
+    let held = hold_requests(stage.frontend, 4, 1000).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let bindings: Api<sluice::binding::TrafficBinding> = Api::namespaced(stage.client.clone(), "default");
     bindings.delete("web", &DeleteParams::default()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    // Deleting the binding takes nothing out: the pods keep serving, finalizer and gate.
-    let p = stage.get(0).await.unwrap();
-    assert!(p
-        .metadata
-        .finalizers
-        .unwrap_or_default()
-        .contains(&"sluice.dev/slb".to_string()));
-    assert_eq!(gate(&stage.get(0).await.unwrap()).as_deref(), Some("True"));
-    // Its traffic is still registered in HAProxy, so a drain goes through the binding it was
-    // registered by, and ends on verified evidence, not blocked.
-    stage.set_kruise_state(0, "PreparingDelete").await.unwrap();
-    stage
-        .wait_drained(0, T)
-        .await
-        .expect("drained through the binding that registered it");
-    let status = wait_status(&stage.pods, "web-1", "drained").await;
-    assert!(status.get("blocked").is_none(), "{status}");
+    // The ledger knows where the pods are registered: each is drained from there, and its
+    // record, finalizer and guard go only once HAProxy shows it idle in MAINT.
+    for i in 0..2 {
+        stage
+            .wait_drained(i, T)
+            .await
+            .expect("drained from the deleted binding's targets");
+        assert_eq!(stage.status_in("web", i).await.unwrap().as_deref(), Some("MAINT"));
+    }
+    for h in held {
+        assert_eq!(
+            within("a held request", h)
+                .await
+                .unwrap()
+                .expect("in-flight requests complete"),
+            200,
+            "nothing cut"
+        );
+    }
+    let events: Api<CoreEvent> = Api::namespaced(stage.client.clone(), "default");
+    within("the TrafficMoved event", async {
+        loop {
+            let evs = events
+                .list(&ListParams::default().fields("involvedObject.name=web-1"))
+                .await
+                .unwrap();
+            if evs.items.iter().any(|e| e.reason.as_deref() == Some("TrafficMoved")) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

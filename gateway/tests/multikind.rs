@@ -3,6 +3,7 @@
 //! Restore adds the three finalizers only once each kind is verified serving; a drain
 //! removes each only once its own evidence says the traffic is gone.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -18,6 +19,10 @@ use sluice_adapter_rpc::testing::EtcdServer;
 mod support;
 use support::*;
 
+/// The TTL of the pod's DNS record: far longer than the etcd settle window (0.3 s), so
+/// the DNS finalizer must outlast the others.
+const DNS_TTL: u64 = 3;
+
 fn finalizers(p: &Pod) -> Vec<String> {
     let mut f = p.metadata.finalizers.clone().unwrap_or_default();
     f.sort();
@@ -29,7 +34,7 @@ async fn one_pod_drains_and_restores_across_slb_dns_and_rpc() {
     let stage = Stage::new(1, true).await.expect("stage");
     let ip = stage.ips[0].to_string();
     // Another address stays in the name, so the drain never empties it.
-    let bind = Bind::start(vec![Zone::new("example.test", 1, &["www IN A 10.9.9.9"])]).await;
+    let bind = Bind::start(vec![Zone::new("example.test", DNS_TTL as u32, &["www IN A 10.9.9.9"])]).await;
     let etcd = tokio::time::timeout(T, EtcdServer::start())
         .await
         .expect("etcd starts")
@@ -56,7 +61,7 @@ async fn one_pod_drains_and_restores_across_slb_dns_and_rpc() {
         servers.push(s.addr.to_string());
     }
     let more = format!(
-        "- kind: rfc2136\n  name: corp-dns\n  primary: {}\n  zones: [example.test]\n  servers: [{}]\n  tsigKeyFile: {}\n  ttl: 1\n\
+        "- kind: rfc2136\n  name: corp-dns\n  primary: {}\n  zones: [example.test]\n  servers: [{}]\n  tsigKeyFile: {}\n  ttl: {DNS_TTL}\n\
          - kind: etcd\n  name: registry\n  endpoints: [{}]\n  preset: grpc-go\n  prefix: services/\n  settleSeconds: 0.3\n",
         bind.primary.addr,
         servers.join(", "),
@@ -74,7 +79,12 @@ async fn one_pod_drains_and_restores_across_slb_dns_and_rpc() {
     let p = stage.get(0).await.unwrap();
     assert_eq!(
         finalizers(&p),
-        vec!["sluice.dev/dns", "sluice.dev/rpc", "sluice.dev/slb"]
+        vec![
+            "sluice.dev/dns",
+            "sluice.dev/ledger",
+            "sluice.dev/rpc",
+            "sluice.dev/slb"
+        ]
     );
     let primary = bind.primary.addr;
     assert!(dig(primary, "www.example.test", "A").contains(&ip), "registered in DNS");
@@ -86,13 +96,55 @@ async fn one_pod_drains_and_restores_across_slb_dns_and_rpc() {
         "registered in etcd"
     );
 
-    // Drain: each finalizer goes only with its own evidence.
+    // Drain: each finalizer goes only with its own evidence. Every finalizer change is
+    // recorded, with when the primary stopped answering the pod's address.
     let drain = json!({"metadata": {"annotations": {"sluice.dev/desired": "drained"}}});
     stage
         .pods
         .patch("web-1", &PatchParams::default(), &Patch::Merge(&drain))
         .await
         .unwrap();
+    let start = std::time::Instant::now();
+    let mut gone_at: BTreeMap<String, Duration> = BTreeMap::new();
+    let mut dns_left_primary = None;
+    within("every finalizer to go", async {
+        loop {
+            let p = stage.get(0).await.unwrap();
+            let now = finalizers(&p);
+            for kind in ["slb", "rpc", "dns", "ledger"] {
+                let f = format!("sluice.dev/{kind}");
+                if !now.contains(&f) && !gone_at.contains_key(kind) {
+                    gone_at.insert(kind.to_string(), start.elapsed());
+                    if kind == "slb" || kind == "rpc" {
+                        assert!(
+                            now.contains(&"sluice.dev/dns".to_string()),
+                            "{kind} goes on its own evidence, while DNS still waits out its TTL: {now:?}"
+                        );
+                    }
+                }
+            }
+            if dns_left_primary.is_none() && !dig(primary, "www.example.test", "A").contains(&ip) {
+                dns_left_primary = Some(start.elapsed());
+            }
+            if gone_at.len() == 4 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let left = dns_left_primary.expect("the primary stopped answering the address");
+    let dns_gone = gone_at["dns"];
+    assert!(
+        dns_gone + Duration::from_millis(300) >= left + Duration::from_secs(DNS_TTL),
+        "sluice.dev/dns went {dns_gone:?} after the drain began, but the primary only stopped answering at {left:?}: \
+         caches may hold the record for its {DNS_TTL} s TTL"
+    );
+    assert!(gone_at["slb"] < dns_gone && gone_at["rpc"] < dns_gone, "{gone_at:?}");
+    assert!(
+        gone_at["ledger"] >= dns_gone,
+        "the guard goes with the last entry: {gone_at:?}"
+    );
     stage.wait_drained(0, T).await.expect("drained everywhere");
     assert!(
         !dig(primary, "www.example.test", "A").contains(&ip),

@@ -51,7 +51,7 @@ async fn spawn_gateway(config: &std::path::Path, health: std::net::SocketAddr) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_drain_then_restart_completes_the_drain() {
-    let stage = Stage::new(2, true).await.expect("stage");
+    let mut stage = Stage::new(2, true).await.expect("stage");
     let health = free_addr();
     let config = stage.dir.join("sluice.yaml");
     std::fs::write(&config, stage.gateway_config_text(health)).unwrap();
@@ -75,15 +75,33 @@ async fn sigkill_mid_drain_then_restart_completes_the_drain() {
     );
 
     let _gw = spawn_gateway(&config, health).await;
-    stage
-        .wait_drained(0, T)
-        .await
-        .expect("the restarted process completes the drain");
+    // The pod's server stops the moment the finalizer goes, as the workload controller
+    // would stop it: a request the pod still held then would fail.
+    within("the restarted process to remove the finalizer", async {
+        loop {
+            let p = stage.pods.get("web-1").await.unwrap();
+            if !p
+                .metadata
+                .finalizers
+                .unwrap_or_default()
+                .iter()
+                .any(|f| f.starts_with("sluice.dev/"))
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    stage.backends[0].take();
     for h in held {
         assert_eq!(
-            h.await.unwrap().expect("in-flight request completes"),
+            within("a held request", h)
+                .await
+                .unwrap()
+                .expect("in-flight request completes"),
             200,
-            "nothing lost"
+            "nothing lost: the finalizer went only after the pod's last request"
         );
     }
 }
@@ -110,7 +128,16 @@ async fn kubectl_shows_the_pod_contract() {
     stage.wait_ready(0, T).await.unwrap();
     let yaml = kubectl(&stage.kubeconfig, &["get", "pod", "web-1", "-o", "yaml"]);
     let v: serde_json::Value = serde_yaml::from_str(&yaml).unwrap();
-    assert_eq!(v["metadata"]["finalizers"], serde_json::json!(["sluice.dev/slb"]));
+    assert_eq!(
+        v["metadata"]["finalizers"],
+        serde_json::json!(["sluice.dev/ledger", "sluice.dev/slb"])
+    );
+    assert!(
+        v["metadata"]["annotations"]["sluice.dev/registrations"]
+            .as_str()
+            .is_some_and(|l| l.contains("\"backend\":\"web\"")),
+        "kubectl shows the ledger"
+    );
     let conds = v["status"]["conditions"].as_array().unwrap();
     let find = |t: &str| {
         conds

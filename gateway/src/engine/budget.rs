@@ -75,6 +75,14 @@ impl Budgets {
         }
     }
 
+    /// Drops holders that are not (any more) known pods: a safety net against a slot
+    /// outliving its pod.
+    pub fn prune(&self, known: impl Fn(&PodKey) -> bool) {
+        for mut h in self.holders.iter_mut() {
+            h.retain(|k| known(k));
+        }
+    }
+
     /// Pods holding a slot of `key`.
     pub fn count(&self, key: &str) -> usize {
         self.holders.get(key).map(|h| h.len()).unwrap_or(0)

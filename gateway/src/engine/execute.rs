@@ -57,10 +57,21 @@ impl Worker<'_> {
             if !self.engine.budgets.try_take(&self.key, needs, intent.dying()) {
                 return out;
             }
+            if !self.engine.pods.contains_key(&self.key) {
+                // Gone while this pass ran (its slots were released then): no slot leaks.
+                self.engine.budgets.release(&self.key);
+                return out;
+            }
             info!("Drain started.");
             let what: Vec<String> = targets.iter().map(|t| format!("{} {}", t.kind, t.id)).collect();
-            self.event(pod, false, "DrainStarted", "Drain", format!("draining {}", what.join(", ")))
-                .await;
+            self.event(
+                pod,
+                false,
+                "DrainStarted",
+                "Drain",
+                format!("draining {}", what.join(", ")),
+            )
+            .await;
         }
 
         if steps.contains(&Step::SetGate(false)) {
@@ -99,10 +110,9 @@ impl Worker<'_> {
             _ => None,
         });
         let this = &*self;
-        let results = join_all(calls.map(|(i, register)| async move {
-            (i, register, this.call(&targets[i], register).await)
-        }))
-        .await;
+        let results =
+            join_all(calls.map(|(i, register)| async move { (i, register, this.call(&targets[i], register).await) }))
+                .await;
         for (i, register, result) in results {
             match result {
                 Ok(()) => self.report_drift(pod, &targets[i], &observations[i], register).await,
@@ -136,7 +146,10 @@ impl Worker<'_> {
     }
 
     async fn call(&self, t: &PodTarget, register: bool) -> Result<(), StepError> {
-        let adapter = t.adapter.as_ref().expect("the planner acts only through configured adapters");
+        let adapter = t
+            .adapter
+            .as_ref()
+            .expect("the planner acts only through configured adapters");
         let _permit = self.engine.permit(adapter.name()).await;
         self.engine.adapter_writes.fetch_add(1, Ordering::SeqCst);
         let timeout = self.engine.cfg.call_timeout();

@@ -173,7 +173,9 @@ impl Engine {
     /// Takes a pod as written by the gateway itself, when newer than what the watch has
     /// delivered: the next pass plans from it instead of repeating the step.
     pub fn update_view(&self, cluster: &str, pod: &Pod) {
-        let Some(v) = PodView::from_pod(cluster, pod) else { return };
+        let Some(v) = PodView::from_pod(cluster, pod) else {
+            return;
+        };
         if let Some(mut known) = self.pods.get_mut(&v.key()) {
             if known.is_older_than(&v) {
                 *known = v;
@@ -258,6 +260,7 @@ impl Engine {
                     return;
                 };
                 loop {
+                    slot.dirty.store(false, Ordering::SeqCst);
                     let run = std::panic::AssertUnwindSafe(worker::run(&engine, &key, &slot)).catch_unwind();
                     if run.await.is_err() {
                         // The entry goes, so the pod is not stuck with a dead worker; its slot

@@ -40,6 +40,7 @@ pub async fn resync_loop(engine: Arc<Engine>) {
         return;
     }
     loop {
+        engine.budgets.prune(|k| engine.pods.contains_key(k));
         let jitter = 0.9 + rand::random::<f64>() * 0.2;
         let period = Duration::from_secs_f64(interval as f64 * jitter);
         let keys: Vec<PodKey> = engine
@@ -94,8 +95,7 @@ pub async fn health_loop(engine: Arc<Engine>) {
 
 /// Whether a pod has a target on adapter instance `name`.
 fn uses(engine: &Engine, p: &PodView, name: &str) -> bool {
-    p.ledger()
-        .is_ok_and(|l| l.iter().any(|e| e.adapter == name))
+    p.ledger().is_ok_and(|l| l.iter().any(|e| e.adapter == name))
         || engine
             .bindings_for(p)
             .iter()
@@ -154,7 +154,9 @@ pub async fn sweep(engine: &Engine) -> Vec<(TargetId, Listed)> {
     }
     let mut out = Vec::new();
     for (name, params) in scopes {
-        let Some(adapter) = engine.adapters.get(&name) else { continue };
+        let Some(adapter) = engine.adapters.get(&name) else {
+            continue;
+        };
         let listed = match bounded(&name, engine.cfg.call_timeout(), adapter.list(&params)).await {
             Ok(Some(l)) => l,
             Ok(None) => continue,
@@ -186,8 +188,7 @@ fn claimed(engine: &Engine, id: &TargetId) -> bool {
         p.ip == Some(id.ip)
             && engine.bindings_for(&p).iter().any(|b| {
                 b.port == id.port
-                    && b
-                        .targets
+                    && b.targets
                         .iter()
                         .any(|t| t.adapter.name() == id.adapter && t.params == id.params)
             })
@@ -196,7 +197,9 @@ fn claimed(engine: &Engine, id: &TargetId) -> bool {
 
 /// Deregisters an orphan and verifies it drained (within the default deadline).
 async fn drain_orphan(engine: &Engine, id: &TargetId, listed: &Listed) {
-    let Some(adapter) = engine.adapters.get(&id.adapter) else { return };
+    let Some(adapter) = engine.adapters.get(&id.adapter) else {
+        return;
+    };
     let target = Target {
         pod: PodRef {
             cluster: String::new(),
@@ -250,7 +253,9 @@ async fn drain_orphan(engine: &Engine, id: &TargetId, listed: &Listed) {
         {
             continue;
         }
-        let Some(cluster) = engine.clusters.get(&binding.cluster) else { continue };
+        let Some(cluster) = engine.clusters.get(&binding.cluster) else {
+            continue;
+        };
         let reference = k8s_openapi::api::core::v1::ObjectReference {
             api_version: Some("sluice.dev/v1alpha1".into()),
             kind: Some("TrafficBinding".into()),

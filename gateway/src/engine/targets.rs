@@ -46,7 +46,13 @@ impl PodTarget {
     /// `kind/adapter/k=v,... ip:port` — the key of the status annotation's target map.
     pub fn status_key(&self) -> String {
         let params: Vec<String> = self.id.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        format!("{}/{}/{} {}", self.kind, self.id.adapter, params.join(","), self.target.addr())
+        format!(
+            "{}/{}/{} {}",
+            self.kind,
+            self.id.adapter,
+            params.join(","),
+            self.target.addr()
+        )
     }
 }
 

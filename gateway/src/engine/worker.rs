@@ -150,8 +150,9 @@ impl Worker<'_> {
                 self.pass(forced).await
             };
             match next {
-                Next::Exit if !self.slot.dirty.load(Ordering::SeqCst) => return,
-                Next::Exit => {}
+                // The engine runs the pod again if something arrived meanwhile (a new
+                // operation gets a worker, and a span, of its own).
+                Next::Exit => return,
                 Next::After(d) => {
                     if !d.is_zero() {
                         tokio::time::sleep(d).await;
@@ -203,14 +204,9 @@ impl Worker<'_> {
         }
         let observations = join_all(targets.iter().map(|t| self.observe(t))).await;
         let needs = self.engine.needs(&bindings);
-        let mut holds = self.engine.budgets.holds(&self.key, &needs);
-        if matches!(intent, Intent::Drain(_)) && pod.gate == Some(false) && !holds {
-            // Out of traffic already (a drain resumed after a restart): it keeps its slot.
-            self.engine
-                .budgets
-                .retake(&self.key, needs.iter().map(|n| n.key.clone()));
-            holds = true;
-        }
+        // A drain resumed after a restart got its slot back when the cluster synced
+        // (`Engine::on_synced`), before any worker ran.
+        let holds = self.engine.budgets.holds(&self.key, &needs);
         let facts = Facts {
             targets: self.target_facts(&targets, &observations),
             finalizers: pod.kind_finalizers(),
@@ -249,9 +245,7 @@ impl Worker<'_> {
         let outcome = self
             .execute(&pod, &intent, &targets, &observations, &needs, &steps)
             .await;
-        let observe_failed = observations
-            .iter()
-            .any(|o| o.as_ref().is_some_and(|o| o.is_err()));
+        let observe_failed = observations.iter().any(|o| o.as_ref().is_some_and(|o| o.is_err()));
         let blocked = steps.iter().any(|s| matches!(s, Step::Blocked(_)));
         let acted = steps.iter().any(Step::acts);
         let permanent = !outcome.failures.is_empty() && outcome.failures.iter().all(|e| !e.is_retryable());
@@ -283,9 +277,13 @@ impl Worker<'_> {
         let _permit = self.engine.permit(adapter.name()).await;
         let span = info_span!("observe", adapter = adapter.name(), target = %t.target.addr());
         Some(
-            bounded(adapter.name(), self.engine.cfg.call_timeout(), adapter.observe(&t.target))
-                .instrument(span)
-                .await,
+            bounded(
+                adapter.name(),
+                self.engine.cfg.call_timeout(),
+                adapter.observe(&t.target),
+            )
+            .instrument(span)
+            .await,
         )
     }
 
@@ -313,8 +311,7 @@ impl Worker<'_> {
         targets: &[PodTarget],
         observations: &[Option<Result<Observation, StepError>>],
     ) -> Vec<TargetFact> {
-        self.drained_since
-            .retain(|id, _| targets.iter().any(|t| &t.id == id));
+        self.drained_since.retain(|id, _| targets.iter().any(|t| &t.id == id));
         targets
             .iter()
             .zip(observations)
@@ -357,10 +354,7 @@ impl Worker<'_> {
                     held: t.held,
                     seen,
                     settled,
-                    forced: o
-                        .as_ref()
-                        .and_then(|o| o.as_ref().ok())
-                        .and_then(|o| o.forced.clone()),
+                    forced: o.as_ref().and_then(|o| o.as_ref().ok()).and_then(|o| o.forced.clone()),
                 }
             })
             .collect()
@@ -444,12 +438,23 @@ impl Worker<'_> {
     /// Reports a pod Sluice will not act on (a refused signal, no binding).
     async fn report(&mut self, pod: &PodView, state: State, problems: Vec<String>, reason: &str) {
         let recorded = pod.status();
-        if recorded.as_ref().is_some_and(|r| r.state == state && r.problems == problems) {
+        if recorded
+            .as_ref()
+            .is_some_and(|r| r.state == state && r.problems == problems)
+        {
             return;
         }
         let before = recorded.map(|s| s.problems).unwrap_or_default();
         let wrote = self
-            .set_status(pod, state, BTreeMap::new(), None, vec![], problems.clone(), &Intent::Restore)
+            .set_status(
+                pod,
+                state,
+                BTreeMap::new(),
+                None,
+                vec![],
+                problems.clone(),
+                &Intent::Restore,
+            )
             .await;
         if wrote && before != problems {
             warn!(problem = %problems.join("; "), "Pod not acted on.");
@@ -565,7 +570,9 @@ fn converged_by_record(pod: &PodView, targets: &[PodTarget], invalid_selecting: 
     pod.gate == Some(true)
         && invalid_selecting.is_empty()
         && pod.guarded()
-        && pod.status().is_some_and(|s| s.state == State::Serving && s.blocked.is_empty())
+        && pod
+            .status()
+            .is_some_and(|s| s.state == State::Serving && s.blocked.is_empty())
         && !targets.is_empty()
         && targets
             .iter()

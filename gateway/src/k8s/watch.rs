@@ -230,12 +230,11 @@ async fn apply_binding(
     engine.kick_binding(&k, before.as_ref());
 
     let generation = b.metadata.generation;
-    let current = b.data.get("status").and_then(|s| s.get("conditions")).and_then(|cs| {
-        cs.as_array()?
-            .iter()
-            .find(|c| c["type"] == "Valid")
-            .cloned()
-    });
+    let current = b
+        .data
+        .get("status")
+        .and_then(|s| s.get("conditions"))
+        .and_then(|cs| cs.as_array()?.iter().find(|c| c["type"] == "Valid").cloned());
     let status_word = if valid { "True" } else { "False" };
     if current.is_some_and(|c| {
         c["status"] == status_word && c["message"] == message && c["observedGeneration"].as_i64() == generation

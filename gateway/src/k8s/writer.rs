@@ -237,7 +237,13 @@ impl PodWriter {
 
     /// Marks the pod as asked to drain by a blocking preStop call, for the containers that
     /// have restarted `restarts` times (see [`crate::model::PRESTOP_ANNOTATION`]).
-    pub async fn mark_prestop(&self, ns: &str, name: &str, uid: &str, restarts: i64) -> Result<Option<Pod>, WriteError> {
+    pub async fn mark_prestop(
+        &self,
+        ns: &str,
+        name: &str,
+        uid: &str,
+        restarts: i64,
+    ) -> Result<Option<Pod>, WriteError> {
         let mark = crate::model::prestop_mark(restarts);
         self.set_annotation(ns, name, uid, PRESTOP_ANNOTATION, &mark).await
     }

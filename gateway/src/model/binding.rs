@@ -315,7 +315,11 @@ mod tests {
         let count = with_budget(Budget::Count(2)).max_unavailable(|| panic!("a count needs no pod scan"));
         assert_eq!(count, 2);
         assert_eq!(with_budget(Budget::Percent(25)).max_unavailable(|| 10), 2);
-        assert_eq!(with_budget(Budget::Percent(25)).max_unavailable(|| 2), 1, "at least one");
+        assert_eq!(
+            with_budget(Budget::Percent(25)).max_unavailable(|| 2),
+            1,
+            "at least one"
+        );
         assert_eq!(with_budget(Budget::Percent(100)).max_unavailable(|| 7), 7);
     }
 

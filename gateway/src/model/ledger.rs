@@ -90,9 +90,8 @@ pub struct LedgerError {
 /// Parses the annotation (`None`: no ledger, an empty one).
 pub fn parse(raw: Option<&str>) -> Result<Vec<LedgerEntry>, LedgerError> {
     let Some(raw) = raw else { return Ok(Vec::new()) };
-    let mut entries: Vec<LedgerEntry> = serde_json::from_str(raw).map_err(|e| LedgerError {
-        problem: e.to_string(),
-    })?;
+    let mut entries: Vec<LedgerEntry> =
+        serde_json::from_str(raw).map_err(|e| LedgerError { problem: e.to_string() })?;
     entries.sort();
     entries.dedup_by_key(|e| e.id());
     Ok(entries)
@@ -163,7 +162,7 @@ mod tests {
         let b = entry("web2", "10.0.0.1");
         let mut other_binding = a.clone();
         other_binding.binding = "other".into();
-        let l = apply(&[a.clone()], &[other_binding, b.clone()], &[]);
+        let l = apply(std::slice::from_ref(&a), &[other_binding, b.clone()], &[]);
         assert_eq!(l, vec![a.clone(), b.clone()], "the same target is recorded once");
         assert_eq!(apply(&l, &[], &[a.id()]), vec![b]);
     }

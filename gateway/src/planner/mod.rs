@@ -216,7 +216,10 @@ pub enum Step {
     RemoveFinalizer(String),
     /// Remove the finalizer without verified drain: the deadline passed under `Release`, or
     /// the adapter cut sessions (`why` says which). Always a Warning Event.
-    ReleaseFinalizer { kind: String, why: String },
+    ReleaseFinalizer {
+        kind: String,
+        why: String,
+    },
     /// A person must act: say why (Event once, status).
     Blocked(String),
     /// Something is being verified; observe again.
@@ -268,7 +271,7 @@ fn no_adapter(t: &TargetFact, instance: &str) -> String {
 }
 
 fn plan_drain(f: &Facts, dying: bool) -> Vec<Step> {
-    let in_traffic = |t: &TargetFact| !(t.seen.is(TrafficState::Drained) && !t.recorded);
+    let in_traffic = |t: &TargetFact| !t.seen.is(TrafficState::Drained) || t.recorded;
     if !f.targets.iter().any(in_traffic) && f.finalizers.is_empty() && !f.guard {
         return Vec::new();
     }
@@ -471,7 +474,10 @@ fn plan_restore(f: &Facts) -> Vec<Step> {
             }
         }
     }
-    let entries_after = f.targets.iter().any(|t| (t.recorded || t.desired) && !forgotten.contains(&t.id));
+    let entries_after = f
+        .targets
+        .iter()
+        .any(|t| (t.recorded || t.desired) && !forgotten.contains(&t.id));
     if (recording || entries_after) && !f.guard {
         p.steps.push(Step::AddGuard);
     } else if f.guard && !entries_after {

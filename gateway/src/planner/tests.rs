@@ -49,7 +49,11 @@ fn intent_table() {
             |p| p.desired = Some("drained".into()),
             Intent::Drain(DrainReason::Desired),
         ),
-        ("an empty desired is none", |p| p.desired = Some(String::new()), Intent::Restore),
+        (
+            "an empty desired is none",
+            |p| p.desired = Some(String::new()),
+            Intent::Restore,
+        ),
         ("deleting", |p| p.deleting = true, Intent::Drain(DrainReason::Deleting)),
         (
             "deleting wins over a bad signal",
@@ -391,12 +395,12 @@ fn an_unreadable_ledger_never_lets_a_finalizer_go() {
     f.ledger_unreadable = Some("unreadable".into());
     assert_eq!(plan(&f), vec![Step::Blocked("unreadable".into())]);
     // What the bindings name is still taken out.
-    let mut f = facts(drain(), vec![t("slb").seen(Serving)]).fins(&["slb"]).guarded().gate(false);
+    let mut f = facts(drain(), vec![t("slb").seen(Serving)])
+        .fins(&["slb"])
+        .guarded()
+        .gate(false);
     f.ledger_unreadable = Some("unreadable".into());
-    assert_eq!(
-        plan(&f),
-        vec![Step::Deregister(0), Step::Blocked("unreadable".into())]
-    );
+    assert_eq!(plan(&f), vec![Step::Deregister(0), Step::Blocked("unreadable".into())]);
     // Nor releases at the deadline under Block, and a restore does not overwrite it.
     let mut f = facts(restore(), vec![t("slb")]);
     f.ledger_unreadable = Some("unreadable".into());
@@ -406,7 +410,12 @@ fn an_unreadable_ledger_never_lets_a_finalizer_go() {
 #[test]
 fn drain_budget_and_deadline() {
     use Step::*;
-    let serving = || facts(drain(), vec![t("slb").recorded().seen(Serving)]).fins(&["slb"]).guarded().gate(true);
+    let serving = || {
+        facts(drain(), vec![t("slb").recorded().seen(Serving)])
+            .fins(&["slb"])
+            .guarded()
+            .gate(true)
+    };
     let mut f = serving();
     f.holds_budget = false;
     assert_eq!(
@@ -440,7 +449,12 @@ fn drain_budget_and_deadline() {
 
     // Past the deadline: Block says why; Release lets the finalizers and the guard go,
     // and the deregistration goes on.
-    let draining = || facts(drain(), vec![t("slb").recorded().seen(Draining)]).fins(&["slb"]).guarded().gate(false);
+    let draining = || {
+        facts(drain(), vec![t("slb").recorded().seen(Draining)])
+            .fins(&["slb"])
+            .guarded()
+            .gate(false)
+    };
     assert_eq!(
         plan(&draining().past_deadline(OnDeadline::Block)),
         vec![
@@ -459,17 +473,17 @@ fn drain_budget_and_deadline() {
         ]
     );
     // Settling past the deadline follows the policy too.
-    let settling = facts(drain(), vec![t("slb").recorded().unsettled()]).fins(&["slb"]).guarded().gate(false);
+    let settling = facts(drain(), vec![t("slb").recorded().unsettled()])
+        .fins(&["slb"])
+        .guarded()
+        .gate(false);
     assert!(matches!(
         plan(&settling.clone().past_deadline(OnDeadline::Block))[0],
         Blocked(_)
     ));
     // Released already (no finalizer, no guard): the entries are still drained and forgotten.
     let released = facts(drain(), vec![t("slb").recorded().seen(Serving)]).gate(false);
-    assert_eq!(
-        plan(&released.past_deadline(OnDeadline::Release)),
-        vec![Deregister(0)]
-    );
+    assert_eq!(plan(&released.past_deadline(OnDeadline::Release)), vec![Deregister(0)]);
 }
 
 #[test]
@@ -488,32 +502,46 @@ fn restore_table() {
         ),
         (
             "draining target is registered back",
-            facts(restore(), vec![t("slb").recorded().seen(Draining)]).guarded().gate(false),
+            facts(restore(), vec![t("slb").recorded().seen(Draining)])
+                .guarded()
+                .gate(false),
             vec![Register(0)],
         ),
         (
             "registered waits for serving",
-            facts(restore(), vec![t("slb").recorded().seen(Registered)]).guarded().gate(false),
+            facts(restore(), vec![t("slb").recorded().seen(Registered)])
+                .guarded()
+                .gate(false),
             vec![wait("slb-target not serving yet")],
         ),
         (
             "serving: finalizer, then gate, in one pass",
-            facts(restore(), vec![t("slb").recorded().seen(Serving)]).guarded().gate(false),
+            facts(restore(), vec![t("slb").recorded().seen(Serving)])
+                .guarded()
+                .gate(false),
             vec![AddFinalizer("slb".into()), SetGate(true)],
         ),
         (
             "gate unset counts as not True",
-            facts(restore(), vec![t("slb").recorded().seen(Serving)]).fins(&["slb"]).guarded(),
+            facts(restore(), vec![t("slb").recorded().seen(Serving)])
+                .fins(&["slb"])
+                .guarded(),
             vec![SetGate(true)],
         ),
         (
             "converged: zero writes",
-            facts(restore(), vec![t("slb").recorded().seen(Serving)]).fins(&["slb"]).guarded().gate(true),
+            facts(restore(), vec![t("slb").recorded().seen(Serving)])
+                .fins(&["slb"])
+                .guarded()
+                .gate(true),
             vec![],
         ),
         (
             "serving before the ledger existed: recorded, nothing else",
-            facts(restore(), vec![t("slb").seen(Serving)]).fins(&["slb"]).gate(true).legacy(),
+            facts(restore(), vec![t("slb").seen(Serving)])
+                .fins(&["slb"])
+                .gate(true)
+                .legacy(),
             vec![Record(0), AddGuard],
         ),
         (
@@ -560,7 +588,9 @@ fn a_binding_edit_is_a_move_make_before_break() {
                 .guarded()
                 .gate(true)
         ),
-        vec![wait("new not serving yet; old kept until the targets replacing it serve")]
+        vec![wait(
+            "new not serving yet; old kept until the targets replacing it serve"
+        )]
     );
     // Once it serves, the old one is drained, then forgotten when verified.
     assert_eq!(
@@ -621,20 +651,20 @@ fn a_binding_deleted_or_edited_away_drains_what_it_leaves() {
     .gate(true);
     assert_eq!(plan(&f), vec![Forget(1), rm("dns")]);
     // A binding that exists but is invalid holds its targets as they are, and the gate.
-    let f = facts(
-        restore(),
-        vec![t("slb").left().held().seen(Serving)],
-    )
-    .fins(&["slb"])
-    .guarded()
-    .gate(false);
+    let f = facts(restore(), vec![t("slb").left().held().seen(Serving)])
+        .fins(&["slb"])
+        .guarded()
+        .gate(false);
     let mut f = f;
     f.invalid_bindings = vec!["web".into()];
     let steps = plan(&f);
     assert_eq!(steps.len(), 1, "{steps:?}");
     assert!(matches!(&steps[0], Blocked(w) if w.contains("invalid TrafficBinding(s) web")));
     // A recorded target whose instance left the config cannot be moved: said, not dropped.
-    let f = facts(restore(), vec![t("slb").left().no_adapter()]).fins(&["slb"]).guarded().gate(true);
+    let f = facts(restore(), vec![t("slb").left().no_adapter()])
+        .fins(&["slb"])
+        .guarded()
+        .gate(true);
     assert_eq!(plan(&f), vec![Blocked(no_adapter(&t("slb"), "gone-lb"))]);
 }
 
