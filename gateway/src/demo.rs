@@ -206,7 +206,7 @@ async fn start_haproxy(
          backend dyn\n  balance roundrobin\n  option httpchk GET /healthz\n",
         sock = socket.display(),
         web = servers("web", ""),
-        web2 = servers("web2", " disabled"),
+        web2 = servers("web2", ""),
     );
     let path = dir.join("haproxy.cfg");
     std::fs::write(&path, cfg)?;
@@ -229,6 +229,20 @@ async fn start_haproxy(
             bail!("haproxy did not open its runtime socket within 10 s");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // web2's servers start out of traffic (MAINT set at runtime, as Sluice sets it: the
+    // `disabled` keyword's configuration maintenance is not left by `state ready`).
+    let rt = sluice_adapter_slb::RuntimeClient::new(
+        sluice_adapter_slb::Endpoint::Unix(hp.socket.clone()),
+        Duration::from_secs(2),
+    );
+    for i in 0..pods.len() {
+        rt.set_server_state(
+            "web2",
+            &format!("web2-{}", i + 1),
+            sluice_adapter_slb::AdminCommand::Maint,
+        )
+        .await?;
     }
     Ok(hp)
 }
@@ -419,7 +433,7 @@ impl Stage {
                 "metadata": {"name": name},
                 "spec": {"selector": {"matchLabels": {"app": "web"}}, "port": self.port,
                          "targets": [{"adapter": adapter, "params": {"backend": "web"}}],
-                         "drainPolicy": {"deadlineSeconds": deadline_s}, "disruptionBudget": {"maxDraining": 1}}
+                         "drainPolicy": {"deadlineSeconds": deadline_s}, "disruptionBudget": {"maxUnavailable": 1}}
             }))?;
             bindings
                 .create(&PostParams::default(), &binding)
@@ -456,16 +470,88 @@ impl Stage {
 
     /// The same, with more adapter entries (YAML list items) after the HAProxy one.
     pub fn gateway_config_text_with(&self, health: SocketAddr, more_adapters: &str) -> String {
+        self.gateway_config_yaml(health, more_adapters, "")
+    }
+
+    /// The same, with more adapter entries and `engine:` settings (YAML lines indented by
+    /// two spaces, e.g. `"  resyncSeconds: 2\n"`).
+    pub fn gateway_config_yaml(&self, health: SocketAddr, more_adapters: &str, engine: &str) -> String {
         let clusters: String = self
             .clusters
             .iter()
             .map(|c| format!("- name: {}\n  kubeconfig: {}\n", c.name, c.kubeconfig.display()))
             .collect();
+        let engine = if engine.is_empty() {
+            String::new()
+        } else {
+            format!("engine:\n{engine}")
+        };
         format!(
             "clusters:\n{clusters}adapters:\n- kind: haproxy\n  name: haproxy\n  endpoint: unix:{}\n{more_adapters}\
-             listen:\n  health: {health}\n",
+             listen:\n  health: {health}\n{engine}",
             self.haproxy.socket.display()
         )
+    }
+
+    /// An adapter entry (YAML list item) for another instance on the stage's HAProxy:
+    /// `mode` is `static` or `dynamic`.
+    pub fn haproxy_adapter(&self, name: &str, mode: &str) -> String {
+        format!(
+            "- kind: haproxy\n  name: {name}\n  endpoint: unix:{}\n  mode: {mode}\n",
+            self.haproxy.socket.display()
+        )
+    }
+
+    /// Starts a gateway from a configuration text, waiting until it is ready.
+    pub async fn start_gateway_with(&self, text: &str) -> anyhow::Result<Gateway> {
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
+        }
+        let gw = Gateway::start(Config::parse(text, "stage")?).await?;
+        tokio::time::timeout(Duration::from_secs(30), gw.wait_ready())
+            .await
+            .context("gateway readiness")?;
+        Ok(gw)
+    }
+
+    /// Creates (or replaces) a TrafficBinding with this `spec` in the first cluster.
+    pub async fn put_binding(&self, name: &str, spec: serde_json::Value) -> anyhow::Result<()> {
+        let bindings: Api<TrafficBinding> = Api::namespaced(self.client.clone(), "default");
+        let mut binding: TrafficBinding = serde_json::from_value(json!({
+            "apiVersion": "sluice.dev/v1alpha1", "kind": "TrafficBinding",
+            "metadata": {"name": name}, "spec": spec
+        }))?;
+        match bindings.get_opt(name).await? {
+            Some(old) => {
+                binding.metadata.resource_version = old.metadata.resource_version;
+                bindings.replace(name, &PostParams::default(), &binding).await?;
+            }
+            None => {
+                bindings.create(&PostParams::default(), &binding).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes a TrafficBinding of the first cluster.
+    pub async fn delete_binding(&self, name: &str) -> anyhow::Result<()> {
+        let bindings: Api<TrafficBinding> = Api::namespaced(self.client.clone(), "default");
+        bindings.delete(name, &DeleteParams::default()).await?;
+        Ok(())
+    }
+
+    /// The spec of a binding selecting the stage's pods on `port`, with these
+    /// `(adapter, backend)` targets, a 60 s deadline and `maxUnavailable: 1`.
+    pub fn binding_spec(&self, port: u16, targets: &[(&str, &str)]) -> serde_json::Value {
+        let targets: Vec<serde_json::Value> = targets
+            .iter()
+            .map(|(a, b)| json!({"adapter": a, "params": {"backend": b}}))
+            .collect();
+        json!({"selector": {"matchLabels": {"app": "web"}}, "port": port, "targets": targets,
+               "drainPolicy": {"deadlineSeconds": 60}, "disruptionBudget": {"maxUnavailable": 1}})
     }
 
     pub fn gateway_config(&self) -> anyhow::Result<Config> {
@@ -473,19 +559,11 @@ impl Stage {
         Ok(Config::parse(&self.gateway_config_text(any_port), "demo")?)
     }
 
+    /// Starts a gateway on the stage's configuration, waiting until it is ready (tests that
+    /// set RUST_LOG see its logs).
     pub async fn start_gateway(&self) -> anyhow::Result<Gateway> {
-        // Tests that set RUST_LOG see the gateway's logs.
-        if std::env::var_os("RUST_LOG").is_some() {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-                .with_test_writer()
-                .try_init();
-        }
-        let gw = Gateway::start(self.gateway_config()?).await?;
-        tokio::time::timeout(Duration::from_secs(30), gw.wait_ready())
-            .await
-            .context("gateway readiness")?;
-        Ok(gw)
+        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        self.start_gateway_with(&self.gateway_config_text(any_port)).await
     }
 
     /// HAProxy's runtime API.

@@ -68,7 +68,7 @@ use tracing::{info, warn};
 use crate::assess::{assess, Assessment, Escalation, ServerView, Step};
 use crate::config::{dynamic_server_name, HaproxyConfig, Mode};
 use crate::error::{validate_name, RuntimeError};
-use crate::parse::ServerState;
+use crate::parse::{AdminFlags, ServerState};
 use crate::runtime::{AdminCommand, RuntimeClient};
 
 /// How long a target's memory is kept after the last call about it.
@@ -429,6 +429,22 @@ impl Adapter for HaproxyAdapter {
                 })?
             }
         };
+        let held = srv.admin.0 & (AdminFlags::CMAINT | AdminFlags::IMAINT | AdminFlags::RMAINT);
+        if held != 0 {
+            // `state ready` only leaves forced maintenance: sending it would change nothing
+            // and the engine would send it again at every poll.
+            return Err(AdapterError::permanent(format!(
+                "server '{backend}/{}' is in maintenance the runtime API cannot lift ({}): remove `disabled` \
+                 from haproxy.cfg (use `set server ... state maint` at runtime instead), or fix what it tracks \
+                 or resolves",
+                srv.name,
+                match held {
+                    h if h & AdminFlags::CMAINT != 0 => "`disabled` in haproxy.cfg",
+                    h if h & AdminFlags::IMAINT != 0 => "inherited from a tracked server",
+                    _ => "its name does not resolve",
+                }
+            )));
+        }
         self.forget(&key);
         let cmds = restore_commands(&srv, self.dynamic());
         if cmds.is_empty() {

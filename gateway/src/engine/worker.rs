@@ -97,6 +97,8 @@ pub(super) struct Worker<'a> {
     restore_started: Option<Instant>,
     restore_late: bool,
     pub released: bool,
+    /// Steps that failed permanently in the last pass: blocked reasons until they succeed.
+    failed: Vec<String>,
 }
 
 /// Runs a pod's worker until its plan is empty (or its operation changes).
@@ -134,6 +136,7 @@ pub(crate) async fn run(engine: &Arc<Engine>, key: &PodKey, slot: &Slot) {
         started: jiff::Timestamp::now(),
         restore_started: None,
         restore_late: false,
+        failed: Vec::new(),
     };
     w.run_loop().instrument(span).await;
 }
@@ -233,7 +236,7 @@ impl Worker<'_> {
                 "pod lacks readinessGate sluice.dev/traffic-ready: it may be Ready before its traffic is".to_string(),
             );
         }
-        self.write_status(&pod, &intent, state, &targets, &observations, &steps, problems)
+        self.write_status(&pod, &intent, state, &targets, &observations, &steps, problems.clone())
             .await;
         if steps.is_empty() {
             if matches!(intent, Intent::Restore) && pod.gate == Some(true) {
@@ -251,6 +254,24 @@ impl Worker<'_> {
         let permanent = !outcome.failures.is_empty() && outcome.failures.iter().all(|e| !e.is_retryable());
         for e in &outcome.failures {
             warn!(error = %e, retryable = e.is_retryable(), "Step failed; will retry.");
+        }
+        // A failure a person must fix is said where `kubectl describe` shows it (status,
+        // and an Event once), and retried slowly.
+        let failed: Vec<String> = outcome
+            .failures
+            .iter()
+            .filter(|e| !e.is_retryable())
+            .map(|e| e.to_string())
+            .collect();
+        if failed != self.failed {
+            self.failed = failed;
+            let state = if self.failed.is_empty() || !matches!(intent, Intent::Drain(_)) {
+                state
+            } else {
+                State::Blocked
+            };
+            self.write_status(&pod, &intent, state, &targets, &observations, &steps, problems)
+                .await;
         }
         self.errors = if outcome.failures.is_empty() && !observe_failed {
             0
@@ -426,6 +447,7 @@ impl Worker<'_> {
                 Step::Blocked(w) => Some(w.clone()),
                 _ => None,
             })
+            .chain(self.failed.iter().cloned())
             .collect();
         let drain_started_at = match intent {
             Intent::Drain(_) => Some(time_text(self.drain_started.unwrap_or_else(jiff::Timestamp::now))),

@@ -95,3 +95,93 @@ pub async fn hold_requests(
     }
     held
 }
+
+/// The pod's finalizers, sorted.
+pub fn finalizers(p: &Pod) -> Vec<String> {
+    let mut f = p.metadata.finalizers.clone().unwrap_or_default();
+    f.sort();
+    f
+}
+
+/// Whether the pod carries any finalizer of Sluice's.
+pub fn holds_sluice_finalizer(p: &Pod) -> bool {
+    finalizers(p).iter().any(|f| f.starts_with("sluice.dev/"))
+}
+
+/// The pod's registration ledger (`sluice.dev/registrations`), parsed (empty when absent).
+pub fn ledger(p: &Pod) -> Vec<serde_json::Value> {
+    p.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("sluice.dev/registrations"))
+        .map(|l| serde_json::from_str(l).expect("the ledger is JSON"))
+        .unwrap_or_default()
+}
+
+/// The backends (`params.backend`) and adapters the pod's ledger records, as `adapter/backend`.
+pub fn ledger_targets(p: &Pod) -> Vec<String> {
+    let mut v: Vec<String> = ledger(p)
+        .iter()
+        .map(|e| {
+            format!(
+                "{}/{}",
+                e["adapter"].as_str().unwrap(),
+                e["params"]["backend"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The `sluice.dev/status` annotation, parsed (`null` when absent).
+pub fn status_of(p: &Pod) -> serde_json::Value {
+    p.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("sluice.dev/status"))
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default()
+}
+
+/// Events about an object (core/v1, as `kubectl describe` reads them) with this reason.
+pub async fn events(client: &kube::Client, object: &str, reason: &str) -> Vec<k8s_openapi::api::core::v1::Event> {
+    let api: kube::Api<k8s_openapi::api::core::v1::Event> = kube::Api::namespaced(client.clone(), "default");
+    api.list(&kube::api::ListParams::default().fields(&format!("involvedObject.name={object}")))
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .collect()
+}
+
+/// Waits until an Event with this reason exists about the object; answers its note.
+pub async fn wait_event(client: &kube::Client, object: &str, reason: &str) -> String {
+    within(&format!("a {reason} event about {object}"), async {
+        loop {
+            if let Some(e) = events(client, object, reason).await.into_iter().next() {
+                return e.message.unwrap_or_default();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+/// Polls `f` every 10 ms until it answers `Some`, within the bound.
+pub async fn until<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    within(what, async {
+        loop {
+            if let Some(v) = f().await {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+}
