@@ -79,8 +79,7 @@ impl Worker<'_> {
                 .set_gate(ns, name, uid, false, "Draining", "traffic is being drained")
                 .await
             {
-                Ok(Some(written)) => self.engine.update_view(&self.cluster.name, &written),
-                Ok(None) => {}
+                Ok(written) => self.took(&written),
                 Err(e) => {
                     out.failures.push(e.into());
                     return out;
@@ -91,11 +90,12 @@ impl Worker<'_> {
         let edit = meta_edit(steps, targets);
         if !edit.is_empty() {
             match writer.edit(ns, name, uid, &edit).await {
-                Ok(Some(written)) => {
-                    self.engine.update_view(&self.cluster.name, &written);
-                    self.report_edit(pod, intent, targets, observations, steps).await;
+                Ok(written) => {
+                    self.took(&written);
+                    if written.changed() {
+                        self.report_edit(pod, intent, targets, observations, steps).await;
+                    }
                 }
-                Ok(None) => {}
                 Err(e) => {
                     // Nothing registers without its record.
                     out.failures.push(e.into());
@@ -133,9 +133,7 @@ impl Worker<'_> {
                 .await
             {
                 Ok(written) => {
-                    if let Some(w) = written {
-                        self.engine.update_view(&self.cluster.name, &w);
-                    }
+                    self.took(&written);
                     // Serving again: the budget slot goes back.
                     self.engine.budgets.release(&self.key);
                 }
@@ -153,13 +151,19 @@ impl Worker<'_> {
         let _permit = self.engine.permit(adapter.name()).await;
         self.engine.adapter_writes.fetch_add(1, Ordering::SeqCst);
         let timeout = self.engine.cfg.call_timeout();
-        let (verb, fut) = if register {
-            ("register", adapter.register(&t.target))
+        // One span per adapter step, named by the verb, so a trace reads as
+        // "drain > observe, deregister, observe".
+        if register {
+            let span = info_span!("register", adapter = adapter.name(), kind = %t.kind, target = %t.target.addr());
+            bounded(adapter.name(), timeout, adapter.register(&t.target))
+                .instrument(span)
+                .await
         } else {
-            ("deregister", adapter.deregister(&t.target))
-        };
-        let span = info_span!("adapter", verb, adapter = adapter.name(), kind = %t.kind, target = %t.target.addr());
-        bounded(adapter.name(), timeout, fut).instrument(span).await
+            let span = info_span!("deregister", adapter = adapter.name(), kind = %t.kind, target = %t.target.addr());
+            bounded(adapter.name(), timeout, adapter.deregister(&t.target))
+                .instrument(span)
+                .await
+        }
     }
 
     /// Events for a metadata edit that was written.
@@ -280,8 +284,13 @@ impl Worker<'_> {
     /// whose target had to be taken out again: the backend drifted (a reload, a hand
     /// edit). Said once per correction.
     async fn report_drift(&self, pod: &PodView, t: &PodTarget, observed: &Observed, register: bool) {
-        let drift = match (self.continued_from, register) {
-            (Some(State::Serving), true) if t.recorded => "registered again on a pod recorded serving",
+        // Judged by what the pod says now, not by what it said when this worker started:
+        // a worker that restored the pod and keeps watching it still sees the drift. A
+        // pod whose gate is True was verified serving (its status may not say so yet).
+        let recorded = pod.status().map(|s| s.state);
+        let serving = recorded == Some(State::Serving) || (pod.gate == Some(true) && recorded != Some(State::Drained));
+        let drift = match (recorded, register) {
+            (_, true) if serving && t.recorded => "registered again on a pod recorded serving",
             (Some(State::Drained), false) if matches!(observed, Some(Ok(o)) if o.state != sluice_adapter::TrafficState::Draining) => {
                 "taken out again on a pod recorded drained"
             }

@@ -172,14 +172,16 @@ impl Engine {
 
     /// Takes a pod as written by the gateway itself, when newer than what the watch has
     /// delivered: the next pass plans from it instead of repeating the step.
-    pub fn update_view(&self, cluster: &str, pod: &Pod) {
+    pub fn update_view(&self, cluster: &str, pod: &Pod) -> bool {
         let Some(v) = PodView::from_pod(cluster, pod) else {
-            return;
+            return false;
         };
-        if let Some(mut known) = self.pods.get_mut(&v.key()) {
-            if known.is_older_than(&v) {
+        match self.pods.get_mut(&v.key()) {
+            Some(mut known) if known.is_older_than(&v) => {
                 *known = v;
+                true
             }
+            _ => false,
         }
     }
 

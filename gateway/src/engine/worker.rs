@@ -86,8 +86,8 @@ pub(super) struct Worker<'a> {
     pub key: PodKey,
     slot: &'a Slot,
     op: Operation,
-    /// The state recorded when the worker started (drift: a serving or drained pod whose
-    /// targets had to be corrected).
+    /// The state recorded when the worker started: a drain that continues keeps its
+    /// recorded start (and its deadline).
     pub continued_from: Option<State>,
     first_intent: std::mem::Discriminant<Intent>,
     errors: u32,
@@ -518,8 +518,8 @@ impl Worker<'_> {
             .set_status_annotation(&pod.namespace, &pod.name, &pod.uid, &summary.render())
             .await
         {
-            Ok(Some(written)) => {
-                self.engine.update_view(&self.cluster.name, &written);
+            Ok(written) if written.changed() => {
+                self.took(&written);
                 let before = recorded.map(|r| r.blocked).unwrap_or_default();
                 if !summary.blocked.is_empty() && before != summary.blocked {
                     let why = summary.blocked.join("; ");
@@ -532,7 +532,10 @@ impl Worker<'_> {
                 }
                 true
             }
-            Ok(None) => false,
+            Ok(written) => {
+                self.took(&written);
+                false
+            }
             // Not remembered as written: the next pass writes it again.
             Err(e) => {
                 warn!(error = %e, "Could not write the status annotation.");
@@ -563,6 +566,16 @@ impl Worker<'_> {
             format!("traffic not verified serving within {deadline:?}; still waiting: {why}"),
         )
         .await;
+    }
+
+    /// Takes a pod this worker wrote (or read while writing) into the engine's view, and
+    /// looks again if that view moved: the answer may carry a change the watch has not
+    /// delivered yet (and, once delivered, that event is older than the view and is not
+    /// acted on twice).
+    pub(super) fn took(&self, written: &crate::k8s::Written) {
+        if self.engine.update_view(&self.cluster.name, written.pod()) {
+            self.slot.dirty.store(true, Ordering::SeqCst);
+        }
     }
 
     pub(super) async fn event(&self, pod: &PodView, warning: bool, reason: &str, action: &str, note: String) {

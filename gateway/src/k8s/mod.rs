@@ -4,4 +4,4 @@
 pub mod watch;
 pub mod writer;
 
-pub use writer::{pod_reference, MetaEdit, PodWriter, WriteError};
+pub use writer::{pod_reference, MetaEdit, PodWriter, WriteError, Written};

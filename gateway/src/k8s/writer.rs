@@ -60,6 +60,28 @@ impl MetaEdit {
     }
 }
 
+/// What a guarded write found: the pod as it answered the patch, or — when it already
+/// held what was asked — as it was read. Either is at least as new as any watch event
+/// the engine has, so the engine takes it into its view (a lagging watch must not make
+/// it ask again for what is done).
+#[derive(Debug, Clone)]
+pub enum Written {
+    Changed(Pod),
+    Unchanged(Pod),
+}
+
+impl Written {
+    pub fn pod(&self) -> &Pod {
+        match self {
+            Written::Changed(p) | Written::Unchanged(p) => p,
+        }
+    }
+
+    pub fn changed(&self) -> bool {
+        matches!(self, Written::Changed(_))
+    }
+}
+
 #[derive(Clone)]
 pub struct PodWriter {
     client: Client,
@@ -96,7 +118,7 @@ impl PodWriter {
     /// entry recorded meanwhile is kept) and the finalizers, in one guarded patch. Adding a
     /// finalizer to a pod being deleted is refused by the API server (the engine never
     /// asks for that).
-    pub async fn edit(&self, ns: &str, name: &str, uid: &str, edit: &MetaEdit) -> Result<Option<Pod>, WriteError> {
+    pub async fn edit(&self, ns: &str, name: &str, uid: &str, edit: &MetaEdit) -> Result<Written, WriteError> {
         self.guarded(
             ns,
             name,
@@ -156,7 +178,7 @@ impl PodWriter {
     }
 
     /// Adds `sluice.dev/<kind>`; no-op when present.
-    pub async fn add_finalizer(&self, ns: &str, name: &str, uid: &str, kind: &str) -> Result<Option<Pod>, WriteError> {
+    pub async fn add_finalizer(&self, ns: &str, name: &str, uid: &str, kind: &str) -> Result<Written, WriteError> {
         let edit = MetaEdit {
             add_finalizers: [crate::model::finalizer(kind)].into(),
             ..Default::default()
@@ -165,13 +187,7 @@ impl PodWriter {
     }
 
     /// Removes `sluice.dev/<kind>` — only that entry.
-    pub async fn remove_finalizer(
-        &self,
-        ns: &str,
-        name: &str,
-        uid: &str,
-        kind: &str,
-    ) -> Result<Option<Pod>, WriteError> {
+    pub async fn remove_finalizer(&self, ns: &str, name: &str, uid: &str, kind: &str) -> Result<Written, WriteError> {
         let edit = MetaEdit {
             remove_finalizers: [crate::model::finalizer(kind)].into(),
             ..Default::default()
@@ -188,7 +204,7 @@ impl PodWriter {
         ready: bool,
         reason: &str,
         message: &str,
-    ) -> Result<Option<Pod>, WriteError> {
+    ) -> Result<Written, WriteError> {
         let status = if ready { "True" } else { "False" };
         let now = crate::model::status::now_text();
         self.guarded(
@@ -231,19 +247,13 @@ impl PodWriter {
         name: &str,
         uid: &str,
         value: &str,
-    ) -> Result<Option<Pod>, WriteError> {
+    ) -> Result<Written, WriteError> {
         self.set_annotation(ns, name, uid, STATUS_ANNOTATION, value).await
     }
 
     /// Marks the pod as asked to drain by a blocking preStop call, for the containers that
     /// have restarted `restarts` times (see [`crate::model::PRESTOP_ANNOTATION`]).
-    pub async fn mark_prestop(
-        &self,
-        ns: &str,
-        name: &str,
-        uid: &str,
-        restarts: i64,
-    ) -> Result<Option<Pod>, WriteError> {
+    pub async fn mark_prestop(&self, ns: &str, name: &str, uid: &str, restarts: i64) -> Result<Written, WriteError> {
         let mark = crate::model::prestop_mark(restarts);
         self.set_annotation(ns, name, uid, PRESTOP_ANNOTATION, &mark).await
     }
@@ -256,7 +266,7 @@ impl PodWriter {
         uid: &str,
         key: &str,
         value: &str,
-    ) -> Result<Option<Pod>, WriteError> {
+    ) -> Result<Written, WriteError> {
         let path = format!("/metadata/annotations/{}", escape(key));
         self.guarded(
             ns,
@@ -310,7 +320,7 @@ impl PodWriter {
         uid: &str,
         build: impl Fn(&Pod) -> Result<Option<Value>, WriteError>,
         status: bool,
-    ) -> Result<Option<Pod>, WriteError> {
+    ) -> Result<Written, WriteError> {
         let api = self.api(ns);
         let mut last = None;
         for _ in 0..GUARDED_ATTEMPTS {
@@ -318,7 +328,9 @@ impl PodWriter {
             if pod.metadata.uid.as_deref() != Some(uid) {
                 return Err(replaced(ns, name, uid, pod.metadata.uid.as_deref()).into());
             }
-            let Some(mut ops) = build(&pod)? else { return Ok(None) };
+            let Some(mut ops) = build(&pod)? else {
+                return Ok(Written::Unchanged(pod));
+            };
             if let Some(list) = ops.as_array_mut() {
                 list.insert(0, json!({"op": "test", "path": "/metadata/uid", "value": uid}));
             }
@@ -330,7 +342,7 @@ impl PodWriter {
                 api.patch(name, &PatchParams::default(), &p).await
             };
             match res {
-                Ok(written) => return Ok(Some(written)),
+                Ok(written) => return Ok(Written::Changed(written)),
                 Err(e) if matches!(&e, kube::Error::Api(s) if s.code == 409 || s.code == 422) => last = Some(e),
                 Err(e) => return Err(e.into()),
             }

@@ -82,6 +82,7 @@ pub async fn handle(state: Arc<ClusterState>, req: Request<Incoming>) -> Result<
 
 async fn respond(state: Arc<ClusterState>, req: Request<Incoming>) -> Result<Response<Body>, Offline> {
     state.faults.count_request();
+    tracing::debug!(method = %req.method(), uri = %req.uri(), "request");
     if state.faults.is_offline() {
         return Err(Offline);
     }
