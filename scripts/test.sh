@@ -20,6 +20,7 @@ have etcdctl || need+=(etcd-client)
 have java || need+=(default-jre-headless)
 have kubectl || need+=(kubernetes-client)   # kubectl, an independent client of the simulator
 have protoc || need+=(protobuf-compiler)  # gRPC code generation
+python3 -c "import ensurepip, venv" >/dev/null 2>&1 || need+=(python3-venv)  # the Python plugin's environment
 [ -d /usr/include/google/protobuf ] || need+=(libprotobuf-dev)
 if [ ${#need[@]} -gt 0 ]; then
   echo "test.sh: installing Debian packages: ${need[*]}"
@@ -30,12 +31,27 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 export PATH="$PATH:/usr/sbin"
 
-# The example plugin in Python (examples/python-plugin) runs on grpcio from PyPI.
-if ! python3 -c "import grpc, grpc_tools" >/dev/null 2>&1; then
-  echo "test.sh: installing grpcio and grpcio-tools (PyPI)"
-  python3 -m pip install --quiet --disable-pip-version-check grpcio grpcio-tools 2>&1 | grep -v "Running pip as the 'root' user" || true
-  python3 -c "import grpc, grpc_tools"
+# The example plugin in Python (examples/python-plugin) runs on grpcio and grpcio-tools from
+# PyPI, installed into a virtual environment of its own (a stock Debian refuses pip installs
+# into the system Python, PEP 668). The tests find it through SLUICE_PYTHON.
+venv="$PWD/target/python"
+if ! "$venv/bin/python3" -c "import grpc, grpc_tools" >/dev/null 2>&1; then
+  echo "test.sh: making $venv with grpcio and grpcio-tools (PyPI)"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check grpcio grpcio-tools
+  "$venv/bin/python3" -c "import grpc, grpc_tools"
 fi
+export SLUICE_PYTHON="$venv/bin/python3"
+
+# The servers the tests run, as installed here (the READMEs name no versions of their own).
+echo "test.sh: servers: $(haproxy -v | head -1 | cut -d' ' -f1-3);" \
+  "BIND $(named -v | cut -d' ' -f2);" \
+  "PowerDNS $(pdns_server --version 2>&1 | grep -o 'Authoritative Server [0-9.]*' | cut -d' ' -f3);" \
+  "etcd $(etcd --version | head -1 | awk '{print $3}');" \
+  "ZooKeeper $(dpkg-query -W -f='${Version}' zookeeper 2>/dev/null);" \
+  "kubectl $(kubectl version --client 2>/dev/null | head -1 | awk '{print $3}');" \
+  "$("$SLUICE_PYTHON" -c 'import grpc, sys; print("Python", sys.version.split()[0], "grpcio", grpc.__version__)')"
 
 echo "test.sh: cargo fmt --check"
 cargo fmt --all -- --check
@@ -44,10 +60,22 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "test.sh: cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-# --no-fail-fast: every test binary runs, so one failure does not hide the rest.
+# --no-fail-fast: every test binary runs, so one failure does not hide the rest. The whole
+# run is bounded (CI allows 90 minutes; a clean run takes well under 30): a hang fails.
 status=0
-cargo test --workspace --no-fail-fast 2>&1 | tee "$log" || status=$?
-# One closing line for the whole workspace (cargo prints one per test binary).
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
-     END { printf "tests: %d passed, %d failed\n", p, f; if (p == 0) exit 1 }' "$log" || status=1
+timeout --kill-after=60 "${SLUICE_TEST_TIMEOUT:-75m}" cargo test --workspace --no-fail-fast 2>&1 | tee "$log" || status=$?
+[ "$status" -eq 124 ] && echo "test.sh: cargo test did not finish within ${SLUICE_TEST_TIMEOUT:-75m}"
+# One closing line for the whole workspace (cargo prints one per test binary), with cargo's
+# own status: a test binary that crashed (a signal, an abort) reports no "test result" line,
+# so the binaries started and the results reported are counted apart.
+awk -v status="$status" '
+  /^ *Running / || /^ *Doc-tests / { started++ }
+  /^test result:/ { reported++; for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+  END {
+    crashed = started - reported
+    printf "tests: %d passed, %d failed", p, f
+    if (crashed > 0) printf ", %d test binaries crashed or hung (no result line)", crashed
+    printf "; cargo test exit status %d\n", status
+    if (p == 0 || f > 0 || crashed > 0) exit 1
+  }' "$log" || { [ "$status" -ne 0 ] || status=1; }
 exit "$status"

@@ -740,8 +740,18 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Summary> {
     let rollout_s = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::SeqCst);
-    for t in load_tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    // Every client finishes its last request within REQUEST_TIMEOUT (it gives up on a
+    // request by then, counting it failed); a client that does not is hung, and its request
+    // counts as failed too — nothing in flight is dropped from the count.
+    for mut t in load_tasks {
+        if tokio::time::timeout(load::REQUEST_TIMEOUT + Duration::from_secs(2), &mut t)
+            .await
+            .is_err()
+        {
+            t.abort();
+            requests.fetch_add(1, Ordering::SeqCst);
+            failed.fetch_add(1, Ordering::SeqCst);
+        }
     }
     Ok(Summary {
         requests: requests.load(Ordering::SeqCst),

@@ -58,21 +58,14 @@ fn crd_prints_the_traffic_binding_definition() {
 
 #[test]
 fn adapter_conformance_command_runs_the_battery_against_a_plugin() {
-    let check = Command::new("python3")
-        .args(["-c", "import grpc, grpc_tools"])
-        .output()
-        .expect("python3");
-    assert!(
-        check.status.success(),
-        "needs grpcio and grpcio-tools: pip install grpcio grpcio-tools (scripts/test.sh does)"
-    );
+    let python = sluice_adapter::testing::python_with_grpc();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/python-plugin/plugin.py");
-    let mut plugin = Command::new("python3")
+    let mut plugin = Command::new(python)
         .arg(script)
         .args(["--port", &port.to_string(), "--drain-ms", "100", "--ready-ms", "50"])
         .stdout(std::process::Stdio::null())

@@ -175,13 +175,34 @@ async fn converged_restart_makes_no_adapter_writes() {
             })
             .collect::<Vec<_>>()
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Converged: both pods recorded serving and no worker left running.
+    let idle = |gw: &sluice::gateway::Gateway| {
+        gw.engine.unsynced().is_empty()
+            && gw.engine.pods.len() == 2
+            && gw.engine.busy_pods() == 0
+            && gw.engine.worker_runs.load(Ordering::SeqCst) >= 2
+            && gw
+                .engine
+                .pods
+                .iter()
+                .all(|p| p.status().is_some_and(|s| s.state == sluice::model::State::Serving))
+    };
+    until("the gateway to converge", || async { idle(&gw).then_some(()) }).await;
     let converged = versions().await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // A second of polling (100 poll intervals) writes nothing.
+    let since = std::time::Instant::now();
+    until("a second converged", || async {
+        (since.elapsed() > Duration::from_secs(1)).then_some(())
+    })
+    .await;
     assert_eq!(versions().await, converged, "a converged gateway writes nothing");
     drop(gw);
     let gw = stage.start_gateway().await.expect("gateway again");
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The restarted gateway has looked at every pod once it is synced with no worker left.
+    until("the restarted gateway to go through every pod", || async {
+        idle(&gw).then_some(())
+    })
+    .await;
     assert_eq!(
         gw.engine.adapter_writes.load(Ordering::SeqCst),
         0,
@@ -327,28 +348,56 @@ async fn unreachable_cluster_freezes_pods() {
     let gw = stage.start_gateway().await.expect("gateway");
     stage.wait_ready(0, T).await.unwrap();
     stage.wait_ready(1, T).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = gw.engine.adapter_writes.load(Ordering::SeqCst);
-    stage.cluster().faults().set_offline(true);
-    stage.cluster().faults().drop_watches();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        gw.engine.adapter_writes.load(Ordering::SeqCst),
-        before,
-        "no adapter call while the cluster is unreachable"
-    );
-    let cluster = gw.engine.clusters.get("demo").unwrap();
-    assert!(!cluster.healthy.load(Ordering::SeqCst), "the outage shows in health");
-    stage.cluster().faults().set_offline(false);
-    within("the watch to recover", async {
-        while !cluster.healthy.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    // A drain is under way — web-1 holds long requests, so it cannot be verified yet — when
+    // the cluster becomes unreachable.
+    let held = hold_timed(stage.frontend, 4, 1500).await;
+    stage
+        .pods
+        .patch("web-1", &PatchParams::default(), &desired_drained())
+        .await
+        .unwrap();
+    until("web-1 out of rotation (MAINT or DRAIN)", || async {
+        let s = stage.status_in("web", 0).await.unwrap();
+        matches!(s.as_deref(), Some("DRAIN") | Some("MAINT")).then_some(())
     })
     .await;
-    // Still nothing deregistered: pods serve as before.
-    assert_eq!(gw.engine.adapter_writes.load(Ordering::SeqCst), before);
-    assert_eq!(gate(&stage.pods.get("web-1").await.unwrap()).as_deref(), Some("True"));
+    let faults = stage.cluster().faults();
+    faults.set_offline(true);
+    faults.drop_watches();
+    let cluster = gw.engine.clusters.get("demo").unwrap().clone();
+    until("the outage to show in health", || async {
+        (!cluster.healthy.load(Ordering::SeqCst)).then_some(())
+    })
+    .await;
+    let adapter_writes = gw.engine.adapter_writes.load(Ordering::SeqCst);
+    let pod_writes = faults.write_count();
+    // The held requests finish while the cluster is down: the drain is verifiable now, but
+    // what the gateway knows of the pod may be stale, so it acts on nothing.
+    let mut finished = Vec::new();
+    for h in held {
+        finished.push(within("a held request", h).await.unwrap());
+    }
+    let last = finished.iter().map(|h| h.done).max().unwrap();
+    until("a further second of outage", || async {
+        (last.elapsed() > Duration::from_secs(1)).then_some(())
+    })
+    .await;
+    assert_eq!(
+        gw.engine.adapter_writes.load(Ordering::SeqCst),
+        adapter_writes,
+        "no adapter call while the cluster is unreachable"
+    );
+    assert_eq!(
+        faults.write_count(),
+        pod_writes,
+        "no pod write, not even tried, while unreachable"
+    );
+    assert!(finished.iter().all(|h| h.status == 200), "every held request served");
+    faults.set_offline(false);
+    // Back: the drain goes on from where it stood.
+    stage.wait_drained(0, T).await.expect("the drain resumes and finishes");
+    assert!(cluster.healthy.load(Ordering::SeqCst));
+    assert_eq!(gate(&stage.pods.get("web-2").await.unwrap()).as_deref(), Some("True"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -369,8 +418,12 @@ async fn blocking_prestop_returns_only_after_verified_drain() {
     let gw = stage.start_gateway().await.expect("gateway");
     stage.wait_ready(0, T).await.unwrap();
     stage.wait_ready(1, T).await.unwrap();
-    let held = hold_requests(stage.frontend, 4, 800).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let held = hold_timed(stage.frontend, 4, 800).await;
+    until("web-1 to hold a request", || async {
+        let s = stage.haproxy().show_stat_servers("web").await.ok()?;
+        s.iter().any(|r| r.svname() == "web-1" && r.scur() > 0).then_some(())
+    })
+    .await;
     let get = |q: String| async move {
         let mut s = tokio::net::TcpStream::connect(gw.health_addr).await.unwrap();
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -381,13 +434,9 @@ async fn blocking_prestop_returns_only_after_verified_drain() {
         s.read_to_string(&mut buf).await.unwrap();
         buf
     };
-    let started = std::time::Instant::now();
     let answer = within("the preStop call", get("namespace=default&pod=web-1".into())).await;
+    let answered = std::time::Instant::now();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert!(
-        started.elapsed() >= Duration::from_millis(300),
-        "blocked until the in-flight requests finished"
-    );
     let p = stage.get(0).await.unwrap();
     assert!(!p
         .metadata
@@ -395,9 +444,20 @@ async fn blocking_prestop_returns_only_after_verified_drain() {
         .unwrap_or_default()
         .iter()
         .any(|f| f.starts_with("sluice.dev/")));
+    let web1 = stage.ips[0].to_string();
+    let mut on_web1 = 0;
     for h in held {
-        assert_eq!(h.await.unwrap().expect("in-flight requests complete"), 200);
+        let h = within("a held request", h).await.unwrap();
+        assert_eq!(h.status, 200, "in-flight requests complete");
+        if h.served_by == web1 {
+            on_web1 += 1;
+            assert!(
+                h.done <= answered,
+                "preStop answered before a request web-1 held had finished"
+            );
+        }
     }
+    assert!(on_web1 > 0, "web-1 held some of the requests");
     let bad = get("pod=web-1".into()).await;
     assert!(
         bad.starts_with("HTTP/1.1 400") && bad.contains("namespace and pod are required"),

@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use kube::api::{Patch, PatchParams};
+use kube::api::PatchParams;
 use serde_json::json;
 use sluice::demo::Stage;
 use sluice_adapter_dns::testing::bind::{Bind, Zone};
@@ -13,10 +13,6 @@ use sluice_adapter_dns::testing::dig;
 
 mod support;
 use support::*;
-
-fn desired_drained() -> Patch<serde_json::Value> {
-    Patch::Merge(json!({"metadata": {"annotations": {"sluice.dev/desired": "drained"}}}))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_dns_secondary_does_not_keep_the_address_on_the_primary() {

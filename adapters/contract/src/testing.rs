@@ -305,3 +305,21 @@ where
     }
     Err(last)
 }
+
+/// The Python interpreter with grpcio and grpcio-tools, for the example plugin:
+/// `$SLUICE_PYTHON` (scripts/test.sh points it at the virtual environment it makes), else
+/// `python3`. Panics, saying how to get one, when it cannot import them.
+pub fn python_with_grpc() -> String {
+    let python = std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let check = Command::new(&python)
+        .args(["-c", "import grpc, grpc_tools"])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e} (set SLUICE_PYTHON, or run scripts/test.sh)"));
+    assert!(
+        check.status.success(),
+        "{python} cannot import grpc and grpc_tools: {} (scripts/test.sh makes a virtual environment with \
+         them and sets SLUICE_PYTHON)",
+        String::from_utf8_lossy(&check.stderr).trim()
+    );
+    python
+}

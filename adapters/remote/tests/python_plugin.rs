@@ -21,15 +21,8 @@ impl Drop for Plugin {
 
 fn start_plugin(port: u16) -> Plugin {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/python-plugin/plugin.py");
-    let check = Command::new("python3")
-        .args(["-c", "import grpc, grpc_tools"])
-        .output()
-        .expect("python3 is installed");
-    assert!(
-        check.status.success(),
-        "the Python example plugin needs grpcio and grpcio-tools: pip install grpcio grpcio-tools (scripts/test.sh does)"
-    );
-    let child = Command::new("python3")
+    let python = sluice_adapter::testing::python_with_grpc();
+    let child = Command::new(python)
         .arg(script)
         .args(["--port", &port.to_string(), "--drain-ms", "150", "--ready-ms", "50"])
         .stdout(Stdio::null())

@@ -429,19 +429,23 @@ impl Adapter for HaproxyAdapter {
                 })?
             }
         };
-        let held = srv.admin.0 & (AdminFlags::CMAINT | AdminFlags::IMAINT | AdminFlags::RMAINT);
+        // `state ready` lifts forced maintenance and `disabled` from haproxy.cfg (measured on
+        // HAProxy 2.6), not maintenance inherited from a tracked server or a name that does
+        // not resolve: sending it would change nothing, at every poll.
+        let held = srv.admin.0 & (AdminFlags::IMAINT | AdminFlags::RMAINT);
         if held != 0 {
-            // `state ready` only leaves forced maintenance: sending it would change nothing
-            // and the engine would send it again at every poll.
             return Err(AdapterError::permanent(format!(
-                "server '{backend}/{}' is in maintenance the runtime API cannot lift ({}): remove `disabled` \
-                 from haproxy.cfg (use `set server ... state maint` at runtime instead), or fix what it tracks \
-                 or resolves",
+                "server '{backend}/{}' is in maintenance the runtime API cannot lift ({}): fix what it {}",
                 srv.name,
-                match held {
-                    h if h & AdminFlags::CMAINT != 0 => "`disabled` in haproxy.cfg",
-                    h if h & AdminFlags::IMAINT != 0 => "inherited from a tracked server",
-                    _ => "its name does not resolve",
+                if held & AdminFlags::IMAINT != 0 {
+                    "inherited from the server it tracks"
+                } else {
+                    "its address does not resolve"
+                },
+                if held & AdminFlags::IMAINT != 0 {
+                    "tracks (put the tracked server in service), or stop tracking it"
+                } else {
+                    "resolves (the DNS name of its `server` line)"
                 }
             )));
         }

@@ -102,7 +102,10 @@ impl AdminFlags {
     pub const FMAINT: u32 = 0x01;
     /// Maintenance inherited from a tracked server.
     pub const IMAINT: u32 = 0x02;
-    /// Maintenance from the configuration (`disabled`).
+    /// The server was `disabled` in the configuration. It comes with FMAINT, and it stays
+    /// set after `state ready` lifts that (measured on HAProxy 2.6: admin state 5, then 4
+    /// with the server UP), so on its own it is not maintenance — HAProxy's own
+    /// `SRV_ADMF_MAINT` mask (0x23) leaves it out too.
     pub const CMAINT: u32 = 0x04;
     /// Forced drain (`set server ... state drain`).
     pub const FDRAIN: u32 = 0x08;
@@ -111,9 +114,10 @@ impl AdminFlags {
     /// Maintenance because the server's name did not resolve.
     pub const RMAINT: u32 = 0x20;
 
-    /// Any kind of maintenance: the server takes no traffic at all.
+    /// Any kind of maintenance: the server takes no traffic at all (HAProxy's
+    /// `SRV_ADMF_MAINT`).
     pub fn is_maint(self) -> bool {
-        self.0 & (Self::FMAINT | Self::IMAINT | Self::CMAINT | Self::RMAINT) != 0
+        self.0 & (Self::FMAINT | Self::IMAINT | Self::RMAINT) != 0
     }
 
     /// Any kind of drain: only persistent (sticky) traffic still reaches the server.

@@ -98,6 +98,20 @@ async fn dynamic_mode_adds_drains_and_deletes() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_server_disabled_in_the_config_is_put_in_service() {
+    let (port, _pods) = start_pods(&[("s1", IP1), ("s2", IP2)], &[IP3]).await;
+    let h = Haproxy::start_with_options(&three_servers()[..2], port, &[("s2", "disabled")]).await;
+    assert_eq!(h.status("web", "s2").await, "MAINT");
+    // Measured on HAProxy 2.6: the runtime API's `state ready` lifts maintenance set by
+    // `disabled` in haproxy.cfg, so register treats it like any maintenance.
+    let a = HaproxyAdapter::new(HaproxyConfig::new("lb", h.unix_endpoint())).expect("config");
+    let t = target(IP2, port, "web");
+    a.register(&t).await.expect("a disabled server registers");
+    wait_state(&a, &t, TrafficState::Serving, "s2 serving after its health check").await;
+    assert_eq!(h.status("web", "s2").await, "UP");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn unknown_backend_and_address_are_permanent() {
     let (port, _pods) = start_pods(&[("s1", IP1), ("s2", IP2)], &[IP3]).await;
     let h = Haproxy::start(&three_servers(), port).await;
@@ -194,23 +208,65 @@ async fn low_level_or_inaccessible_sockets_are_permanent() {
     assert!(!e.is_retryable() && e.message.contains("level 'user'"), "{e}");
     assert_eq!(h.status("web", "s1").await, "UP");
 
-    // EACCES on the unix socket; root bypasses file modes, so this part needs a non-root user.
+    // EACCES on the unix socket. Root bypasses file modes, so the adapter is run by this
+    // test binary again as an unprivileged user (nobody, through setpriv, when the suite
+    // runs as root): the probe below connects and reports what it got.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&h.admin_sock, std::fs::Permissions::from_mode(0o000)).expect("chmod 000");
-    let a = HaproxyAdapter::new(HaproxyConfig::new("lb", h.unix_endpoint())).expect("config");
-    match a.health().await {
-        Err(e) => {
-            assert!(!e.is_retryable() && e.message.contains("permission denied"), "{e}");
-        }
-        Ok(()) => {
-            let root = std::fs::read_to_string("/proc/self/status")
-                .unwrap_or_default()
-                .lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
-            assert!(root, "a chmod 000 socket was usable by a non-root user");
-            println!("running as root: EACCES cannot happen; covered by the level-user case");
-        }
-    }
+    let dir = h.admin_sock.parent().expect("socket directory");
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod 755 its directory");
+    let exe = std::env::current_exe().expect("this test binary");
+    let mut cmd = if running_as_root() {
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(&exe);
+        c
+    } else {
+        std::process::Command::new(&exe)
+    };
+    cmd.args([
+        "--exact",
+        "unprivileged_probe",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("SLUICE_PROBE_SOCKET", &h.admin_sock);
+    let out = tokio::time::timeout(WAIT, tokio::process::Command::from(cmd).output())
+        .await
+        .expect("the unprivileged probe finishes")
+        .expect("the unprivileged probe starts (setpriv is in util-linux)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("probe: permanent: "),
+        "probe as an unprivileged user: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("permission denied"), "{stdout}");
+}
+
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .expect("/proc/self/status")
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+}
+
+/// Run by `low_level_or_inaccessible_sockets_are_permanent` as an unprivileged user, against
+/// the chmod-000 socket it names: the adapter's health check must fail as a permanent error.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "run as an unprivileged user by low_level_or_inaccessible_sockets_are_permanent"]
+async fn unprivileged_probe() {
+    let path = std::env::var("SLUICE_PROBE_SOCKET").expect("SLUICE_PROBE_SOCKET names the socket");
+    assert!(!running_as_root(), "the probe must not run as root");
+    let a = HaproxyAdapter::new(HaproxyConfig::new("lb", Endpoint::Unix(path.into()))).expect("config");
+    let e = a
+        .health()
+        .await
+        .expect_err("a chmod 000 socket refuses an unprivileged user");
+    assert!(!e.is_retryable(), "{e}");
+    println!("probe: permanent: {}", e.message);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -25,7 +25,11 @@ impl Drop for Backend {
     }
 }
 
-async fn handle(req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+/// The response header naming the pod address that served a request (tests tell apart the
+/// requests a drained pod held).
+pub const SERVED_BY: &str = "x-served-by";
+
+async fn handle(req: Request<hyper::body::Incoming>, addr: SocketAddr) -> Result<Response<Full<Bytes>>, Infallible> {
     let ms: u64 = req
         .uri()
         .query()
@@ -35,7 +39,11 @@ async fn handle(req: Request<hyper::body::Incoming>) -> Result<Response<Full<Byt
     if req.uri().path() == "/work" && ms > 0 {
         tokio::time::sleep(Duration::from_millis(ms.min(10_000))).await;
     }
-    Ok(Response::new(Full::new(Bytes::from_static(b"ok"))))
+    let mut resp = Response::new(Full::new(Bytes::from_static(b"ok")));
+    if let Ok(v) = http::HeaderValue::from_str(&addr.ip().to_string()) {
+        resp.headers_mut().insert(SERVED_BY, v);
+    }
+    Ok(resp)
 }
 
 impl Backend {
@@ -52,7 +60,10 @@ impl Backend {
                 tokio::spawn(async move {
                     let conn = hyper::server::conn::http1::Builder::new()
                         .keep_alive(true)
-                        .serve_connection(TokioIo::new(stream), hyper::service::service_fn(handle));
+                        .serve_connection(
+                            TokioIo::new(stream),
+                            hyper::service::service_fn(move |req| handle(req, addr)),
+                        );
                     tokio::select! {
                         _ = conn => {}
                         _ = stop_rx.wait_for(|s| *s) => {}

@@ -22,6 +22,10 @@ fn next_duration_ms() -> u64 {
     }
 }
 
+/// A request unanswered this long counts as failed (the longest one the demo sends takes
+/// 800 ms).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
 type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
 
 async fn connect(front: SocketAddr) -> anyhow::Result<Sender> {
@@ -59,13 +63,18 @@ pub async fn client(
             .header(http::header::HOST, "demo.local")
             .body(Empty::<Bytes>::new())
             .expect("request literal");
-        let ok = match s.send_request(req).await {
-            Ok(resp) if resp.status() == http::StatusCode::OK => match resp.into_body().collect().await {
-                Ok(b) => b.to_bytes().as_ref() == b"ok",
-                Err(_) => false,
-            },
-            _ => false,
+        // The longest request takes 800 ms: one still unanswered after REQUEST_TIMEOUT hung,
+        // and a hung request is a failed one.
+        let exchange = async {
+            match s.send_request(req).await {
+                Ok(resp) if resp.status() == http::StatusCode::OK => match resp.into_body().collect().await {
+                    Ok(b) => b.to_bytes().as_ref() == b"ok",
+                    Err(_) => false,
+                },
+                _ => false,
+            }
         };
+        let ok = tokio::time::timeout(REQUEST_TIMEOUT, exchange).await.unwrap_or(false);
         requests.fetch_add(1, Ordering::SeqCst);
         if !ok {
             failed.fetch_add(1, Ordering::SeqCst);

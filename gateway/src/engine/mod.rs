@@ -86,6 +86,8 @@ pub struct Engine {
     pub adapter_writes: AtomicU64,
     /// Every adapter call (observe, register, deregister), for tests that bound them.
     pub adapter_calls: AtomicU64,
+    /// Pod workers run to the end (a converged pod's run writes and calls nothing).
+    pub worker_runs: AtomicU64,
 }
 
 impl Engine {
@@ -110,12 +112,19 @@ impl Engine {
             workers: DashMap::new(),
             adapter_writes: Default::default(),
             adapter_calls: Default::default(),
+            worker_runs: Default::default(),
         })
     }
 
     /// Every cluster has listed once (for `/readyz`).
     pub fn ready(&self) -> bool {
         self.clusters.values().all(|c| c.synced.load(Ordering::SeqCst))
+    }
+
+    /// Pods with a worker running (or queued for a worker permit) now: 0 when the gateway
+    /// has nothing left to do.
+    pub fn busy_pods(&self) -> usize {
+        self.workers.len()
     }
 
     /// Clusters that have not listed yet.
@@ -264,7 +273,9 @@ impl Engine {
                 loop {
                     slot.dirty.store(false, Ordering::SeqCst);
                     let run = std::panic::AssertUnwindSafe(worker::run(&engine, &key, &slot)).catch_unwind();
-                    if run.await.is_err() {
+                    let run = run.await;
+                    engine.worker_runs.fetch_add(1, Ordering::SeqCst);
+                    if run.is_err() {
                         // The entry goes, so the pod is not stuck with a dead worker; its slot
                         // stays (the pod may be out of traffic) and is released as usual.
                         error!(pod = ?key, "A pod worker panicked; it starts again in a second.");

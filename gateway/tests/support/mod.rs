@@ -96,6 +96,54 @@ pub async fn hold_requests(
     held
 }
 
+/// A request held through the frontend, as it ended: status, the pod address that served
+/// it (`x-served-by`), and when its response was complete.
+pub struct Held {
+    pub status: http::StatusCode,
+    pub served_by: String,
+    pub done: std::time::Instant,
+}
+
+/// Like [`hold_requests`], timing each request's end and naming the pod that served it.
+pub async fn hold_timed(front: std::net::SocketAddr, n: usize, ms: u64) -> Vec<tokio::task::JoinHandle<Held>> {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        let stream = tokio::net::TcpStream::connect(front).await.unwrap();
+        let (mut s, conn) = hyper::client::conn::http1::handshake::<_, http_body_util::Empty<bytes::Bytes>>(
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::get(format!("/work?ms={ms}"))
+            .header("host", "x")
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        held.push(tokio::spawn(async move {
+            use http_body_util::BodyExt;
+            let resp = within("a held request", s.send_request(req))
+                .await
+                .expect("a held request is answered");
+            let status = resp.status();
+            let served_by = resp
+                .headers()
+                .get(sluice::demo::backend::SERVED_BY)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            within("a held response body", resp.into_body().collect())
+                .await
+                .expect("a held response body is complete");
+            Held {
+                status,
+                served_by,
+                done: std::time::Instant::now(),
+            }
+        }));
+    }
+    held
+}
+
 /// The pod's finalizers, sorted.
 pub fn finalizers(p: &Pod) -> Vec<String> {
     let mut f = p.metadata.finalizers.clone().unwrap_or_default();
@@ -184,4 +232,9 @@ where
         }
     })
     .await
+}
+
+/// The patch a rollout controller writes to ask for a drain.
+pub fn desired_drained() -> kube::api::Patch<serde_json::Value> {
+    kube::api::Patch::Merge(serde_json::json!({"metadata": {"annotations": {"sluice.dev/desired": "drained"}}}))
 }

@@ -53,6 +53,7 @@ pub struct Faults {
     drop_watches: watch::Sender<u64>,
     online: watch::Sender<bool>,
     requests: AtomicU64,
+    writes: AtomicU64,
     offline_flag: AtomicBool,
 }
 
@@ -66,6 +67,7 @@ impl Default for Faults {
             drop_watches: watch::channel(0).0,
             online: watch::channel(true).0,
             requests: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
             offline_flag: AtomicBool::new(false),
         }
     }
@@ -133,6 +135,13 @@ impl Faults {
         self.requests.load(Ordering::SeqCst)
     }
 
+    /// The requests counted by [`Faults::request_count`] that would change something (any
+    /// method but GET, HEAD and OPTIONS), whether they were served or not: a test proves a
+    /// client wrote nothing — not even tried — while the cluster was unreachable.
+    pub fn write_count(&self) -> u64 {
+        self.writes.load(Ordering::SeqCst)
+    }
+
     pub(crate) fn online_signal(&self) -> watch::Receiver<bool> {
         self.online.subscribe()
     }
@@ -150,8 +159,11 @@ impl Faults {
     }
 
     /// Called first thing for every request the server receives.
-    pub(crate) fn count_request(&self) {
+    pub(crate) fn count_request(&self, write: bool) {
         self.requests.fetch_add(1, Ordering::SeqCst);
+        if write {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+        }
     }
 
     /// Called once per authenticated API request: the latency to apply and the failure to

@@ -81,8 +81,12 @@ pub async fn handle(state: Arc<ClusterState>, req: Request<Incoming>) -> Result<
 }
 
 async fn respond(state: Arc<ClusterState>, req: Request<Incoming>) -> Result<Response<Body>, Offline> {
-    state.faults.count_request();
-    tracing::debug!(method = %req.method(), uri = %req.uri(), "request");
+    let method = req.method();
+    state.faults.count_request(!matches!(
+        *method,
+        hyper::Method::GET | hyper::Method::HEAD | hyper::Method::OPTIONS
+    ));
+    tracing::debug!(%method, uri = %req.uri(), "request");
     if state.faults.is_offline() {
         return Err(Offline);
     }

@@ -72,6 +72,12 @@ impl Haproxy {
     /// rise 1 fall 1`, `cookie <name>`) and an empty backend `dyn`; waits until the
     /// runtime API answers `show info`.
     pub async fn start(servers: &[WebServer], pod_port: u16) -> Haproxy {
+        Self::start_with_options(servers, pod_port, &[]).await
+    }
+
+    /// Like [`Haproxy::start`], with extra keywords on some server lines (`("s2",
+    /// "disabled")`).
+    pub async fn start_with_options(servers: &[WebServer], pod_port: u16, extra: &[(&str, &str)]) -> Haproxy {
         let dir = sluice_adapter::testing::temp_dir("slb-test");
         let [api, fe, fe_dyn] = [(); 3].map(|_| free_port(&[]));
         let admin_sock = dir.join("admin.sock");
@@ -89,9 +95,14 @@ impl Haproxy {
         );
         for s in servers {
             cfg.push_str(&format!(
-                "  server {n} {ip}:{pod_port} check inter 100 rise 1 fall 1 cookie {n}\n",
+                "  server {n} {ip}:{pod_port} check inter 100 rise 1 fall 1 cookie {n}{more}\n",
                 n = s.name,
-                ip = s.ip
+                ip = s.ip,
+                more = extra
+                    .iter()
+                    .filter(|(n, _)| *n == s.name)
+                    .map(|(_, o)| format!(" {o}"))
+                    .collect::<String>()
             ));
         }
         let cfg_path = dir.join("haproxy.cfg");
