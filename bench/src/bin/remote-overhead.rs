@@ -104,5 +104,9 @@ async fn main() -> anyhow::Result<()> {
         added_p99,
         if added_p99 < Duration::from_millis(1) { "PASS" } else { "FAIL" }
     );
+    anyhow::ensure!(
+        added_p99 < Duration::from_millis(1),
+        "missed target: the remote adapter added {added_p99:?} at p99 (limit 1 ms)"
+    );
     Ok(())
 }

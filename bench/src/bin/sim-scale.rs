@@ -153,6 +153,10 @@ async fn main() -> anyhow::Result<()> {
         (rss1.saturating_sub(rss0)) as f64 / args.pods as f64,
         if store_mib < 1024.0 { "PASS" } else { "FAIL" }
     );
+    let mut missed = Vec::new();
+    if store_mib >= 1024.0 {
+        missed.push(format!("memory grew {store_mib:.0} MiB (limit 1024 MiB)"));
+    }
 
     let kc = Kubeconfig::from_yaml(&cluster.kubeconfig())?;
     let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
@@ -180,6 +184,9 @@ async fn main() -> anyhow::Result<()> {
         raw.iter().cloned().fold(0.0, f64::max),
         if raw_med < 2.0 { "PASS" } else { "FAIL" }
     );
+    if raw_med >= 2.0 {
+        missed.push(format!("a full list took {raw_med:.3} s (limit 2 s)"));
+    }
 
     let pods: Api<Pod> = Api::all(client.clone());
     let mut typed = Vec::new();
@@ -213,10 +220,15 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("list (kube-rs, pages of 500): median {:.3} s", median(paged));
 
-    fan_out(&cluster, &client, &args).await
+    if !fan_out(&cluster, &client, &args).await? {
+        missed.push("the watch fan-out lost events, lagged past 1 s at p99 or fell behind the write rate".into());
+    }
+    anyhow::ensure!(missed.is_empty(), "missed targets: {}", missed.join("; "));
+    Ok(())
 }
 
-async fn fan_out(cluster: &Cluster, client: &kube::Client, args: &Args) -> anyhow::Result<()> {
+/// The watch fan-out; answers whether it met its target.
+async fn fan_out(cluster: &Cluster, client: &kube::Client, args: &Args) -> anyhow::Result<bool> {
     let pods_api = cluster.api("", "v1", "pods").map_err(anyhow::Error::new)?;
     let rv = cluster.state().store().rv();
     let mut tasks = Vec::new();
@@ -306,5 +318,5 @@ async fn fan_out(cluster: &Cluster, client: &kube::Client, args: &Args) -> anyho
         ms(*all.last().unwrap_or(&0)),
         if pass { "PASS" } else { "FAIL" }
     );
-    Ok(())
+    Ok(pass)
 }
