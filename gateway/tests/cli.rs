@@ -4,10 +4,10 @@
 use std::process::Command;
 
 fn sluice(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .output()
-        .expect("sluice runs")
+    sluice_adapter::testing::output_within(
+        Command::new(env!("CARGO_BIN_EXE_sluice")).args(args),
+        std::time::Duration::from_secs(120),
+    )
 }
 
 #[test]
@@ -59,11 +59,7 @@ fn crd_prints_the_traffic_binding_definition() {
 #[test]
 fn adapter_conformance_command_runs_the_battery_against_a_plugin() {
     let python = sluice_adapter::testing::python_with_grpc();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = sluice_adapter::testing::free_port();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/python-plugin/plugin.py");
     let mut plugin = Command::new(python)
         .arg(script)

@@ -274,8 +274,7 @@ async fn invalid_binding_is_reported_not_fatal() {
 /// means never two pods out of traffic at once, from the backend's side too — the second
 /// drain starts only once the first pod serves again.
 async fn two_drains_never_overlap(stage: &Stage) {
-    let held = hold_requests(stage.frontend, 6, 1200).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let held = hold_in_web(stage, 6, 1200).await;
     stage.set_kruise_state(0, "PreparingUpdate").await.unwrap();
     stage.set_kruise_state(1, "PreparingUpdate").await.unwrap();
     let mut saw_waiting = false;
@@ -493,8 +492,7 @@ async fn drain_deadline_blocks_by_default_and_releases_loudly_when_asked() {
         stage.wait_ready(0, T).await.unwrap();
         stage.wait_ready(1, T).await.unwrap();
         // Sessions that outlive the deadline: the drain cannot be verified in time.
-        let held = hold_requests(stage.frontend, 4, 4000).await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let held = hold_in_web(&stage, 4, 4000).await;
         stage.set_kruise_state(0, "PreparingDelete").await.unwrap();
         match policy {
             "Block" => {
@@ -617,8 +615,7 @@ async fn a_deleted_binding_takes_its_pods_out_of_its_targets_on_evidence() {
     stage.wait_ready(0, T).await.unwrap();
     stage.wait_ready(1, T).await.unwrap();
     // Sessions on both servers: the drain that follows the deletion waits for them.
-    let held = hold_requests(stage.frontend, 4, 1000).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let held = hold_in_web(&stage, 4, 1000).await;
     let bindings: Api<sluice::binding::TrafficBinding> = Api::namespaced(stage.client.clone(), "default");
     bindings.delete("web", &DeleteParams::default()).await.unwrap();
     // The ledger knows where the pods are registered: each is drained from there, and its

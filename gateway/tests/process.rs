@@ -59,8 +59,7 @@ async fn sigkill_mid_drain_then_restart_completes_the_drain() {
     stage.wait_ready(0, T).await.expect("restored by the process");
     stage.wait_ready(1, T).await.expect("restored by the process");
 
-    let held = hold_requests(stage.frontend, 4, 2000).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let held = hold_in_web(&stage, 4, 2000).await;
     stage.set_kruise_state(0, "PreparingDelete").await.unwrap();
     wait_gate(&stage.pods, "web-1", "False").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -107,12 +106,10 @@ async fn sigkill_mid_drain_then_restart_completes_the_drain() {
 }
 
 fn kubectl(kubeconfig: &std::path::Path, args: &[&str]) -> String {
-    let out = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .output()
-        .expect("kubectl is installed (scripts/test.sh installs it)");
+    let out = sluice_adapter::testing::output_within(
+        Command::new("kubectl").arg("--kubeconfig").arg(kubeconfig).args(args),
+        Duration::from_secs(60),
+    );
     assert!(
         out.status.success(),
         "kubectl {args:?}: {}",

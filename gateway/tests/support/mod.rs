@@ -63,10 +63,8 @@ pub async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
 }
 
 pub fn free_addr() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    // The shared helper: ports below the ephemeral range, never handed out twice.
+    std::net::SocketAddr::from(([127, 0, 0, 1], sluice_adapter::testing::free_port()))
 }
 
 /// Opens `n` keep-alive connections through `front` and sends a request of `ms` on each;
@@ -237,4 +235,20 @@ where
 /// The patch a rollout controller writes to ask for a drain.
 pub fn desired_drained() -> kube::api::Patch<serde_json::Value> {
     kube::api::Patch::Merge(serde_json::json!({"metadata": {"annotations": {"sluice.dev/desired": "drained"}}}))
+}
+
+/// [`hold_requests`] through the stage's frontend (backend `web`), returning once HAProxy
+/// itself counts all `n` sessions on the backend's servers.
+pub async fn hold_in_web(
+    stage: &sluice::demo::Stage,
+    n: usize,
+    ms: u64,
+) -> Vec<tokio::task::JoinHandle<hyper::Result<http::StatusCode>>> {
+    let held = hold_requests(stage.frontend, n, ms).await;
+    until("HAProxy to count the held sessions", || async {
+        let rows = stage.haproxy().show_stat_servers("web").await.ok()?;
+        (rows.iter().map(|r| r.scur()).sum::<u64>() >= n as u64).then_some(())
+    })
+    .await;
+    held
 }
