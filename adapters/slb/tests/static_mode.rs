@@ -65,7 +65,9 @@ async fn drain_waits_for_the_in_flight_request_then_maint() {
     }
     assert_eq!(pods[0].hits(), before);
 
-    // Drained only after the held request completed, and within ~100 ms of it.
+    // Drained only after the held request completed (590 ms of 600), and promptly after it
+    // (the bound is generous: a timed assertion must not fail on a busy machine; it catches
+    // a drain that waits for a deadline or a fixed sleep instead of the evidence).
     let obs = drive_drain(&a, &t, "Drained after the held request").await;
     let drained_at = Instant::now();
     let (resp, done_at) = tokio::time::timeout(WAIT, held)
@@ -80,7 +82,7 @@ async fn drain_waits_for_the_in_flight_request_then_maint() {
     );
     let lag = drained_at.saturating_duration_since(done_at);
     assert!(
-        lag < Duration::from_millis(100),
+        lag < Duration::from_secs(2),
         "Drained {lag:?} after the request completed"
     );
     assert!(
