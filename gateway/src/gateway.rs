@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -119,9 +118,8 @@ impl Gateway {
             tasks.push(tokio::spawn(async move {
                 pods_synced.notified().await;
                 bindings_synced.notified().await;
-                cluster.synced.store(true, Ordering::SeqCst);
-                info!(cluster = %cluster.name, "Cluster synced; its pods are acted on.");
                 engine2.on_synced(&cluster.name);
+                info!(cluster = %cluster.name, "Cluster synced; its pods are acted on.");
             }));
         }
         tasks.push(tokio::spawn(crate::engine::resync::resync_loop(engine.clone())));

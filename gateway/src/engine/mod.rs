@@ -213,7 +213,8 @@ impl Engine {
     }
 
     /// A cluster has listed pods and bindings: every bound pod whose gate is False is out
-    /// of traffic and holds its budget slot again, before any worker of the cluster runs.
+    /// of traffic and holds its budget slot again; only then is the cluster marked synced
+    /// (no worker of it can run before: a kick needs it) and its pods kicked.
     pub fn on_synced(self: &Arc<Self>, cluster: &str) {
         let out: Vec<PodView> = self
             .pods
@@ -222,8 +223,20 @@ impl Engine {
             .map(|p| p.clone())
             .collect();
         for p in out {
-            let keys = self.bindings_for(&p).into_iter().map(|b| b.budget_key());
+            let mut keys: Vec<String> = self.bindings_for(&p).into_iter().map(|b| b.budget_key()).collect();
+            keys.extend(
+                self.bindings
+                    .iter()
+                    .filter(|b| {
+                        let (cluster, ns, _) = b.key();
+                        *cluster == p.cluster && *ns == p.namespace && b.valid().is_none() && selects(b, &p)
+                    })
+                    .map(|b| format!("{}/{}", p.namespace, b.key().2)),
+            );
             self.budgets.retake(&p.key(), keys);
+        }
+        if let Some(c) = self.clusters.get(cluster) {
+            c.synced.store(true, Ordering::SeqCst);
         }
         self.kick_cluster(cluster, false);
     }
@@ -267,9 +280,9 @@ impl Engine {
         let span = tracing::Span::current();
         tokio::spawn(
             async move {
-                let Ok(_permit) = engine.running.clone().acquire_owned().await else {
-                    return;
-                };
+                // The worker cap is taken per pass (`Worker::run_loop`), not for the task's
+                // life: a task that held one while it asked for another could deadlock the
+                // engine once every permit was held that way.
                 loop {
                     slot.dirty.store(false, Ordering::SeqCst);
                     let run = std::panic::AssertUnwindSafe(worker::run(&engine, &key, &slot)).catch_unwind();

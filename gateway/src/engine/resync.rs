@@ -172,7 +172,8 @@ pub async fn sweep(engine: &Engine) -> Vec<(TargetId, Listed)> {
                 ip: entry.ip,
                 port: entry.port,
             };
-            if recorded.contains(&id) || claimed(engine, &id) {
+            // A bound pod selected for the address may not have recorded it yet.
+            if recorded.contains(&id) || !owners(engine, &id).is_empty() {
                 continue;
             }
             out.push((id, entry));
@@ -181,22 +182,29 @@ pub async fn sweep(engine: &Engine) -> Vec<(TargetId, Listed)> {
     out
 }
 
-/// A bound pod with the entry's address is selected for it (its registration may still be
-/// on its way into the ledger).
-fn claimed(engine: &Engine, id: &TargetId) -> bool {
-    engine.pods.iter().any(|p| {
-        p.ip == Some(id.ip)
-            && engine.bindings_for(&p).iter().any(|b| {
-                b.port == id.port
-                    && b.targets
-                        .iter()
-                        .any(|t| t.adapter.name() == id.adapter && t.params == id.params)
-            })
-    })
+/// The pods that record the entry in their ledger or are selected for it now.
+fn owners(engine: &Engine, id: &TargetId) -> Vec<crate::model::PodKey> {
+    engine
+        .pods
+        .iter()
+        .filter(|p| {
+            p.ledger().is_ok_and(|l| l.iter().any(|e| &e.id() == id))
+                || (p.ip == Some(id.ip)
+                    && engine.bindings_for(p).iter().any(|b| {
+                        b.port == id.port
+                            && b.targets
+                                .iter()
+                                .any(|t| t.adapter.name() == id.adapter && t.params == id.params)
+                    }))
+        })
+        .map(|p| p.key().clone())
+        .collect()
 }
 
-/// Deregisters an orphan and verifies it drained (within the default deadline).
-async fn drain_orphan(engine: &Engine, id: &TargetId, listed: &Listed) {
+/// Deregisters an orphan and verifies it drained (within the default deadline). Stops as
+/// soon as a pod owns the address again (a new pod may get the same IP): that pod is
+/// observed again at once, so what this drain took out is put back.
+async fn drain_orphan(engine: &Arc<Engine>, id: &TargetId, listed: &Listed) {
     let Some(adapter) = engine.adapters.get(&id.adapter) else {
         return;
     };
@@ -217,6 +225,14 @@ async fn drain_orphan(engine: &Engine, id: &TargetId, listed: &Listed) {
     let mut outcome = format!("not verified drained within {}s", engine.cfg.default_deadline_seconds);
     let mut call_deregister = true;
     while Instant::now() < deadline {
+        let owners = owners(engine, id);
+        if !owners.is_empty() {
+            outcome = "stopped: a pod owns this address again (it is observed and registered again)".into();
+            for key in owners {
+                engine.kick_forced(key);
+            }
+            break;
+        }
         if call_deregister {
             let _permit = engine.permit(&id.adapter).await;
             engine.adapter_writes.fetch_add(1, Ordering::SeqCst);

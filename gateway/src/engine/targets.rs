@@ -40,6 +40,7 @@ impl PodTarget {
             ip: self.id.ip,
             port: self.id.port,
             binding: self.binding.clone(),
+            settle_seconds: self.settle.as_secs(),
         }
     }
 
@@ -82,7 +83,9 @@ pub fn assemble(
                     ip,
                     port: b.port,
                 };
-                if out.iter().any(|o| o.id == id) {
+                if let Some(known) = out.iter_mut().find(|o| o.id == id) {
+                    // Two bindings ask for the same target: the wider settle window wins.
+                    known.settle = known.settle.max(Duration::from_secs(b.settle_seconds));
                     continue;
                 }
                 out.push(PodTarget {
@@ -108,13 +111,17 @@ pub fn assemble(
         let id = e.id();
         if let Some(known) = out.iter_mut().find(|o| o.id == id) {
             known.recorded = true;
+            known.settle = known.settle.max(Duration::from_secs(e.settle_seconds));
             continue;
         }
+        // What it was recorded with, or what the binding says now if it still exists, or
+        // (a binding deleted before entries carried their settle) the widest there is.
         let settle = bindings
             .iter()
             .find(|b| b.name == e.binding)
             .map(|b| b.settle_seconds)
-            .unwrap_or(widest_settle);
+            .unwrap_or(widest_settle)
+            .max(e.settle_seconds);
         out.push(PodTarget {
             kind: e.kind.clone(),
             adapter: adapters.get(&e.adapter).cloned(),

@@ -30,6 +30,8 @@ use crate::planner::{self, Facts, Intent, Seen, Step, TargetFact};
 
 /// How often a blocked drain is looked at again.
 const BLOCKED_POLL: Duration = Duration::from_secs(1);
+/// The longest pause between observations while a drain or restore waits for evidence.
+const MAX_WAIT_POLL: Duration = Duration::from_secs(1);
 /// A recorded drain start further in the future than this is not trusted (clock skew
 /// between replicas is seconds, not minutes).
 const FUTURE_SKEW: jiff::SignedDuration = jiff::SignedDuration::from_secs(60);
@@ -99,6 +101,8 @@ pub(super) struct Worker<'a> {
     pub released: bool,
     /// Steps that failed permanently in the last pass: blocked reasons until they succeed.
     failed: Vec<String>,
+    /// Since when the passes have only waited for evidence (nothing acted, nothing failed).
+    waiting_since: Option<Instant>,
 }
 
 /// Runs a pod's worker until its plan is empty (or its operation changes).
@@ -133,6 +137,7 @@ pub(crate) async fn run(engine: &Arc<Engine>, key: &PodKey, slot: &Slot) {
         errors: 0,
         drained_since: HashMap::new(),
         drain_started: None,
+        waiting_since: None,
         started: jiff::Timestamp::now(),
         restore_started: None,
         restore_late: false,
@@ -192,6 +197,9 @@ impl Worker<'_> {
         let entries = ledger.clone().unwrap_or_default();
         let targets = targets::assemble(&pod, &bindings, &entries, &invalid_names, &self.engine.adapters);
         if targets.is_empty() && !pod.holds_sluice_finalizer() && ledger.is_ok() && invalid_selecting.is_empty() {
+            // No binding covers the pod any more (relabelled, selector edited): no budget
+            // counts it, so a slot it held goes back.
+            self.engine.budgets.release(&self.key);
             if matches!(intent, Intent::Restore) && pod.has_gate && pod.gate != Some(true) {
                 let problem = "the pod carries readinessGate sluice.dev/traffic-ready but no valid TrafficBinding \
                                selects it: nothing will set the gate, so it stays NotReady (add a binding, or remove \
@@ -206,7 +214,13 @@ impl Worker<'_> {
             return Next::Exit;
         }
         let observations = join_all(targets.iter().map(|t| self.observe(t))).await;
-        let needs = self.engine.needs(&bindings);
+        let mut needs = self.engine.needs(&bindings);
+        // An invalid binding still bounds its pods: its budget cannot be read, so it is
+        // taken as 1 (a typo must not let every pod out at once).
+        needs.extend(invalid_selecting.iter().map(|name| super::budget::Need {
+            key: format!("{}/{name}", pod.namespace),
+            max: 1,
+        }));
         // A drain resumed after a restart got its slot back when the cluster synced
         // (`Engine::on_synced`), before any worker ran.
         let holds = self.engine.budgets.holds(&self.key, &needs);
@@ -219,7 +233,7 @@ impl Worker<'_> {
             gate: pod.gate,
             holds_budget: holds,
             budget_free: self.engine.budgets.free(&self.key, &needs),
-            deadline_passed: self.deadline_passed(&pod, &intent, &bindings),
+            deadline_passed: self.deadline_passed(&pod, &intent, &bindings, holds),
             on_deadline: if !bindings.is_empty() && bindings.iter().all(|b| b.on_deadline == OnDeadline::Release) {
                 OnDeadline::Release
             } else {
@@ -286,8 +300,16 @@ impl Worker<'_> {
             Duration::from_millis((50u64 << self.errors.min(7)).min(5000))
         } else if blocked {
             poll.max(BLOCKED_POLL)
-        } else {
+        } else if acted {
+            self.waiting_since = None;
             poll
+        } else {
+            // Only waiting (sessions to end, a TTL, a settle window, a health check): the
+            // longer it has waited, the less often it looks — 5 % of the wait so far, at
+            // most a second — so a 300 s TTL costs a few hundred observations, not 30,000,
+            // while a drain that ends early is still seen within a few percent of its time.
+            let since = *self.waiting_since.get_or_insert_with(Instant::now);
+            (since.elapsed() / 20).clamp(poll, MAX_WAIT_POLL.max(poll))
         };
         Next::After(pause)
     }
@@ -386,9 +408,13 @@ impl Worker<'_> {
     /// has had `resumeGraceSeconds` (or the whole deadline, when shorter) to verify: a
     /// gateway outage, or a start forged into the past, never turns into a release by
     /// itself. A start in the future is not trusted.
-    fn deadline_passed(&mut self, pod: &PodView, intent: &Intent, bindings: &[Binding]) -> bool {
+    fn deadline_passed(&mut self, pod: &PodView, intent: &Intent, bindings: &[Binding], holds_budget: bool) -> bool {
         if !matches!(intent, Intent::Drain(_)) {
             self.drain_started = None;
+            return false;
+        }
+        if !holds_budget && self.drain_started.is_none() {
+            // Waiting for a budget slot is not draining: the clock starts with the drain.
             return false;
         }
         let now = jiff::Timestamp::now();
@@ -450,7 +476,7 @@ impl Worker<'_> {
             .chain(self.failed.iter().cloned())
             .collect();
         let drain_started_at = match intent {
-            Intent::Drain(_) => Some(time_text(self.drain_started.unwrap_or_else(jiff::Timestamp::now))),
+            Intent::Drain(_) => self.drain_started.map(time_text),
             _ => None,
         };
         self.set_status(pod, state, evidence, drain_started_at, blocked, problems, intent)

@@ -42,6 +42,14 @@ pub struct LedgerEntry {
     /// The TrafficBinding (same namespace) that asked for it.
     #[serde(default)]
     pub binding: String,
+    /// The binding's `settleSeconds` when it was recorded: a drain of this target still
+    /// settles that long after the binding is edited or deleted.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub settle_seconds: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What identifies a target: the same adapter instance, parameters and address are the
@@ -123,6 +131,7 @@ mod tests {
 
     fn entry(backend: &str, ip: &str) -> LedgerEntry {
         LedgerEntry {
+            settle_seconds: 0,
             adapter: "lb".into(),
             kind: "slb".into(),
             params: [("backend".to_string(), backend.to_string())].into(),

@@ -367,7 +367,10 @@ fn plan_drain(f: &Facts, dying: bool) -> Vec<Step> {
     if let Some(why) = &f.ledger_unreadable {
         p.blocked.push(why.clone());
     }
-    if f.deadline_passed && (!kinds_left.is_empty() || guard_left) {
+    // A deadline judges a drain that was tried: never in the pass that takes the budget,
+    // whose deregisters have not been sent yet (the clock starts once the slot is held).
+    let tried = !p.steps.contains(&Step::TakeBudget);
+    if f.deadline_passed && tried && (!kinds_left.is_empty() || guard_left) {
         match f.on_deadline {
             OnDeadline::Release => {
                 for kind in kinds_left {

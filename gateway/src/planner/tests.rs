@@ -481,6 +481,19 @@ fn drain_budget_and_deadline() {
         plan(&settling.clone().past_deadline(OnDeadline::Block))[0],
         Blocked(_)
     ));
+    // Never in the pass that takes the budget: its deregisters are sent first (a dying pod
+    // that reaches its slot past a recorded deadline still gets its drain tried).
+    let mut f = serving().past_deadline(OnDeadline::Release);
+    f.holds_budget = false;
+    assert_eq!(plan(&f), vec![TakeBudget, SetGate(false), Deregister(0)]);
+    // A target that cannot be observed is deregistered again at every pass; the deadline
+    // still applies to it (an unreachable backend must not hold a Release for ever).
+    let unobserved = facts(drain(), vec![t("slb").recorded().failed(false)])
+        .fins(&["slb"])
+        .guarded()
+        .gate(false)
+        .past_deadline(OnDeadline::Release);
+    assert!(plan(&unobserved).contains(&ReleaseGuard), "{:?}", plan(&unobserved));
     // Released already (no finalizer, no guard): the entries are still drained and forgotten.
     let released = facts(drain(), vec![t("slb").recorded().seen(Serving)]).gate(false);
     assert_eq!(plan(&released.past_deadline(OnDeadline::Release)), vec![Deregister(0)]);

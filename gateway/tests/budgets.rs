@@ -1,0 +1,126 @@
+//! Disruption budgets and the worker cap under the edges a rollout meets: a binding made
+//! invalid mid-rollout, a drained pod relabelled out of its binding, a worker cap of one.
+//! Pods out of traffic are counted from HAProxy's own server states.
+
+use std::time::Duration;
+
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+use sluice::demo::Stage;
+
+mod support;
+use support::*;
+
+const T: Duration = Duration::from_secs(60);
+
+/// Servers of backend `web` not UP (DRAIN or MAINT): pods out of traffic, as HAProxy sees it.
+async fn out_of_traffic(stage: &Stage, n: usize) -> usize {
+    let mut out = 0;
+    for i in 0..n {
+        if stage.status_in("web", i).await.unwrap().as_deref() != Some("UP") {
+            out += 1;
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_binding_still_lets_only_one_pod_out() {
+    let stage = Stage::new(2, true).await.expect("stage");
+    let _gw = stage.start_gateway().await.expect("gateway");
+    stage.wait_ready(0, T).await.unwrap();
+    stage.wait_ready(1, T).await.unwrap();
+    // The binding's budget becomes unreadable (a typo in a rollout's change).
+    let mut spec = stage.binding_spec(stage.port, &[("haproxy", "web")]);
+    spec["disruptionBudget"]["maxUnavailable"] = json!("150%");
+    stage.put_binding("web", spec).await.unwrap();
+    let bindings: Api<sluice::binding::TrafficBinding> = Api::namespaced(stage.client.clone(), "default");
+    until("the binding to be reported invalid", || async {
+        let b = bindings.get("web").await.ok()?;
+        let conds = b.status?.conditions;
+        conds
+            .iter()
+            .any(|c| c.type_ == "Valid" && c.status == "False")
+            .then_some(())
+    })
+    .await;
+    for name in ["web-1", "web-2"] {
+        stage
+            .pods
+            .patch(name, &PatchParams::default(), &desired_drained())
+            .await
+            .unwrap();
+    }
+    // One pod drains (its recorded target is taken out); the other waits: an unreadable
+    // budget counts as 1, never as "no budget".
+    let waiting = until("one pod drained and the other waiting for the budget", || async {
+        let s1 = status_of(&stage.get(0).await.unwrap());
+        let s2 = status_of(&stage.get(1).await.unwrap());
+        let states = [s1["state"].as_str()?.to_string(), s2["state"].as_str()?.to_string()];
+        (states.contains(&"drained".to_string()) && states.contains(&"waiting-for-budget".to_string()))
+            .then_some(states)
+    })
+    .await;
+    let since = std::time::Instant::now();
+    while since.elapsed() < Duration::from_secs(2) {
+        assert!(
+            out_of_traffic(&stage, 2).await <= 1,
+            "two pods out under a budget of 1 ({waiting:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(out_of_traffic(&stage, 2).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_pod_relabelled_out_of_its_binding_gives_its_slot_back() {
+    let stage = Stage::new(2, true).await.expect("stage");
+    let _gw = stage.start_gateway().await.expect("gateway");
+    stage.wait_ready(0, T).await.unwrap();
+    stage.wait_ready(1, T).await.unwrap();
+    stage
+        .pods
+        .patch("web-1", &PatchParams::default(), &desired_drained())
+        .await
+        .unwrap();
+    wait_status(&stage.pods, "web-1", "drained").await;
+    // web-1 leaves the binding (relabelled, its drain request withdrawn): no budget counts it.
+    stage
+        .pods
+        .patch(
+            "web-1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"app": "retired"},
+                                               "annotations": {"sluice.dev/desired": null}}})),
+        )
+        .await
+        .unwrap();
+    // So web-2 may drain under the budget of 1.
+    stage
+        .pods
+        .patch("web-2", &PatchParams::default(), &desired_drained())
+        .await
+        .unwrap();
+    stage
+        .wait_drained(1, T)
+        .await
+        .expect("web-2 drains: web-1's slot went back");
+    assert_eq!(stage.status_in("web", 1).await.unwrap().as_deref(), Some("MAINT"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_cap_of_one_still_works_every_pod() {
+    let stage = Stage::new(3, true).await.expect("stage");
+    let text = stage.gateway_config_yaml(free_addr(), "", "  maxWorkers: 1\n");
+    let _gw = stage.start_gateway_with(&text).await.expect("gateway");
+    for i in 0..3 {
+        stage
+            .wait_ready(i, T)
+            .await
+            .expect("every pod restored, one worker at a time");
+    }
+    stage.set_kruise_state(1, "PreparingUpdate").await.unwrap();
+    stage.wait_drained(1, T).await.expect("a drain with one worker");
+    stage.set_kruise_state(1, "Updated").await.unwrap();
+    wait_gate(&stage.pods, "web-2", "True").await;
+}
