@@ -124,3 +124,74 @@ async fn a_worker_cap_of_one_still_works_every_pod() {
     stage.set_kruise_state(1, "Updated").await.unwrap();
     wait_gate(&stage.pods, "web-2", "True").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_the_budget_does_not_use_up_the_drain_deadline() {
+    let stage = Stage::new(2, true).await.expect("stage");
+    let _gw = stage.start_gateway().await.expect("gateway");
+    stage.wait_ready(0, T).await.unwrap();
+    stage.wait_ready(1, T).await.unwrap();
+    let mut spec = stage.binding_spec(stage.port, &[("haproxy", "web")]);
+    spec["drainPolicy"] = json!({"deadlineSeconds": 1, "onDeadline": "Release"});
+    stage.put_binding("web", spec).await.unwrap();
+    // Sessions on both pods that outlive the deadline.
+    let _held = hold_in_web(&stage, 4, 8000).await;
+    for name in ["web-1", "web-2"] {
+        stage
+            .pods
+            .patch(name, &PatchParams::default(), &desired_drained())
+            .await
+            .unwrap();
+    }
+    let (first, second) = until("one pod draining, the other waiting for the budget", || async {
+        let s = [
+            status_of(&stage.get(0).await.unwrap()),
+            status_of(&stage.get(1).await.unwrap()),
+        ];
+        match (s[0]["state"].as_str()?, s[1]["state"].as_str()?) {
+            (_, "waiting-for-budget") => Some((0, 1)),
+            ("waiting-for-budget", _) => Some((1, 0)),
+            _ => None,
+        }
+    })
+    .await;
+    let names = ["web-1", "web-2"];
+    // The first is released at its deadline and stays out; the second keeps waiting, far
+    // longer than the deadline.
+    stage.wait_drained(first, T).await.expect("released at the deadline");
+    let waited = std::time::Instant::now();
+    until("the second to wait past the deadline", || async {
+        (waited.elapsed() > Duration::from_secs(2)).then_some(())
+    })
+    .await;
+    assert_eq!(
+        status_of(&stage.get(second).await.unwrap())["state"],
+        "waiting-for-budget"
+    );
+    // The first comes back; the second gets the slot and a whole deadline to drain.
+    stage
+        .pods
+        .patch(
+            names[first],
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"sluice.dev/desired": null}}})),
+        )
+        .await
+        .unwrap();
+    wait_gate(&stage.pods, names[first], "True").await;
+    let slot_free = std::time::Instant::now();
+    stage
+        .wait_drained(second, T)
+        .await
+        .expect("released at its own deadline");
+    assert!(
+        slot_free.elapsed() >= Duration::from_millis(900),
+        "released {:?} after it got its slot: the time it waited was counted against its deadline",
+        slot_free.elapsed()
+    );
+    assert_ne!(
+        stage.status_in("web", second).await.unwrap().as_deref(),
+        Some("UP"),
+        "deregistered before it was released"
+    );
+}
