@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
-use sluice_adapter::{Adapter, AdapterError, Capabilities, Observation, Result, Target};
+use sluice_adapter::{Adapter, AdapterError, Capabilities, Listed, Observation, Result, Target};
 use sluice_proto::adapter::v1 as pb;
 use sluice_proto::adapter::v1::adapter_plugin_client::AdapterPluginClient;
 use tokio::sync::OnceCell;
@@ -185,6 +185,40 @@ impl Adapter for RemoteAdapter {
             .await
             .map_err(|s| self.err(s))?;
         Ok(())
+    }
+
+    async fn list(&self, scope: &BTreeMap<String, String>) -> Result<Option<Vec<Listed>>> {
+        self.ensure_described().await?;
+        let req = pb::ListRequest {
+            scope: scope.clone().into_iter().collect(),
+        };
+        let resp = match self.client.clone().list(req).await {
+            Ok(r) => r.into_inner(),
+            // A plugin built before List existed, or one that cannot list.
+            Err(s) if s.code() == tonic::Code::Unimplemented => return Ok(None),
+            Err(s) => return Err(self.err(s)),
+        };
+        if !resp.supported {
+            return Ok(None);
+        }
+        resp.entries
+            .into_iter()
+            .map(|l| {
+                let ip = l.ip.parse().map_err(|_| {
+                    AdapterError::permanent(format!("plugin {} listed an invalid address {:?}", self.cfg.name, l.ip))
+                })?;
+                let port = u16::try_from(l.port).map_err(|_| {
+                    AdapterError::permanent(format!("plugin {} listed an invalid port {}", self.cfg.name, l.port))
+                })?;
+                Ok(Listed {
+                    ip,
+                    port,
+                    params: l.params.into_iter().collect(),
+                    evidence: l.evidence,
+                })
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
     }
 }
 

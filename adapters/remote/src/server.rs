@@ -58,6 +58,29 @@ impl AdapterPlugin for PluginService {
         self.adapter.health().await.map_err(error_to_status)?;
         Ok(Response::new(pb::Empty {}))
     }
+
+    async fn list(&self, req: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
+        let scope = req.into_inner().scope.into_iter().collect();
+        let listed = self.adapter.list(&scope).await.map_err(error_to_status)?;
+        Ok(Response::new(match listed {
+            None => pb::ListResponse {
+                supported: false,
+                entries: Vec::new(),
+            },
+            Some(entries) => pb::ListResponse {
+                supported: true,
+                entries: entries
+                    .into_iter()
+                    .map(|l| pb::Listed {
+                        ip: l.ip.to_string(),
+                        port: l.port.into(),
+                        params: l.params.into_iter().collect(),
+                        evidence: l.evidence,
+                    })
+                    .collect(),
+            },
+        }))
+    }
 }
 
 /// Serves `adapter` on `listener` until the future is dropped.

@@ -71,11 +71,7 @@ impl Targets for PySubject {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn python_plugin_passes_the_conformance_battery() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = sluice_adapter::testing::free_port();
     let plugin = start_plugin(port);
     tokio::time::timeout(Duration::from_secs(30), async {
         while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
@@ -96,6 +92,9 @@ async fn python_plugin_passes_the_conformance_battery() {
         })
         .unwrap(),
     );
+    // A plugin that does not implement List (generated before it existed) is not swept.
+    let scope = [("service".to_string(), "payments".to_string())].into();
+    assert_eq!(adapter.list(&scope).await.expect("UNIMPLEMENTED is not an error"), None);
     // A malformed target is the caller's error: permanent, with the plugin's message.
     let mut bad = target(1);
     bad.params.clear();

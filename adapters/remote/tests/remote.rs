@@ -174,3 +174,49 @@ async fn tls_is_optional_and_verified() {
     assert!(e.is_retryable(), "a TLS failure is a transport failure: {e}");
     drop(pods);
 }
+
+/// Serves `inner` as a plugin and connects a remote adapter to it (no proxy in between).
+async fn plugin_for(inner: Arc<dyn Adapter>) -> (RemoteAdapter, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind plugin");
+    let addr = listener.local_addr().unwrap();
+    let plugin = tokio::spawn(async move {
+        serve(inner, listener).await.expect("plugin serves");
+    });
+    let remote = RemoteAdapter::new(RemoteConfig {
+        name: "remote".into(),
+        endpoint: format!("http://{addr}"),
+        adapter_kind: "slb".into(),
+        required_params: vec!["backend".into()],
+        timeout_ms: 2000,
+        tls: None,
+    })
+    .expect("remote adapter");
+    (remote, plugin)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn list_crosses_the_protocol_for_the_orphan_sweep() {
+    const DYN: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 83, 31);
+    let (port, _pods) = start_pods(&[("d1", DYN)], &[]).await;
+    let h = Haproxy::start(&[], port).await;
+    let mut config = HaproxyConfig::new("lb-dyn", h.unix_endpoint());
+    config.mode = sluice_adapter_slb::Mode::Dynamic {
+        check: true,
+        check_options: "inter 100 rise 1 fall 1".split(' ').map(String::from).collect(),
+    };
+    let inner: Arc<dyn Adapter> = Arc::new(HaproxyAdapter::new(config).expect("config"));
+    let (remote, _plugin) = plugin_for(inner.clone()).await;
+    let scope: std::collections::BTreeMap<String, String> = [("backend".to_string(), "dyn".to_string())].into();
+    assert_eq!(remote.list(&scope).await.expect("list").expect("supported"), vec![]);
+    inner.register(&target(DYN, port, "dyn")).await.expect("register");
+    let direct = inner.list(&scope).await.unwrap().unwrap();
+    let through = remote.list(&scope).await.unwrap().unwrap();
+    assert_eq!(through, direct, "the plugin lists what the adapter lists");
+    assert_eq!((through[0].ip, through[0].port), (std::net::IpAddr::from(DYN), port));
+
+    // An adapter that cannot list (static servers are haproxy.cfg's) says so: not swept.
+    let static_inner: Arc<dyn Adapter> =
+        Arc::new(HaproxyAdapter::new(HaproxyConfig::new("lb", h.unix_endpoint())).expect("config"));
+    let (remote_static, _plugin2) = plugin_for(static_inner).await;
+    assert_eq!(remote_static.list(&scope).await.expect("list"), None);
+}
