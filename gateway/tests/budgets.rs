@@ -26,10 +26,7 @@ async fn out_of_traffic(stage: &Stage, n: usize) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_binding_still_lets_only_one_pod_out() {
-    let stage = Stage::new(2, true).await.expect("stage");
-    let _gw = stage.start_gateway().await.expect("gateway");
-    stage.wait_ready(0, T).await.unwrap();
-    stage.wait_ready(1, T).await.unwrap();
+    let (stage, _gw) = two_pods_serving().await;
     // The binding's budget becomes unreadable (a typo in a rollout's change).
     let mut spec = stage.binding_spec(stage.port, &[("haproxy", "web")]);
     spec["disruptionBudget"]["maxUnavailable"] = json!("150%");
@@ -45,11 +42,7 @@ async fn an_invalid_binding_still_lets_only_one_pod_out() {
     })
     .await;
     for name in ["web-1", "web-2"] {
-        stage
-            .pods
-            .patch(name, &PatchParams::default(), &desired_drained())
-            .await
-            .unwrap();
+        ask_drain(&stage, name).await;
     }
     // One pod drains (its recorded target is taken out); the other waits: an unreadable
     // budget counts as 1, never as "no budget".
@@ -74,15 +67,8 @@ async fn an_invalid_binding_still_lets_only_one_pod_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drained_pod_relabelled_out_of_its_binding_gives_its_slot_back() {
-    let stage = Stage::new(2, true).await.expect("stage");
-    let _gw = stage.start_gateway().await.expect("gateway");
-    stage.wait_ready(0, T).await.unwrap();
-    stage.wait_ready(1, T).await.unwrap();
-    stage
-        .pods
-        .patch("web-1", &PatchParams::default(), &desired_drained())
-        .await
-        .unwrap();
+    let (stage, _gw) = two_pods_serving().await;
+    ask_drain(&stage, "web-1").await;
     wait_status(&stage.pods, "web-1", "drained").await;
     // web-1 leaves the binding (relabelled, its drain request withdrawn): no budget counts it.
     stage
@@ -96,11 +82,7 @@ async fn a_drained_pod_relabelled_out_of_its_binding_gives_its_slot_back() {
         .await
         .unwrap();
     // So web-2 may drain under the budget of 1.
-    stage
-        .pods
-        .patch("web-2", &PatchParams::default(), &desired_drained())
-        .await
-        .unwrap();
+    ask_drain(&stage, "web-2").await;
     stage
         .wait_drained(1, T)
         .await
@@ -127,21 +109,14 @@ async fn a_worker_cap_of_one_still_works_every_pod() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiting_for_the_budget_does_not_use_up_the_drain_deadline() {
-    let stage = Stage::new(2, true).await.expect("stage");
-    let _gw = stage.start_gateway().await.expect("gateway");
-    stage.wait_ready(0, T).await.unwrap();
-    stage.wait_ready(1, T).await.unwrap();
+    let (stage, _gw) = two_pods_serving().await;
     let mut spec = stage.binding_spec(stage.port, &[("haproxy", "web")]);
     spec["drainPolicy"] = json!({"deadlineSeconds": 1, "onDeadline": "Release"});
     stage.put_binding("web", spec).await.unwrap();
     // Sessions on both pods that outlive the deadline.
     let _held = hold_in_web(&stage, 4, 8000).await;
     for name in ["web-1", "web-2"] {
-        stage
-            .pods
-            .patch(name, &PatchParams::default(), &desired_drained())
-            .await
-            .unwrap();
+        ask_drain(&stage, name).await;
     }
     let (first, second) = until("one pod draining, the other waiting for the budget", || async {
         let s = [

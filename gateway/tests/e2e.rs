@@ -350,11 +350,7 @@ async fn unreachable_cluster_freezes_pods() {
     // A drain is under way — web-1 holds long requests, so it cannot be verified yet — when
     // the cluster becomes unreachable.
     let held = hold_timed(stage.frontend, 4, 1500).await;
-    stage
-        .pods
-        .patch("web-1", &PatchParams::default(), &desired_drained())
-        .await
-        .unwrap();
+    ask_drain(&stage, "web-1").await;
     until("web-1 out of rotation (MAINT or DRAIN)", || async {
         let s = stage.status_in("web", 0).await.unwrap();
         matches!(s.as_deref(), Some("DRAIN") | Some("MAINT")).then_some(())

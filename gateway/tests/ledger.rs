@@ -279,18 +279,7 @@ async fn a_pod_deleted_while_its_registration_is_in_flight_stays_until_its_addre
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_address_left_by_a_finalizer_removed_by_hand_is_swept_out() {
     let stage = Stage::new(2, true).await.expect("stage");
-    stage
-        .put_binding("web", stage.binding_spec(stage.port, &[("haproxy-dyn", "dyn")]))
-        .await
-        .unwrap();
-    let text = stage.gateway_config_yaml(
-        free_addr(),
-        &stage.haproxy_adapter("haproxy-dyn", "dynamic"),
-        "  orphanSweepSeconds: 1\n",
-    );
-    let _gw = stage.start_gateway_with(&text).await.expect("gateway");
-    stage.wait_ready(0, T).await.unwrap();
-    stage.wait_ready(1, T).await.unwrap();
+    let _gw = gateway_on_dynamic_servers(&stage, "  orphanSweepSeconds: 1\n").await;
     let name = |i: usize| sluice_adapter_slb::dynamic_server_name(stage.ips[i], stage.port);
     assert!(stage.servers("dyn").await.unwrap().contains_key(&name(0)));
     // Someone removes the finalizers by hand and deletes the pod: nothing holds it.

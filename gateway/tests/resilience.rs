@@ -48,11 +48,7 @@ async fn a_dead_dns_secondary_does_not_keep_the_address_on_the_primary() {
     assert!(dig(secondary, "www.example.test", "A").contains(&ip));
 
     bind.secondary.as_mut().unwrap().kill();
-    stage
-        .pods
-        .patch("web-1", &PatchParams::default(), &desired_drained())
-        .await
-        .unwrap();
+    ask_drain(&stage, "web-1").await;
     // The DNS target cannot be observed (one server is dead), yet it is deregistered: the
     // primary stops answering the address. The other kinds drain on their own evidence.
     until("the primary to stop answering the pod's address", || async {
@@ -95,18 +91,7 @@ async fn a_dead_dns_secondary_does_not_keep_the_address_on_the_primary() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servers_a_reload_dropped_are_registered_again_within_the_resync_interval() {
     let mut stage = Stage::new(2, true).await.expect("stage");
-    stage
-        .put_binding("web", stage.binding_spec(stage.port, &[("haproxy-dyn", "dyn")]))
-        .await
-        .unwrap();
-    let text = stage.gateway_config_yaml(
-        free_addr(),
-        &stage.haproxy_adapter("haproxy-dyn", "dynamic"),
-        "  resyncSeconds: 2\n  adapterHealthSeconds: 3600\n",
-    );
-    let _gw = stage.start_gateway_with(&text).await.expect("gateway");
-    stage.wait_ready(0, T).await.unwrap();
-    stage.wait_ready(1, T).await.unwrap();
+    let _gw = gateway_on_dynamic_servers(&stage, "  resyncSeconds: 2\n  adapterHealthSeconds: 3600\n").await;
     let names: Vec<String> = (0..2)
         .map(|i| sluice_adapter_slb::dynamic_server_name(stage.ips[i], stage.port))
         .collect();
@@ -138,11 +123,7 @@ async fn a_server_put_back_by_hand_while_its_pod_is_drained_is_taken_out_again()
     let text = stage.gateway_config_yaml(free_addr(), "", "  resyncSeconds: 2\n");
     let _gw = stage.start_gateway_with(&text).await.expect("gateway");
     stage.wait_ready(0, T).await.unwrap();
-    stage
-        .pods
-        .patch("web-1", &PatchParams::default(), &desired_drained())
-        .await
-        .unwrap();
+    ask_drain(&stage, "web-1").await;
     wait_status(&stage.pods, "web-1", "drained").await;
     assert_eq!(stage.status_in("web", 0).await.unwrap().as_deref(), Some("MAINT"));
     stage
@@ -190,11 +171,7 @@ async fn a_lagging_watch_does_not_multiply_api_requests_or_adapter_calls() {
     faults.set_watch_lag(Duration::from_secs(3));
     let requests = faults.request_count();
     let calls = gw.engine.adapter_calls.load(Ordering::SeqCst);
-    stage
-        .pods
-        .patch("web-1", &PatchParams::default(), &desired_drained())
-        .await
-        .unwrap();
+    ask_drain(&stage, "web-1").await;
     // The gateway learns of the request 3 s late, drains, and its own writes reach its
     // watch 3 s late again: it must not redo them meanwhile. This test waits on the
     // gateway's own view (no API request) and counts the few reads it makes itself.

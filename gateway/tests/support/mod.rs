@@ -76,22 +76,33 @@ pub async fn hold_requests(
 ) -> Vec<tokio::task::JoinHandle<hyper::Result<http::StatusCode>>> {
     let mut held = Vec::new();
     for _ in 0..n {
-        let stream = tokio::net::TcpStream::connect(front).await.unwrap();
-        let (mut s, conn) = hyper::client::conn::http1::handshake::<_, http_body_util::Empty<bytes::Bytes>>(
-            hyper_util::rt::TokioIo::new(stream),
-        )
-        .await
-        .unwrap();
-        tokio::spawn(conn);
-        let req = http::Request::get(format!("/work?ms={ms}"))
-            .header("host", "x")
-            .body(http_body_util::Empty::new())
-            .unwrap();
+        let (mut s, req) = open_request(front, ms).await;
         held.push(tokio::spawn(
             async move { s.send_request(req).await.map(|r| r.status()) },
         ));
     }
     held
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>;
+
+/// A keep-alive connection through `front` and a request of `ms` to send on it.
+async fn open_request(
+    front: std::net::SocketAddr,
+    ms: u64,
+) -> (Sender, http::Request<http_body_util::Empty<bytes::Bytes>>) {
+    let stream = tokio::net::TcpStream::connect(front).await.unwrap();
+    let (s, conn) = hyper::client::conn::http1::handshake::<_, http_body_util::Empty<bytes::Bytes>>(
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get(format!("/work?ms={ms}"))
+        .header("host", "x")
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    (s, req)
 }
 
 /// A request held through the frontend, as it ended: status, the pod address that served
@@ -106,17 +117,7 @@ pub struct Held {
 pub async fn hold_timed(front: std::net::SocketAddr, n: usize, ms: u64) -> Vec<tokio::task::JoinHandle<Held>> {
     let mut held = Vec::new();
     for _ in 0..n {
-        let stream = tokio::net::TcpStream::connect(front).await.unwrap();
-        let (mut s, conn) = hyper::client::conn::http1::handshake::<_, http_body_util::Empty<bytes::Bytes>>(
-            hyper_util::rt::TokioIo::new(stream),
-        )
-        .await
-        .unwrap();
-        tokio::spawn(conn);
-        let req = http::Request::get(format!("/work?ms={ms}"))
-            .header("host", "x")
-            .body(http_body_util::Empty::new())
-            .unwrap();
+        let (mut s, req) = open_request(front, ms).await;
         held.push(tokio::spawn(async move {
             use http_body_util::BodyExt;
             let resp = within("a held request", s.send_request(req))
@@ -251,4 +252,45 @@ pub async fn hold_in_web(
     })
     .await;
     held
+}
+
+/// A gateway whose one binding `web` registers the stage's pods as dynamic servers of
+/// HAProxy backend `dyn` (adapter instance `haproxy-dyn`), with `engine` settings; returns
+/// once both pods serve.
+pub async fn gateway_on_dynamic_servers(stage: &sluice::demo::Stage, engine: &str) -> sluice::gateway::Gateway {
+    stage
+        .put_binding("web", stage.binding_spec(stage.port, &[("haproxy-dyn", "dyn")]))
+        .await
+        .unwrap();
+    let text = stage.gateway_config_yaml(free_addr(), &stage.haproxy_adapter("haproxy-dyn", "dynamic"), engine);
+    let gw = stage.start_gateway_with(&text).await.expect("gateway");
+    for i in 0..2 {
+        stage
+            .wait_ready(i, std::time::Duration::from_secs(60))
+            .await
+            .expect("serving as a dynamic server");
+    }
+    gw
+}
+
+/// A stage of two pods and a gateway on its default configuration, both pods serving.
+pub async fn two_pods_serving() -> (sluice::demo::Stage, sluice::gateway::Gateway) {
+    let stage = sluice::demo::Stage::new(2, true).await.expect("stage");
+    let gw = stage.start_gateway().await.expect("gateway");
+    for i in 0..2 {
+        stage
+            .wait_ready(i, std::time::Duration::from_secs(60))
+            .await
+            .expect("serving");
+    }
+    (stage, gw)
+}
+
+/// Asks for pod `name` to be drained, as a rollout controller does.
+pub async fn ask_drain(stage: &sluice::demo::Stage, name: &str) {
+    stage
+        .pods
+        .patch(name, &kube::api::PatchParams::default(), &desired_drained())
+        .await
+        .expect("annotate the pod");
 }
