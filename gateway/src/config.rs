@@ -31,6 +31,54 @@ pub struct Config {
     pub listen: ListenConfig,
     #[serde(default)]
     pub engine: EngineConfig,
+    /// Several replicas, one leader: only the holder of this Lease writes. Absent: this
+    /// gateway is the only writer (run one replica).
+    #[serde(default)]
+    pub leader_election: Option<LeaderElectionConfig>,
+    /// Watch, plan and report what would be done — log lines, never a write — so a new
+    /// version can run beside the current one before it is trusted with the lease.
+    #[serde(default)]
+    pub shadow: bool,
+}
+
+/// The `coordination.k8s.io/v1` Lease the replicas elect a leader with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LeaderElectionConfig {
+    /// The cluster (by name) that holds the Lease; the first cluster when unset.
+    #[serde(default)]
+    pub cluster: Option<String>,
+    #[serde(default = "default_lease_namespace")]
+    pub namespace: String,
+    #[serde(default = "default_lease_name")]
+    pub name: String,
+    /// How long a Lease stays valid without renewal (what a standby waits after the leader
+    /// vanishes without releasing it).
+    #[serde(default = "default_lease_s")]
+    pub lease_seconds: u64,
+    /// The leader stops writing when it could not renew for this long (shorter than the
+    /// lease, so it has stopped before a standby may take over).
+    #[serde(default = "default_renew_deadline_ms")]
+    pub renew_deadline_ms: u64,
+    /// How often the Lease is renewed, or tried by a standby.
+    #[serde(default = "default_retry_ms")]
+    pub retry_ms: u64,
+}
+
+fn default_lease_namespace() -> String {
+    "sluice".into()
+}
+fn default_lease_name() -> String {
+    "sluice-gateway".into()
+}
+fn default_lease_s() -> u64 {
+    15
+}
+fn default_renew_deadline_ms() -> u64 {
+    10_000
+}
+fn default_retry_ms() -> u64 {
+    2_000
 }
 
 /// One cluster to watch. Its `name` is stable: it appears in pod status, events and
@@ -153,9 +201,22 @@ pub struct EngineConfig {
     /// it is tried again.
     #[serde(default = "default_permanent_retry_s")]
     pub permanent_retry_seconds: u64,
-    /// Identity written into events (`reportingInstance`).
+    /// Identity written into events (`reportingInstance`), the Lease's holder and the
+    /// field manager of every pod write: unique per replica (the pod name by default).
     #[serde(default = "default_instance")]
     pub instance: String,
+    /// Start paused: no new drain or restore starts (one under way finishes). SIGUSR1
+    /// pauses, SIGUSR2 resumes; `/healthz` says which.
+    #[serde(default)]
+    pub paused: bool,
+    /// On SIGTERM, how long in-flight work may take to finish before the process exits
+    /// (keep it under the pod's `terminationGracePeriodSeconds`).
+    #[serde(default = "default_shutdown_s")]
+    pub shutdown_seconds: u64,
+}
+
+fn default_shutdown_s() -> u64 {
+    20
 }
 
 impl Default for EngineConfig {
@@ -172,6 +233,8 @@ impl Default for EngineConfig {
             orphan_sweep_seconds: default_orphan_sweep_s(),
             permanent_retry_seconds: default_permanent_retry_s(),
             instance: default_instance(),
+            paused: false,
+            shutdown_seconds: default_shutdown_s(),
         }
     }
 }
@@ -310,13 +373,73 @@ impl Config {
             ("engine.adapterHealthSeconds", e.adapter_health_seconds, 1, 3_600),
             ("engine.orphanSweepSeconds", e.orphan_sweep_seconds, 0, 86_400),
             ("engine.permanentRetrySeconds", e.permanent_retry_seconds, 1, 3_600),
+            ("engine.shutdownSeconds", e.shutdown_seconds, 1, 3_600),
         ] {
             if !(min..=max).contains(&value) {
                 return Err((field.into(), format!("{value} is out of range ({min} to {max})")));
             }
         }
+        if let Some(l) = &self.leader_election {
+            if self.shadow {
+                return Err((
+                    "shadow".into(),
+                    "a shadow gateway never takes the lease: remove leaderElection, or set shadow: false".into(),
+                ));
+            }
+            if let Some(c) = &l.cluster {
+                if !self.clusters.iter().any(|x| &x.name == c) {
+                    return Err((
+                        "leaderElection.cluster".into(),
+                        format!("{c:?} is not one of the clusters"),
+                    ));
+                }
+            }
+            if !is_name(&l.namespace) || !is_name(&l.name) {
+                return Err((
+                    "leaderElection.name".into(),
+                    "namespace and name must be DNS labels".into(),
+                ));
+            }
+            if !(1..=300).contains(&l.lease_seconds) {
+                return Err((
+                    "leaderElection.leaseSeconds".into(),
+                    format!("{} is out of range (1 to 300)", l.lease_seconds),
+                ));
+            }
+            if l.renew_deadline_ms == 0 || l.renew_deadline_ms >= l.lease_seconds * 1000 {
+                return Err((
+                    "leaderElection.renewDeadlineMs".into(),
+                    format!(
+                        "{} must be above 0 and below the lease ({} ms): a leader must stop writing before a \
+                         standby may take over",
+                        l.renew_deadline_ms,
+                        l.lease_seconds * 1000
+                    ),
+                ));
+            }
+            if l.retry_ms < 50 || l.retry_ms >= l.renew_deadline_ms {
+                return Err((
+                    "leaderElection.retryMs".into(),
+                    format!(
+                        "{} must be at least 50 and below renewDeadlineMs ({}): the leader renews several times \
+                         before its deadline",
+                        l.retry_ms, l.renew_deadline_ms
+                    ),
+                ));
+            }
+            if !is_field_manager(&self.engine.instance) {
+                return Err((
+                    "engine.instance".into(),
+                    format!("{:?} must be 1 to 100 printable characters", self.engine.instance),
+                ));
+            }
+        }
         Ok(())
     }
+}
+
+fn is_field_manager(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 100 && s.chars().all(|c| c.is_ascii_graphic())
 }
 
 fn is_name(s: &str) -> bool {

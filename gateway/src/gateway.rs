@@ -15,15 +15,19 @@ use sluice_adapter::Adapter;
 use tokio::task::JoinHandle;
 use tracing::info;
 
+use crate::authority::{Authority, Role};
 use crate::config::{AdapterConfig, ClusterConfig, Config};
 use crate::engine::{ClusterHandle, Engine};
 use crate::k8s::PodWriter;
 
-/// A running gateway. Dropping it stops every task.
+/// A running gateway. Dropping it stops every task ([`Gateway::shutdown`] first, for a
+/// graceful stop).
 pub struct Gateway {
     pub engine: Arc<Engine>,
     pub health_addr: SocketAddr,
     tasks: Vec<JoinHandle<()>>,
+    /// The lease loop, told to stop (and release the lease) on shutdown.
+    lease: Option<(Arc<tokio::sync::Notify>, JoinHandle<()>)>,
 }
 
 impl Drop for Gateway {
@@ -82,6 +86,12 @@ impl Gateway {
     pub async fn start(cfg: Config) -> anyhow::Result<Gateway> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let adapters = build_adapters(&cfg)?;
+        let role = match (&cfg.leader_election, cfg.shadow) {
+            (_, true) => Role::Shadow,
+            (Some(_), false) => Role::Elected,
+            (None, false) => Role::Sole,
+        };
+        let authority = Arc::new(Authority::new(role, cfg.engine.paused));
         let mut clients = BTreeMap::new();
         let mut handles = BTreeMap::new();
         for c in &cfg.clusters {
@@ -90,12 +100,26 @@ impl Gateway {
                 c.name.clone(),
                 Arc::new(ClusterHandle::new(
                     &c.name,
-                    PodWriter::new(client.clone(), &cfg.engine.instance),
+                    PodWriter::new(client.clone(), &cfg.engine.instance, authority.clone()),
                 )),
             );
             clients.insert(c.name.clone(), client);
         }
-        let engine = Engine::new(cfg.engine.clone(), handles.clone(), adapters.clone());
+        let engine = Engine::new(cfg.engine.clone(), handles.clone(), adapters.clone(), authority.clone());
+        info!(role = %authority.describe(), instance = %cfg.engine.instance, "Gateway starting.");
+        let lease = cfg.leader_election.as_ref().map(|l| {
+            let cluster = l.cluster.clone().unwrap_or_else(|| cfg.clusters[0].name.clone());
+            let elector = crate::lease::Elector::new(clients[&cluster].clone(), l.clone(), &cfg.engine.instance);
+            let stop = Arc::new(tokio::sync::Notify::new());
+            let engine = engine.clone();
+            let task = tokio::spawn(crate::lease::run(
+                elector,
+                authority.clone(),
+                move || engine.on_elected(),
+                stop.clone(),
+            ));
+            (stop, task)
+        });
         let mut tasks = Vec::new();
         for (name, client) in clients {
             let cluster = handles[&name].clone();
@@ -134,7 +158,35 @@ impl Gateway {
             engine,
             health_addr,
             tasks,
+            lease,
         })
+    }
+
+    /// Stops gracefully: `/readyz` answers 503 at once and no new work starts; passes in
+    /// flight (their adapter calls and pod writes) finish, within `limit`; then the lease
+    /// is released, so a standby takes over at its next retry.
+    pub async fn shutdown(mut self, limit: std::time::Duration) {
+        let authority = self.engine.authority.clone();
+        authority.stop();
+        info!("Shutting down: no new work starts; waiting for work in flight.");
+        let finished = tokio::time::timeout(limit, async {
+            while self.engine.busy_pods() > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .is_ok();
+        if !finished {
+            tracing::warn!(
+                busy = self.engine.busy_pods(),
+                "Work still in flight at the shutdown limit; the next leader continues it from the pods."
+            );
+        }
+        if let Some((stop, task)) = self.lease.take() {
+            stop.notify_one();
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+        }
+        info!("Stopped.");
     }
 
     /// Waits until every cluster has listed pods and bindings once.
@@ -156,8 +208,11 @@ async fn serve_health(listener: tokio::net::TcpListener, engine: Arc<Engine>) {
                 let engine = engine.clone();
                 async move {
                     let (code, body) = match req.uri().path() {
-                        "/healthz" => (StatusCode::OK, "ok".to_string()),
+                        "/healthz" => (StatusCode::OK, format!("ok: {}", engine.authority.describe())),
                         "/prestop" => crate::prestop::handle(&engine, req.uri().query().unwrap_or("")).await,
+                        "/readyz" if engine.authority.stopping() => {
+                            (StatusCode::SERVICE_UNAVAILABLE, "shutting down".to_string())
+                        }
                         "/readyz" if engine.ready() => (StatusCode::OK, "ready".to_string()),
                         "/readyz" => {
                             let waiting = engine.unsynced();

@@ -16,6 +16,7 @@
 //! - [`gateway`]: wiring and the health endpoint.
 //! - [`demo`]: the lossless-rollout demo on an embedded simulated cluster.
 
+pub mod authority;
 pub mod binding;
 pub mod config;
 pub mod conformance_cmd;
@@ -23,6 +24,7 @@ pub mod demo;
 pub mod engine;
 pub mod gateway;
 pub mod k8s;
+pub mod lease;
 pub mod model;
 pub mod planner;
 pub mod prestop;

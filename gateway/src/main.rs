@@ -38,6 +38,39 @@ fn load(path: &str) -> Result<Config, ExitCode> {
     })
 }
 
+/// Waits for SIGTERM or SIGINT; SIGUSR1 pauses (no new drain or restore starts) and
+/// SIGUSR2 resumes, meanwhile.
+async fn wait_for_stop(gw: &sluice::gateway::Gateway) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut usr1), Ok(mut usr2)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::user_defined1()),
+        signal(SignalKind::user_defined2()),
+    ) else {
+        tracing::warn!("Cannot install signal handlers; stopping on Ctrl-C only.");
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM."); return; }
+            _ = int.recv() => { tracing::info!("SIGINT."); return; }
+            _ = usr1.recv() => {
+                if gw.engine.authority.set_paused(true) {
+                    tracing::warn!("Paused (SIGUSR1): no new drain or restore starts; those under way finish.");
+                }
+            }
+            _ = usr2.recv() => {
+                if gw.engine.authority.set_paused(false) {
+                    tracing::warn!("Resumed (SIGUSR2).");
+                    gw.engine.kick_all();
+                }
+            }
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -66,6 +99,7 @@ async fn main() -> ExitCode {
                 Err(code) => return code,
             };
             init_tracing();
+            let shutdown_seconds = cfg.engine.shutdown_seconds;
             let gw = match sluice::gateway::Gateway::start(cfg).await {
                 Ok(g) => g,
                 Err(e) => {
@@ -74,7 +108,9 @@ async fn main() -> ExitCode {
                 }
             };
             tracing::info!(health = %gw.health_addr, "Sluice gateway started.");
-            let _ = tokio::signal::ctrl_c().await;
+            let limit = std::time::Duration::from_secs(shutdown_seconds);
+            wait_for_stop(&gw).await;
+            gw.shutdown(limit).await;
             ExitCode::SUCCESS
         }
         Some("adapter") if args.get(1).map(String::as_str) == Some("conformance") => {

@@ -36,7 +36,11 @@ async fn writes_land_only_on_the_pod_they_were_meant_for() {
     .await
     .expect("client");
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let writer = PodWriter::new(client, "test");
+    let writer = PodWriter::new(
+        client,
+        "test",
+        std::sync::Arc::new(sluice::authority::Authority::new(sluice::authority::Role::Sole, false)),
+    );
 
     // The first web-0 goes away; a second one takes its name.
     let old = create(&pods, &["sluice.dev/slb"]).await;

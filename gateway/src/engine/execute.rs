@@ -149,6 +149,10 @@ impl Worker<'_> {
             .as_ref()
             .expect("the planner acts only through configured adapters");
         let _permit = self.engine.permit(adapter.name()).await;
+        // Asked right before the call: a leader past its renew deadline stops here.
+        if !self.engine.authority.may_write() {
+            return Err(crate::k8s::WriteError::NotLeader(self.engine.authority.describe()).into());
+        }
         self.engine.adapter_writes.fetch_add(1, Ordering::SeqCst);
         let timeout = self.engine.cfg.call_timeout();
         // One span per adapter step, named by the verb, so a trace reads as

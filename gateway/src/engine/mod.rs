@@ -88,6 +88,8 @@ pub struct Engine {
     pub adapter_calls: AtomicU64,
     /// Pod workers run to the end (a converged pod's run writes and calls nothing).
     pub worker_runs: AtomicU64,
+    /// Whether this gateway may act now (leader, shadow, paused, stopping).
+    pub authority: Arc<crate::authority::Authority>,
 }
 
 impl Engine {
@@ -95,6 +97,7 @@ impl Engine {
         cfg: EngineConfig,
         clusters: BTreeMap<String, Arc<ClusterHandle>>,
         adapters: BTreeMap<String, Arc<dyn Adapter>>,
+        authority: Arc<crate::authority::Authority>,
     ) -> Arc<Engine> {
         let limits = adapters
             .keys()
@@ -113,6 +116,7 @@ impl Engine {
             adapter_writes: Default::default(),
             adapter_calls: Default::default(),
             worker_runs: Default::default(),
+            authority,
         })
     }
 
@@ -216,6 +220,15 @@ impl Engine {
     /// of traffic and holds its budget slot again; only then is the cluster marked synced
     /// (no worker of it can run before: a kick needs it) and its pods kicked.
     pub fn on_synced(self: &Arc<Self>, cluster: &str) {
+        self.retake_budgets(cluster);
+        if let Some(c) = self.clusters.get(cluster) {
+            c.synced.store(true, Ordering::SeqCst);
+        }
+        self.kick_cluster(cluster, false);
+    }
+
+    /// Every bound pod of the cluster whose gate is False holds its budget slots again.
+    fn retake_budgets(&self, cluster: &str) {
         let out: Vec<PodView> = self
             .pods
             .iter()
@@ -235,10 +248,25 @@ impl Engine {
             );
             self.budgets.retake(&p.key(), keys);
         }
-        if let Some(c) = self.clusters.get(cluster) {
-            c.synced.store(true, Ordering::SeqCst);
+    }
+
+    /// This replica became the leader: what the previous one held is rebuilt from the pods
+    /// (gates, ledgers, status annotations), then every pod of the synced clusters is looked
+    /// at, so drains continue where they stand.
+    pub fn on_elected(self: &Arc<Self>) {
+        self.budgets.clear();
+        let synced: Vec<String> = self
+            .clusters
+            .values()
+            .filter(|c| c.synced.load(Ordering::SeqCst))
+            .map(|c| c.name.clone())
+            .collect();
+        for c in &synced {
+            self.retake_budgets(c);
         }
-        self.kick_cluster(cluster, false);
+        for c in &synced {
+            self.kick_cluster(c, false);
+        }
     }
 
     /// Asks for a pod to be (re)considered: starts its worker, or marks the running one
@@ -261,6 +289,10 @@ impl Engine {
         {
             return;
         }
+        // A standby, or a gateway shutting down, starts nothing (the leader does).
+        if !self.authority.leading() || self.authority.stopping() {
+            return;
+        }
         let slot = match self.workers.entry(key.clone()) {
             Entry::Occupied(e) => {
                 if force {
@@ -270,6 +302,16 @@ impl Engine {
                 return;
             }
             Entry::Vacant(e) => {
+                // Paused: nothing new starts; a drain or restore under way goes on.
+                if self.authority.paused()
+                    && !self
+                        .pods
+                        .get(&key)
+                        .and_then(|p| p.status())
+                        .is_some_and(|s| s.state.under_way())
+                {
+                    return;
+                }
                 let slot = Arc::new(Slot::default());
                 slot.force.store(force, Ordering::SeqCst);
                 e.insert(slot.clone());
@@ -313,6 +355,14 @@ impl Engine {
     }
 
     /// Kicks every known pod of one cluster.
+    /// Kicks every pod of every cluster (after a pause is lifted).
+    pub fn kick_all(self: &Arc<Self>) {
+        let clusters: Vec<String> = self.clusters.keys().cloned().collect();
+        for c in clusters {
+            self.kick_cluster(&c, false);
+        }
+    }
+
     pub fn kick_cluster(self: &Arc<Self>, cluster: &str, force: bool) {
         let keys: Vec<PodKey> = self
             .pods

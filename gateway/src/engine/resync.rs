@@ -112,6 +112,11 @@ pub async fn orphan_loop(engine: Arc<Engine>) {
     let draining: Arc<dashmap::DashSet<TargetId>> = Arc::default();
     loop {
         tokio::time::sleep(Duration::from_secs(interval)).await;
+        if !engine.authority.may_write() || engine.authority.paused() {
+            // Only the leader sweeps, and not while paused.
+            suspects.clear();
+            continue;
+        }
         if !engine.clusters.values().all(|c| c.live()) {
             // A pod we cannot see is not a pod that is gone.
             suspects.clear();
@@ -231,6 +236,10 @@ async fn drain_orphan(engine: &Arc<Engine>, id: &TargetId, listed: &Listed) {
             for key in owners {
                 engine.kick_forced(key);
             }
+            break;
+        }
+        if !engine.authority.may_write() {
+            outcome = format!("stopped: this gateway is {}", engine.authority.describe());
             break;
         }
         if call_deregister {

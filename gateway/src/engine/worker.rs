@@ -171,6 +171,12 @@ impl Worker<'_> {
     }
 
     async fn pass(&mut self, forced: bool) -> Next {
+        let authority = &self.engine.authority;
+        if !authority.leading() || authority.stopping() {
+            // A standby, a leader that lost its lease, or a gateway shutting down: the
+            // leader (this one again, or another) picks the pod up where it stands.
+            return Next::Exit;
+        }
         if !self.cluster.healthy.load(Ordering::SeqCst) {
             // Frozen: the watch is failing, what we know may be stale. Do nothing.
             return Next::After(Duration::from_millis(200));
@@ -244,6 +250,14 @@ impl Worker<'_> {
         };
         let steps = planner::plan(&facts);
         let state = state_of(&intent, &steps, self.released);
+        if authority.role() == crate::authority::Role::Shadow {
+            // Shadow mode: say what would be done, do none of it.
+            let acts: Vec<&Step> = steps.iter().filter(|s| s.acts()).collect();
+            if !acts.is_empty() || pod.status().map(|s| s.state) != Some(state) {
+                tracing::info!(state = ?state, steps = ?acts, "Shadow: would act.");
+            }
+            return Next::Exit;
+        }
         let mut problems = Vec::new();
         if !pod.has_gate {
             problems.push(

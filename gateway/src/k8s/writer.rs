@@ -10,6 +10,7 @@
 //! a write that really happened.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use kube::api::{Api, Patch, PatchParams};
@@ -17,6 +18,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::Client;
 use serde_json::{json, Value};
 
+use crate::authority::Authority;
 use crate::model::ledger::{self, LedgerEntry, LedgerError, TargetId};
 use crate::model::{GATE, LEDGER_ANNOTATION, PRESTOP_ANNOTATION, STATUS_ANNOTATION};
 
@@ -31,6 +33,9 @@ pub enum WriteError {
     /// The ledger on the pod cannot be read: it is never overwritten.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    /// This replica may not write now (a standby, past its renew deadline, shadow mode).
+    #[error("not written: this gateway is {0}")]
+    NotLeader(String),
 }
 
 impl WriteError {
@@ -40,6 +45,7 @@ impl WriteError {
             WriteError::Kube(kube::Error::Api(s)) => matches!(s.code, 409 | 422 | 429 | 500..=599),
             WriteError::Kube(_) => true,
             WriteError::Ledger(_) => false,
+            WriteError::NotLeader(_) => true,
         }
     }
 }
@@ -86,6 +92,9 @@ impl Written {
 pub struct PodWriter {
     client: Client,
     recorder: Recorder,
+    authority: Arc<Authority>,
+    /// `fieldManager` of every write: which replica wrote (the instance name).
+    params: PatchParams,
 }
 
 impl std::fmt::Debug for PodWriter {
@@ -99,7 +108,7 @@ fn escape(key: &str) -> String {
 }
 
 impl PodWriter {
-    pub fn new(client: Client, instance: &str) -> PodWriter {
+    pub fn new(client: Client, instance: &str, authority: Arc<Authority>) -> PodWriter {
         let reporter = Reporter {
             controller: "sluice.dev/gateway".into(),
             instance: Some(instance.to_string()),
@@ -107,6 +116,11 @@ impl PodWriter {
         PodWriter {
             recorder: Recorder::new(client.clone(), reporter),
             client,
+            authority,
+            params: PatchParams {
+                field_manager: Some(instance.to_string()),
+                ..Default::default()
+            },
         }
     }
 
@@ -298,6 +312,10 @@ impl PodWriter {
 
     /// Publishes an Event about a pod (or any object).
     pub async fn event(&self, reference: &ObjectReference, warning: bool, reason: &str, action: &str, note: String) {
+        if !self.authority.may_write() {
+            tracing::info!(reason, %note, authority = %self.authority.describe(), "Event not published.");
+            return;
+        }
         let ev = Event {
             type_: if warning { EventType::Warning } else { EventType::Normal },
             reason: reason.into(),
@@ -337,9 +355,9 @@ impl PodWriter {
             let patch: json_patch::Patch = serde_json::from_value(ops).expect("patch literal is a JSON patch");
             let p = Patch::Json::<()>(patch);
             let res = if status {
-                api.patch_status(name, &PatchParams::default(), &p).await
+                api.patch_status(name, &self.params, &p).await
             } else {
-                api.patch(name, &PatchParams::default(), &p).await
+                api.patch(name, &self.params, &p).await
             };
             match res {
                 Ok(written) => return Ok(Written::Changed(written)),

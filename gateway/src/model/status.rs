@@ -38,6 +38,14 @@ pub enum State {
 }
 
 impl State {
+    /// A drain or restore that has started and is not finished: it goes on while paused.
+    pub fn under_way(self) -> bool {
+        matches!(
+            self,
+            State::StartingDrain | State::Draining | State::Blocked | State::Restoring
+        )
+    }
+
     /// The states of a drain.
     pub fn is_drain(self) -> bool {
         matches!(

@@ -10,6 +10,17 @@ use tokio::sync::watch;
 
 use crate::status::ApiError;
 
+/// One write request as the cluster received it (served or not).
+#[derive(Debug, Clone)]
+pub struct WriteRecord {
+    /// The `fieldManager` query parameter ("" when none).
+    pub manager: String,
+    pub method: String,
+    /// Path and query.
+    pub uri: String,
+    pub at: std::time::Instant,
+}
+
 /// A failure answered instead of the next request(s).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
@@ -54,6 +65,7 @@ pub struct Faults {
     online: watch::Sender<bool>,
     requests: AtomicU64,
     writes: AtomicU64,
+    write_log: Mutex<Vec<WriteRecord>>,
     offline_flag: AtomicBool,
 }
 
@@ -68,6 +80,7 @@ impl Default for Faults {
             online: watch::channel(true).0,
             requests: AtomicU64::new(0),
             writes: AtomicU64::new(0),
+            write_log: Mutex::new(Vec::new()),
             offline_flag: AtomicBool::new(false),
         }
     }
@@ -159,11 +172,18 @@ impl Faults {
     }
 
     /// Called first thing for every request the server receives.
-    pub(crate) fn count_request(&self, write: bool) {
+    pub(crate) fn count_request(&self, write: Option<WriteRecord>) {
         self.requests.fetch_add(1, Ordering::SeqCst);
-        if write {
+        if let Some(w) = write {
             self.writes.fetch_add(1, Ordering::SeqCst);
+            self.write_log.lock().expect("faults lock").push(w);
         }
+    }
+
+    /// Every write request received, in order: who wrote (its `fieldManager`), what and
+    /// when — so a test can prove that only one replica wrote at a time.
+    pub fn write_log(&self) -> Vec<WriteRecord> {
+        self.write_log.lock().expect("faults lock").clone()
     }
 
     /// Called once per authenticated API request: the latency to apply and the failure to

@@ -82,10 +82,20 @@ pub async fn handle(state: Arc<ClusterState>, req: Request<Incoming>) -> Result<
 
 async fn respond(state: Arc<ClusterState>, req: Request<Incoming>) -> Result<Response<Body>, Offline> {
     let method = req.method();
-    state.faults.count_request(!matches!(
+    let write = (!matches!(
         *method,
         hyper::Method::GET | hyper::Method::HEAD | hyper::Method::OPTIONS
-    ));
+    ))
+    .then(|| crate::faults::WriteRecord {
+        manager: Query::parse(req.uri().query())
+            .get("fieldManager")
+            .unwrap_or_default()
+            .to_string(),
+        method: method.to_string(),
+        uri: req.uri().to_string(),
+        at: std::time::Instant::now(),
+    });
+    state.faults.count_request(write);
     tracing::debug!(%method, uri = %req.uri(), "request");
     if state.faults.is_offline() {
         return Err(Offline);
