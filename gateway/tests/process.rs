@@ -2,52 +2,13 @@
 //! again, it completes the drain with nothing lost; and `kubectl` against the simulator
 //! shows the pod contract exactly as the design says.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use sluice::demo::Stage;
 
 mod support;
 use support::*;
-
-struct Gw(Child);
-
-impl Drop for Gw {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn spawn_gateway(config: &std::path::Path, health: std::net::SocketAddr) -> Gw {
-    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["run", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("sluice starts");
-    let gw = Gw(child);
-    within("the gateway's /readyz", async {
-        loop {
-            if let Ok(mut s) = tokio::net::TcpStream::connect(health).await {
-                use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                let _ = s
-                    .write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-                    .await;
-                let mut buf = String::new();
-                let _ = s.read_to_string(&mut buf).await;
-                if buf.starts_with("HTTP/1.1 200") {
-                    break;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    gw
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_drain_then_restart_completes_the_drain() {

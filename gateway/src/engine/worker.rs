@@ -115,6 +115,13 @@ pub(crate) async fn run(engine: &Arc<Engine>, key: &PodKey, slot: &Slot) {
     };
     let intent = planner::intent(&first);
     let recorded = first.status();
+    let under_way = recorded
+        .as_ref()
+        .is_some_and(|s| s.state.under_way() && s.state.is_drain() == matches!(intent, Intent::Drain(_)));
+    if engine.authority.paused() && !under_way {
+        // Paused: nothing new starts (the drain or restore under way goes on).
+        return;
+    }
     let continued = Operation::continued(recorded.as_ref(), &intent);
     let op = continued.clone().unwrap_or_else(Operation::new);
     let trace_id = op.trace_id.clone();

@@ -294,3 +294,72 @@ pub async fn ask_drain(stage: &sluice::demo::Stage, name: &str) {
         .await
         .expect("annotate the pod");
 }
+
+/// A `sluice run` child process; SIGKILLed on drop.
+pub struct Gw(pub std::process::Child);
+
+impl Drop for Gw {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Gw {
+    /// Sends a signal (`libc` numbers: 15 SIGTERM, 10 SIGUSR1, 12 SIGUSR2).
+    pub fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([format!("-{sig}"), self.0.id().to_string()])
+            .status()
+            .expect("kill runs")
+            .success();
+        assert!(ok, "kill -{sig} {}", self.0.id());
+    }
+}
+
+/// One GET to a gateway's health listener: the whole response.
+pub async fn health_get(health: std::net::SocketAddr, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(health).await.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.ok()?;
+    Some(buf)
+}
+
+/// Starts `sluice run --config <config>` and waits for its `/readyz` (every cluster synced).
+pub async fn spawn_gateway(config: &std::path::Path, health: std::net::SocketAddr) -> Gw {
+    spawn_gateway_logging(config, health, None).await
+}
+
+/// Like [`spawn_gateway`], its log (RUST_LOG=info) written to `log` when given.
+pub async fn spawn_gateway_logging(
+    config: &std::path::Path,
+    health: std::net::SocketAddr,
+    log: Option<&std::path::Path>,
+) -> Gw {
+    let (level, stderr) = match log {
+        Some(path) => (
+            "info",
+            std::process::Stdio::from(std::fs::File::create(path).expect("log file")),
+        ),
+        None => ("warn", std::process::Stdio::null()),
+    };
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", level)
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("sluice starts");
+    let gw = Gw(child);
+    until("the gateway's /readyz", || async {
+        let r = health_get(health, "/readyz").await?;
+        r.starts_with("HTTP/1.1 200").then_some(())
+    })
+    .await;
+    gw
+}

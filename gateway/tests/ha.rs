@@ -1,0 +1,287 @@
+//! High availability with real `sluice` processes, the API simulator and real HAProxy:
+//! two replicas elect one leader with a Lease; the simulator records who wrote every pod
+//! write, so "exactly one writer at a time" is checked from the server's side. The leader
+//! is SIGKILLed mid-drain (the standby takes over when the lease expires) and SIGTERMed
+//! mid-drain (it releases the lease: the standby takes over at its next retry). Also:
+//! shadow mode writes nothing, and a pause holds new work back.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::Api;
+use sluice::demo::Stage;
+
+mod support;
+use support::*;
+
+const T: Duration = Duration::from_secs(60);
+const LEASE: &str = "leaderElection:\n  namespace: default\n  name: sluice\n  leaseSeconds: 3\n  renewDeadlineMs: 2000\n  retryMs: 200\n";
+
+/// A replica's config file: its own health port and instance name, the shared lease.
+fn replica(stage: &Stage, name: &str, extra: &str) -> (std::path::PathBuf, std::net::SocketAddr) {
+    let health = free_addr();
+    let text = stage.gateway_config_yaml(health, "", &format!("  instance: {name}\n")) + extra;
+    let path = stage.dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, text).unwrap();
+    (path, health)
+}
+
+async fn holder(stage: &Stage) -> Option<String> {
+    let leases: Api<Lease> = Api::namespaced(stage.client.clone(), "default");
+    leases.get_opt("sluice").await.ok()??.spec?.holder_identity
+}
+
+/// Keep-alive clients through HAProxy for the whole test, counting failures.
+struct Load {
+    stop: Arc<AtomicBool>,
+    requests: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(stage: &Stage, clients: u64) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let requests = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let tasks = (0..clients)
+            .map(|id| {
+                tokio::spawn(sluice::demo::load::client(
+                    stage.frontend,
+                    id,
+                    stop.clone(),
+                    requests.clone(),
+                    failed.clone(),
+                ))
+            })
+            .collect();
+        Load {
+            stop,
+            requests,
+            failed,
+            tasks,
+        }
+    }
+
+    async fn finish(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.tasks {
+            within("a load client to finish", t).await.unwrap();
+        }
+        (self.requests.load(Ordering::SeqCst), self.failed.load(Ordering::SeqCst))
+    }
+}
+
+/// The pod writes (patches of pods) in order, as (writer, when).
+fn pod_writes(stage: &Stage) -> Vec<(String, Instant)> {
+    stage
+        .cluster()
+        .faults()
+        .write_log()
+        .into_iter()
+        .filter(|w| w.uri.contains("/pods/") && w.manager.starts_with("gw-"))
+        .map(|w| (w.manager, w.at))
+        .collect()
+}
+
+/// Drains pod `i` (an in-place update) while it holds long requests, and does `during`
+/// once the drain is under way; then lets the update finish and waits for the pod to
+/// serve again.
+async fn update_with(stage: &Stage, i: usize, during: impl std::future::Future<Output = ()>) {
+    let held = hold_in_web(stage, 4, 1500).await;
+    stage.set_kruise_state(i, "PreparingUpdate").await.unwrap();
+    wait_gate(&stage.pods, &Stage::name(i), "False").await;
+    during.await;
+    stage.wait_drained(i, T).await.expect("the drain completes");
+    for h in held {
+        assert_eq!(within("a held request", h).await.unwrap().expect("answered"), 200);
+    }
+    stage.set_kruise_state(i, "Updated").await.unwrap();
+    wait_gate(&stage.pods, &Stage::name(i), "True").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_takes_over_a_killed_or_stopped_leader_with_nothing_lost() {
+    let stage = Stage::new(3, true).await.expect("stage");
+    let (a_cfg, a_health) = replica(&stage, "gw-a", LEASE);
+    let (b_cfg, b_health) = replica(&stage, "gw-b", LEASE);
+    let a = spawn_gateway(&a_cfg, a_health).await;
+    until("gw-a to hold the lease", || async {
+        (holder(&stage).await.as_deref() == Some("gw-a")).then_some(())
+    })
+    .await;
+    let b = spawn_gateway(&b_cfg, b_health).await;
+    for i in 0..3 {
+        stage.wait_ready(i, T).await.expect("restored by the leader");
+    }
+    let health_b = health_get(b_health, "/healthz").await.unwrap();
+    assert!(health_b.contains("standby"), "{health_b}");
+    let load = Load::start(&stage, 6);
+
+    // Sample pods out of traffic all along, from HAProxy's side: never more than the
+    // budget (1), whoever leads.
+    let sampling = Arc::new(AtomicBool::new(true));
+    let worst = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (sampling, worst, haproxy) = (sampling.clone(), worst.clone(), stage.haproxy());
+        tokio::spawn(async move {
+            while sampling.load(Ordering::SeqCst) {
+                if let Ok(rows) = haproxy.show_stat_servers("web").await {
+                    let out = rows.iter().filter(|r| r.status() != "UP").count() as u64;
+                    worst.fetch_max(out, Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+
+    // 1. SIGKILL of the leader mid-drain: the standby takes over when the lease expires.
+    let mut a = Some(a);
+    let killed = std::cell::Cell::new(None);
+    update_with(&stage, 0, async {
+        drop(a.take()); // SIGKILL
+        killed.set(Some(Instant::now()));
+        until("gw-b to take the lease over", || async {
+            (holder(&stage).await.as_deref() == Some("gw-b")).then_some(())
+        })
+        .await;
+    })
+    .await;
+    let killed = killed.get().unwrap();
+    let writes = pod_writes(&stage);
+    let first_b = writes.iter().find(|(m, _)| m == "gw-b").map(|(_, at)| *at).unwrap();
+    eprintln!(
+        "failover after SIGKILL: gw-b's first pod write {:?} after the kill (lease 3 s, retry 0.2 s)",
+        first_b.duration_since(killed)
+    );
+    assert!(
+        writes
+            .iter()
+            .all(|(m, at)| (m == "gw-a" && *at < killed) || (m == "gw-b" && *at > killed)),
+        "one writer at a time: {:?}",
+        writes.iter().map(|(m, _)| m.as_str()).collect::<Vec<_>>()
+    );
+    assert!(first_b.duration_since(killed) < Duration::from_secs(3) + Duration::from_secs(2));
+
+    // 2. gw-a comes back as a standby; SIGTERM of the leader (gw-b) mid-drain: it
+    // finishes what is in flight, releases the lease, and gw-a takes over at once.
+    let a = spawn_gateway(&a_cfg, a_health).await;
+    let mut b = Some(b);
+    let stopped = std::cell::Cell::new(None);
+    update_with(&stage, 1, async {
+        b.as_ref().unwrap().signal("TERM");
+        stopped.set(Some(Instant::now()));
+        until("gw-a to take the lease over", || async {
+            (holder(&stage).await.as_deref() == Some("gw-a")).then_some(())
+        })
+        .await;
+        let took = stopped.get().unwrap().elapsed();
+        eprintln!("failover after SIGTERM: gw-a holds the lease {took:?} after the signal");
+        assert!(
+            took < Duration::from_secs(2),
+            "the lease was released, not left to expire: {took:?}"
+        );
+    })
+    .await;
+    let mut b = b.take().unwrap();
+    let status = within("gw-b to exit after SIGTERM", async {
+        loop {
+            if let Some(s) = b.0.try_wait().unwrap() {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(status.success(), "SIGTERM is a clean exit: {status}");
+    let stopped = stopped.get().unwrap();
+    let after = pod_writes(&stage);
+    let since_kill: Vec<&(String, Instant)> = after.iter().filter(|(_, at)| *at > killed).collect();
+    let switch = since_kill
+        .iter()
+        .position(|(m, _)| m == "gw-a")
+        .unwrap_or(since_kill.len());
+    assert!(
+        since_kill[..switch].iter().all(|(m, _)| m == "gw-b") && since_kill[switch..].iter().all(|(m, _)| m == "gw-a"),
+        "one writer at a time: {:?}",
+        since_kill.iter().map(|(m, _)| m.as_str()).collect::<Vec<_>>()
+    );
+    assert!(since_kill[switch..].iter().all(|(_, at)| *at > stopped));
+
+    sampling.store(false, Ordering::SeqCst);
+    sampler.await.unwrap();
+    let (requests, failed) = load.finish().await;
+    eprintln!("load through both failovers: {requests} requests, {failed} failed");
+    assert!(requests > 100, "the load ran: {requests}");
+    assert_eq!(failed, 0, "no request lost");
+    assert!(
+        worst.load(Ordering::SeqCst) <= 1,
+        "at most one pod out of traffic at any sample"
+    );
+    drop(a);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_gateway_says_what_it_would_do_and_writes_nothing() {
+    let stage = Stage::new(2, true).await.expect("stage");
+    let (sole_cfg, sole_health) = replica(&stage, "gw-sole", "");
+    let sole = spawn_gateway(&sole_cfg, sole_health).await;
+    for i in 0..2 {
+        stage.wait_ready(i, T).await.unwrap();
+    }
+    drop(sole);
+    let (cfg, health) = replica(&stage, "gw-shadow", "shadow: true\n");
+    let log = stage.dir.join("shadow.log");
+    let _shadow = spawn_gateway_logging(&cfg, health, Some(&log)).await;
+    ask_drain(&stage, "web-1").await;
+    let line = until("the shadow to say what it would do", || async {
+        let text = std::fs::read_to_string(&log).ok()?;
+        text.lines()
+            .find(|l| l.contains("Shadow: would act") && l.contains("web-1") && l.contains("Deregister"))
+            .map(String::from)
+    })
+    .await;
+    assert!(line.contains("SetGate(false)") && line.contains("drain"), "{line}");
+    assert!(
+        pod_writes(&stage).iter().all(|(m, _)| m != "gw-shadow"),
+        "a shadow never writes a pod"
+    );
+    assert_eq!(stage.status_in("web", 0).await.unwrap().as_deref(), Some("UP"));
+    assert!(holds_sluice_finalizer(&stage.get(0).await.unwrap()));
+    let h = health_get(health, "/healthz").await.unwrap();
+    assert!(h.contains("shadow (writes nothing)"), "{h}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_gateway_starts_nothing_new_until_resumed() {
+    let stage = Stage::new(2, true).await.expect("stage");
+    let (cfg, health) = replica(&stage, "gw-pause", "");
+    let gw = spawn_gateway(&cfg, health).await;
+    for i in 0..2 {
+        stage.wait_ready(i, T).await.unwrap();
+    }
+    gw.signal("USR1");
+    until("/healthz to say paused", || async {
+        health_get(health, "/healthz").await.filter(|h| h.contains("paused"))
+    })
+    .await;
+    ask_drain(&stage, "web-1").await;
+    let asked = Instant::now();
+    until("a second paused", || async {
+        (asked.elapsed() > Duration::from_secs(1)).then_some(())
+    })
+    .await;
+    assert_eq!(
+        stage.status_in("web", 0).await.unwrap().as_deref(),
+        Some("UP"),
+        "nothing started"
+    );
+    let p = stage.get(0).await.unwrap();
+    assert_eq!(gate(&p).as_deref(), Some("True"), "the gate did not move");
+    let state = status_of(&p)["state"].as_str().unwrap_or_default().to_string();
+    assert!(!state.contains("drain"), "no drain started: {state}");
+    gw.signal("USR2");
+    stage.wait_drained(0, T).await.expect("the drain starts once resumed");
+}
