@@ -31,16 +31,17 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 export PATH="$PATH:/usr/sbin"
 
-# The example plugin in Python (examples/python-plugin) runs on grpcio and grpcio-tools from
-# PyPI, installed into a virtual environment of its own (a stock Debian refuses pip installs
-# into the system Python, PEP 668). The tests find it through SLUICE_PYTHON.
+# From PyPI, into a virtual environment of its own (a stock Debian refuses pip installs into
+# the system Python, PEP 668): grpcio and grpcio-tools for the example plugin in Python
+# (examples/python-plugin), kubernetes-validate to check deploy/ against the Kubernetes
+# schemas offline. The tests find it through SLUICE_PYTHON.
 venv="$PWD/target/python"
-if ! "$venv/bin/python3" -c "import grpc, grpc_tools" >/dev/null 2>&1; then
-  echo "test.sh: making $venv with grpcio and grpcio-tools (PyPI)"
+if ! "$venv/bin/python3" -c "import grpc, grpc_tools, kubernetes_validate" >/dev/null 2>&1; then
+  echo "test.sh: making $venv with grpcio, grpcio-tools and kubernetes-validate (PyPI)"
   rm -rf "$venv"
   python3 -m venv "$venv"
-  "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check grpcio grpcio-tools
-  "$venv/bin/python3" -c "import grpc, grpc_tools"
+  "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check grpcio grpcio-tools kubernetes-validate
+  "$venv/bin/python3" -c "import grpc, grpc_tools, kubernetes_validate"
 fi
 export SLUICE_PYTHON="$venv/bin/python3"
 

@@ -299,7 +299,14 @@ pub struct SimCluster {
     pub client: kube::Client,
     pub pods: Api<Pod>,
     pub kubeconfig: PathBuf,
+    /// The gateway's own credentials: the simulator names its requests as the user
+    /// [`GATEWAY_USER`] (what its RBAC role must allow).
+    pub gateway_kubeconfig: PathBuf,
 }
+
+/// The user the gateway's requests authenticate as in the simulator (as its service
+/// account would in a cluster).
+pub const GATEWAY_USER: &str = "system:serviceaccount:sluice:sluice-gateway";
 
 impl SimCluster {
     async fn start(dir: &std::path::Path, name: &str) -> anyhow::Result<SimCluster> {
@@ -309,9 +316,16 @@ impl SimCluster {
             ready_delay: None,
             terminate_delay: Duration::from_millis(10),
         });
+        let gateway_token = format!("sluice-gateway-{:032x}", rand::random::<u128>());
+        ccfg.extra_tokens.push((gateway_token.clone(), GATEWAY_USER.into()));
         let cluster = Cluster::start(ccfg).await?;
         let kubeconfig = dir.join(format!("{name}.kubeconfig"));
         std::fs::write(&kubeconfig, cluster.kubeconfig())?;
+        let gateway_kubeconfig = dir.join(format!("{name}.gateway.kubeconfig"));
+        std::fs::write(
+            &gateway_kubeconfig,
+            cluster.kubeconfig().replace(cluster.token(), &gateway_token),
+        )?;
         let client = crate::gateway::client_for(&crate::config::ClusterConfig {
             name: name.into(),
             kubeconfig: Some(kubeconfig.clone()),
@@ -330,6 +344,7 @@ impl SimCluster {
             cluster,
             client,
             kubeconfig,
+            gateway_kubeconfig,
         })
     }
 }
@@ -479,7 +494,7 @@ impl Stage {
         let clusters: String = self
             .clusters
             .iter()
-            .map(|c| format!("- name: {}\n  kubeconfig: {}\n", c.name, c.kubeconfig.display()))
+            .map(|c| format!("- name: {}\n  kubeconfig: {}\n", c.name, c.gateway_kubeconfig.display()))
             .collect();
         let engine = if engine.is_empty() {
             String::new()

@@ -42,6 +42,9 @@ pub struct ClusterConfig {
     /// How often watches that asked for bookmarks get one.
     pub bookmark_interval: Duration,
     pub kubelet: Option<KubeletConfig>,
+    /// More bearer tokens → user names, besides the admin one (e.g. a service account
+    /// whose requests [`Faults::request_log`] tells apart).
+    pub extra_tokens: Vec<(String, String)>,
 }
 
 impl ClusterConfig {
@@ -54,6 +57,7 @@ impl ClusterConfig {
             history: 10_000,
             bookmark_interval: Duration::from_secs(10),
             kubelet: None,
+            extra_tokens: Vec::new(),
         }
     }
 
@@ -93,9 +97,15 @@ impl ClusterState {
     }
 
     pub fn authenticate(&self, header: Option<&str>) -> bool {
+        self.user_of(header).is_some()
+    }
+
+    /// The user a bearer token authenticates as.
+    pub fn user_of(&self, header: Option<&str>) -> Option<&str> {
         header
             .and_then(|h| h.strip_prefix("Bearer "))
-            .is_some_and(|t| self.tokens.contains_key(t.trim()))
+            .and_then(|t| self.tokens.get(t.trim()))
+            .map(String::as_str)
     }
 }
 
@@ -134,6 +144,7 @@ impl Cluster {
                 t
             }
         };
+        tokens.extend(cfg.extra_tokens.iter().cloned());
         let state = Arc::new(ClusterState {
             name: cfg.name.clone(),
             store: Mutex::new(Store::new(cfg.history)),

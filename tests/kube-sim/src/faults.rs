@@ -10,6 +10,16 @@ use tokio::sync::watch;
 
 use crate::status::ApiError;
 
+/// One authenticated request as the cluster received it.
+#[derive(Debug, Clone)]
+pub struct RequestRecord {
+    pub user: String,
+    pub method: String,
+    /// Path and query.
+    pub uri: String,
+    pub at: std::time::Instant,
+}
+
 /// One write request as the cluster received it (served or not).
 #[derive(Debug, Clone)]
 pub struct WriteRecord {
@@ -66,6 +76,8 @@ pub struct Faults {
     requests: AtomicU64,
     writes: AtomicU64,
     write_log: Mutex<Vec<WriteRecord>>,
+    request_log: Mutex<Vec<RequestRecord>>,
+    recording: AtomicBool,
     offline_flag: AtomicBool,
 }
 
@@ -81,6 +93,8 @@ impl Default for Faults {
             requests: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             write_log: Mutex::new(Vec::new()),
+            request_log: Mutex::new(Vec::new()),
+            recording: AtomicBool::new(false),
             offline_flag: AtomicBool::new(false),
         }
     }
@@ -172,18 +186,41 @@ impl Faults {
     }
 
     /// Called first thing for every request the server receives.
-    pub(crate) fn count_request(&self, write: Option<WriteRecord>) {
+    pub(crate) fn count_request(&self, is_write: bool, record: Option<WriteRecord>) {
         self.requests.fetch_add(1, Ordering::SeqCst);
-        if let Some(w) = write {
+        if is_write {
             self.writes.fetch_add(1, Ordering::SeqCst);
+        }
+        if let Some(w) = record {
             self.write_log.lock().expect("faults lock").push(w);
         }
     }
 
-    /// Every write request received, in order: who wrote (its `fieldManager`), what and
-    /// when — so a test can prove that only one replica wrote at a time.
+    /// Starts (or stops) keeping [`Faults::write_log`] and [`Faults::request_log`]: off by
+    /// default, so a long run's memory does not grow with its requests.
+    pub fn set_recording(&self, on: bool) {
+        self.recording.store(on, Ordering::SeqCst);
+    }
+
+    pub(crate) fn recording(&self) -> bool {
+        self.recording.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn record_request(&self, r: RequestRecord) {
+        self.request_log.lock().expect("faults lock").push(r);
+    }
+
+    /// Every write request received while recording, in order: who wrote (its
+    /// `fieldManager`), what and when — so a test can prove that only one replica wrote at
+    /// a time.
     pub fn write_log(&self) -> Vec<WriteRecord> {
         self.write_log.lock().expect("faults lock").clone()
+    }
+
+    /// Every authenticated request received while recording, with the user its token
+    /// names: what a client really asks of the API (its RBAC needs).
+    pub fn request_log(&self) -> Vec<RequestRecord> {
+        self.request_log.lock().expect("faults lock").clone()
     }
 
     /// Called once per authenticated API request: the latency to apply and the failure to

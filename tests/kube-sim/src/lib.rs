@@ -41,7 +41,7 @@ pub mod tls;
 pub mod zero;
 
 pub use cluster::{kubeconfig, Cluster, ClusterConfig, ObjectApi};
-pub use faults::{Failure, Faults, WriteRecord};
+pub use faults::{Failure, Faults, RequestRecord, WriteRecord};
 pub use kubelet::{Kubelet, KubeletConfig, POD_IP_ANNOTATION};
 pub use ops::DeleteOpts;
 pub use patch::PatchType;

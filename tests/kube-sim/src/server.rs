@@ -82,10 +82,11 @@ pub async fn handle(state: Arc<ClusterState>, req: Request<Incoming>) -> Result<
 
 async fn respond(state: Arc<ClusterState>, req: Request<Incoming>) -> Result<Response<Body>, Offline> {
     let method = req.method();
-    let write = (!matches!(
-        *method,
-        hyper::Method::GET | hyper::Method::HEAD | hyper::Method::OPTIONS
-    ))
+    let write = (state.faults.recording()
+        && !matches!(
+            *method,
+            hyper::Method::GET | hyper::Method::HEAD | hyper::Method::OPTIONS
+        ))
     .then(|| crate::faults::WriteRecord {
         manager: Query::parse(req.uri().query())
             .get("fieldManager")
@@ -95,7 +96,11 @@ async fn respond(state: Arc<ClusterState>, req: Request<Incoming>) -> Result<Res
         uri: req.uri().to_string(),
         at: std::time::Instant::now(),
     });
-    state.faults.count_request(write);
+    let is_write = !matches!(
+        *method,
+        hyper::Method::GET | hyper::Method::HEAD | hyper::Method::OPTIONS
+    );
+    state.faults.count_request(is_write, write);
     tracing::debug!(%method, uri = %req.uri(), "request");
     if state.faults.is_offline() {
         return Err(Offline);
@@ -104,8 +109,19 @@ async fn respond(state: Arc<ClusterState>, req: Request<Incoming>) -> Result<Res
     if matches!(path.as_str(), "/healthz" | "/readyz" | "/livez") {
         return Ok(Response::new(full("ok")));
     }
-    if !state.authenticate(req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())) {
+    let Some(user) = state
+        .user_of(req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()))
+        .map(String::from)
+    else {
         return Ok(error_response(&ApiError::unauthorized()));
+    };
+    if state.faults.recording() {
+        state.faults.record_request(crate::faults::RequestRecord {
+            user,
+            method: req.method().to_string(),
+            uri: req.uri().to_string(),
+            at: std::time::Instant::now(),
+        });
     }
     let (latency, failure) = state.faults.on_request();
     if !latency.is_zero() {

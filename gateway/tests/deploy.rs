@@ -1,0 +1,324 @@
+//! The deployment: `deploy/` renders with `kubectl kustomize` and validates strictly
+//! against the Kubernetes schemas (offline, `kubernetes-validate` from PyPI); it holds the
+//! CRD `sluice crd` prints and a configuration the gateway accepts; the examples are valid;
+//! and the RBAC rules allow every request the gateway really makes — recorded by the
+//! simulator under the gateway's own user during a drain, a restore, an invalid binding and
+//! leader election — and nothing is missing.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice::demo::{Stage, GATEWAY_USER};
+use sluice_adapter::testing::output_within;
+
+mod support;
+use support::*;
+
+const T: Duration = Duration::from_secs(60);
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn render() -> String {
+    let out = output_within(
+        Command::new("kubectl").arg("kustomize").arg(root().join("deploy")),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "kubectl kustomize deploy/: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `kubernetes-validate --strict` on the files: (passed, output).
+fn validate(files: &[PathBuf]) -> (bool, String) {
+    let python = sluice_adapter::testing::python_with_grpc();
+    let out = output_within(
+        Command::new(python)
+            .args(["-m", "kubernetes_validate", "--strict", "--no-warn"])
+            .args(files),
+        Duration::from_secs(120),
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !text.contains("No module named"),
+        "kubernetes-validate is not installed in {:?}: scripts/test.sh installs it",
+        std::env::var("SLUICE_PYTHON")
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn the_manifests_render_and_validate_strictly() {
+    let rendered = render();
+    let dir = sluice_adapter::testing::temp_dir("deploy");
+    let file = dir.join("rendered.yaml");
+    std::fs::write(&file, &rendered).unwrap();
+    let (ok, text) = validate(&[file]);
+    assert!(ok, "{text}");
+    for kind in [
+        "Namespace",
+        "CustomResourceDefinition",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+    ] {
+        assert!(
+            text.contains(&format!("resource {}/", kind.to_lowercase())),
+            "{kind} validated: {text}"
+        );
+    }
+    // The validator is strict: an unknown field fails it.
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        rendered.replacen("minAvailable: 1", "minAvailable: 1\n  minAvialable: 1", 1),
+    )
+    .unwrap();
+    let (ok, text) = validate(&[bad]);
+    assert!(!ok && text.contains("minAvialable"), "{text}");
+
+    // The examples' workloads too (CloneSets and TrafficBindings are custom resources: the
+    // bindings are checked against the gateway's own rules below).
+    let (ok, text) = validate(&[
+        root().join("examples/deployment/deployment.yaml"),
+        root().join("examples/statefulset/statefulset.yaml"),
+    ]);
+    assert!(ok, "{text}");
+}
+
+#[test]
+fn deploy_holds_the_crd_and_a_configuration_the_gateway_accepts() {
+    let crd = std::fs::read_to_string(root().join("deploy/crd.yaml")).unwrap();
+    assert_eq!(
+        crd,
+        sluice::binding::crd_yaml(),
+        "deploy/crd.yaml is `sluice crd` (regenerate: sluice crd > deploy/crd.yaml)"
+    );
+    let cfg = sluice::config::Config::load(&root().join("deploy/sluice.yaml")).expect("deploy/sluice.yaml");
+    let le = cfg.leader_election.expect("two replicas need leader election");
+    // The Role in rbac.yaml grants leases in the gateway's namespace only.
+    assert_eq!(le.namespace, "sluice");
+    let rendered = render();
+    assert!(rendered.contains("replicas: 2"));
+    assert!(rendered.contains("terminationGracePeriodSeconds: 30"));
+    assert!(cfg.engine.shutdown_seconds < 30, "shutdown fits the grace period");
+}
+
+/// An adapter that only states its kind and parameters: what binding validation asks.
+#[derive(Debug)]
+struct Declared(&'static str, &'static str, &'static str);
+
+#[async_trait::async_trait]
+impl sluice_adapter::Adapter for Declared {
+    fn name(&self) -> &str {
+        self.0
+    }
+    fn capabilities(&self) -> sluice_adapter::Capabilities {
+        sluice_adapter::Capabilities {
+            kind: self.1.into(),
+            required_params: vec![self.2.into()],
+        }
+    }
+    async fn register(&self, _: &sluice_adapter::Target) -> sluice_adapter::Result<()> {
+        unreachable!("validation only")
+    }
+    async fn deregister(&self, _: &sluice_adapter::Target) -> sluice_adapter::Result<()> {
+        unreachable!("validation only")
+    }
+    async fn observe(&self, _: &sluice_adapter::Target) -> sluice_adapter::Result<sluice_adapter::Observation> {
+        unreachable!("validation only")
+    }
+    async fn health(&self) -> sluice_adapter::Result<()> {
+        unreachable!("validation only")
+    }
+}
+
+#[test]
+fn the_example_bindings_are_valid() {
+    let adapters: BTreeMap<String, Arc<dyn sluice_adapter::Adapter>> = [
+        Declared("edge-lb", "slb", "backend"),
+        Declared("corp-dns", "dns", "name"),
+        Declared("registry", "rpc", "service"),
+    ]
+    .into_iter()
+    .map(|a| (a.0.to_string(), Arc::new(a) as Arc<dyn sluice_adapter::Adapter>))
+    .collect();
+    for dir in ["kruise-cloneset", "deployment", "statefulset"] {
+        let text = std::fs::read_to_string(root().join("examples").join(dir).join("binding.yaml")).unwrap();
+        let tb: sluice::binding::TrafficBinding = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{dir}: {e}"));
+        sluice::model::resolve("c", &tb, &adapters, 300).unwrap_or_else(|e| panic!("{dir}: {e}"));
+    }
+}
+
+/// One RBAC rule of deploy/rbac.yaml.
+#[derive(Debug)]
+struct Rule {
+    groups: Vec<String>,
+    resources: Vec<String>,
+    verbs: Vec<String>,
+    /// `Some(ns)`: a Role's rule, in that namespace only.
+    namespace: Option<String>,
+}
+
+fn rules() -> Vec<Rule> {
+    let text = std::fs::read_to_string(root().join("deploy/rbac.yaml")).unwrap();
+    let mut out = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let v = <serde_json::Value as serde::Deserialize>::deserialize(doc).unwrap();
+        let namespace = match v["kind"].as_str() {
+            Some("ClusterRole") => None,
+            // The kustomization puts every namespaced object in `sluice`.
+            Some("Role") => Some("sluice".to_string()),
+            _ => continue,
+        };
+        let strings = |x: &serde_json::Value| -> Vec<String> {
+            x.as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_str().unwrap().to_string())
+                .collect()
+        };
+        for r in v["rules"].as_array().unwrap() {
+            out.push(Rule {
+                groups: strings(&r["apiGroups"]),
+                resources: strings(&r["resources"]),
+                verbs: strings(&r["verbs"]),
+                namespace: namespace.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// (group, resource[/subresource], verb, namespace) of a request, as RBAC sees it.
+fn attributes(method: &str, uri: &str) -> (String, String, String, Option<String>) {
+    let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, rest) = match parts.as_slice() {
+        ["api", _v, rest @ ..] => (String::new(), rest.to_vec()),
+        ["apis", g, _v, rest @ ..] => (g.to_string(), rest.to_vec()),
+        _ => panic!("not an API path: {uri}"),
+    };
+    let (namespace, rest) = match rest.as_slice() {
+        ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some(ns.to_string()), rest.to_vec()),
+        _ => (None, rest),
+    };
+    let (resource, named) = match rest.as_slice() {
+        [r] => (r.to_string(), false),
+        [r, _name] => (r.to_string(), true),
+        [r, _name, sub] => (format!("{r}/{sub}"), true),
+        _ => panic!("unexpected path: {uri}"),
+    };
+    let watch = query.split('&').any(|kv| kv == "watch=true" || kv == "watch=1");
+    let verb = match (method, named) {
+        ("GET", true) => "get",
+        ("GET", false) if watch => "watch",
+        ("GET", false) => "list",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", true) => "delete",
+        ("DELETE", false) => "deletecollection",
+        _ => panic!("unexpected method {method} {uri}"),
+    };
+    (group, resource, verb.to_string(), namespace)
+}
+
+fn allowed(rules: &[Rule], (group, resource, verb, namespace): &(String, String, String, Option<String>)) -> bool {
+    rules.iter().any(|r| {
+        r.groups.contains(group)
+            && r.resources.contains(resource)
+            && r.verbs.contains(verb)
+            && (r.namespace.is_none() || r.namespace == *namespace)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_role_allows_every_request_the_gateway_makes() {
+    let stage = Stage::new(2, true).await.expect("stage");
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(stage.client.clone());
+    namespaces
+        .create(
+            &Default::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": "sluice"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let faults = stage.cluster().faults();
+    faults.set_recording(true);
+    let lease = "leaderElection:\n  namespace: sluice\n  leaseSeconds: 3\n  renewDeadlineMs: 2000\n  retryMs: 200\n";
+    let text = stage.gateway_config_yaml(free_addr(), "", "  instance: gw-rbac\n") + lease;
+    let gw = stage.start_gateway_with(&text).await.expect("gateway");
+    // A restore, a drain and a restore again, a preStop, an invalid binding.
+    stage.wait_ready(0, T).await.unwrap();
+    stage.wait_ready(1, T).await.unwrap();
+    stage.set_kruise_state(0, "PreparingUpdate").await.unwrap();
+    stage.wait_drained(0, T).await.unwrap();
+    stage.set_kruise_state(0, "Updated").await.unwrap();
+    wait_gate(&stage.pods, "web-1", "True").await;
+    let answer = health_get(gw.health_addr, "/prestop?namespace=default&pod=web-2&timeoutSeconds=30")
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let mut spec = stage.binding_spec(stage.port, &[("haproxy", "web")]);
+    spec["port"] = serde_json::json!(0);
+    stage.put_binding("web", spec).await.unwrap();
+    wait_event(&stage.client, "web", "InvalidBinding").await;
+    drop(gw);
+
+    let requests: Vec<_> = faults
+        .request_log()
+        .into_iter()
+        .filter(|r| r.user == GATEWAY_USER)
+        .map(|r| attributes(&r.method, &r.uri))
+        .collect();
+    let rules = rules();
+    let used: std::collections::BTreeSet<_> = requests
+        .iter()
+        .map(|(g, r, v, _)| (g.clone(), r.clone(), v.clone()))
+        .collect();
+    eprintln!("the gateway used: {used:?}");
+    for needed in [
+        ("", "pods", "list"),
+        ("", "pods", "watch"),
+        ("", "pods", "patch"),
+        ("", "pods/status", "patch"),
+        ("events.k8s.io", "events", "create"),
+        ("sluice.dev", "trafficbindings", "watch"),
+        ("sluice.dev", "trafficbindings/status", "patch"),
+        ("coordination.k8s.io", "leases", "update"),
+    ] {
+        assert!(
+            used.contains(&(needed.0.to_string(), needed.1.to_string(), needed.2.to_string())),
+            "the scenario exercises {needed:?}: {used:?}"
+        );
+    }
+    let denied: Vec<_> = requests.iter().filter(|a| !allowed(&rules, a)).collect();
+    assert!(
+        denied.is_empty(),
+        "deploy/rbac.yaml lacks what the gateway uses: {denied:?}"
+    );
+    // The check can fail: without the lease rule, lease requests are denied.
+    let without_leases: Vec<Rule> = rules
+        .into_iter()
+        .filter(|r| !r.resources.contains(&"leases".to_string()))
+        .collect();
+    assert!(requests.iter().any(|a| a.1 == "leases" && !allowed(&without_leases, a)));
+}
