@@ -216,10 +216,12 @@ async fn serve_health(listener: tokio::net::TcpListener, engine: Arc<Engine>) {
                         "/readyz" if engine.ready() => (StatusCode::OK, "ready".to_string()),
                         "/readyz" => {
                             let waiting = engine.unsynced();
-                            (
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                format!("waiting for first sync of: {}", waiting.join(", ")),
-                            )
+                            let mut body = format!("waiting for first sync of: {}", waiting.join(", "));
+                            for p in engine.cluster_problems() {
+                                body.push('\n');
+                                body.push_str(&p);
+                            }
+                            (StatusCode::SERVICE_UNAVAILABLE, body)
                         }
                         _ => (StatusCode::NOT_FOUND, "not found".to_string()),
                     };

@@ -322,3 +322,40 @@ async fn the_role_allows_every_request_the_gateway_makes() {
         .collect();
     assert!(requests.iter().any(|a| a.1 == "leases" && !allowed(&without_leases, a)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_without_the_crd_is_named_with_what_to_run() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::CustomResourceExt;
+    let stage = Stage::new(1, true).await.expect("stage");
+    let crds: kube::Api<CustomResourceDefinition> = kube::Api::all(stage.client.clone());
+    crds.delete("trafficbindings.sluice.dev", &Default::default())
+        .await
+        .unwrap();
+    let bindings: kube::Api<sluice::binding::TrafficBinding> = kube::Api::all(stage.client.clone());
+    until("the CRD to be gone", || async {
+        bindings.list(&Default::default()).await.err().map(|_| ())
+    })
+    .await;
+    let cfg = sluice::config::Config::parse(&stage.gateway_config_text(free_addr()), "test").unwrap();
+    let gw = sluice::gateway::Gateway::start(cfg).await.expect("starts, not ready");
+    let body = until("/readyz to say why it is not ready", || async {
+        let r = health_get(gw.health_addr, "/readyz").await?;
+        r.contains("CRD is not installed").then_some(r)
+    })
+    .await;
+    assert!(body.starts_with("HTTP/1.1 503"), "{body}");
+    assert!(
+        body.contains("cluster demo: the TrafficBinding CRD is not installed")
+            && body.contains("sluice crd | kubectl apply -f -"),
+        "one line naming the cluster and what to run: {body}"
+    );
+    crds.create(&Default::default(), &sluice::binding::TrafficBinding::crd())
+        .await
+        .unwrap();
+    until("ready once the CRD is installed", || async {
+        let r = health_get(gw.health_addr, "/readyz").await?;
+        r.starts_with("HTTP/1.1 200").then_some(())
+    })
+    .await;
+}

@@ -42,6 +42,9 @@ pub struct ClusterHandle {
     /// Both watches (pods, bindings) have completed their first list: only then do the
     /// cluster's pods get workers. Other clusters never wait for this one.
     pub synced: AtomicBool,
+    /// A problem a person must fix before this cluster can sync (a missing CRD, a missing
+    /// permission), in one line: shown by `/readyz` and logged once.
+    pub problem: std::sync::Mutex<Option<String>>,
 }
 
 impl ClusterHandle {
@@ -51,6 +54,7 @@ impl ClusterHandle {
             writer,
             healthy: false.into(),
             synced: false.into(),
+            problem: std::sync::Mutex::new(None),
         }
     }
 
@@ -129,6 +133,14 @@ impl Engine {
     /// has nothing left to do.
     pub fn busy_pods(&self) -> usize {
         self.workers.len()
+    }
+
+    /// What keeps clusters from syncing, one line each (see [`ClusterHandle::problem`]).
+    pub fn cluster_problems(&self) -> Vec<String> {
+        self.clusters
+            .values()
+            .filter_map(|c| c.problem.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .collect()
     }
 
     /// Clusters that have not listed yet.

@@ -30,6 +30,48 @@ use crate::binding::TrafficBinding;
 use crate::engine::{ClusterHandle, Engine};
 use crate::model::{resolve, BindingKey, BindingState, InvalidBinding, PodKey, PodView, Selector};
 
+/// A watch failure a person must fix, in one line naming the cluster and what to do (a
+/// missing CRD, a missing permission, rejected credentials); `None` for what retrying
+/// fixes (an outage, a timeout).
+pub fn explain(cluster: &str, resource: &str, e: &watcher::Error) -> Option<String> {
+    let status = match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.as_ref(),
+        watcher::Error::WatchError(s) => s.as_ref(),
+        _ => return None,
+    };
+    match status.code {
+        404 if resource == "trafficbindings" => Some(format!(
+            "cluster {cluster}: the TrafficBinding CRD is not installed (trafficbindings.sluice.dev not found): \
+             run `sluice crd | kubectl apply -f -`, or `kubectl apply -k deploy/`"
+        )),
+        403 => Some(format!(
+            "cluster {cluster}: the gateway may not list and watch {resource} in all namespaces: grant it the \
+             rules of deploy/rbac.yaml (the API server said: {})",
+            status.message
+        )),
+        401 => Some(format!(
+            "cluster {cluster}: the API server rejects the gateway's credentials (401): check its kubeconfig or \
+             service account token"
+        )),
+        _ => None,
+    }
+}
+
+/// Records (and logs, once per change) what keeps the cluster from syncing, or that it is
+/// gone.
+fn set_problem(cluster: &ClusterHandle, problem: Option<String>) {
+    let mut slot = cluster.problem.lock().unwrap_or_else(|e| e.into_inner());
+    if *slot != problem {
+        match &problem {
+            Some(p) => error!("{p}"),
+            None => info!(cluster = %cluster.name, "The problem that kept the cluster from syncing is gone."),
+        }
+        *slot = problem;
+    }
+}
+
 /// Backoff between watch restarts: 0.5 s doubling to 30 s, reset by a complete list.
 fn backoff(failures: u32) -> Duration {
     Duration::from_millis((500u64 << failures.min(6)).min(30_000))
@@ -72,6 +114,7 @@ pub async fn watch_pods(
                         }
                     }
                     failures = 0;
+                    set_problem(&cluster, None);
                     if !cluster.healthy.swap(true, Ordering::SeqCst) {
                         info!(cluster = %cluster.name, "Pod watch (re)synced; the cluster's pods are live.");
                     }
@@ -101,9 +144,13 @@ pub async fn watch_pods(
                     }
                 }
                 Err(e) => {
-                    if cluster.healthy.swap(false, Ordering::SeqCst) {
+                    let problem = explain(&cluster.name, "pods", &e);
+                    if cluster.healthy.swap(false, Ordering::SeqCst) && problem.is_none() {
                         error!(cluster = %cluster.name, error = %e,
                             "Pod watch failed; freezing this cluster's pods until a complete list.");
+                    }
+                    if problem.is_some() {
+                        set_problem(&cluster, problem);
                     }
                     break;
                 }
@@ -151,6 +198,7 @@ pub async fn watch_bindings(
                         apply_binding(&engine, &cluster, &client, &resource, &adapters, &b).await;
                     }
                     failures = 0;
+                    set_problem(&cluster, None);
                     if first {
                         first = false;
                         synced.notify_one();
@@ -168,7 +216,12 @@ pub async fn watch_bindings(
                     engine.kick_binding(&k, before.as_ref());
                 }
                 Err(e) => {
-                    warn!(cluster = %cluster.name, error = %e, "TrafficBinding watch failed; listing again.");
+                    match explain(&cluster.name, "trafficbindings", &e) {
+                        Some(problem) => set_problem(&cluster, Some(problem)),
+                        None => {
+                            warn!(cluster = %cluster.name, error = %e, "TrafficBinding watch failed; listing again.")
+                        }
+                    }
                     break;
                 }
             }
@@ -290,5 +343,41 @@ async fn apply_binding(
                 format!("pod {p} matches but lacks readinessGate sluice.dev/traffic-ready"),
             )
             .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(code: u16, message: &str) -> watcher::Error {
+        watcher::Error::InitialListFailed(kube::Error::Api(Box::new(
+            kube::core::Status::failure(message, "").with_code(code),
+        )))
+    }
+
+    #[test]
+    fn what_a_person_must_fix_is_one_line_naming_the_cluster() {
+        let crd = explain(
+            "east",
+            "trafficbindings",
+            &api_error(404, "the server could not find the requested resource"),
+        );
+        assert!(crd
+            .unwrap()
+            .starts_with("cluster east: the TrafficBinding CRD is not installed"));
+        let forbidden = explain(
+            "east",
+            "pods",
+            &api_error(403, "pods is forbidden: User \"x\" cannot list resource \"pods\""),
+        )
+        .unwrap();
+        assert!(forbidden.contains("may not list and watch pods") && forbidden.contains("deploy/rbac.yaml"));
+        assert!(explain("east", "pods", &api_error(401, "Unauthorized"))
+            .unwrap()
+            .contains("credentials"));
+        // What retrying fixes is not a person's problem.
+        assert_eq!(explain("east", "pods", &api_error(503, "unavailable")), None);
+        assert_eq!(explain("east", "pods", &api_error(404, "gone")), None);
     }
 }
