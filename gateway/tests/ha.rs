@@ -21,6 +21,8 @@ const LEASE: &str = "leaderElection:\n  namespace: default\n  name: sluice\n  le
 
 /// A replica's config file: its own health port and instance name, the shared lease.
 fn replica(stage: &Stage, name: &str, extra: &str) -> (std::path::PathBuf, std::net::SocketAddr) {
+    // Who wrote what, from the server's side.
+    stage.cluster().faults().set_recording(true);
     let health = free_addr();
     let text = stage.gateway_config_yaml(health, "", &format!("  instance: {name}\n")) + extra;
     let path = stage.dir.join(format!("{name}.yaml"));
@@ -284,4 +286,43 @@ async fn a_paused_gateway_starts_nothing_new_until_resumed() {
     assert!(!state.contains("drain"), "no drain started: {state}");
     gw.signal("USR2");
     stage.wait_drained(0, T).await.expect("the drain starts once resumed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prestop_call_answered_by_the_standby_waits_for_the_leaders_drain() {
+    let stage = Stage::new(2, true).await.expect("stage");
+    let (a_cfg, a_health) = replica(&stage, "gw-a", LEASE);
+    let (b_cfg, b_health) = replica(&stage, "gw-b", LEASE);
+    let _a = spawn_gateway(&a_cfg, a_health).await;
+    until("gw-a to hold the lease", || async {
+        (holder(&stage).await.as_deref() == Some("gw-a")).then_some(())
+    })
+    .await;
+    let _b = spawn_gateway(&b_cfg, b_health).await;
+    for i in 0..2 {
+        stage.wait_ready(i, T).await.unwrap();
+    }
+    // The Service sends a pod's preStop call to any replica: the standby records the
+    // request (it writes nothing else) and answers once the leader has drained the pod.
+    let held = hold_in_web(&stage, 4, 800).await;
+    let answer = within(
+        "the preStop call",
+        health_get(b_health, "/prestop?namespace=default&pod=web-1&timeoutSeconds=30"),
+    )
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(!holds_sluice_finalizer(&stage.get(0).await.unwrap()));
+    for h in held {
+        assert_eq!(within("a held request", h).await.unwrap().expect("answered"), 200);
+    }
+    let by_b: Vec<String> = stage
+        .cluster()
+        .faults()
+        .write_log()
+        .into_iter()
+        .filter(|w| w.manager == "gw-b")
+        .map(|w| w.uri)
+        .collect();
+    assert_eq!(by_b.len(), 1, "the standby wrote only the request: {by_b:?}");
 }

@@ -312,11 +312,14 @@ async fn apply_binding(
     let patch = json!({"status": {"conditions": [cond], "observedGeneration": generation,
                                   "matchedPods": matched.len(), "podsMissingGate": missing}});
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &k.1, resource);
-    if let Err(e) = api
-        .patch_status(&k.2, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        warn!(binding = %k.2, error = %e, "Could not write TrafficBinding status.");
+    // Only the leader writes (a standby's view is the same; the leader reports it).
+    if engine.authority.may_write() {
+        if let Err(e) = api
+            .patch_status(&k.2, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            warn!(binding = %k.2, error = %e, "Could not write TrafficBinding status.");
+        }
     }
     let reference = k8s_openapi::api::core::v1::ObjectReference {
         api_version: Some("sluice.dev/v1alpha1".into()),

@@ -187,6 +187,7 @@ impl PodWriter {
                 Ok((!ops.is_empty()).then(|| Value::Array(ops)))
             },
             false,
+            false,
         )
         .await
     }
@@ -250,6 +251,7 @@ impl PodWriter {
                 })
             },
             true,
+            false,
         )
         .await
     }
@@ -269,7 +271,8 @@ impl PodWriter {
     /// have restarted `restarts` times (see [`crate::model::PRESTOP_ANNOTATION`]).
     pub async fn mark_prestop(&self, ns: &str, name: &str, uid: &str, restarts: i64) -> Result<Written, WriteError> {
         let mark = crate::model::prestop_mark(restarts);
-        self.set_annotation(ns, name, uid, PRESTOP_ANNOTATION, &mark).await
+        self.set_annotation_as(ns, name, uid, PRESTOP_ANNOTATION, &mark, true)
+            .await
     }
 
     /// Sets one annotation of this pod (this UID), touching no other.
@@ -280,6 +283,21 @@ impl PodWriter {
         uid: &str,
         key: &str,
         value: &str,
+    ) -> Result<Written, WriteError> {
+        self.set_annotation_as(ns, name, uid, key, value, false).await
+    }
+
+    /// `request`: the write records what a caller asks for (the preStop mark), like a
+    /// rollout controller's annotation, not an action of the gateway's: a standby writes it
+    /// too (the leader acts on it); a shadow never does.
+    async fn set_annotation_as(
+        &self,
+        ns: &str,
+        name: &str,
+        uid: &str,
+        key: &str,
+        value: &str,
+        request: bool,
     ) -> Result<Written, WriteError> {
         let path = format!("/metadata/annotations/{}", escape(key));
         self.guarded(
@@ -306,6 +324,7 @@ impl PodWriter {
                 }))
             },
             false,
+            request,
         )
         .await
     }
@@ -338,6 +357,7 @@ impl PodWriter {
         uid: &str,
         build: impl Fn(&Pod) -> Result<Option<Value>, WriteError>,
         status: bool,
+        request: bool,
     ) -> Result<Written, WriteError> {
         let api = self.api(ns);
         let mut last = None;
@@ -349,6 +369,15 @@ impl PodWriter {
             let Some(mut ops) = build(&pod)? else {
                 return Ok(Written::Unchanged(pod));
             };
+            // Asked last, right before the write: a leader past its renew deadline stops here.
+            let allowed = if request {
+                self.authority.role() != crate::authority::Role::Shadow
+            } else {
+                self.authority.may_write()
+            };
+            if !allowed {
+                return Err(WriteError::NotLeader(self.authority.describe()));
+            }
             if let Some(list) = ops.as_array_mut() {
                 list.insert(0, json!({"op": "test", "path": "/metadata/uid", "value": uid}));
             }
