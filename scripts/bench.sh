@@ -14,11 +14,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/sbin"
 
-all=(sim-scale remote-overhead dns-drain rpc-drain)
+all=(sim-scale remote-overhead dns-drain rpc-drain failover)
 benches=("$@")
 [ ${#benches[@]} -gt 0 ] || benches=("${all[@]}")
 
-cargo build --release -p sluice-bench --bins
+cargo build --release -p sluice-bench --bins -p sluice-gateway --bin sluice
 
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 dirty=$(git status --porcelain 2>/dev/null | grep -qv '^??' && echo " (with uncommitted changes)" || true)
