@@ -59,6 +59,23 @@ impl Authority {
         }
     }
 
+    /// How long writes remain allowed (`None`: no deadline — sole writer). A write is
+    /// bounded by it, so one that could not finish in time is abandoned, not left to land
+    /// after a standby took over.
+    pub fn remaining(&self) -> Option<std::time::Duration> {
+        match self.role {
+            Role::Sole => None,
+            Role::Shadow => Some(std::time::Duration::ZERO),
+            Role::Elected => Some(
+                self.lease_until
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .map(|u| u.saturating_duration_since(Instant::now()))
+                    .unwrap_or_default(),
+            ),
+        }
+    }
+
     /// Whether this replica holds the lease (or needs none): it runs the workers.
     pub fn leading(&self) -> bool {
         self.role != Role::Elected || self.may_write()

@@ -169,22 +169,29 @@ impl Gateway {
         let authority = self.engine.authority.clone();
         authority.stop();
         info!("Shutting down: no new work starts; waiting for work in flight.");
+        // Passes in flight (their adapter calls and pod writes) finish; sleeping workers
+        // do not count (they would not act again).
         let finished = tokio::time::timeout(limit, async {
-            while self.engine.busy_pods() > 0 {
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            while self.engine.in_flight.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             }
         })
         .await
         .is_ok();
-        if !finished {
-            tracing::warn!(
-                busy = self.engine.busy_pods(),
-                "Work still in flight at the shutdown limit; the next leader continues it from the pods."
-            );
-        }
         if let Some((stop, task)) = self.lease.take() {
-            stop.notify_one();
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+            if finished {
+                // Nothing of ours can land any more: hand over at once.
+                stop.notify_one();
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+            } else {
+                // Something may still land: keep the lease until it expires by itself.
+                tracing::warn!(
+                    in_flight = self.engine.in_flight.load(std::sync::atomic::Ordering::SeqCst),
+                    "Work still in flight at the shutdown limit: the lease is left to expire, not released."
+                );
+                authority.revoke();
+                task.abort();
+            }
         }
         info!("Stopped.");
     }

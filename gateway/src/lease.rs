@@ -155,6 +155,7 @@ pub async fn run(
     let mut leading = false;
     loop {
         let started = Instant::now();
+        let could_write = authority.may_write();
         let attempt = tokio::select! {
             a = tokio::time::timeout(retry.max(Duration::from_millis(100)), elector.attempt()) => a,
             _ = stop.notified() => break,
@@ -165,6 +166,11 @@ pub async fn run(
                 if !leading {
                     leading = true;
                     info!(identity = %elector.identity, "Elected leader: this replica acts from now on.");
+                    on_elected();
+                } else if !could_write {
+                    // Renewed only after the renew deadline had passed: the passes that
+                    // stopped meanwhile are picked up again.
+                    info!("Leader lease renewed late; taking the pods up again.");
                     on_elected();
                 }
             }

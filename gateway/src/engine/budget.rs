@@ -75,11 +75,6 @@ impl Budgets {
         }
     }
 
-    /// Forgets every holder (a new leader rebuilds them from the pods' gates).
-    pub fn clear(&self) {
-        self.holders.clear();
-    }
-
     /// Drops holders that are not (any more) known pods: a safety net against a slot
     /// outliving its pod.
     pub fn prune(&self, known: impl Fn(&PodKey) -> bool) {

@@ -154,7 +154,11 @@ impl Worker<'_> {
             return Err(crate::k8s::WriteError::NotLeader(self.engine.authority.describe()).into());
         }
         self.engine.adapter_writes.fetch_add(1, Ordering::SeqCst);
-        let timeout = self.engine.cfg.call_timeout();
+        // Never past the renew deadline: a call that could not finish by then is abandoned.
+        let timeout = match self.engine.authority.remaining() {
+            Some(left) => self.engine.cfg.call_timeout().min(left),
+            None => self.engine.cfg.call_timeout(),
+        };
         // One span per adapter step, named by the verb, so a trace reads as
         // "drain > observe, deregister, observe".
         if register {

@@ -16,7 +16,7 @@ pub mod targets;
 pub mod worker;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use dashmap::mapref::entry::Entry;
@@ -94,6 +94,27 @@ pub struct Engine {
     pub worker_runs: AtomicU64,
     /// Whether this gateway may act now (leader, shadow, paused, stopping).
     pub authority: Arc<crate::authority::Authority>,
+    /// Passes (and orphan deregisters) running now: a shutdown waits for them before it
+    /// releases the lease.
+    pub in_flight: Arc<AtomicUsize>,
+    /// Budget rebuilds (a cluster synced, this replica elected) happen one at a time.
+    rebuild: std::sync::Mutex<()>,
+}
+
+/// Counts one unit of work in flight for as long as it lives.
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    pub fn new(counter: &Arc<AtomicUsize>) -> InFlight {
+        counter.fetch_add(1, Ordering::SeqCst);
+        InFlight(counter.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Engine {
@@ -121,6 +142,8 @@ impl Engine {
             adapter_calls: Default::default(),
             worker_runs: Default::default(),
             authority,
+            in_flight: Arc::default(),
+            rebuild: std::sync::Mutex::new(()),
         })
     }
 
@@ -232,9 +255,12 @@ impl Engine {
     /// of traffic and holds its budget slot again; only then is the cluster marked synced
     /// (no worker of it can run before: a kick needs it) and its pods kicked.
     pub fn on_synced(self: &Arc<Self>, cluster: &str) {
-        self.retake_budgets(cluster);
-        if let Some(c) = self.clusters.get(cluster) {
-            c.synced.store(true, Ordering::SeqCst);
+        {
+            let _one = self.rebuild.lock().unwrap_or_else(|e| e.into_inner());
+            self.retake_budgets(cluster);
+            if let Some(c) = self.clusters.get(cluster) {
+                c.synced.store(true, Ordering::SeqCst);
+            }
         }
         self.kick_cluster(cluster, false);
     }
@@ -266,16 +292,23 @@ impl Engine {
     /// (gates, ledgers, status annotations), then every pod of the synced clusters is looked
     /// at, so drains continue where they stand.
     pub fn on_elected(self: &Arc<Self>) {
-        self.budgets.clear();
-        let synced: Vec<String> = self
-            .clusters
-            .values()
-            .filter(|c| c.synced.load(Ordering::SeqCst))
-            .map(|c| c.name.clone())
-            .collect();
-        for c in &synced {
-            self.retake_budgets(c);
-        }
+        let synced: Vec<String> = {
+            let _one = self.rebuild.lock().unwrap_or_else(|e| e.into_inner());
+            // Slots of pods back in traffic meanwhile (released by another leader) go;
+            // those of pods out of traffic, or worked on now, stay.
+            self.budgets
+                .prune(|k| self.workers.contains_key(k) || self.pods.get(k).is_some_and(|p| p.gate != Some(true)));
+            let synced: Vec<String> = self
+                .clusters
+                .values()
+                .filter(|c| c.synced.load(Ordering::SeqCst))
+                .map(|c| c.name.clone())
+                .collect();
+            for c in &synced {
+                self.retake_budgets(c);
+            }
+            synced
+        };
         for c in &synced {
             self.kick_cluster(c, false);
         }

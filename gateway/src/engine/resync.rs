@@ -238,12 +238,19 @@ async fn drain_orphan(engine: &Arc<Engine>, id: &TargetId, listed: &Listed) {
             }
             break;
         }
-        if !engine.authority.may_write() {
+        if !engine.authority.may_write() || engine.authority.stopping() {
             outcome = format!("stopped: this gateway is {}", engine.authority.describe());
             break;
         }
         if call_deregister {
             let _permit = engine.permit(&id.adapter).await;
+            // Asked again after the wait for the permit, right before the call.
+            let Some(left) = engine.authority.remaining().or(Some(timeout)).filter(|l| !l.is_zero()) else {
+                outcome = format!("stopped: this gateway is {}", engine.authority.describe());
+                break;
+            };
+            let _in_flight = super::InFlight::new(&engine.in_flight);
+            let timeout = timeout.min(left);
             engine.adapter_writes.fetch_add(1, Ordering::SeqCst);
             if let Err(e) = bounded(&id.adapter, timeout, adapter.deregister(&target)).await {
                 warn!(target = %id, error = %e, "Orphan sweep: deregister failed; retrying.");

@@ -162,6 +162,7 @@ impl Worker<'_> {
                 let Ok(_permit) = self.engine.running.clone().acquire_owned().await else {
                     return;
                 };
+                let _in_flight = super::InFlight::new(&self.engine.in_flight);
                 self.pass(forced).await
             };
             match next {
@@ -270,6 +271,10 @@ impl Worker<'_> {
             problems.push(
                 "pod lacks readinessGate sluice.dev/traffic-ready: it may be Ready before its traffic is".to_string(),
             );
+        }
+        if authority.paused() && steps.contains(&Step::TakeBudget) {
+            // Paused: a drain that has not taken its slot yet does not start.
+            return Next::After(BLOCKED_POLL);
         }
         self.write_status(&pod, &intent, state, &targets, &observations, &steps, problems.clone())
             .await;

@@ -235,6 +235,7 @@ impl PodWriter {
                         Some(i) if cs[i].status == status => None,
                         Some(i) => Some(json!([
                             {"op": "test", "path": format!("/status/conditions/{i}/type"), "value": GATE},
+                            {"op": "test", "path": format!("/status/conditions/{i}/status"), "value": cs[i].status},
                             {"op": "replace", "path": format!("/status/conditions/{i}"), "value": cond},
                         ])),
                         // Appending: guard on the whole object's version (a typed round trip of the
@@ -383,10 +384,21 @@ impl PodWriter {
             }
             let patch: json_patch::Patch = serde_json::from_value(ops).expect("patch literal is a JSON patch");
             let p = Patch::Json::<()>(patch);
-            let res = if status {
-                api.patch_status(name, &self.params, &p).await
-            } else {
-                api.patch(name, &self.params, &p).await
+            let write = async {
+                if status {
+                    api.patch_status(name, &self.params, &p).await
+                } else {
+                    api.patch(name, &self.params, &p).await
+                }
+            };
+            // A leader's write never outlives its renew deadline (a request's does not
+            // need to: a standby records it too).
+            let res = match self.authority.remaining().filter(|_| !request) {
+                Some(left) => match tokio::time::timeout(left, write).await {
+                    Ok(r) => r,
+                    Err(_) => return Err(WriteError::NotLeader(self.authority.describe())),
+                },
+                None => write.await,
             };
             match res {
                 Ok(written) => return Ok(Written::Changed(written)),
