@@ -9,8 +9,6 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -706,19 +704,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Summary> {
         opts.pods, opts.clients
     ));
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let requests = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    let mut load_tasks = Vec::new();
-    for c in 0..opts.clients {
-        load_tasks.push(tokio::spawn(load::client(
-            stage.frontend,
-            c as u64,
-            stop.clone(),
-            requests.clone(),
-            failed.clone(),
-        )));
-    }
+    let load = load::Load::start(stage.frontend, opts.clients as u64);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let started = Instant::now();
@@ -748,29 +734,16 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Summary> {
             opts.pods,
             drained.as_millis(),
             t0.elapsed().as_millis(),
-            requests.load(Ordering::SeqCst),
-            failed.load(Ordering::SeqCst)
+            load.counts().0,
+            load.counts().1
         ));
     }
     let rollout_s = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::SeqCst);
-    // Every client finishes its last request within REQUEST_TIMEOUT (it gives up on a
-    // request by then, counting it failed); a client that does not is hung, and its request
-    // counts as failed too — nothing in flight is dropped from the count.
-    for mut t in load_tasks {
-        if tokio::time::timeout(load::REQUEST_TIMEOUT + Duration::from_secs(2), &mut t)
-            .await
-            .is_err()
-        {
-            t.abort();
-            requests.fetch_add(1, Ordering::SeqCst);
-            failed.fetch_add(1, Ordering::SeqCst);
-        }
-    }
+    let (requests, failed) = load.finish().await;
     Ok(Summary {
-        requests: requests.load(Ordering::SeqCst),
-        failed: failed.load(Ordering::SeqCst),
+        requests,
+        failed,
         drain_ms,
         rollout_s,
     })

@@ -35,47 +35,6 @@ async fn holder(stage: &Stage) -> Option<String> {
     leases.get_opt("sluice").await.ok()??.spec?.holder_identity
 }
 
-/// Keep-alive clients through HAProxy for the whole test, counting failures.
-struct Load {
-    stop: Arc<AtomicBool>,
-    requests: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(stage: &Stage, clients: u64) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let requests = Arc::new(AtomicU64::new(0));
-        let failed = Arc::new(AtomicU64::new(0));
-        let tasks = (0..clients)
-            .map(|id| {
-                tokio::spawn(sluice::demo::load::client(
-                    stage.frontend,
-                    id,
-                    stop.clone(),
-                    requests.clone(),
-                    failed.clone(),
-                ))
-            })
-            .collect();
-        Load {
-            stop,
-            requests,
-            failed,
-            tasks,
-        }
-    }
-
-    async fn finish(self) -> (u64, u64) {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.tasks {
-            within("a load client to finish", t).await.unwrap();
-        }
-        (self.requests.load(Ordering::SeqCst), self.failed.load(Ordering::SeqCst))
-    }
-}
-
 /// The pod writes (patches of pods) in order, as (writer, when).
 fn pod_writes(stage: &Stage) -> Vec<(String, Instant)> {
     stage
@@ -120,7 +79,7 @@ async fn a_standby_takes_over_a_killed_or_stopped_leader_with_nothing_lost() {
     }
     let health_b = health_get(b_health, "/healthz").await.unwrap();
     assert!(health_b.contains("standby"), "{health_b}");
-    let load = Load::start(&stage, 6);
+    let load = sluice::demo::load::Load::start(stage.frontend, 6);
 
     // Sample pods out of traffic all along, from HAProxy's side: never more than the
     // budget (1), whoever leads.

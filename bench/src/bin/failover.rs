@@ -14,8 +14,6 @@
 //! `cargo build --release -p sluice-gateway --bin sluice && cargo run --release -p sluice-bench --bin failover [-- --rounds N]`
 
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -154,6 +152,20 @@ async fn hold(stage: &Stage, n: usize, ms: u64) -> Vec<tokio::task::JoinHandle<b
     out
 }
 
+/// Waits until pod `i`'s drain has started (its gate False).
+async fn gate_false(stage: &Stage, i: usize) -> Result<()> {
+    until("the gate False", || async {
+        let p = stage.get(i).await.ok()?;
+        let gate = p
+            .status?
+            .conditions?
+            .into_iter()
+            .find(|c| c.type_ == "sluice.dev/traffic-ready")?;
+        (gate.status == "False").then_some(())
+    })
+    .await
+}
+
 struct Round {
     kill_to_write: Duration,
     term_to_lease: Duration,
@@ -175,34 +187,13 @@ async fn round() -> Result<Round> {
     for i in 0..2 {
         stage.wait_ready(i, WAIT).await?;
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let (requests, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let load: Vec<_> = (0..4)
-        .map(|id| {
-            tokio::spawn(sluice::demo::load::client(
-                stage.frontend,
-                id,
-                stop.clone(),
-                requests.clone(),
-                failed.clone(),
-            ))
-        })
-        .collect();
+    let load = sluice::demo::load::Load::start(stage.frontend, 4);
     let mut held_ok = true;
 
     // SIGKILL mid-drain.
     let held = hold(&stage, 4, 1500).await;
     stage.set_kruise_state(0, "PreparingUpdate").await?;
-    until("web-1's gate False", || async {
-        let p = stage.get(0).await.ok()?;
-        let gate = p
-            .status?
-            .conditions?
-            .into_iter()
-            .find(|c| c.type_ == "sluice.dev/traffic-ready")?;
-        (gate.status == "False").then_some(())
-    })
-    .await?;
+    gate_false(&stage, 0).await?;
     drop(pa);
     let killed = Instant::now();
     let wrote = until("gw-b's first pod write", || async {
@@ -220,16 +211,7 @@ async fn round() -> Result<Round> {
     let _pa = a.spawn().await?;
     let held = hold(&stage, 4, 1500).await;
     stage.set_kruise_state(1, "PreparingUpdate").await?;
-    until("web-2's gate False", || async {
-        let p = stage.get(1).await.ok()?;
-        let gate = p
-            .status?
-            .conditions?
-            .into_iter()
-            .find(|c| c.type_ == "sluice.dev/traffic-ready")?;
-        (gate.status == "False").then_some(())
-    })
-    .await?;
+    gate_false(&stage, 1).await?;
     Command::new("kill").args(["-TERM", &pb.0.id().to_string()]).status()?;
     let termed = Instant::now();
     until("gw-a leading again", || async {
@@ -241,15 +223,12 @@ async fn round() -> Result<Round> {
     for h in held {
         held_ok &= h.await.unwrap_or(false);
     }
-    stop.store(true, Ordering::SeqCst);
-    for t in load {
-        let _ = tokio::time::timeout(Duration::from_secs(7), t).await;
-    }
-    let failed = failed.load(Ordering::SeqCst) + u64::from(!held_ok);
+    let (requests, failed) = load.finish().await;
+    let failed = failed + u64::from(!held_ok);
     Ok(Round {
         kill_to_write: wrote.duration_since(killed),
         term_to_lease,
-        requests: requests.load(Ordering::SeqCst),
+        requests,
         failed,
     })
 }

@@ -82,3 +82,53 @@ pub async fn client(
         }
     }
 }
+
+/// A set of clients running until [`Load::finish`], counting requests and failures.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    pub requests: Arc<AtomicU64>,
+    pub failed: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// Starts `clients` keep-alive clients through `front`.
+    pub fn start(front: SocketAddr, clients: u64) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let requests = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let tasks = (0..clients)
+            .map(|id| tokio::spawn(client(front, id, stop.clone(), requests.clone(), failed.clone())))
+            .collect();
+        Load {
+            stop,
+            requests,
+            failed,
+            tasks,
+        }
+    }
+
+    /// (requests, failed) so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.requests.load(Ordering::SeqCst), self.failed.load(Ordering::SeqCst))
+    }
+
+    /// Stops the clients and answers (requests, failed). Every client finishes its last
+    /// request within [`REQUEST_TIMEOUT`] (it gives up on a request by then, counting it
+    /// failed); a client that does not is hung, and its request counts as failed too —
+    /// nothing in flight is dropped from the count.
+    pub async fn finish(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::SeqCst);
+        for mut t in self.tasks {
+            if tokio::time::timeout(REQUEST_TIMEOUT + Duration::from_secs(2), &mut t)
+                .await
+                .is_err()
+            {
+                t.abort();
+                self.requests.fetch_add(1, Ordering::SeqCst);
+                self.failed.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        (self.requests.load(Ordering::SeqCst), self.failed.load(Ordering::SeqCst))
+    }
+}
