@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use sluice::config::Config;
 
 const USAGE: &str = "usage:
-  sluice run --config FILE      run the gateway
+  sluice run --config FILE [--log-format text|json]
+                                run the gateway (logs to stderr; colour only on a terminal)
   sluice check-config FILE      validate a configuration file and exit
   sluice crd                    print the TrafficBinding CustomResourceDefinition
   sluice adapter conformance --endpoint URL --kind KIND [--param K=V]...
@@ -17,13 +18,30 @@ const USAGE: &str = "usage:
 /// `EX_USAGE`: bad command line or configuration.
 const EXIT_USAGE: u8 = 64;
 
+/// How the gateway writes its log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 fn init_tracing() {
+    init_tracing_as(LogFormat::Text);
+}
+
+fn init_tracing_as(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,hyper=warn"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .init();
+        // Escape codes only where a person reads a terminal, never in a log file.
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).init(),
+    }
 }
 
 fn usage_error(msg: &str) -> ExitCode {
@@ -90,15 +108,28 @@ async fn main() -> ExitCode {
             None => usage_error("check-config needs a FILE"),
         },
         Some("run") => {
-            let path = match (args.get(1).map(String::as_str), args.get(2)) {
-                (Some("--config"), Some(p)) => p.clone(),
-                _ => return usage_error("run needs --config FILE"),
+            let mut path = None;
+            let mut format = LogFormat::Text;
+            let mut rest = args[1..].iter();
+            while let Some(a) = rest.next() {
+                match (a.as_str(), rest.next().map(String::as_str)) {
+                    ("--config", Some(p)) => path = Some(p.to_string()),
+                    ("--log-format", Some("text")) => format = LogFormat::Text,
+                    ("--log-format", Some("json")) => format = LogFormat::Json,
+                    ("--log-format", other) => {
+                        return usage_error(&format!("--log-format takes text or json, not {other:?}"))
+                    }
+                    (other, _) => return usage_error(&format!("run: unexpected argument {other:?}")),
+                }
+            }
+            let Some(path) = path else {
+                return usage_error("run needs --config FILE");
             };
             let cfg = match load(&path) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            init_tracing();
+            init_tracing_as(format);
             let shutdown_seconds = cfg.engine.shutdown_seconds;
             let gw = match sluice::gateway::Gateway::start(cfg).await {
                 Ok(g) => g,

@@ -139,3 +139,31 @@ async fn kubectl_shows_the_pod_contract() {
         "finalizer removed after verified drain: {yaml}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_plain_text_or_json_lines_never_escape_codes() {
+    let stage = Stage::new(1, true).await.expect("stage");
+    for format in ["text", "json"] {
+        let health = free_addr();
+        let config = stage.dir.join(format!("{format}.yaml"));
+        std::fs::write(&config, stage.gateway_config_text(health)).unwrap();
+        let log = stage.dir.join(format!("{format}.log"));
+        let gw = spawn_gateway_args(&config, health, Some(&log), &["--log-format", format]).await;
+        stage.wait_ready(0, T).await.unwrap();
+        gw.signal("TERM");
+        let text = until("the log to end with the shutdown", || async {
+            let t = std::fs::read_to_string(&log).ok()?;
+            t.contains("Stopped.").then_some(t)
+        })
+        .await;
+        assert!(!text.contains('\x1b'), "{format}: no escape codes in a file: {text}");
+        assert!(text.contains("Sluice gateway started."), "{text}");
+        if format == "json" {
+            for line in text.lines().filter(|l| !l.is_empty()) {
+                let v: serde_json::Value =
+                    serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+                assert!(v["level"].is_string() && v["fields"]["message"].is_string(), "{line}");
+            }
+        }
+    }
+}

@@ -340,6 +340,16 @@ pub async fn spawn_gateway_logging(
     health: std::net::SocketAddr,
     log: Option<&std::path::Path>,
 ) -> Gw {
+    spawn_gateway_args(config, health, log, &[]).await
+}
+
+/// Like [`spawn_gateway_logging`], with more arguments to `sluice run`.
+pub async fn spawn_gateway_args(
+    config: &std::path::Path,
+    health: std::net::SocketAddr,
+    log: Option<&std::path::Path>,
+    args: &[&str],
+) -> Gw {
     let (level, stderr) = match log {
         Some(path) => (
             "info",
@@ -350,6 +360,7 @@ pub async fn spawn_gateway_logging(
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["run", "--config"])
         .arg(config)
+        .args(args)
         .env("RUST_LOG", level)
         .stdout(std::process::Stdio::null())
         .stderr(stderr)
