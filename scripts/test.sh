@@ -19,6 +19,7 @@ have etcdctl || need+=(etcd-client)
 [ -f /usr/share/java/zookeeper.jar ] || need+=(zookeeper)
 have java || need+=(default-jre-headless)
 have kubectl || need+=(kubernetes-client)   # kubectl, an independent client of the simulator
+have prometheus || need+=(prometheus)       # scrapes the gateway's /metrics in the tests
 have protoc || need+=(protobuf-compiler)  # gRPC code generation
 python3 -c "import ensurepip, venv" >/dev/null 2>&1 || need+=(python3-venv)  # the Python plugin's environment
 [ -d /usr/include/google/protobuf ] || need+=(libprotobuf-dev)
@@ -52,6 +53,7 @@ echo "test.sh: servers: $(haproxy -v | head -1 | cut -d' ' -f1-3);" \
   "etcd $(etcd --version | head -1 | awk '{print $3}');" \
   "ZooKeeper $(dpkg-query -W -f='${Version}' zookeeper 2>/dev/null);" \
   "kubectl $(kubectl version --client 2>/dev/null | head -1 | awk '{print $3}');" \
+  "Prometheus $(prometheus --version 2>&1 | head -1 | awk '{print $3}');" \
   "$("$SLUICE_PYTHON" -c 'import grpc, sys; print("Python", sys.version.split()[0], "grpcio", grpc.__version__)')"
 
 echo "test.sh: cargo fmt --check"

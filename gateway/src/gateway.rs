@@ -216,6 +216,7 @@ async fn serve_health(listener: tokio::net::TcpListener, engine: Arc<Engine>) {
                 async move {
                     let (code, body) = match req.uri().path() {
                         "/healthz" => (StatusCode::OK, format!("ok: {}", engine.authority.describe())),
+                        "/metrics" => (StatusCode::OK, engine.scrape()),
                         "/prestop" => crate::prestop::handle(&engine, req.uri().query().unwrap_or("")).await,
                         "/readyz" if engine.authority.stopping() => {
                             (StatusCode::SERVICE_UNAVAILABLE, "shutting down".to_string())
@@ -232,9 +233,15 @@ async fn serve_health(listener: tokio::net::TcpListener, engine: Arc<Engine>) {
                         }
                         _ => (StatusCode::NOT_FOUND, "not found".to_string()),
                     };
+                    let content_type = if req.uri().path() == "/metrics" {
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+                    } else {
+                        "text/plain; charset=utf-8"
+                    };
                     Ok::<_, std::convert::Infallible>(
                         Response::builder()
                             .status(code)
+                            .header(http::header::CONTENT_TYPE, content_type)
                             .body(Full::new(bytes::Bytes::from(body)))
                             .expect("response"),
                     )

@@ -25,6 +25,7 @@ pub mod engine;
 pub mod gateway;
 pub mod k8s;
 pub mod lease;
+pub mod metrics;
 pub mod model;
 pub mod planner;
 pub mod prestop;

@@ -83,6 +83,11 @@ impl Budgets {
         }
     }
 
+    /// Every budget with its holders' count.
+    pub fn counts(&self) -> Vec<(String, usize)> {
+        self.holders.iter().map(|h| (h.key().clone(), h.len())).collect()
+    }
+
     /// Pods holding a slot of `key`.
     pub fn count(&self, key: &str) -> usize {
         self.holders.get(key).map(|h| h.len()).unwrap_or(0)

@@ -56,6 +56,15 @@ pub async fn bounded<T>(
     }
 }
 
+/// The `result` label of an adapter call: `ok`, `retryable` or `permanent`.
+pub fn outcome<T>(r: &Result<T, StepError>) -> &'static str {
+    match r {
+        Ok(_) => "ok",
+        Err(e) if e.is_retryable() => "retryable",
+        Err(_) => "permanent",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -161,7 +161,8 @@ impl Worker<'_> {
         };
         // One span per adapter step, named by the verb, so a trace reads as
         // "drain > observe, deregister, observe".
-        if register {
+        let started = std::time::Instant::now();
+        let result = if register {
             let span = info_span!("register", adapter = adapter.name(), kind = %t.kind, target = %t.target.addr());
             bounded(adapter.name(), timeout, adapter.register(&t.target))
                 .instrument(span)
@@ -171,7 +172,14 @@ impl Worker<'_> {
             bounded(adapter.name(), timeout, adapter.deregister(&t.target))
                 .instrument(span)
                 .await
-        }
+        };
+        self.engine.metrics.call(
+            adapter.name(),
+            if register { "register" } else { "deregister" },
+            super::error::outcome(&result),
+            started.elapsed(),
+        );
+        result
     }
 
     /// Events for a metadata edit that was written.

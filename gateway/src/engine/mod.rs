@@ -99,6 +99,7 @@ pub struct Engine {
     pub in_flight: Arc<AtomicUsize>,
     /// Budget rebuilds (a cluster synced, this replica elected) happen one at a time.
     rebuild: std::sync::Mutex<()>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Counts one unit of work in flight for as long as it lives.
@@ -144,12 +145,57 @@ impl Engine {
             authority,
             in_flight: Arc::default(),
             rebuild: std::sync::Mutex::new(()),
+            metrics: Arc::default(),
         })
     }
 
     /// Every cluster has listed once (for `/readyz`).
     pub fn ready(&self) -> bool {
         self.clusters.values().all(|c| c.synced.load(Ordering::SeqCst))
+    }
+
+    /// Sets the metrics that describe the engine's state and returns the exposition.
+    pub fn scrape(&self) -> String {
+        let m = &self.metrics;
+        let (mut drains, mut restores, mut blocked) = (0i64, 0i64, 0i64);
+        for p in self.pods.iter() {
+            if let Some(s) = p.status() {
+                if s.state.under_way() {
+                    if s.state.is_drain() {
+                        drains += 1;
+                    } else {
+                        restores += 1;
+                    }
+                }
+                if s.state == crate::model::State::Blocked || !s.blocked.is_empty() {
+                    blocked += 1;
+                }
+            }
+        }
+        m.in_flight.clear();
+        m.in_flight
+            .get_or_create(&crate::metrics::KindLabels { kind: "drain".into() })
+            .set(drains);
+        m.in_flight
+            .get_or_create(&crate::metrics::KindLabels { kind: "restore".into() })
+            .set(restores);
+        m.blocked.set(blocked);
+        m.out_of_traffic.clear();
+        for (binding, n) in self.budgets.counts() {
+            m.out_of_traffic
+                .get_or_create(&crate::metrics::BindingLabels { binding })
+                .set(n as i64);
+        }
+        m.leader.set(i64::from(self.authority.may_write()));
+        m.frozen.clear();
+        for c in self.clusters.values() {
+            m.frozen
+                .get_or_create(&crate::metrics::ClusterLabels {
+                    cluster: c.name.clone(),
+                })
+                .set(i64::from(!c.healthy.load(Ordering::SeqCst)));
+        }
+        m.encode()
     }
 
     /// Pods with a worker running (or queued for a worker permit) now: 0 when the gateway

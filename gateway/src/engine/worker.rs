@@ -345,15 +345,21 @@ impl Worker<'_> {
         let adapter = t.adapter.as_ref()?;
         let _permit = self.engine.permit(adapter.name()).await;
         let span = info_span!("observe", adapter = adapter.name(), target = %t.target.addr());
-        Some(
-            bounded(
-                adapter.name(),
-                self.engine.cfg.call_timeout(),
-                adapter.observe(&t.target),
-            )
-            .instrument(span)
-            .await,
+        let started = Instant::now();
+        let result = bounded(
+            adapter.name(),
+            self.engine.cfg.call_timeout(),
+            adapter.observe(&t.target),
         )
+        .instrument(span)
+        .await;
+        self.engine.metrics.call(
+            adapter.name(),
+            "observe",
+            super::error::outcome(&result),
+            started.elapsed(),
+        );
+        Some(result)
     }
 
     /// Invalid bindings of the pod's namespace: those that select it (by name), and all
@@ -509,6 +515,39 @@ impl Worker<'_> {
             .await;
     }
 
+    /// Metrics of a state change (once per change: the recorded state is the memory, so a
+    /// restart does not count a transition twice).
+    fn count_transition(&self, state: State, blocked: &[String]) {
+        let m = &self.engine.metrics;
+        let since =
+            |t: jiff::Timestamp| Duration::try_from(jiff::Timestamp::now().duration_since(t)).unwrap_or_default();
+        match state {
+            State::Drained => m.transition("drain", "verified", self.drain_started.map(since).unwrap_or_default()),
+            State::Released => {
+                m.transition("drain", "released", self.drain_started.map(since).unwrap_or_default());
+                m.deadline_hits
+                    .get_or_create(&crate::metrics::PolicyLabels {
+                        policy: "Release".into(),
+                    })
+                    .inc();
+            }
+            State::Serving if self.op.state == Some(State::Restoring) => m.transition(
+                "restore",
+                "verified",
+                self.restore_started.map(|s| s.elapsed()).unwrap_or_default(),
+            ),
+            State::WaitingForBudget => {
+                m.budget_waits.inc();
+            }
+            State::Blocked if blocked.iter().any(|b| b.contains("deadline passed")) => {
+                m.deadline_hits
+                    .get_or_create(&crate::metrics::PolicyLabels { policy: "Block".into() })
+                    .inc();
+            }
+            _ => {}
+        }
+    }
+
     /// Reports a pod Sluice will not act on (a refused signal, no binding).
     async fn report(&mut self, pod: &PodView, state: State, problems: Vec<String>, reason: &str) {
         let recorded = pod.status();
@@ -548,6 +587,7 @@ impl Worker<'_> {
         intent: &Intent,
     ) -> bool {
         if self.op.state != Some(state) {
+            self.count_transition(state, &blocked);
             self.op.state = Some(state);
             self.op.since = now_text();
         }
@@ -670,7 +710,16 @@ fn converged_by_record(pod: &PodView, targets: &[PodTarget], invalid_selecting: 
 fn state_of(intent: &Intent, steps: &[Step], released: bool) -> State {
     let has = |f: fn(&Step) -> bool| steps.iter().any(f);
     match intent {
-        Intent::Drain(_) if steps.is_empty() => State::Drained,
+        // Nothing left but the last writes of a verified drain: drained with this pass
+        // (a controller may move on as soon as the finalizers go).
+        Intent::Drain(_)
+            if !released
+                && steps
+                    .iter()
+                    .all(|s| matches!(s, Step::Forget(_) | Step::RemoveFinalizer(_) | Step::RemoveGuard)) =>
+        {
+            State::Drained
+        }
         Intent::Drain(_) if steps == [Step::WaitForBudget] => State::WaitingForBudget,
         Intent::Drain(_) if has(|s| matches!(s, Step::TakeBudget)) => State::StartingDrain,
         Intent::Drain(_) if released || has(|s| matches!(s, Step::ReleaseFinalizer { .. } | Step::ReleaseGuard)) => {

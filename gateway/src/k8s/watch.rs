@@ -115,6 +115,13 @@ pub async fn watch_pods(
                     }
                     failures = 0;
                     set_problem(&cluster, None);
+                    engine
+                        .metrics
+                        .relists
+                        .get_or_create(&crate::metrics::ClusterLabels {
+                            cluster: cluster.name.clone(),
+                        })
+                        .inc();
                     if !cluster.healthy.swap(true, Ordering::SeqCst) {
                         info!(cluster = %cluster.name, "Pod watch (re)synced; the cluster's pods are live.");
                     }
