@@ -39,6 +39,33 @@ pub struct Config {
     /// version can run beside the current one before it is trusted with the lease.
     #[serde(default)]
     pub shadow: bool,
+    /// Trace export; off unless an endpoint is named here or in `OTEL_EXPORTER_OTLP_*`.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TelemetryConfig {
+    /// OTLP/gRPC collector, e.g. `http://otel-collector.observability:4317`.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` resource attribute of the exported spans.
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            otlp_endpoint: None,
+            service_name: default_service_name(),
+        }
+    }
+}
+
+fn default_service_name() -> String {
+    "sluice".into()
 }
 
 /// The `coordination.k8s.io/v1` Lease the replicas elect a leader with.
@@ -377,6 +404,14 @@ impl Config {
         ] {
             if !(min..=max).contains(&value) {
                 return Err((field.into(), format!("{value} is out of range ({min} to {max})")));
+            }
+        }
+        if let Some(e) = &self.telemetry.otlp_endpoint {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                return Err((
+                    "telemetry.otlpEndpoint".into(),
+                    format!("{e:?} must be an http:// or https:// URL (OTLP over gRPC, usually port 4317)"),
+                ));
             }
         }
         if let Some(l) = &self.leader_election {

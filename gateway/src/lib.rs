@@ -29,3 +29,4 @@ pub mod metrics;
 pub mod model;
 pub mod planner;
 pub mod prestop;
+pub mod telemetry;

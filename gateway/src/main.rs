@@ -26,22 +26,28 @@ enum LogFormat {
 }
 
 fn init_tracing() {
-    init_tracing_as(LogFormat::Text);
+    init_tracing_as(LogFormat::Text, None);
 }
 
-fn init_tracing_as(format: LogFormat) {
+/// Logs to stderr, and spans to the OTLP collector when a tracer provider is given.
+fn init_tracing_as(format: LogFormat, provider: Option<&opentelemetry_sdk::trace::SdkTracerProvider>) {
+    use opentelemetry::trace::TracerProvider as _;
     use std::io::IsTerminal;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,hyper=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         // Escape codes only where a person reads a terminal, never in a log file.
         .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).init(),
-    }
+    let fmt = match format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().with_current_span(true).with_span_list(false).boxed(),
+    };
+    let otel = provider.map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("sluice")));
+    tracing_subscriber::registry().with(filter).with(fmt).with(otel).init();
 }
 
 fn usage_error(msg: &str) -> ExitCode {
@@ -129,7 +135,14 @@ async fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            init_tracing_as(format);
+            let provider = match sluice::telemetry::provider(&cfg.telemetry) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("sluice: telemetry: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            init_tracing_as(format, provider.as_ref());
             let shutdown_seconds = cfg.engine.shutdown_seconds;
             let gw = match sluice::gateway::Gateway::start(cfg).await {
                 Ok(g) => g,
@@ -142,6 +155,12 @@ async fn main() -> ExitCode {
             let limit = std::time::Duration::from_secs(shutdown_seconds);
             wait_for_stop(&gw).await;
             gw.shutdown(limit).await;
+            if let Some(p) = provider {
+                // Flush the spans not exported yet.
+                if let Err(e) = p.shutdown() {
+                    tracing::warn!(error = %e, "Could not flush the last spans.");
+                }
+            }
             ExitCode::SUCCESS
         }
         Some("adapter") if args.get(1).map(String::as_str) == Some("conformance") => {

@@ -163,12 +163,14 @@ impl Worker<'_> {
         // "drain > observe, deregister, observe".
         let started = std::time::Instant::now();
         let result = if register {
-            let span = info_span!("register", adapter = adapter.name(), kind = %t.kind, target = %t.target.addr());
+            let span = info_span!("register", adapter = adapter.name(), kind = %t.kind, target = %t.target.addr(),
+                "sluice.adapter" = adapter.name(), "sluice.kind" = %t.kind, "sluice.binding" = %t.binding);
             bounded(adapter.name(), timeout, adapter.register(&t.target))
                 .instrument(span)
                 .await
         } else {
-            let span = info_span!("deregister", adapter = adapter.name(), kind = %t.kind, target = %t.target.addr());
+            let span = info_span!("deregister", adapter = adapter.name(), kind = %t.kind, target = %t.target.addr(),
+                "sluice.adapter" = adapter.name(), "sluice.kind" = %t.kind, "sluice.binding" = %t.binding);
             bounded(adapter.name(), timeout, adapter.deregister(&t.target))
                 .instrument(span)
                 .await

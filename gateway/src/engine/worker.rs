@@ -45,9 +45,15 @@ struct Operation {
 }
 
 impl Operation {
-    fn new() -> Operation {
+    /// A new operation: in the release's trace when the pod names one
+    /// (`sluice.dev/traceparent`), else in a trace of its own.
+    fn new(traceparent: Option<&str>) -> Operation {
+        let trace = traceparent
+            .and_then(crate::telemetry::TraceParent::parse)
+            .map(|p| p.trace_id)
+            .unwrap_or_else(|| rand::random::<u128>().max(1));
         Operation {
-            trace_id: format!("{:032x}", rand::random::<u128>()),
+            trace_id: format!("{trace:032x}"),
             state: None,
             since: String::new(),
         }
@@ -123,14 +129,29 @@ pub(crate) async fn run(engine: &Arc<Engine>, key: &PodKey, slot: &Slot) {
         return;
     }
     let continued = Operation::continued(recorded.as_ref(), &intent);
-    let op = continued.clone().unwrap_or_else(Operation::new);
+    let op = continued
+        .clone()
+        .unwrap_or_else(|| Operation::new(first.traceparent.as_deref()));
     let trace_id = op.trace_id.clone();
     let pod = first.display();
+    // Attributes after the OpenTelemetry Kubernetes conventions.
     let span = match &intent {
-        Intent::Drain(r) => info_span!("drain", %pod, uid = %first.uid, reason = ?r, %trace_id),
-        Intent::Restore => info_span!("restore", %pod, uid = %first.uid, %trace_id),
+        Intent::Drain(r) => info_span!("drain", %pod, uid = %first.uid, reason = ?r, %trace_id,
+            "k8s.cluster.name" = %first.cluster, "k8s.namespace.name" = %first.namespace,
+            "k8s.pod.name" = %first.name, "k8s.pod.uid" = %first.uid),
+        Intent::Restore => info_span!("restore", %pod, uid = %first.uid, %trace_id,
+            "k8s.cluster.name" = %first.cluster, "k8s.namespace.name" = %first.namespace,
+            "k8s.pod.name" = %first.name, "k8s.pod.uid" = %first.uid),
         Intent::Hold(_) => info_span!("hold", %pod),
     };
+    if !matches!(intent, Intent::Hold(_)) {
+        // The operation's trace: the recorded trace id (continued after a restart), under
+        // the release's span when the pod names one.
+        if let Some(cx) = crate::telemetry::parent_context(&trace_id, first.traceparent.as_deref()) {
+            use tracing_opentelemetry::OpenTelemetrySpanExt;
+            let _ = span.set_parent(cx);
+        }
+    }
     let continued_from = continued.and_then(|o| o.state);
     let mut w = Worker {
         engine,
@@ -344,7 +365,8 @@ impl Worker<'_> {
     async fn observe(&self, t: &PodTarget) -> Option<Result<Observation, StepError>> {
         let adapter = t.adapter.as_ref()?;
         let _permit = self.engine.permit(adapter.name()).await;
-        let span = info_span!("observe", adapter = adapter.name(), target = %t.target.addr());
+        let span = info_span!("observe", adapter = adapter.name(), target = %t.target.addr(),
+            "sluice.adapter" = adapter.name(), "sluice.kind" = %t.kind, "sluice.binding" = %t.binding);
         let started = Instant::now();
         let result = bounded(
             adapter.name(),

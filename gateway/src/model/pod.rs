@@ -72,6 +72,8 @@ pub struct PodView {
     pub has_gate: bool,
     pub status_annotation: Option<String>,
     pub ledger_annotation: Option<String>,
+    /// `sluice.dev/traceparent`: the release's trace (W3C), set by a rollout controller.
+    pub traceparent: Option<String>,
 }
 
 impl PodView {
@@ -116,6 +118,7 @@ impl PodView {
                 .is_some_and(|g| g.iter().any(|g| g.condition_type == GATE)),
             status_annotation: annotation(STATUS_ANNOTATION),
             ledger_annotation: annotation(LEDGER_ANNOTATION),
+            traceparent: annotation(crate::telemetry::TRACEPARENT_ANNOTATION),
         })
     }
 

@@ -29,6 +29,7 @@ fn pod() -> PodView {
         has_gate: true,
         status_annotation: None,
         ledger_annotation: None,
+        traceparent: None,
     }
 }
 

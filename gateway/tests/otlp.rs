@@ -1,0 +1,154 @@
+//! Trace export: the real `sluice` process sends its spans over OTLP/gRPC to a receiver
+//! built here from the collector's proto (`opentelemetry-proto`'s TraceService). Two pods of
+//! one release, marked with the same `sluice.dev/traceparent`, drain and restore in that one
+//! trace, under the release's span; each adapter step is a child of its drain.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::api::{Patch, PatchParams};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use serde_json::json;
+use sluice::demo::Stage;
+
+mod support;
+use support::*;
+
+const T: Duration = Duration::from_secs(60);
+const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const RELEASE_SPAN: &str = "00f067aa0ba902b7";
+
+#[derive(Clone, Default)]
+struct Receiver(Arc<Mutex<Vec<Span>>>);
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.0.lock().unwrap();
+        for rs in request.into_inner().resource_spans {
+            for ss in rs.scope_spans {
+                spans.extend(ss.spans);
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn attr(s: &Span, key: &str) -> Option<String> {
+    s.attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+            Value::StringValue(v) => Some(v.clone()),
+            other => Some(format!("{other:?}")),
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_is_one_trace_with_a_child_span_per_adapter_step() {
+    let receiver = Receiver::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let otlp = listener.local_addr().unwrap();
+    let server = {
+        let r = receiver.clone();
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(TraceServiceServer::new(r))
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+                .await
+                .expect("the receiver serves")
+        })
+    };
+
+    let stage = Stage::new(2, true).await.expect("stage");
+    let health = free_addr();
+    let config = stage.dir.join("sluice.yaml");
+    std::fs::write(
+        &config,
+        stage.gateway_config_text(health) + &format!("telemetry:\n  otlpEndpoint: http://{otlp}\n"),
+    )
+    .unwrap();
+    let log = stage.dir.join("sluice.log");
+    let gw = spawn_gateway_logging(&config, health, Some(&log)).await;
+    for i in 0..2 {
+        stage.wait_ready(i, T).await.unwrap();
+    }
+    // The rollout controller marks the release on its pods.
+    let traceparent = format!("00-{TRACE}-{RELEASE_SPAN}-01");
+    for i in 0..2 {
+        stage
+            .pods
+            .patch(
+                &Stage::name(i),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {"sluice.dev/traceparent": traceparent}}})),
+            )
+            .await
+            .unwrap();
+    }
+    for i in 0..2 {
+        stage.set_kruise_state(i, "PreparingUpdate").await.unwrap();
+        stage.wait_drained(i, T).await.unwrap();
+        let status = status_of(&stage.get(i).await.unwrap());
+        assert_eq!(status["traceId"], TRACE, "the drain is recorded in the release's trace");
+        stage.set_kruise_state(i, "Updated").await.unwrap();
+        wait_gate(&stage.pods, &Stage::name(i), "True").await;
+    }
+    // SIGTERM flushes the spans not exported yet.
+    gw.signal("TERM");
+    let spans = until("the release's spans to arrive", || async {
+        let spans = receiver.0.lock().unwrap().clone();
+        let drains = spans
+            .iter()
+            .filter(|s| s.name == "drain" && hex(&s.trace_id) == TRACE)
+            .count();
+        (drains >= 2).then_some(spans)
+    })
+    .await;
+    server.abort();
+
+    let in_release: Vec<&Span> = spans.iter().filter(|s| hex(&s.trace_id) == TRACE).collect();
+    let drains: Vec<&Span> = in_release.iter().copied().filter(|s| s.name == "drain").collect();
+    let mut pods: Vec<String> = drains.iter().filter_map(|s| attr(s, "k8s.pod.name")).collect();
+    pods.sort();
+    pods.dedup();
+    assert_eq!(pods, ["web-1", "web-2"], "both pods' drains in the release's trace");
+    for d in &drains {
+        assert_eq!(hex(&d.parent_span_id), RELEASE_SPAN, "a child of the release's span");
+        assert_eq!(attr(d, "k8s.namespace.name").as_deref(), Some("default"));
+        assert_eq!(attr(d, "k8s.cluster.name").as_deref(), Some("demo"));
+        assert!(attr(d, "k8s.pod.uid").is_some());
+    }
+    let restores = in_release.iter().filter(|s| s.name == "restore").count();
+    assert!(restores >= 2, "the restores after the update too: {restores}");
+    let by_id: HashMap<String, &Span> = in_release.iter().map(|s| (hex(&s.span_id), *s)).collect();
+    let steps: Vec<&Span> = in_release.iter().copied().filter(|s| s.name == "deregister").collect();
+    assert!(steps.len() >= 2, "a deregister span per drain");
+    for s in &steps {
+        let parent = by_id
+            .get(&hex(&s.parent_span_id))
+            .unwrap_or_else(|| panic!("the deregister's parent was exported"));
+        assert_eq!(parent.name, "drain");
+        assert_eq!(attr(s, "sluice.adapter").as_deref(), Some("haproxy"));
+        assert_eq!(attr(s, "sluice.kind").as_deref(), Some("slb"));
+    }
+    assert!(
+        in_release
+            .iter()
+            .any(|s| s.name == "observe" && by_id.get(&hex(&s.parent_span_id)).is_some_and(|p| p.name == "drain")),
+        "observations are children of the drain"
+    );
+}
