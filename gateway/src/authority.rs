@@ -30,6 +30,8 @@ pub struct Authority {
     lease_until: Mutex<Option<Instant>>,
     paused: AtomicBool,
     stopping: AtomicBool,
+    /// Wakes what sleeps when the gateway starts shutting down.
+    stop_signal: tokio::sync::watch::Sender<bool>,
 }
 
 impl Authority {
@@ -39,6 +41,7 @@ impl Authority {
             lease_until: Mutex::new(None),
             paused: AtomicBool::new(paused),
             stopping: AtomicBool::new(false),
+            stop_signal: tokio::sync::watch::channel(false).0,
         }
     }
 
@@ -107,6 +110,16 @@ impl Authority {
 
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
+        self.stop_signal.send_replace(true);
+    }
+
+    /// Sleeps `d`, or less if the gateway starts shutting down meanwhile.
+    pub async fn sleep(&self, d: std::time::Duration) {
+        let mut rx = self.stop_signal.subscribe();
+        tokio::select! {
+            _ = tokio::time::sleep(d) => {}
+            _ = rx.wait_for(|s| *s) => {}
+        }
     }
 
     /// One line for `/healthz` and the logs.

@@ -171,6 +171,7 @@ impl Gateway {
         info!("Shutting down: no new work starts; waiting for work in flight.");
         // Passes in flight (their adapter calls and pod writes) finish; sleeping workers
         // do not count (they would not act again).
+        let started = std::time::Instant::now();
         let finished = tokio::time::timeout(limit, async {
             while self.engine.in_flight.load(std::sync::atomic::Ordering::SeqCst) > 0 {
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -178,6 +179,14 @@ impl Gateway {
         })
         .await
         .is_ok();
+        // Then the workers end (woken from their pauses), closing their spans before the
+        // exporter flushes; bounded by what is left of the limit.
+        let _ = tokio::time::timeout(limit.saturating_sub(started.elapsed()), async {
+            while self.engine.busy_pods() > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+        .await;
         if let Some((stop, task)) = self.lease.take() {
             if finished {
                 // Nothing of ours can land any more: hand over at once.

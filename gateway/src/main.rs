@@ -46,8 +46,17 @@ fn init_tracing_as(format: LogFormat, provider: Option<&opentelemetry_sdk::trace
         LogFormat::Text => fmt.boxed(),
         LogFormat::Json => fmt.json().with_current_span(true).with_span_list(false).boxed(),
     };
-    let otel = provider.map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("sluice")));
-    tracing_subscriber::registry().with(filter).with(fmt).with(otel).init();
+    // The log level (RUST_LOG) filters the log lines only; the exported spans are Sluice's
+    // own, at info, whatever the log level.
+    let otel = provider.map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("sluice"))
+            .with_filter(tracing_subscriber::filter::Targets::new().with_target("sluice", tracing::Level::INFO))
+    });
+    tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(otel)
+        .init();
 }
 
 fn usage_error(msg: &str) -> ExitCode {

@@ -81,8 +81,7 @@ async fn a_release_is_one_trace_with_a_child_span_per_adapter_step() {
         stage.gateway_config_text(health) + &format!("telemetry:\n  otlpEndpoint: http://{otlp}\n"),
     )
     .unwrap();
-    let log = stage.dir.join("sluice.log");
-    let gw = spawn_gateway_logging(&config, health, Some(&log)).await;
+    let gw = spawn_gateway(&config, health).await;
     for i in 0..2 {
         stage.wait_ready(i, T).await.unwrap();
     }
@@ -150,5 +149,67 @@ async fn a_release_is_one_trace_with_a_child_span_per_adapter_step() {
             .iter()
             .any(|s| s.name == "observe" && by_id.get(&hex(&s.parent_span_id)).is_some_and(|p| p.name == "drain")),
         "observations are children of the drain"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_continued_after_a_restart_stays_in_its_trace() {
+    let receiver = Receiver::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let otlp = listener.local_addr().unwrap();
+    let server = {
+        let r = receiver.clone();
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(TraceServiceServer::new(r))
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+                .await
+                .expect("the receiver serves")
+        })
+    };
+    let stage = Stage::new(2, true).await.expect("stage");
+    let health = free_addr();
+    let config = stage.dir.join("sluice.yaml");
+    std::fs::write(
+        &config,
+        stage.gateway_config_text(health) + &format!("telemetry:\n  otlpEndpoint: http://{otlp}\n"),
+    )
+    .unwrap();
+    let gw = spawn_gateway(&config, health).await;
+    for i in 0..2 {
+        stage.wait_ready(i, T).await.unwrap();
+    }
+    // A drain of its own trace (no release), interrupted by SIGKILL while web-1 still
+    // holds requests.
+    let held = hold_in_web(&stage, 4, 1500).await;
+    stage.set_kruise_state(0, "PreparingDelete").await.unwrap();
+    wait_gate(&stage.pods, "web-1", "False").await;
+    let trace = status_of(&stage.get(0).await.unwrap())["traceId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    drop(gw);
+    // RUST_LOG=warn: the log level does not filter the exported spans.
+    let gw = spawn_gateway(&config, health).await;
+    stage
+        .wait_drained(0, T)
+        .await
+        .expect("the restarted gateway finishes the drain");
+    for h in held {
+        within("a held request", h).await.unwrap().expect("answered");
+    }
+    gw.signal("TERM");
+    let drain = until("the continued drain's span", || async {
+        let spans = receiver.0.lock().unwrap().clone();
+        spans
+            .into_iter()
+            .find(|s| s.name == "drain" && attr(s, "k8s.pod.name").as_deref() == Some("web-1"))
+    })
+    .await;
+    server.abort();
+    assert_eq!(
+        hex(&drain.trace_id),
+        trace,
+        "the restarted gateway continues the recorded trace"
     );
 }

@@ -192,7 +192,8 @@ impl Worker<'_> {
                 Next::Exit => return,
                 Next::After(d) => {
                     if !d.is_zero() {
-                        tokio::time::sleep(d).await;
+                        // Woken by a shutdown: the next pass ends the worker (and closes its span).
+                        self.engine.authority.sleep(d).await;
                     }
                 }
             }
