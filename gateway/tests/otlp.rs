@@ -57,8 +57,16 @@ fn attr(s: &Span, key: &str) -> Option<String> {
         })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_release_is_one_trace_with_a_child_span_per_adapter_step() {
+/// An OTLP receiver on 127.0.0.1, and a stage of two serving pods whose `sluice` process
+/// exports to it (RUST_LOG=warn: the log level does not filter the exported spans).
+async fn exporting_stage() -> (
+    Receiver,
+    tokio::task::JoinHandle<()>,
+    Stage,
+    Gw,
+    std::path::PathBuf,
+    std::net::SocketAddr,
+) {
     let receiver = Receiver::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let otlp = listener.local_addr().unwrap();
@@ -85,6 +93,12 @@ async fn a_release_is_one_trace_with_a_child_span_per_adapter_step() {
     for i in 0..2 {
         stage.wait_ready(i, T).await.unwrap();
     }
+    (receiver, server, stage, gw, config, health)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_is_one_trace_with_a_child_span_per_adapter_step() {
+    let (receiver, server, stage, gw, _, _) = exporting_stage().await;
     // The rollout controller marks the release on its pods.
     let traceparent = format!("00-{TRACE}-{RELEASE_SPAN}-01");
     for i in 0..2 {
@@ -154,31 +168,7 @@ async fn a_release_is_one_trace_with_a_child_span_per_adapter_step() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_continued_after_a_restart_stays_in_its_trace() {
-    let receiver = Receiver::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let otlp = listener.local_addr().unwrap();
-    let server = {
-        let r = receiver.clone();
-        tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(TraceServiceServer::new(r))
-                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
-                .await
-                .expect("the receiver serves")
-        })
-    };
-    let stage = Stage::new(2, true).await.expect("stage");
-    let health = free_addr();
-    let config = stage.dir.join("sluice.yaml");
-    std::fs::write(
-        &config,
-        stage.gateway_config_text(health) + &format!("telemetry:\n  otlpEndpoint: http://{otlp}\n"),
-    )
-    .unwrap();
-    let gw = spawn_gateway(&config, health).await;
-    for i in 0..2 {
-        stage.wait_ready(i, T).await.unwrap();
-    }
+    let (receiver, server, stage, gw, config, health) = exporting_stage().await;
     // A drain of its own trace (no release), interrupted by SIGKILL while web-1 still
     // holds requests.
     let held = hold_in_web(&stage, 4, 1500).await;
