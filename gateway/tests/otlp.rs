@@ -158,11 +158,23 @@ async fn a_release_is_one_trace_with_a_child_span_per_adapter_step() {
         assert_eq!(attr(s, "sluice.adapter").as_deref(), Some("haproxy"));
         assert_eq!(attr(s, "sluice.kind").as_deref(), Some("slb"));
     }
+    let observations: Vec<&&Span> = in_release
+        .iter()
+        .filter(|s| s.name == "observe" && by_id.get(&hex(&s.parent_span_id)).is_some_and(|p| p.name == "drain"))
+        .collect();
+    assert!(!observations.is_empty(), "observations are children of the drain");
+    // Each carries its evidence; the last one of a drain says drained, from HAProxy's counters.
+    assert!(observations.iter().all(|s| attr(s, "sluice.evidence").is_some()));
     assert!(
-        in_release
+        observations
             .iter()
-            .any(|s| s.name == "observe" && by_id.get(&hex(&s.parent_span_id)).is_some_and(|p| p.name == "drain")),
-        "observations are children of the drain"
+            .any(|s| attr(s, "sluice.state").as_deref() == Some("Drained")
+                && attr(s, "sluice.evidence").is_some_and(|e| e.contains("scur=0"))),
+        "{:?}",
+        observations
+            .iter()
+            .map(|s| attr(s, "sluice.evidence"))
+            .collect::<Vec<_>>()
     );
 }
 

@@ -367,15 +367,30 @@ impl Worker<'_> {
         let adapter = t.adapter.as_ref()?;
         let _permit = self.engine.permit(adapter.name()).await;
         let span = info_span!("observe", adapter = adapter.name(), target = %t.target.addr(),
-            "sluice.adapter" = adapter.name(), "sluice.kind" = %t.kind, "sluice.binding" = %t.binding);
+            "sluice.adapter" = adapter.name(), "sluice.kind" = %t.kind, "sluice.binding" = %t.binding,
+            "sluice.state" = tracing::field::Empty, "sluice.evidence" = tracing::field::Empty,
+            "sluice.remaining_ms" = tracing::field::Empty, "sluice.error" = tracing::field::Empty);
         let started = Instant::now();
         let result = bounded(
             adapter.name(),
             self.engine.cfg.call_timeout(),
             adapter.observe(&t.target),
         )
-        .instrument(span)
+        .instrument(span.clone())
         .await;
+        // What the observation saw, on its span: the evidence that ended (or prolonged) a wait.
+        match &result {
+            Ok(o) => {
+                span.record("sluice.state", tracing::field::debug(o.state));
+                span.record("sluice.evidence", o.evidence.as_str());
+                if let Some(r) = o.remaining {
+                    span.record("sluice.remaining_ms", r.as_millis() as u64);
+                }
+            }
+            Err(e) => {
+                span.record("sluice.error", tracing::field::display(e));
+            }
+        }
         self.engine.metrics.call(
             adapter.name(),
             "observe",
