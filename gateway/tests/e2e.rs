@@ -419,17 +419,15 @@ async fn blocking_prestop_returns_only_after_verified_drain() {
         s.iter().any(|r| r.svname() == "web-1" && r.scur() > 0).then_some(())
     })
     .await;
-    let get = |q: String| async move {
-        let mut s = tokio::net::TcpStream::connect(gw.health_addr).await.unwrap();
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        s.write_all(format!("GET /prestop?{q} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
-        let mut buf = String::new();
-        s.read_to_string(&mut buf).await.unwrap();
-        buf
+    let get = |q: &str| {
+        let path = format!("/prestop?{q}");
+        async move {
+            health_get(gw.health_addr, &path)
+                .await
+                .expect("the health listener answers")
+        }
     };
-    let answer = within("the preStop call", get("namespace=default&pod=web-1".into())).await;
+    let answer = within("the preStop call", get("namespace=default&pod=web-1")).await;
     let answered = std::time::Instant::now();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let p = stage.get(0).await.unwrap();
@@ -453,12 +451,12 @@ async fn blocking_prestop_returns_only_after_verified_drain() {
         }
     }
     assert!(on_web1 > 0, "web-1 held some of the requests");
-    let bad = get("pod=web-1".into()).await;
+    let bad = get("pod=web-1").await;
     assert!(
         bad.starts_with("HTTP/1.1 400") && bad.contains("namespace and pod are required"),
         "{bad}"
     );
-    let unknown = get("namespace=default&pod=nope".into()).await;
+    let unknown = get("namespace=default&pod=nope").await;
     assert!(unknown.starts_with("HTTP/1.1 404"), "{unknown}");
 }
 
@@ -571,14 +569,9 @@ async fn readiness_waits_for_every_clusters_first_sync() {
         .await
         .expect("starts anyway");
     let readyz = || async {
-        let mut s = tokio::net::TcpStream::connect(gw.health_addr).await.unwrap();
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        s.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        health_get(gw.health_addr, "/readyz")
             .await
-            .unwrap();
-        let mut buf = String::new();
-        s.read_to_string(&mut buf).await.unwrap();
-        buf
+            .expect("the health listener answers")
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
     let answer = readyz().await;

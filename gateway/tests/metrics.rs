@@ -52,7 +52,7 @@ impl Prometheus {
             });
         let p = Prometheus { child, addr, dir };
         until("Prometheus to be ready", || async {
-            let r = http_get(p.addr, "/-/ready").await?;
+            let r = health_get(p.addr, "/-/ready").await?;
             r.starts_with("HTTP/1.1 200").then_some(())
         })
         .await;
@@ -68,23 +68,11 @@ impl Prometheus {
                 _ => format!("%{b:02X}"),
             })
             .collect();
-        let r = http_get(self.addr, &format!("/api/v1/query?query={encoded}")).await?;
+        let r = health_get(self.addr, &format!("/api/v1/query?query={encoded}")).await?;
         let body = r.split_once("\r\n\r\n")?.1;
         let v: serde_json::Value = serde_json::from_str(body).ok()?;
         v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
     }
-}
-
-/// One HTTP/1.1 GET; the whole response (headers and body).
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.ok()?;
-    Some(String::from_utf8_lossy(&buf).into_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

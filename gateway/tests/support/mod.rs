@@ -317,7 +317,8 @@ impl Gw {
     }
 }
 
-/// One GET to a gateway's health listener: the whole response.
+/// One HTTP/1.1 GET (a gateway's health listener, Prometheus's API): the whole response,
+/// headers and body.
 pub async fn health_get(health: std::net::SocketAddr, path: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(health).await.ok()?;
