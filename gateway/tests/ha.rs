@@ -30,6 +30,14 @@ fn replica(stage: &Stage, name: &str, extra: &str) -> (std::path::PathBuf, std::
     (path, health)
 }
 
+/// Waits until `name` holds the lease.
+async fn wait_holder(stage: &Stage, name: &str) {
+    until(&format!("{name} to hold the lease"), || async {
+        (holder(stage).await.as_deref() == Some(name)).then_some(())
+    })
+    .await;
+}
+
 async fn holder(stage: &Stage) -> Option<String> {
     let leases: Api<Lease> = Api::namespaced(stage.client.clone(), "default");
     leases.get_opt("sluice").await.ok()??.spec?.holder_identity
@@ -69,10 +77,7 @@ async fn a_standby_takes_over_a_killed_or_stopped_leader_with_nothing_lost() {
     let (a_cfg, a_health) = replica(&stage, "gw-a", LEASE);
     let (b_cfg, b_health) = replica(&stage, "gw-b", LEASE);
     let a = spawn_gateway(&a_cfg, a_health).await;
-    until("gw-a to hold the lease", || async {
-        (holder(&stage).await.as_deref() == Some("gw-a")).then_some(())
-    })
-    .await;
+    wait_holder(&stage, "gw-a").await;
     let b = spawn_gateway(&b_cfg, b_health).await;
     for i in 0..3 {
         stage.wait_ready(i, T).await.expect("restored by the leader");
@@ -104,10 +109,7 @@ async fn a_standby_takes_over_a_killed_or_stopped_leader_with_nothing_lost() {
     update_with(&stage, 0, async {
         drop(a.take()); // SIGKILL
         killed.set(Some(Instant::now()));
-        until("gw-b to take the lease over", || async {
-            (holder(&stage).await.as_deref() == Some("gw-b")).then_some(())
-        })
-        .await;
+        wait_holder(&stage, "gw-b").await;
     })
     .await;
     let killed = killed.get().unwrap();
@@ -134,10 +136,7 @@ async fn a_standby_takes_over_a_killed_or_stopped_leader_with_nothing_lost() {
     update_with(&stage, 1, async {
         b.as_ref().unwrap().signal("TERM");
         stopped.set(Some(Instant::now()));
-        until("gw-a to take the lease over", || async {
-            (holder(&stage).await.as_deref() == Some("gw-a")).then_some(())
-        })
-        .await;
+        wait_holder(&stage, "gw-a").await;
         let took = stopped.get().unwrap().elapsed();
         eprintln!("failover after SIGTERM: gw-a holds the lease {took:?} after the signal");
         assert!(
@@ -253,10 +252,7 @@ async fn a_prestop_call_answered_by_the_standby_waits_for_the_leaders_drain() {
     let (a_cfg, a_health) = replica(&stage, "gw-a", LEASE);
     let (b_cfg, b_health) = replica(&stage, "gw-b", LEASE);
     let _a = spawn_gateway(&a_cfg, a_health).await;
-    until("gw-a to hold the lease", || async {
-        (holder(&stage).await.as_deref() == Some("gw-a")).then_some(())
-    })
-    .await;
+    wait_holder(&stage, "gw-a").await;
     let _b = spawn_gateway(&b_cfg, b_health).await;
     for i in 0..2 {
         stage.wait_ready(i, T).await.unwrap();
