@@ -393,16 +393,6 @@ impl Engine {
                 return;
             }
             Entry::Vacant(e) => {
-                // Paused: nothing new starts; a drain or restore under way goes on.
-                if self.authority.paused()
-                    && !self
-                        .pods
-                        .get(&key)
-                        .and_then(|p| p.status())
-                        .is_some_and(|s| s.state.under_way())
-                {
-                    return;
-                }
                 let slot = Arc::new(Slot::default());
                 slot.force.store(force, Ordering::SeqCst);
                 e.insert(slot.clone());
