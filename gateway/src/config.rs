@@ -168,12 +168,18 @@ pub struct ListenConfig {
     /// Health / readiness / preStop HTTP endpoint.
     #[serde(default = "default_health_addr")]
     pub health: SocketAddr,
+    /// `/metrics` on a listener of its own (e.g. `0.0.0.0:9798` for Prometheus while
+    /// `health` stays on the pod's loopback or behind a NetworkPolicy). Unset: `/metrics`
+    /// is served on the `health` listener.
+    #[serde(default)]
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Default for ListenConfig {
     fn default() -> Self {
         ListenConfig {
             health: default_health_addr(),
+            metrics: None,
         }
     }
 }

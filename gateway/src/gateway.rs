@@ -25,6 +25,8 @@ use crate::k8s::PodWriter;
 pub struct Gateway {
     pub engine: Arc<Engine>,
     pub health_addr: SocketAddr,
+    /// `/metrics`' own listener, when `listen.metrics` names one.
+    pub metrics_addr: Option<SocketAddr>,
     tasks: Vec<JoinHandle<()>>,
     /// The lease loop, told to stop (and release the lease) on shutdown.
     lease: Option<(Arc<tokio::sync::Notify>, JoinHandle<()>)>,
@@ -153,10 +155,25 @@ impl Gateway {
             .await
             .with_context(|| format!("listen.health: binding {}", cfg.listen.health))?;
         let health_addr = listener.local_addr()?;
-        tasks.push(tokio::spawn(serve_health(listener, engine.clone())));
+        let metrics_addr = match cfg.listen.metrics {
+            Some(addr) => {
+                let metrics = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("listen.metrics: binding {addr}"))?;
+                let bound = metrics.local_addr()?;
+                tasks.push(tokio::spawn(serve_health(metrics, engine.clone(), Routes::Metrics)));
+                tasks.push(tokio::spawn(serve_health(listener, engine.clone(), Routes::Health)));
+                Some(bound)
+            }
+            None => {
+                tasks.push(tokio::spawn(serve_health(listener, engine.clone(), Routes::All)));
+                None
+            }
+        };
         Ok(Gateway {
             engine,
             health_addr,
+            metrics_addr,
             tasks,
             lease,
         })
@@ -213,7 +230,18 @@ impl Gateway {
     }
 }
 
-async fn serve_health(listener: tokio::net::TcpListener, engine: Arc<Engine>) {
+/// What a listener serves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Routes {
+    /// Health, readiness, preStop and metrics.
+    All,
+    /// Everything but `/metrics` (which has a listener of its own).
+    Health,
+    /// Only `/metrics`.
+    Metrics,
+}
+
+async fn serve_health(listener: tokio::net::TcpListener, engine: Arc<Engine>, routes: Routes) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -223,9 +251,18 @@ async fn serve_health(listener: tokio::net::TcpListener, engine: Arc<Engine>) {
             let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let engine = engine.clone();
                 async move {
-                    let (code, body) = match req.uri().path() {
-                        "/healthz" => (StatusCode::OK, format!("ok: {}", engine.authority.describe())),
+                    let path = req.uri().path();
+                    let (code, body) = match path {
+                        "/metrics" if routes == Routes::Health => (
+                            StatusCode::NOT_FOUND,
+                            "not found: /metrics is served on the listen.metrics address".to_string(),
+                        ),
                         "/metrics" => (StatusCode::OK, engine.scrape()),
+                        _ if routes == Routes::Metrics => (
+                            StatusCode::NOT_FOUND,
+                            "not found: this listener serves /metrics only".to_string(),
+                        ),
+                        "/healthz" => (StatusCode::OK, format!("ok: {}", engine.authority.describe())),
                         "/prestop" => crate::prestop::handle(&engine, req.uri().query().unwrap_or("")).await,
                         "/readyz" if engine.authority.stopping() => {
                             (StatusCode::SERVICE_UNAVAILABLE, "shutting down".to_string())

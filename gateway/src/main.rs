@@ -160,7 +160,7 @@ async fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            tracing::info!(health = %gw.health_addr, "Sluice gateway started.");
+            tracing::info!(health = %gw.health_addr, metrics = ?gw.metrics_addr, "Sluice gateway started.");
             let limit = std::time::Duration::from_secs(shutdown_seconds);
             wait_for_stop(&gw).await;
             gw.shutdown(limit).await;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
@@ -61,6 +62,28 @@ pub struct BindingLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabels {
+    /// `drain` or `restore`.
+    pub transition: String,
+    /// The adapter instance.
+    pub adapter: String,
+    /// The traffic kind (`slb`, `dns`, `rpc`, ...).
+    pub kind: String,
+}
+
+/// The exemplar of a target's drain or restore: the operation's trace.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TraceLabels {
+    pub trace_id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WaitLabels {
+    /// `budget`, `settle`, `ttl` or `evidence`.
+    pub wait: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClusterLabels {
     pub cluster: String,
 }
@@ -70,6 +93,10 @@ pub struct Metrics {
     pub transitions: Family<TransitionLabels, Counter>,
     pub drain_duration: Family<OutcomeLabels, Histogram>,
     pub restore_duration: Family<OutcomeLabels, Histogram>,
+    pub target_duration: Family<TargetLabels, HistogramWithExemplars<TraceLabels>>,
+    pub waits: Family<WaitLabels, Histogram>,
+    pub watch_events: Family<ClusterLabels, Counter>,
+    pub watch_last_event: Family<ClusterLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub adapter_calls: Family<CallLabels, Counter>,
     pub adapter_duration: Family<OpLabels, Histogram>,
     pub deadline_hits: Family<PolicyLabels, Counter>,
@@ -118,6 +145,24 @@ impl Default for Metrics {
             Unit::Seconds,
             restore_duration.clone(),
         );
+        let target_duration = Family::<TargetLabels, HistogramWithExemplars<TraceLabels>>::new_with_constructor(
+            (|| HistogramWithExemplars::new(exponential_buckets(0.005, 2.0, 22))) as fn() -> _,
+        );
+        registry.register_with_unit(
+            "target_duration",
+            "From a drain's start to each target seen drained (or a restore's start to each target seen \
+             serving), by adapter instance and kind; exemplars carry the operation's trace id",
+            Unit::Seconds,
+            target_duration.clone(),
+        );
+        let waits = Family::<WaitLabels, Histogram>::new_with_constructor(seconds_buckets as fn() -> Histogram);
+        registry.register_with_unit(
+            "evidence_wait_duration",
+            "How long drains and restores waited, by what for: budget (a disruption-budget slot), \
+             settle (a settle window), ttl (a DNS or registry TTL), evidence (sessions to end, a health check)",
+            Unit::Seconds,
+            waits.clone(),
+        );
         let adapter_calls = Family::<CallLabels, Counter>::default();
         registry.register(
             "adapter_calls",
@@ -148,6 +193,19 @@ impl Default for Metrics {
             "watch_relists",
             "Complete pod lists per cluster (the first sync and every recovery)",
             relists.clone(),
+        );
+        let watch_events = Family::<ClusterLabels, Counter>::default();
+        registry.register(
+            "watch_events",
+            "Pod watch events received per cluster (adds, updates, deletes, completed lists)",
+            watch_events.clone(),
+        );
+        let watch_last_event = Family::<ClusterLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "watch_last_event_timestamp_seconds",
+            "When the last pod watch event of a cluster arrived, Unix time: \
+             time() minus this is the watch's lag",
+            watch_last_event.clone(),
         );
         let in_flight = Family::<KindLabels, Gauge>::default();
         registry.register(
@@ -184,6 +242,10 @@ impl Default for Metrics {
             transitions,
             drain_duration,
             restore_duration,
+            target_duration,
+            waits,
+            watch_events,
+            watch_last_event,
             adapter_calls,
             adapter_duration,
             deadline_hits,
@@ -217,6 +279,42 @@ impl Metrics {
                 outcome: outcome.into(),
             })
             .observe(took.as_secs_f64());
+    }
+
+    /// A target of a drain or restore first seen done, `took` after the operation began.
+    pub fn target_done(&self, transition: &str, adapter: &str, kind: &str, took: Duration, trace_id: &str) {
+        self.target_duration
+            .get_or_create(&TargetLabels {
+                transition: transition.into(),
+                adapter: adapter.into(),
+                kind: kind.into(),
+            })
+            .observe(
+                took.as_secs_f64(),
+                Some(TraceLabels {
+                    trace_id: trace_id.into(),
+                }),
+                None,
+            );
+    }
+
+    /// A wait (budget, settle, ttl, evidence) ended after `took`.
+    pub fn wait(&self, wait: &str, took: Duration) {
+        self.waits
+            .get_or_create(&WaitLabels { wait: wait.into() })
+            .observe(took.as_secs_f64());
+    }
+
+    /// A pod watch event of `cluster` arrived.
+    pub fn watch_event(&self, cluster: &str) {
+        let labels = ClusterLabels {
+            cluster: cluster.into(),
+        };
+        self.watch_events.get_or_create(&labels).inc();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.watch_last_event.get_or_create(&labels).set(now.as_secs_f64());
     }
 
     /// One adapter call.

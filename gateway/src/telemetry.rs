@@ -60,6 +60,28 @@ pub fn parent_context(trace_id: &str, traceparent: Option<&str>) -> Option<Conte
     Some(Context::new().with_remote_span_context(sc))
 }
 
+/// The context of the span `span_id` (16 hex) of the operation `trace_id` (32 hex): the
+/// target of a link from a continued operation to the span that started it.
+pub fn span_context(trace_id: &str, span_id: &str) -> Option<SpanContext> {
+    let trace = u128::from_str_radix(trace_id, 16).ok().filter(|t| *t != 0)?;
+    let span = u64::from_str_radix(span_id, 16).ok().filter(|s| *s != 0)?;
+    Some(SpanContext::new(
+        TraceId::from(trace),
+        SpanId::from(span),
+        TraceFlags::SAMPLED,
+        true,
+        TraceState::default(),
+    ))
+}
+
+/// The exported span id of `span` (16 hex); `None` when traces are not exported.
+pub fn span_id_of(span: &tracing::Span) -> Option<String> {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let cx = span.context();
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then(|| format!("{}", sc.span_id()))
+}
+
 /// Whether export is on: a configured endpoint or the standard environment variables.
 pub fn enabled(cfg: &TelemetryConfig) -> bool {
     cfg.otlp_endpoint.is_some()

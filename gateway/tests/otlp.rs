@@ -112,6 +112,8 @@ async fn a_release_is_one_trace_with_a_child_span_per_adapter_step() {
             .await
             .unwrap();
     }
+    // Requests held for a second: a drain waits for its sessions to end.
+    let held = hold_in_web(&stage, 2, 1000).await;
     for i in 0..2 {
         stage.set_kruise_state(i, "PreparingUpdate").await.unwrap();
         stage.wait_drained(i, T).await.unwrap();
@@ -119,6 +121,9 @@ async fn a_release_is_one_trace_with_a_child_span_per_adapter_step() {
         assert_eq!(status["traceId"], TRACE, "the drain is recorded in the release's trace");
         stage.set_kruise_state(i, "Updated").await.unwrap();
         wait_gate(&stage.pods, &Stage::name(i), "True").await;
+    }
+    for h in held {
+        within("a held request", h).await.unwrap().expect("answered");
     }
     // SIGTERM flushes the spans not exported yet.
     gw.signal("TERM");
@@ -158,6 +163,41 @@ async fn a_release_is_one_trace_with_a_child_span_per_adapter_step() {
         assert_eq!(attr(s, "sluice.adapter").as_deref(), Some("haproxy"));
         assert_eq!(attr(s, "sluice.kind").as_deref(), Some("slb"));
     }
+    // The pod writes of each drain are spans of it: the finalizer's removal among them.
+    let patches: Vec<&Span> = in_release
+        .iter()
+        .copied()
+        .filter(|s| s.name == "patch" && by_id.get(&hex(&s.parent_span_id)).is_some_and(|p| p.name == "drain"))
+        .collect();
+    assert!(
+        patches.iter().any(
+            |s| attr(s, "sluice.patch").is_some_and(|p| p.contains("remove finalizer sluice.dev/slb"))
+                && attr(s, "sluice.outcome").as_deref() == Some("written")
+        ),
+        "{:?}",
+        patches.iter().map(|s| attr(s, "sluice.patch")).collect::<Vec<_>>()
+    );
+    assert!(patches
+        .iter()
+        .any(|s| attr(s, "sluice.patch").as_deref() == Some("condition sluice.dev/traffic-ready=False")));
+    // The drain of the pod that held requests waited for its evidence, as one span.
+    let waits: Vec<&Span> = in_release
+        .iter()
+        .copied()
+        .filter(|s| s.name == "wait" && by_id.get(&hex(&s.parent_span_id)).is_some_and(|p| p.name == "drain"))
+        .collect();
+    assert!(
+        waits
+            .iter()
+            .any(|s| attr(s, "sluice.wait").as_deref() == Some("evidence")
+                && attr(s, "sluice.waiting").is_some_and(|w| w.contains("draining"))
+                && s.end_time_unix_nano - s.start_time_unix_nano >= 300_000_000),
+        "{:?}",
+        waits
+            .iter()
+            .map(|s| (attr(s, "sluice.wait"), s.end_time_unix_nano - s.start_time_unix_nano))
+            .collect::<Vec<_>>()
+    );
     let observations: Vec<&&Span> = in_release
         .iter()
         .filter(|s| s.name == "observe" && by_id.get(&hex(&s.parent_span_id)).is_some_and(|p| p.name == "drain"))
@@ -186,10 +226,13 @@ async fn a_drain_continued_after_a_restart_stays_in_its_trace() {
     let held = hold_in_web(&stage, 4, 1500).await;
     stage.set_kruise_state(0, "PreparingDelete").await.unwrap();
     wait_gate(&stage.pods, "web-1", "False").await;
-    let trace = status_of(&stage.get(0).await.unwrap())["traceId"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let status = until("the drain's span id on the pod", || async {
+        let status = status_of(&stage.get(0).await.ok()?);
+        status["spanId"].is_string().then_some(status)
+    })
+    .await;
+    let trace = status["traceId"].as_str().unwrap().to_string();
+    let interrupted = status["spanId"].as_str().unwrap().to_string();
     drop(gw);
     // RUST_LOG=warn: the log level does not filter the exported spans.
     let gw = spawn_gateway(&config, health).await;
@@ -214,4 +257,15 @@ async fn a_drain_continued_after_a_restart_stays_in_its_trace() {
         trace,
         "the restarted gateway continues the recorded trace"
     );
+    // ... linked to the span the SIGKILL interrupted (never exported: the link says where
+    // the drain began).
+    assert!(
+        drain
+            .links
+            .iter()
+            .any(|l| hex(&l.trace_id) == trace && hex(&l.span_id) == interrupted),
+        "{:?}",
+        drain.links
+    );
+    assert_ne!(hex(&drain.span_id), interrupted);
 }

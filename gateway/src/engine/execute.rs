@@ -13,6 +13,7 @@
 //! An Event is sent for each write that really happened, carrying the evidence.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use futures::future::join_all;
 use sluice_adapter::Observation;
@@ -184,6 +185,22 @@ impl Worker<'_> {
         result
     }
 
+    /// ` after 340 ms` (or ` after 12.3 s`): how long the operation has taken, counted
+    /// from the drain's recorded start (budget slot held) or the restore's first pass.
+    fn took_text(&self, intent: &Intent) -> String {
+        let took = match intent {
+            Intent::Drain(_) => self
+                .drain_started
+                .and_then(|t| Duration::try_from(jiff::Timestamp::now().duration_since(t)).ok()),
+            _ => self.restore_started.map(|t| t.elapsed()),
+        };
+        match took {
+            Some(d) if d < Duration::from_secs(10) => format!(" after {} ms", d.as_millis()),
+            Some(d) => format!(" after {:.1} s", d.as_secs_f64()),
+            None => String::new(),
+        }
+    }
+
     /// Events for a metadata edit that was written.
     async fn report_edit(
         &mut self,
@@ -227,7 +244,11 @@ impl Worker<'_> {
                         false,
                         "TrafficRestored",
                         "Restore",
-                        format!("{kind} traffic registered and verified serving: {}", of_kind(kind)),
+                        format!(
+                            "{kind} traffic registered and verified serving{}: {}",
+                            self.took_text(intent),
+                            of_kind(kind)
+                        ),
                     )
                     .await
                 }
@@ -239,7 +260,8 @@ impl Worker<'_> {
                         "TrafficDrained",
                         "Drain",
                         format!(
-                            "{kind} traffic verified drained; finalizer {} removed: {}",
+                            "{kind} traffic verified drained{}; finalizer {} removed: {}",
+                            self.took_text(intent),
                             finalizer(kind),
                             of_kind(kind)
                         ),

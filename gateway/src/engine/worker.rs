@@ -40,6 +40,8 @@ const FUTURE_SKEW: jiff::SignedDuration = jiff::SignedDuration::from_secs(60);
 #[derive(Debug, Clone)]
 struct Operation {
     trace_id: String,
+    /// The span that started the operation (16 hex), when exported.
+    span_id: Option<String>,
     state: Option<State>,
     since: String,
 }
@@ -54,6 +56,7 @@ impl Operation {
             .unwrap_or_else(|| rand::random::<u128>().max(1));
         Operation {
             trace_id: format!("{trace:032x}"),
+            span_id: None,
             state: None,
             since: String::new(),
         }
@@ -70,6 +73,7 @@ impl Operation {
         };
         (same && !s.trace_id.is_empty()).then(|| Operation {
             trace_id: s.trace_id.clone(),
+            span_id: s.span_id.clone(),
             state: Some(s.state),
             since: s.last_transition.clone(),
         })
@@ -100,15 +104,28 @@ pub(super) struct Worker<'a> {
     first_intent: std::mem::Discriminant<Intent>,
     errors: u32,
     drained_since: HashMap<TargetId, Instant>,
-    drain_started: Option<jiff::Timestamp>,
+    /// Targets this restore has seen serving.
+    serving_seen: std::collections::HashSet<TargetId>,
+    pub(super) drain_started: Option<jiff::Timestamp>,
     started: jiff::Timestamp,
-    restore_started: Option<Instant>,
+    pub(super) restore_started: Option<Instant>,
     restore_late: bool,
     pub released: bool,
     /// Steps that failed permanently in the last pass: blocked reasons until they succeed.
     failed: Vec<String>,
     /// Since when the passes have only waited for evidence (nothing acted, nothing failed).
     waiting_since: Option<Instant>,
+    /// The wait under way (budget, settle, TTL, evidence): one span from its first pass to
+    /// the pass that ends it.
+    wait: Option<Wait>,
+}
+
+/// A wait of the operation, as one span.
+struct Wait {
+    kind: &'static str,
+    /// Open while the wait lasts; dropping it ends the span.
+    _span: tracing::Span,
+    since: Instant,
 }
 
 /// Runs a pod's worker until its plan is empty (or its operation changes).
@@ -129,7 +146,7 @@ pub(crate) async fn run(engine: &Arc<Engine>, key: &PodKey, slot: &Slot) {
         return;
     }
     let continued = Operation::continued(recorded.as_ref(), &intent);
-    let op = continued
+    let mut op = continued
         .clone()
         .unwrap_or_else(|| Operation::new(first.traceparent.as_deref()));
     let trace_id = op.trace_id.clone();
@@ -151,6 +168,17 @@ pub(crate) async fn run(engine: &Arc<Engine>, key: &PodKey, slot: &Slot) {
             use tracing_opentelemetry::OpenTelemetrySpanExt;
             let _ = span.set_parent(cx);
         }
+        // A continued operation links to the span that started it (interrupted by a
+        // restart or a failover); a new one records its own span for that link.
+        match op.span_id.as_deref() {
+            Some(started) => {
+                if let Some(link) = crate::telemetry::span_context(&trace_id, started) {
+                    use tracing_opentelemetry::OpenTelemetrySpanExt;
+                    span.add_link(link);
+                }
+            }
+            None => op.span_id = crate::telemetry::span_id_of(&span),
+        }
     }
     let continued_from = continued.and_then(|o| o.state);
     let mut w = Worker {
@@ -164,8 +192,10 @@ pub(crate) async fn run(engine: &Arc<Engine>, key: &PodKey, slot: &Slot) {
         first_intent: std::mem::discriminant(&intent),
         errors: 0,
         drained_since: HashMap::new(),
+        serving_seen: Default::default(),
         drain_started: None,
         waiting_since: None,
+        wait: None,
         started: jiff::Timestamp::now(),
         restore_started: None,
         restore_late: false,
@@ -298,6 +328,7 @@ impl Worker<'_> {
             // Paused: a drain that has not taken its slot yet does not start.
             return Next::After(BLOCKED_POLL);
         }
+        self.track_wait(wait_kind(&steps, &facts, &observations), &steps);
         self.write_status(&pod, &intent, state, &targets, &observations, &steps, problems.clone())
             .await;
         if steps.is_empty() {
@@ -360,6 +391,32 @@ impl Worker<'_> {
             (since.elapsed() / 20).clamp(poll, MAX_WAIT_POLL.max(poll))
         };
         Next::After(pause)
+    }
+
+    /// Opens, keeps or ends the span of the wait under way (`kind`: `None` when the pass
+    /// does not only wait). An ended wait's duration goes to the evidence-wait histogram.
+    fn track_wait(&mut self, kind: Option<&'static str>, steps: &[Step]) {
+        if self.wait.as_ref().map(|w| w.kind) == kind {
+            return;
+        }
+        if let Some(done) = self.wait.take() {
+            self.engine.metrics.wait(done.kind, done.since.elapsed());
+        }
+        self.wait = kind.map(|kind| {
+            let waiting = steps
+                .iter()
+                .find_map(|s| match s {
+                    Step::Wait(why) => Some(why.as_str()),
+                    Step::WaitForBudget => Some("a disruption-budget slot"),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            Wait {
+                kind,
+                _span: info_span!("wait", "sluice.wait" = kind, "sluice.waiting" = waiting),
+                since: Instant::now(),
+            }
+        });
     }
 
     /// Observes one target (`None`: no adapter instance to ask).
@@ -448,6 +505,38 @@ impl Worker<'_> {
                         ..
                     }
                 );
+                // The first time this worker sees a target done: its time, per adapter.
+                let restoring = self.first_intent == std::mem::discriminant(&Intent::Restore);
+                if drained && !restoring && !self.drained_since.contains_key(&t.id) {
+                    if let Some(started) = self.drain_started {
+                        let took = jiff::Timestamp::now().duration_since(started);
+                        self.engine.metrics.target_done(
+                            "drain",
+                            &t.id.adapter,
+                            &t.kind,
+                            Duration::try_from(took).unwrap_or_default(),
+                            &self.op.trace_id,
+                        );
+                    }
+                }
+                let serving = matches!(
+                    seen,
+                    Seen::State {
+                        state: sluice_adapter::TrafficState::Serving,
+                        ..
+                    }
+                );
+                if serving && restoring && self.serving_seen.insert(t.id.clone()) {
+                    if let Some(started) = self.restore_started {
+                        self.engine.metrics.target_done(
+                            "restore",
+                            &t.id.adapter,
+                            &t.kind,
+                            started.elapsed(),
+                            &self.op.trace_id,
+                        );
+                    }
+                }
                 let settled = if drained {
                     self.drained_since
                         .entry(t.id.clone())
@@ -633,6 +722,7 @@ impl Worker<'_> {
             state,
             last_transition: self.op.since.clone(),
             trace_id: self.op.trace_id.clone(),
+            span_id: self.op.span_id.clone(),
             targets,
             drain_started_at,
             blocked,
@@ -742,6 +832,46 @@ fn converged_by_record(pod: &PodView, targets: &[PodTarget], invalid_selecting: 
         && targets
             .iter()
             .all(|t| t.desired && t.recorded && t.adapter.is_some() && kinds.contains(&t.kind))
+}
+
+/// What a pass that only waits is waiting for: `budget` (a disruption-budget slot),
+/// `settle` (drained, within its settle window), `ttl` (a DNS answer's lifetime or a
+/// registry's TTL still running), `evidence` (sessions to end, a health check); `None`
+/// when the pass acts, is blocked, or is done.
+fn wait_kind(
+    steps: &[Step],
+    facts: &Facts,
+    observations: &[Option<Result<Observation, StepError>>],
+) -> Option<&'static str> {
+    if steps.iter().any(|s| matches!(s, Step::Blocked(_))) || steps.iter().any(Step::acts) {
+        return None;
+    }
+    if steps.contains(&Step::WaitForBudget) {
+        return Some("budget");
+    }
+    if !steps.iter().any(|s| matches!(s, Step::Wait(_))) {
+        return None;
+    }
+    let unsettled = facts.targets.iter().any(|t| {
+        !t.settled
+            && matches!(
+                t.seen,
+                Seen::State {
+                    state: sluice_adapter::TrafficState::Drained,
+                    ..
+                }
+            )
+    });
+    let open_ttl = observations
+        .iter()
+        .any(|o| matches!(o, Some(Ok(o)) if o.state != sluice_adapter::TrafficState::Drained && o.remaining.is_some()));
+    Some(if open_ttl {
+        "ttl"
+    } else if unsettled {
+        "settle"
+    } else {
+        "evidence"
+    })
 }
 
 /// The state word of the status annotation.

@@ -92,6 +92,9 @@ pub async fn watch_pods(
         let mut stream = watcher::watcher(api.clone(), watcher::Config::default()).boxed();
         let mut buffer: Vec<PodView> = Vec::new();
         while let Some(ev) = stream.next().await {
+            if matches!(ev, Ok(Event::Apply(_) | Event::Delete(_) | Event::InitDone)) {
+                engine.metrics.watch_event(&cluster.name);
+            }
             match ev {
                 Ok(Event::Init) => buffer.clear(),
                 Ok(Event::InitApply(p)) => buffer.extend(PodView::from_pod(&cluster.name, &p)),

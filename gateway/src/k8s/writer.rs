@@ -17,6 +17,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::Client;
 use serde_json::{json, Value};
+use tracing::Instrument;
 
 use crate::authority::Authority;
 use crate::model::ledger::{self, LedgerEntry, LedgerError, TargetId};
@@ -63,6 +64,31 @@ pub struct MetaEdit {
 impl MetaEdit {
     pub fn is_empty(&self) -> bool {
         *self == MetaEdit::default()
+    }
+
+    /// In words, for the write's span: `record 1 ledger entry; remove finalizer sluice.dev/slb`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        let entries = |n: usize| {
+            if n == 1 {
+                "1 ledger entry".to_string()
+            } else {
+                format!("{n} ledger entries")
+            }
+        };
+        if !self.record.is_empty() {
+            parts.push(format!("record {}", entries(self.record.len())));
+        }
+        if !self.forget.is_empty() {
+            parts.push(format!("forget {}", entries(self.forget.len())));
+        }
+        for f in &self.add_finalizers {
+            parts.push(format!("add finalizer {f}"));
+        }
+        for f in &self.remove_finalizers {
+            parts.push(format!("remove finalizer {f}"));
+        }
+        parts.join("; ")
     }
 }
 
@@ -134,6 +160,7 @@ impl PodWriter {
     /// asks for that).
     pub async fn edit(&self, ns: &str, name: &str, uid: &str, edit: &MetaEdit) -> Result<Written, WriteError> {
         self.guarded(
+            &edit.describe(),
             ns,
             name,
             uid,
@@ -223,6 +250,7 @@ impl PodWriter {
         let status = if ready { "True" } else { "False" };
         let now = crate::model::status::now_text();
         self.guarded(
+            &format!("condition {GATE}={status}"),
             ns,
             name,
             uid,
@@ -302,6 +330,7 @@ impl PodWriter {
     ) -> Result<Written, WriteError> {
         let path = format!("/metadata/annotations/{}", escape(key));
         self.guarded(
+            &format!("annotation {key}"),
             ns,
             name,
             uid,
@@ -351,7 +380,35 @@ impl PodWriter {
     /// Reads the pod, builds a JSON patch from what it holds, and applies it guarded by the
     /// patch's own `test` ops plus one on the pod's UID. A failed test (someone wrote in
     /// between) is read and tried again.
+    /// One span per write (`patch`, with `sluice.patch` = `what` and its outcome).
+    #[allow(clippy::too_many_arguments)]
     async fn guarded(
+        &self,
+        what: &str,
+        ns: &str,
+        name: &str,
+        uid: &str,
+        build: impl Fn(&Pod) -> Result<Option<Value>, WriteError>,
+        status: bool,
+        request: bool,
+    ) -> Result<Written, WriteError> {
+        let span = tracing::info_span!("patch", "sluice.patch" = what, "sluice.outcome" = tracing::field::Empty);
+        let result = self
+            .guarded_write(ns, name, uid, build, status, request)
+            .instrument(span.clone())
+            .await;
+        span.record(
+            "sluice.outcome",
+            match &result {
+                Ok(Written::Changed(_)) => "written".to_string(),
+                Ok(Written::Unchanged(_)) => "unchanged".to_string(),
+                Err(e) => e.to_string(),
+            },
+        );
+        result
+    }
+
+    async fn guarded_write(
         &self,
         ns: &str,
         name: &str,

@@ -80,6 +80,10 @@ pub struct StatusSummary {
     /// The operation's trace id (the `trace_id` field of its span): a restarted gateway
     /// continues the same operation under the same id.
     pub trace_id: String,
+    /// The span of the worker that started the operation (16 hex, when traces are
+    /// exported): a drain continued after a restart or a failover links to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub span_id: Option<String>,
     /// Per target (`kind/adapter/params`): its state, without volatile counters.
     #[serde(default)]
     pub targets: BTreeMap<String, String>,
@@ -165,6 +169,7 @@ mod tests {
             state: State::Draining,
             last_transition: now_text(),
             trace_id: "ab".repeat(16),
+            span_id: None,
             targets: [("slb/lb/backend=web".to_string(), "Draining".to_string())].into(),
             drain_started_at: Some(now_text()),
             blocked: vec![],
