@@ -122,17 +122,27 @@ async fn pod_carries_the_contract_through_drain_and_restore() {
 
     // kubectl describe pod reads core/v1 events.
     let events: Api<CoreEvent> = Api::namespaced(stage.client.clone(), "default");
-    let reasons: Vec<String> = events
+    let listed = events
         .list(&ListParams::default().fields("involvedObject.name=web-1"))
         .await
         .unwrap()
-        .items
-        .into_iter()
-        .filter_map(|e| e.reason)
-        .collect();
+        .items;
+    let reasons: Vec<String> = listed.iter().filter_map(|e| e.reason.clone()).collect();
     for r in ["TrafficRestored", "DrainStarted", "TrafficDrained"] {
         assert!(reasons.iter().any(|x| x == r), "event {r} missing from {reasons:?}");
     }
+    // The evidence in plain words, and how long the drain took.
+    let drained = listed
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("TrafficDrained"))
+        .and_then(|e| e.message.clone())
+        .unwrap();
+    assert!(
+        drained.contains("slb traffic verified drained after ")
+            && drained.contains(" ms; finalizer sluice.dev/slb removed")
+            && drained.contains("scur=0"),
+        "{drained}"
+    );
 
     // Restore when the request goes away.
     let back = json!({"metadata": {"annotations": {"sluice.dev/desired": null}}});

@@ -1,0 +1,285 @@
+//! Tracing overhead: the same rollout with trace export off and on, in one run. A real
+//! `sluice` process in front of the API simulator and real HAProxy, keep-alive load through
+//! HAProxy; each pod of the rollout holds a request while it drains, so every drain waits
+//! for evidence (observations, wait spans, pod writes: the spans an SRE would see). With
+//! export on, the spans go over OTLP/gRPC to a receiver here (built from the collector's
+//! proto) that counts them.
+//!
+//! Rounds alternate off / on. Per mode: the rollout's wall time, the drain time per pod
+//! (p50), and the gateway process's CPU time (user + system, from /proc) per rollout.
+//! Target: on/off ratio of the median rollout time at most 1.10, every span-exporting
+//! rollout delivers spans, and no request fails in either mode.
+//!
+//! `cargo build --release -p sluice-gateway --bin sluice && cargo run --release -p sluice-bench --bin tracing-overhead [-- --rounds N --pods N]`
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use sluice::demo::Stage;
+
+const WAIT: Duration = Duration::from_secs(60);
+/// How long the request each pod holds while it drains lasts.
+const HELD_MS: u64 = 300;
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[derive(Clone, Default)]
+struct Receiver(Arc<AtomicU64>);
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let n: usize = request
+            .into_inner()
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
+        self.0.fetch_add(n as u64, Ordering::SeqCst);
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+fn sluice_bin() -> Result<std::path::PathBuf> {
+    let bin = std::env::current_exe()?.with_file_name("sluice");
+    if !bin.exists() {
+        bail!(
+            "{} is missing: build it first (cargo build --release -p sluice-gateway --bin sluice)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+async fn until<T, F, Fut>(what: &str, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return Ok(v);
+        }
+        if start.elapsed() > WAIT {
+            bail!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn ready(health: std::net::SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(health).await else {
+        return false;
+    };
+    let _ = s
+        .write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await;
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf).await;
+    buf.starts_with("HTTP/1.1 200")
+}
+
+/// User + system CPU time of a process, from `/proc/<pid>/stat` (clock ticks of 10 ms).
+fn cpu_time(pid: u32) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').context("stat format")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    Ok(Duration::from_millis(ticks * 10))
+}
+
+/// Holds one request of `HELD_MS` through HAProxy (it lands on some pod).
+fn hold(stage: &Stage) -> tokio::task::JoinHandle<bool> {
+    let front = stage.frontend;
+    tokio::spawn(async move {
+        let Ok(stream) = tokio::net::TcpStream::connect(front).await else {
+            return false;
+        };
+        let Ok((mut s, conn)) = hyper::client::conn::http1::handshake::<_, http_body_util::Empty<bytes::Bytes>>(
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        else {
+            return false;
+        };
+        tokio::spawn(conn);
+        let req = http::Request::get(format!("/work?ms={HELD_MS}"))
+            .header("host", "x")
+            .body(http_body_util::Empty::new())
+            .expect("request literal");
+        matches!(s.send_request(req).await, Ok(r) if r.status() == 200)
+    })
+}
+
+struct Run {
+    rollout: Duration,
+    drains: Vec<Duration>,
+    cpu: Duration,
+    requests: u64,
+    failed: u64,
+    spans: u64,
+}
+
+async fn rollout(pods: usize, export: bool) -> Result<Run> {
+    let receiver = Receiver::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let otlp = listener.local_addr()?;
+    let server = {
+        let r = receiver.clone();
+        tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(TraceServiceServer::new(r))
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+                .await;
+        })
+    };
+    let stage = Stage::new(pods, true).await?;
+    let health = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let mut text = stage.gateway_config_text(health);
+    if export {
+        text += &format!("telemetry:\n  otlpEndpoint: http://{otlp}\n");
+    }
+    let config = stage.dir.join("sluice.yaml");
+    std::fs::write(&config, text)?;
+    let child = Command::new(sluice_bin()?)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "error")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting sluice")?;
+    let gw = Proc(child);
+    until("the gateway's /readyz", || async { ready(health).await.then_some(()) }).await?;
+    for i in 0..pods {
+        stage.wait_ready(i, WAIT).await?;
+    }
+    let load = sluice::demo::load::Load::start(stage.frontend, 4);
+    let cpu_before = cpu_time(gw.0.id())?;
+    let started = Instant::now();
+    let mut drains = Vec::new();
+    let mut held_ok = true;
+    for i in 0..pods {
+        let held: Vec<_> = (0..pods).map(|_| hold(&stage)).collect();
+        let t = Instant::now();
+        stage.set_kruise_state(i, "PreparingUpdate").await?;
+        stage.wait_drained(i, WAIT).await?;
+        drains.push(t.elapsed());
+        stage.set_kruise_state(i, "Updated").await?;
+        stage.wait_ready(i, WAIT).await?;
+        for h in held {
+            held_ok &= h.await.unwrap_or(false);
+        }
+    }
+    let rollout = started.elapsed();
+    let cpu = cpu_time(gw.0.id())?.saturating_sub(cpu_before);
+    let (requests, failed) = load.finish().await;
+    // SIGTERM: the exporter flushes what it holds.
+    Command::new("kill").args(["-TERM", &gw.0.id().to_string()]).status()?;
+    let mut gw = gw;
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while gw.0.try_wait().ok().flatten().is_none() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    server.abort();
+    Ok(Run {
+        rollout,
+        drains,
+        cpu,
+        requests,
+        failed: failed + u64::from(!held_ok),
+        spans: receiver.0.load(Ordering::SeqCst),
+    })
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut rounds = 5usize;
+    let mut pods = 6usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--rounds" => rounds = args.next().context("--rounds N")?.parse()?,
+            "--pods" => pods = args.next().context("--pods N")?.parse()?,
+            other => bail!("unknown argument {other} (usage: tracing-overhead [--rounds N] [--pods N])"),
+        }
+    }
+    let mut by_mode: [(Vec<Duration>, Vec<Duration>, Vec<Duration>); 2] = Default::default();
+    let (mut requests, mut failed, mut no_spans) = (0, 0, 0);
+    for round in 0..rounds {
+        for (m, export) in [false, true].into_iter().enumerate() {
+            let r = rollout(pods, export).await?;
+            println!(
+                "round {round} export {}: rollout {:.3} s, drain p50 {:.1} ms, gateway CPU {} ms, {} spans, {} requests, {} failed",
+                if export { "on " } else { "off" },
+                r.rollout.as_secs_f64(),
+                median(r.drains.clone()).as_secs_f64() * 1e3,
+                r.cpu.as_millis(),
+                r.spans,
+                r.requests,
+                r.failed
+            );
+            by_mode[m].0.push(r.rollout);
+            by_mode[m].1.push(median(r.drains));
+            by_mode[m].2.push(r.cpu);
+            requests += r.requests;
+            failed += r.failed;
+            if export && r.spans == 0 {
+                no_spans += 1;
+            }
+        }
+    }
+    let [off, on] = by_mode;
+    let (roll_off, roll_on) = (median(off.0), median(on.0));
+    let (drain_off, drain_on) = (median(off.1), median(on.1));
+    let (cpu_off, cpu_on) = (median(off.2), median(on.2));
+    let ratio = roll_on.as_secs_f64() / roll_off.as_secs_f64();
+    let pass = ratio <= 1.10 && failed == 0 && no_spans == 0;
+    println!(
+        "tracing overhead over {rounds} rounds of {pods} pods: rollout median off {:.3} s, on {:.3} s, on/off {ratio:.3} \
+         [target <= 1.10]; drain p50 median off {:.1} ms, on {:.1} ms; gateway CPU median off {} ms, on {} ms per \
+         rollout; {requests} requests, {failed} failed [target 0]; rollouts with export on and no span: {no_spans}: {}",
+        roll_off.as_secs_f64(),
+        roll_on.as_secs_f64(),
+        drain_off.as_secs_f64() * 1e3,
+        drain_on.as_secs_f64() * 1e3,
+        cpu_off.as_millis(),
+        cpu_on.as_millis(),
+        if pass { "PASS" } else { "FAIL" }
+    );
+    if !pass {
+        bail!("missed targets");
+    }
+    Ok(())
+}
