@@ -84,6 +84,12 @@ pub struct WaitLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// A bounded category (see `planner::blocked_category`).
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClusterLabels {
     pub cluster: String,
 }
@@ -104,7 +110,7 @@ pub struct Metrics {
     pub relists: Family<ClusterLabels, Counter>,
     // Computed at scrape time.
     pub in_flight: Family<KindLabels, Gauge>,
-    pub blocked: Gauge,
+    pub blocked: Family<ReasonLabels, Gauge>,
     pub out_of_traffic: Family<BindingLabels, Gauge>,
     pub leader: Gauge,
     pub frozen: Family<ClusterLabels, Gauge>,
@@ -213,10 +219,11 @@ impl Default for Metrics {
             "Drains and restores under way (recorded on the pods)",
             in_flight.clone(),
         );
-        let blocked = Gauge::default();
+        let blocked = Family::<ReasonLabels, Gauge>::default();
         registry.register(
             "blocked_pods",
-            "Pods whose drain or restore is blocked and needs a person (see their sluice.dev/status)",
+            "Pods whose drain or restore is blocked and needs a person (see their sluice.dev/status), by \
+             reason: deadline, adapter-missing, invalid-binding, no-target, ledger-unreadable, adapter-error",
             blocked.clone(),
         );
         let out_of_traffic = Family::<BindingLabels, Gauge>::default();

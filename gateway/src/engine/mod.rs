@@ -157,7 +157,8 @@ impl Engine {
     /// Sets the metrics that describe the engine's state and returns the exposition.
     pub fn scrape(&self) -> String {
         let m = &self.metrics;
-        let (mut drains, mut restores, mut blocked) = (0i64, 0i64, 0i64);
+        let (mut drains, mut restores) = (0i64, 0i64);
+        let mut blocked: std::collections::BTreeMap<&'static str, i64> = std::collections::BTreeMap::new();
         for p in self.pods.iter() {
             if let Some(s) = p.status() {
                 if s.state.under_way() {
@@ -168,7 +169,12 @@ impl Engine {
                     }
                 }
                 if s.state == crate::model::State::Blocked || !s.blocked.is_empty() {
-                    blocked += 1;
+                    // Counted once, under its first reason's category.
+                    let category = s
+                        .blocked
+                        .first()
+                        .map_or("adapter-error", |why| crate::planner::blocked_category(why));
+                    *blocked.entry(category).or_default() += 1;
                 }
             }
         }
@@ -179,7 +185,12 @@ impl Engine {
         m.in_flight
             .get_or_create(&crate::metrics::KindLabels { kind: "restore".into() })
             .set(restores);
-        m.blocked.set(blocked);
+        m.blocked.clear();
+        for (reason, n) in blocked {
+            m.blocked
+                .get_or_create(&crate::metrics::ReasonLabels { reason: reason.into() })
+                .set(n);
+        }
         m.out_of_traffic.clear();
         for (binding, n) in self.budgets.counts() {
             m.out_of_traffic

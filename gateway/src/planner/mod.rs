@@ -260,6 +260,25 @@ impl Plan {
     }
 }
 
+/// The bounded category of a blocked reason (a metric label): `deadline`,
+/// `adapter-missing`, `invalid-binding`, `no-target`, `ledger-unreadable`, or
+/// `adapter-error` (a step an adapter refuses until a person acts).
+pub fn blocked_category(why: &str) -> &'static str {
+    if why.contains("drain deadline passed") {
+        "deadline"
+    } else if why.contains("which is not in the gateway configuration") {
+        "adapter-missing"
+    } else if why.contains("invalid TrafficBinding") {
+        "invalid-binding"
+    } else if why.contains("neither a binding nor the ledger") {
+        "no-target"
+    } else if why.contains(crate::model::LEDGER_ANNOTATION) && why.contains("cannot be read") {
+        "ledger-unreadable"
+    } else {
+        "adapter-error"
+    }
+}
+
 fn no_adapter(t: &TargetFact, instance: &str) -> String {
     format!(
         "{} target {} was registered through adapter instance {instance:?}, which is not in the gateway \

@@ -693,3 +693,43 @@ fn hold_does_nothing() {
     .gate(true);
     assert_eq!(plan(&f), vec![]);
 }
+
+#[test]
+fn every_blocked_reason_the_planner_writes_has_its_metric_category() {
+    let blocked = |f: &Facts| -> String {
+        plan(f)
+            .into_iter()
+            .find_map(|s| if let Step::Blocked(w) = s { Some(w) } else { None })
+            .expect("a blocked step")
+    };
+    let draining = || {
+        facts(drain(), vec![t("slb").recorded().seen(Draining)])
+            .fins(&["slb"])
+            .guarded()
+            .gate(false)
+    };
+    assert_eq!(
+        blocked_category(&blocked(&draining().past_deadline(OnDeadline::Block))),
+        "deadline"
+    );
+    let gone = facts(drain(), vec![t("slb").left().no_adapter()])
+        .fins(&["slb"])
+        .guarded()
+        .gate(false);
+    assert_eq!(blocked_category(&blocked(&gone)), "adapter-missing");
+    let legacy = facts(drain(), vec![]).fins(&["slb"]).gate(false).legacy();
+    assert_eq!(blocked_category(&blocked(&legacy)), "no-target");
+    let mut invalid = facts(restore(), vec![t("slb").left().held().seen(Serving)])
+        .fins(&["slb"])
+        .guarded()
+        .gate(false);
+    invalid.invalid_bindings = vec!["web".into()];
+    assert_eq!(blocked_category(&blocked(&invalid)), "invalid-binding");
+    let unreadable = crate::model::ledger::parse(Some("{not json")).unwrap_err().to_string();
+    assert_eq!(blocked_category(&unreadable), "ledger-unreadable");
+    let refused = facts(drain(), vec![t("slb").recorded().failed(true)])
+        .fins(&["slb"])
+        .guarded()
+        .gate(false);
+    assert_eq!(blocked_category(&blocked(&refused)), "adapter-error");
+}
