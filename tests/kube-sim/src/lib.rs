@@ -22,6 +22,7 @@
 //! `patch` hold per-resource rules; `zero` the shape Go gives the built-in types on the way
 //! out; `kubelet` and the reaper in `cluster` are the controllers a real cluster would run.
 
+pub mod admission;
 pub mod cluster;
 pub mod crd;
 pub mod events;

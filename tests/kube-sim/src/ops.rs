@@ -27,6 +27,8 @@ use crate::zero;
 pub enum Sub {
     Main,
     Status,
+    /// `pods/eviction` (POST only).
+    Eviction,
 }
 
 /// The parts of `DeleteOptions` the simulator honours.
@@ -290,6 +292,7 @@ pub fn create(store: &mut Store, def: &ResourceDef, ns: &str, body: Value) -> Ap
             }
             errors.extend(crd::schema_errors(def, &mut v));
         }
+        Flavor::Webhook => errors.extend(crate::admission::prepare(&mut v)),
         Flavor::CoreEvent | Flavor::EventsV1 | Flavor::Lease => {}
     }
     if !errors.is_empty() {
@@ -482,6 +485,12 @@ fn finish_update(
             }
             r
         }
+        (Sub::Eviction, _) => {
+            return Err(ApiError::method_not_allowed(
+                "the server does not allow this method on the requested resource",
+            )
+            .with_empty_details())
+        }
         (Sub::Main, _) => {
             if def.status_subresource {
                 copy_field(&old_v, &mut new_v, "status");
@@ -493,6 +502,7 @@ fn finish_update(
             let strategy = match def.flavor {
                 Flavor::Pod => pods::validate_update(&old_v, &new_v),
                 Flavor::Custom => crd::schema_errors(def, &mut new_v),
+                Flavor::Webhook => crate::admission::prepare(&mut new_v),
                 _ => Vec::new(),
             };
             reject_update(def, &name, errors, strategy)?;

@@ -19,6 +19,8 @@ pub enum Flavor {
     /// `events.k8s.io/v1` Event: a converted view of the `core/v1` storage.
     EventsV1,
     Lease,
+    /// `admissionregistration.k8s.io/v1` ValidatingWebhookConfiguration (see `admission`).
+    Webhook,
     Crd,
     /// A custom resource served because a CRD declares it.
     Custom,
@@ -262,6 +264,7 @@ pub fn builtins() -> Vec<Arc<ResourceDef>> {
             &[],
             None,
         ),
+        crate::admission::def(),
     ]
 }
 

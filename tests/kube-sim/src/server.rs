@@ -80,7 +80,11 @@ pub async fn handle(state: Arc<ClusterState>, req: Request<Incoming>) -> Result<
     Ok(resp)
 }
 
-async fn respond(state: Arc<ClusterState>, req: Request<Incoming>) -> Result<Response<Body>, Offline> {
+/// The authenticated user of a request (for admission reviews).
+#[derive(Clone)]
+struct User(String);
+
+async fn respond(state: Arc<ClusterState>, mut req: Request<Incoming>) -> Result<Response<Body>, Offline> {
     let method = req.method();
     let write = (state.faults.recording()
         && !matches!(
@@ -115,6 +119,7 @@ async fn respond(state: Arc<ClusterState>, req: Request<Incoming>) -> Result<Res
     else {
         return Ok(error_response(&ApiError::unauthorized()));
     };
+    req.extensions_mut().insert(User(user.clone()));
     if state.faults.recording() {
         state.faults.record_request(crate::faults::RequestRecord {
             user,
@@ -268,6 +273,7 @@ fn resolve(state: &ClusterState, group: &str, version: &str, rest: &[&str]) -> A
     let sub = match sub {
         None => Sub::Main,
         Some("status") if def.status_subresource => Sub::Status,
+        Some("eviction") if def.flavor == Flavor::Pod => Sub::Eviction,
         Some(_) => return Err(ApiError::path_not_found()),
     };
     Ok(Target {
@@ -397,6 +403,12 @@ async fn serve(state: Arc<ClusterState>, t: Target, req: Request<Incoming>) -> A
     if method == Method::POST && t.name.is_none() && t.def.flavor == Flavor::Custom {
         ops::check_crd_not_terminating(&state.store(), &t.def)?;
     }
+    if t.sub == Sub::Eviction && method != Method::POST {
+        return Err(
+            ApiError::method_not_allowed("the server does not allow this method on the requested resource")
+                .with_empty_details(),
+        );
+    }
     let q = Query::parse(req.uri().query());
     if q.get("dryRun").is_some() {
         return Err(ApiError::method_not_allowed(
@@ -481,14 +493,25 @@ async fn serve(state: Arc<ClusterState>, t: Target, req: Request<Incoming>) -> A
             let obj = ops::patch(&mut state.store(), &def, &ns, &name, t.sub, kind, &body)?;
             Ok(object_response(&state, &def, &obj, StatusCode::OK))
         }
+        (Method::POST, Some(name)) if t.sub == Sub::Eviction => {
+            check_json_content_type(&req)?;
+            let (def, name) = (t.def.clone(), name.clone());
+            let user = user_of(&req);
+            let body = decode_object(&read_body(req).await?)?;
+            evict(&state, &def, &ns, &name, body, &user).await
+        }
         (Method::DELETE, Some(name)) if t.sub == Sub::Main => {
             let (def, name) = (t.def.clone(), name.clone());
-            let opts = delete_opts(&q, &read_body(req).await?)?;
+            let user = user_of(&req);
+            let body = read_body(req).await?;
+            let opts = delete_opts(&q, &body)?;
+            admit_delete(&state, &def, &ns, &name, &body, &user).await?;
             let d = ops::delete(&mut state.store(), &def, &ns, &name, &opts)?;
             Ok(delete_response(&state, &def, &d))
         }
         (Method::DELETE, None) => {
             let def = t.def.clone();
+            let user = user_of(&req);
             let sel = Selection::parse(
                 &def,
                 t.namespace.clone(),
@@ -496,12 +519,14 @@ async fn serve(state: Arc<ClusterState>, t: Target, req: Request<Incoming>) -> A
                 q.get("fieldSelector"),
             )?;
             validate_list_options(&q, false)?;
-            let opts = delete_opts(&q, &read_body(req).await?)?;
+            let body = read_body(req).await?;
+            let opts = delete_opts(&q, &body)?;
             // Store.DeleteCollection: the list as read (one page when a limit is given), whose
             // items are deleted one by one; the first failure other than NotFound fails the
             // request. The answer is that list, its items as they were before the deletion.
             let listed = read::list(&state, &def, &sel, &list_params(&q)).await?;
             for obj in &listed.items {
+                admit_delete(&state, &def, &obj.namespace, &obj.name, &body, &user).await?;
                 match ops::delete(&mut state.store(), &def, &obj.namespace, &obj.name, &opts) {
                     Err(e) if e.code != 404 => return Err(e),
                     _ => {}
@@ -514,6 +539,111 @@ async fn serve(state: Arc<ClusterState>, t: Target, req: Request<Incoming>) -> A
                 .with_empty_details(),
         ),
     }
+}
+
+fn user_of(req: &Request<Incoming>) -> String {
+    req.extensions().get::<User>().map(|u| u.0.clone()).unwrap_or_default()
+}
+
+/// `DeleteOptions` as an admission review's `options`.
+fn delete_options_object(body: &[u8]) -> Value {
+    let mut v: Value = serde_json::from_slice(body).unwrap_or_else(|_| json!({}));
+    if !v.is_object() {
+        v = json!({});
+    }
+    v["kind"] = json!("DeleteOptions");
+    v["apiVersion"] = json!("meta.k8s.io/v1");
+    v
+}
+
+/// Validating admission of a pod's deletion (other resources have no webhooks here).
+async fn admit_delete(
+    state: &Arc<ClusterState>,
+    def: &ResourceDef,
+    ns: &str,
+    name: &str,
+    body: &[u8],
+    user: &str,
+) -> ApiResult<()> {
+    if def.flavor != Flavor::Pod {
+        return Ok(());
+    }
+    let old = {
+        let store = state.store();
+        let obj = ops::get(&store, def, ns, name)?;
+        let sdef = store.storage_def(&def.storage_key()).expect("storage definition");
+        ops::present(def, &sdef, &obj)
+    };
+    crate::admission::admit(
+        state,
+        crate::admission::Request {
+            operation: "DELETE",
+            sub_resource: "",
+            namespace: ns,
+            name,
+            kind: ("", "v1", "Pod"),
+            object: None,
+            old_object: Some(old),
+            options: delete_options_object(body),
+            user,
+        },
+    )
+    .await
+}
+
+/// `POST pods/NAME/eviction` (policy/v1 `Eviction`), with no PodDisruptionBudget in the
+/// cluster: the eviction is admitted (`CREATE pods/eviction`, the `Eviction` as the object),
+/// then the pod is deleted with the eviction's `deleteOptions`; `201` and a Success Status.
+async fn evict(
+    state: &Arc<ClusterState>,
+    def: &ResourceDef,
+    ns: &str,
+    name: &str,
+    mut body: Value,
+    user: &str,
+) -> ApiResult<Response<Body>> {
+    // The type meta defaults to the endpoint's (policy/v1 Eviction) when absent.
+    let api_version = body["apiVersion"].as_str().unwrap_or("policy/v1").to_string();
+    let kind = body["kind"].as_str().unwrap_or("Eviction").to_string();
+    if kind != "Eviction" || !matches!(api_version.as_str(), "policy/v1" | "policy/v1beta1") {
+        return Err(ApiError::bad_request(format!(
+            "no kind \"{kind}\" is registered for version \"{api_version}\""
+        )));
+    }
+    body["apiVersion"] = json!(api_version);
+    body["kind"] = json!(kind);
+    if body["metadata"]["name"].as_str() != Some(name) {
+        return Err(ApiError::bad_request(
+            "name in URL does not match name in Eviction object",
+        ));
+    }
+    // The pod must exist (404 otherwise), before admission.
+    ops::get(&state.store(), def, ns, name)?;
+    if body["metadata"]["namespace"].is_null() {
+        body["metadata"]["namespace"] = json!(ns);
+    }
+    let delete_options = body.get("deleteOptions").cloned().unwrap_or_else(|| json!({}));
+    crate::admission::admit(
+        state,
+        crate::admission::Request {
+            operation: "CREATE",
+            sub_resource: "eviction",
+            namespace: ns,
+            name,
+            kind: ("policy", "v1", "Eviction"),
+            object: Some(body),
+            old_object: None,
+            options: json!({"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"}),
+            user,
+        },
+    )
+    .await?;
+    let opts = delete_opts(&Query(Vec::new()), delete_options.to_string().as_bytes())?;
+    ops::delete(&mut state.store(), def, ns, name, &opts)?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}).to_string(),
+    ))
 }
 
 /// A body whose `kind`/`apiVersion` name another type is rejected as the apiserver's

@@ -57,3 +57,45 @@ pub fn generate(cluster: &str) -> anyhow::Result<Tls> {
         config: Arc::new(config),
     })
 }
+
+/// A CA and a certificate it signed, in PEM: what a webhook server (or any HTTPS server a
+/// test runs) serves, and the bundle its clients trust.
+pub struct Issued {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// Issues a serving certificate for `names` (DNS names or IP addresses) under a fresh CA.
+pub fn issue(names: &[&str]) -> anyhow::Result<Issued> {
+    let ca_key = KeyPair::generate().context("generating the CA key")?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).context("CA parameters")?;
+    ca_params.distinguished_name.push(DnType::CommonName, "test-ca");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca_params.self_signed(&ca_key).context("self-signing the CA")?;
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().context("generating the serving key")?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).context("serving certificate parameters")?;
+    for n in names {
+        params.subject_alt_names.push(match n.parse::<std::net::IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName((*n).try_into().context("a DNS name")?),
+        });
+    }
+    params
+        .distinguished_name
+        .push(DnType::CommonName, names.first().copied().unwrap_or("server"));
+    let cert = params
+        .signed_by(&key, &issuer)
+        .context("signing the serving certificate")?;
+    Ok(Issued {
+        ca_pem: ca_cert.pem(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
