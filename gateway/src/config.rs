@@ -42,6 +42,57 @@ pub struct Config {
     /// Trace export; off unless an endpoint is named here or in `OTEL_EXPORTER_OTLP_*`.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// The validating admission webhook for pod deletes and evictions (absent: off).
+    #[serde(default)]
+    pub admission: Option<AdmissionConfig>,
+}
+
+/// The admission webhook: `POST /validate/<cluster>` over HTTPS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AdmissionConfig {
+    /// Where the HTTPS listener binds (the webhook Service targets it).
+    pub listen: SocketAddr,
+    /// The serving certificate chain and key (PEM), e.g. cert-manager's `tls.crt` /
+    /// `tls.key`; re-read when the certificate file changes.
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// How long a request is held while the pod drains: keep it below the webhook's
+    /// `timeoutSeconds` (at most 30), or the API server gives up first.
+    #[serde(default = "default_hold_seconds")]
+    pub hold_seconds: u64,
+    /// A plain delete whose drain did not finish within `holdSeconds`: `Deny` (refused with
+    /// 429, the drain goes on; delete again once drained) or `Allow` (admitted with a
+    /// warning, requests may be lost). Evictions are always refused with 429 (their clients
+    /// retry).
+    #[serde(default)]
+    pub on_delete_timeout: OnDeleteTimeout,
+    /// How long the drain a held request asked for stands: a pod not deleted by then (an
+    /// eviction refused and never retried) is restored.
+    #[serde(default = "default_request_seconds")]
+    pub request_seconds: u64,
+    /// Requests held at once; beyond, 429 at once.
+    #[serde(default = "default_admission_concurrency")]
+    pub max_concurrent: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum OnDeleteTimeout {
+    #[default]
+    Deny,
+    Allow,
+}
+
+fn default_hold_seconds() -> u64 {
+    25
+}
+
+fn default_request_seconds() -> u64 {
+    300
+}
+
+fn default_admission_concurrency() -> usize {
+    256
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -173,6 +224,10 @@ pub struct ListenConfig {
     /// is served on the `health` listener.
     #[serde(default)]
     pub metrics: Option<SocketAddr>,
+    /// The preStop endpoint (`GET /prestop`), which identifies the calling pod by the
+    /// connection's source address. Unset: no preStop endpoint.
+    #[serde(default)]
+    pub prestop: Option<SocketAddr>,
 }
 
 impl Default for ListenConfig {
@@ -180,6 +235,7 @@ impl Default for ListenConfig {
         ListenConfig {
             health: default_health_addr(),
             metrics: None,
+            prestop: None,
         }
     }
 }
@@ -333,6 +389,13 @@ impl Config {
                 }
             }
         }
+        if let Some(a) = &mut cfg.admission {
+            for f in [&mut a.cert_file, &mut a.key_file] {
+                if f.is_relative() {
+                    *f = base.join(&*f);
+                }
+            }
+        }
         Ok(cfg)
     }
 
@@ -410,6 +473,32 @@ impl Config {
         ] {
             if !(min..=max).contains(&value) {
                 return Err((field.into(), format!("{value} is out of range ({min} to {max})")));
+            }
+        }
+        if let Some(a) = &self.admission {
+            if !(1..=29).contains(&a.hold_seconds) {
+                return Err((
+                    "admission.holdSeconds".into(),
+                    format!(
+                        "{} is out of range (1 to 29): it must stay below the webhook's timeoutSeconds (at most 30)",
+                        a.hold_seconds
+                    ),
+                ));
+            }
+            if !(a.hold_seconds..=86_400).contains(&a.request_seconds) {
+                return Err((
+                    "admission.requestSeconds".into(),
+                    format!(
+                        "{} is out of range ({} to 86400): a drain request must outlast the hold",
+                        a.request_seconds, a.hold_seconds
+                    ),
+                ));
+            }
+            if !(1..=100_000).contains(&a.max_concurrent) {
+                return Err((
+                    "admission.maxConcurrent".into(),
+                    format!("{} is out of range (1 to 100000)", a.max_concurrent),
+                ));
             }
         }
         if let Some(e) = &self.telemetry.otlp_endpoint {

@@ -27,6 +27,10 @@ pub struct Gateway {
     pub health_addr: SocketAddr,
     /// `/metrics`' own listener, when `listen.metrics` names one.
     pub metrics_addr: Option<SocketAddr>,
+    /// The preStop listener (`listen.prestop`).
+    pub prestop_addr: Option<SocketAddr>,
+    /// The admission webhook's HTTPS listener (`admission.listen`).
+    pub admission_addr: Option<SocketAddr>,
     tasks: Vec<JoinHandle<()>>,
     /// The lease loop, told to stop (and release the lease) on shutdown.
     lease: Option<(Arc<tokio::sync::Notify>, JoinHandle<()>)>,
@@ -170,10 +174,35 @@ impl Gateway {
                 None
             }
         };
+        let prestop_addr = match cfg.listen.prestop {
+            Some(addr) => {
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("listen.prestop: binding {addr}"))?;
+                let bound = l.local_addr()?;
+                tasks.push(tokio::spawn(crate::prestop::serve(l, engine.clone())));
+                Some(bound)
+            }
+            None => None,
+        };
+        let admission_addr = match &cfg.admission {
+            Some(a) => {
+                let tls = crate::admission::tls_config(a)?;
+                let l = tokio::net::TcpListener::bind(a.listen)
+                    .await
+                    .with_context(|| format!("admission.listen: binding {}", a.listen))?;
+                let bound = l.local_addr()?;
+                tasks.push(tokio::spawn(crate::admission::serve(l, tls, engine.clone(), a.clone())));
+                Some(bound)
+            }
+            None => None,
+        };
         Ok(Gateway {
             engine,
             health_addr,
             metrics_addr,
+            prestop_addr,
+            admission_addr,
             tasks,
             lease,
         })
@@ -263,7 +292,12 @@ async fn serve_health(listener: tokio::net::TcpListener, engine: Arc<Engine>, ro
                             "not found: this listener serves /metrics only".to_string(),
                         ),
                         "/healthz" => (StatusCode::OK, format!("ok: {}", engine.authority.describe())),
-                        "/prestop" => crate::prestop::handle(&engine, req.uri().query().unwrap_or("")).await,
+                        "/prestop" => (
+                            StatusCode::GONE,
+                            "gone: /prestop is served on the listen.prestop address and identifies the calling pod by \
+                             its source address (an exec hook), never by a name in the query"
+                                .to_string(),
+                        ),
                         "/readyz" if engine.authority.stopping() => {
                             (StatusCode::SERVICE_UNAVAILABLE, "shutting down".to_string())
                         }

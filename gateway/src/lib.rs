@@ -17,6 +17,7 @@
 //! - [`demo`]: the lossless-rollout demo on an embedded simulated cluster.
 
 pub mod authority;
+pub mod admission;
 pub mod binding;
 pub mod config;
 pub mod conformance_cmd;

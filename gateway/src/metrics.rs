@@ -84,6 +84,14 @@ pub struct WaitLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AdmissionLabels {
+    /// `delete`, `eviction` or `other`.
+    pub operation: String,
+    /// `allowed` or `refused`.
+    pub verdict: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     /// A bounded category (see `planner::blocked_category`).
     pub reason: String,
@@ -102,6 +110,7 @@ pub struct Metrics {
     pub target_duration: Family<TargetLabels, HistogramWithExemplars<TraceLabels>>,
     pub waits: Family<WaitLabels, Histogram>,
     pub watch_events: Family<ClusterLabels, Counter>,
+    pub admission: Family<AdmissionLabels, Histogram>,
     pub watch_last_event: Family<ClusterLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub adapter_calls: Family<CallLabels, Counter>,
     pub adapter_duration: Family<OpLabels, Histogram>,
@@ -200,6 +209,14 @@ impl Default for Metrics {
             "Complete pod lists per cluster (the first sync and every recovery)",
             relists.clone(),
         );
+        let admission = Family::<AdmissionLabels, Histogram>::new_with_constructor(seconds_buckets as fn() -> Histogram);
+        registry.register_with_unit(
+            "admission_duration",
+            "Admission webhook answers (pod deletes and evictions) by operation and verdict, with how long each \
+             was held",
+            Unit::Seconds,
+            admission.clone(),
+        );
         let watch_events = Family::<ClusterLabels, Counter>::default();
         registry.register(
             "watch_events",
@@ -252,6 +269,7 @@ impl Default for Metrics {
             target_duration,
             waits,
             watch_events,
+            admission,
             watch_last_event,
             adapter_calls,
             adapter_duration,
@@ -309,6 +327,16 @@ impl Metrics {
     pub fn wait(&self, wait: &str, took: Duration) {
         self.waits
             .get_or_create(&WaitLabels { wait: wait.into() })
+            .observe(took.as_secs_f64());
+    }
+
+    /// The admission webhook answered.
+    pub fn admission(&self, operation: &str, verdict: &str, took: Duration) {
+        self.admission
+            .get_or_create(&AdmissionLabels {
+                operation: operation.into(),
+                verdict: verdict.into(),
+            })
             .observe(took.as_secs_f64());
     }
 

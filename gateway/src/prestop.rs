@@ -1,29 +1,49 @@
-//! The blocking preStop endpoint: `GET /prestop?namespace=NS&pod=NAME[&cluster=C][&timeoutSeconds=N]`.
+//! The blocking preStop endpoint: `GET /prestop[?timeoutSeconds=N]` on its own listener
+//! (`listen.prestop`).
 //!
-//! A pod's `lifecycle.preStop.httpGet` pointed at the gateway holds the container's
-//! SIGTERM until the pod's traffic is verified drained — the protection a plain
-//! `kubectl delete` or an eviction needs, since finalizers do not stop the kubelet. The
-//! call marks the pod (`sluice.dev/prestop`), which is a drain signal on its own, then waits
-//! until no `sluice.dev/*` finalizer is left and the pod's status says `drained` (verified
-//! drain), or the timeout passes. Before the gateway's first sync it waits too.
+//! A pod's `lifecycle.preStop` `exec` hook (`wget -qO- http://sluice-gateway.sluice.svc:9798/prestop`)
+//! holds the container's SIGTERM until the pod's traffic is verified drained — the
+//! protection a plain `kubectl delete` or an eviction needs, since finalizers do not stop
+//! the kubelet. The caller is identified by the connection's source address, which must be
+//! the IP of exactly one pod the gateway knows — never by a name in the request (an
+//! `httpGet` hook cannot name its own pod, and a name would let anyone drain any pod). The
+//! call marks the pod (`sluice.dev/prestop`), a drain signal on its own, then waits until no
+//! `sluice.dev/*` finalizer is left and the pod's status says its drain is over, or the
+//! timeout passes.
+//!
+//! Answers: 200 drained (or nothing was registered), 400 a name in the query or a bad
+//! timeout, 403 a caller no pod (or more than one, or a `hostNetwork` pod) has the address
+//! of, 404 a pod with no traffic bound, 503 too many calls at once or the mark could not be
+//! written, 504 not drained within the timeout. Headers must arrive within 10 s; at most
+//! [`MAX_CALLS`] calls are held at once.
 
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::StatusCode;
+use http::{Response, StatusCode};
+use http_body_util::Full;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::engine::Engine;
 use crate::model::PodView;
+
+/// preStop calls held at once; beyond, 503 at once.
+pub const MAX_CALLS: usize = 1024;
+/// The longest `timeoutSeconds` a call may ask for (the default: 120).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
     query.split('&').find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
 }
 
-fn find(engine: &Engine, cluster: &str, ns: &str, name: &str) -> Option<PodView> {
+fn find(engine: &Engine, pod: &PodView) -> Option<PodView> {
     engine
         .pods
-        .iter()
-        .find(|p| p.cluster == cluster && p.namespace == ns && p.name == name)
+        .get(&pod.key())
         .map(|p| p.clone())
+        .filter(|p| p.uid == pod.uid)
 }
 
 /// The pod's status annotation says its drain is over (verified, or released at its
@@ -32,83 +52,213 @@ fn recorded_drained(p: &PodView) -> bool {
     p.status().is_some_and(|s| s.state.is_drain_done())
 }
 
-/// Answers the request: 200 once drained, 400/404 for bad input, 504 at the timeout.
-pub async fn handle(engine: &Engine, query: &str) -> (StatusCode, String) {
-    let (Some(ns), Some(name)) = (param(query, "namespace"), param(query, "pod")) else {
+/// Whether the pod may have traffic registered by Sluice: a finalizer of Sluice's, a ledger,
+/// or a binding that selects it (a restore in progress registers before its finalizer).
+pub fn bound(engine: &Engine, pod: &PodView) -> bool {
+    pod.holds_sluice_finalizer() || pod.ledger_annotation.is_some() || !engine.bindings_for(pod).is_empty()
+}
+
+/// Its drain is over: no finalizer of Sluice's left, the status says drained (or released).
+pub fn drained(p: &PodView) -> bool {
+    !p.holds_sluice_finalizer() && recorded_drained(p)
+}
+
+/// Waits until `pod` (this UID) is drained or gone; `false` when `deadline` passed first.
+pub async fn wait_drained(engine: &Engine, pod: &PodView, deadline: Instant) -> bool {
+    loop {
+        match find(engine, pod) {
+            Some(p) if !drained(&p) => {}
+            _ => return true,
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until `cluster` (every cluster: `None`) has synced once; `false` when `deadline`
+/// passed first.
+pub async fn wait_synced(engine: &Engine, cluster: Option<&str>, deadline: Instant) -> bool {
+    while !engine
+        .clusters
+        .values()
+        .filter(|c| cluster.is_none_or(|name| c.name == name))
+        .all(|c| c.synced.load(std::sync::atomic::Ordering::SeqCst))
+    {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
+/// The one pod whose IP is `ip`, or why the caller cannot be identified.
+fn identify(engine: &Engine, ip: IpAddr) -> Result<PodView, (StatusCode, String)> {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    };
+    let mut found: Vec<PodView> = engine
+        .pods
+        .iter()
+        .filter(|p| p.ip == Some(ip))
+        .map(|p| p.clone())
+        .collect();
+    match found.len() {
+        0 => Err((
+            StatusCode::FORBIDDEN,
+            format!(
+                "no pod the gateway watches has address {ip}: /prestop must be called by the pod itself (an exec \
+                 hook in the pod, not httpGet, which the kubelet sends from the node); nothing changed"
+            ),
+        )),
+        1 if found[0].host_network => Err((
+            StatusCode::FORBIDDEN,
+            format!(
+                "{ip} is the node address of hostNetwork pod {}: any process on the node could call from it, so it \
+                 cannot identify the pod; use the admission webhook for hostNetwork pods; nothing changed",
+                found[0].display()
+            ),
+        )),
+        1 => Ok(found.remove(0)),
+        _ => Err((
+            StatusCode::FORBIDDEN,
+            format!(
+                "address {ip} belongs to {} pods ({}): the caller cannot be identified; nothing changed",
+                found.len(),
+                found.iter().map(PodView::display).collect::<Vec<_>>().join(", ")
+            ),
+        )),
+    }
+}
+
+/// Answers a call from `peer`.
+pub async fn handle(engine: &Engine, peer: IpAddr, query: &str) -> (StatusCode, String) {
+    if param(query, "pod").is_some() || param(query, "namespace").is_some() || param(query, "cluster").is_some() {
         return (
             StatusCode::BAD_REQUEST,
-            "namespace and pod are required: /prestop?namespace=NS&pod=NAME".into(),
+            "the pod is identified by the caller's address, never by name: remove pod, namespace and cluster from \
+             the query"
+                .into(),
         );
-    };
-    let cluster = match (param(query, "cluster"), engine.clusters.len()) {
-        (Some(c), _) => c.to_string(),
-        (None, 1) => engine.clusters.keys().next().expect("one cluster").clone(),
-        (None, _) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                "cluster is required: the gateway watches several clusters".into(),
-            )
-        }
-    };
+    }
     let timeout = match param(query, "timeoutSeconds").map(str::parse::<u64>) {
-        None => Duration::from_secs(120),
-        Some(Ok(s)) if s > 0 => Duration::from_secs(s),
+        None => DEFAULT_TIMEOUT,
+        Some(Ok(s)) if s > 0 && Duration::from_secs(s) <= MAX_TIMEOUT => Duration::from_secs(s),
         Some(_) => {
             return (
                 StatusCode::BAD_REQUEST,
-                "timeoutSeconds must be a positive number".into(),
+                format!("timeoutSeconds must be a number from 1 to {}", MAX_TIMEOUT.as_secs()),
             )
         }
     };
-    let Some(handle) = engine.clusters.get(&cluster) else {
-        return (
-            StatusCode::NOT_FOUND,
-            format!("no cluster named {cluster:?} in the gateway configuration"),
-        );
-    };
     let start = Instant::now();
-    // A gateway that has just started does not know the cluster's pods yet: wait for its
-    // first sync (within the timeout) rather than let the container stop with its traffic
-    // in place.
-    while !handle.synced.load(std::sync::atomic::Ordering::SeqCst) {
-        if start.elapsed() >= timeout {
+    let deadline = start + timeout;
+    // A gateway that has just started does not know every pod yet: a caller not found
+    // waits for the first sync of every cluster (within the timeout) before it is refused,
+    // rather than let the container stop with its traffic in place.
+    let pod = match identify(engine, peer) {
+        Ok(p) => p,
+        Err(_) if wait_synced(engine, None, deadline).await => match identify(engine, peer) {
+            Ok(p) => p,
+            Err(answer) => return answer,
+        },
+        Err(_) => {
             return (
                 StatusCode::GATEWAY_TIMEOUT,
-                format!("the gateway did not finish its first sync of cluster {cluster} within {timeout:?}"),
-            );
+                format!("the gateway did not finish its first sync within {timeout:?}"),
+            )
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let Some(pod) = find(engine, &cluster, ns, name) else {
+    };
+    if !bound(engine, &pod) {
         return (
             StatusCode::NOT_FOUND,
-            format!("pod {cluster}/{ns}/{name} is not known to the gateway"),
+            format!(
+                "pod {} has no traffic bound by a TrafficBinding: nothing to drain",
+                pod.display()
+            ),
         );
-    };
-    // A pod that matches a binding may have traffic registered before its finalizer is
-    // added (a restore in progress): only a pod with neither has nothing to drain.
-    if !pod.holds_sluice_finalizer() && engine.bindings_for(&pod).is_empty() && pod.ledger_annotation.is_none() {
-        return (StatusCode::OK, "no traffic registered: nothing to drain".into());
     }
-    if let Err(e) = handle.writer.mark_prestop(ns, name, &pod.uid, pod.restarts).await {
+    let Some(cluster) = engine.clusters.get(&pod.cluster) else {
+        return (StatusCode::NOT_FOUND, format!("no cluster {:?}", pod.cluster));
+    };
+    if let Err(e) = cluster
+        .writer
+        .mark_prestop(&pod.namespace, &pod.name, &pod.uid, pod.restarts)
+        .await
+    {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("could not mark the pod for draining: {e}"),
+            format!("could not mark pod {} for draining: {e}", pod.display()),
         );
     }
-    loop {
-        match find(engine, &cluster, ns, name) {
-            // Done when no finalizer of ours is left and the gateway has recorded the drain
-            // as finished (every target observed drained, none still registering).
-            Some(p) if p.uid == pod.uid && (p.holds_sluice_finalizer() || !recorded_drained(&p)) => {}
-            _ => return (StatusCode::OK, format!("drained in {} ms", start.elapsed().as_millis())),
-        }
-        if start.elapsed() >= timeout {
-            return (
-                StatusCode::GATEWAY_TIMEOUT,
-                format!("drain not verified within {timeout:?}; the pod's sluice.dev/status annotation says why"),
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    if wait_drained(engine, &pod, deadline).await {
+        (
+            StatusCode::OK,
+            format!("{} drained in {} ms", pod.display(), start.elapsed().as_millis()),
+        )
+    } else {
+        (
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "{} not verified drained within {timeout:?}; its sluice.dev/status annotation says why",
+                pod.display()
+            ),
+        )
     }
+}
+
+/// Serves `/prestop` on `listener` until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, engine: Arc<Engine>) {
+    let calls = Arc::new(tokio::sync::Semaphore::new(MAX_CALLS));
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            continue;
+        };
+        let (engine, calls) = (engine.clone(), calls.clone());
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let (engine, calls) = (engine.clone(), calls.clone());
+                async move {
+                    let (code, body) = answer(&engine, &calls, peer, &req).await;
+                    Ok::<_, std::convert::Infallible>(
+                        Response::builder()
+                            .status(code)
+                            .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+                            .body(Full::new(bytes::Bytes::from(body)))
+                            .expect("response"),
+                    )
+                }
+            });
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10));
+            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+        });
+    }
+}
+
+async fn answer(
+    engine: &Engine,
+    calls: &tokio::sync::Semaphore,
+    peer: SocketAddr,
+    req: &http::Request<hyper::body::Incoming>,
+) -> (StatusCode, String) {
+    if req.uri().path() != "/prestop" {
+        return (StatusCode::NOT_FOUND, "not found: this listener serves /prestop".into());
+    }
+    if req.method() != http::Method::GET {
+        return (StatusCode::METHOD_NOT_ALLOWED, "GET /prestop".into());
+    }
+    let Ok(_call) = calls.try_acquire() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{MAX_CALLS} preStop calls are held already; try again"),
+        );
+    };
+    handle(engine, peer.ip(), req.uri().query().unwrap_or("")).await
 }

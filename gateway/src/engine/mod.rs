@@ -70,6 +70,9 @@ impl ClusterHandle {
 pub(crate) struct Slot {
     dirty: AtomicBool,
     force: AtomicBool,
+    /// Wakes a worker parked until a deadline (see `worker::Next::Park`) when the pod is
+    /// kicked.
+    wake: tokio::sync::Notify,
 }
 
 /// Shared engine state.
@@ -401,6 +404,7 @@ impl Engine {
                     e.get().force.store(true, Ordering::SeqCst);
                 }
                 e.get().dirty.store(true, Ordering::SeqCst);
+                e.get().wake.notify_one();
                 return;
             }
             Entry::Vacant(e) => {

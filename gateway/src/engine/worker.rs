@@ -84,6 +84,8 @@ impl Operation {
 enum Next {
     Exit,
     After(Duration),
+    /// Nothing to do until this long has passed, or the pod changes.
+    Park(Duration),
 }
 
 /// The outcome of executing one plan.
@@ -226,6 +228,12 @@ impl Worker<'_> {
                         self.engine.authority.sleep(d).await;
                     }
                 }
+                Next::Park(d) => {
+                    tokio::select! {
+                        _ = self.engine.authority.sleep(d) => {}
+                        _ = self.slot.wake.notified() => {}
+                    }
+                }
             }
         }
     }
@@ -334,6 +342,12 @@ impl Worker<'_> {
         if steps.is_empty() {
             if matches!(intent, Intent::Restore) && pod.gate == Some(true) {
                 self.engine.budgets.release(&self.key);
+            }
+            if let (Intent::Drain(planner::DrainReason::Requested), Some(until)) = (&intent, pod.drain_request) {
+                // Drained on request (an eviction the webhook held): if the pod is still
+                // here when the request lapses, the next pass restores it.
+                let left = Duration::try_from(until.duration_since(jiff::Timestamp::now())).unwrap_or_default();
+                return Next::Park(left + Duration::from_millis(50));
             }
             return Next::Exit;
         }

@@ -304,6 +304,13 @@ impl PodWriter {
             .await
     }
 
+    /// Records a drain request (`sluice.dev/drain-request`) from the admission webhook: a
+    /// request, like the preStop mark (a standby writes it; the leader acts on it).
+    pub async fn request_drain(&self, ns: &str, name: &str, uid: &str, value: &str) -> Result<Written, WriteError> {
+        self.set_annotation_as(ns, name, uid, crate::model::DRAIN_REQUEST_ANNOTATION, value, true)
+            .await
+    }
+
     /// Sets one annotation of this pod (this UID), touching no other.
     async fn set_annotation(
         &self,

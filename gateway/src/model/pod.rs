@@ -19,6 +19,25 @@ pub const DESIRED_ANNOTATION: &str = "sluice.dev/desired";
 /// only: once one restarts (a liveness-probe restart also runs preStop), it no longer
 /// drains the pod.
 pub const PRESTOP_ANNOTATION: &str = "sluice.dev/prestop";
+/// A drain asked for a while, by the admission webhook before it admits a pod's eviction
+/// or deletion: `{"by": <user>, "why": <operation>, "until": <RFC 3339>}`. It drains the pod
+/// until `until`; then, if the pod was not deleted meanwhile (a refused eviction that was
+/// never retried), the pod is restored.
+pub const DRAIN_REQUEST_ANNOTATION: &str = "sluice.dev/drain-request";
+
+/// The value of a drain request by `by` for `why`, standing until `until`.
+pub fn drain_request(by: &str, why: &str, until: jiff::Timestamp) -> String {
+    serde_json::json!({"by": by, "why": why, "until": super::status::time_text(until)}).to_string()
+}
+
+/// When a drain request stands until (`None`: unreadable, ignored).
+fn drain_request_until(value: &str) -> Option<jiff::Timestamp> {
+    serde_json::from_str::<serde_json::Value>(value).ok()?["until"]
+        .as_str()?
+        .parse()
+        .ok()
+}
+
 /// OpenKruise lifecycle state label.
 pub const KRUISE_STATE: &str = "lifecycle.apps.kruise.io/state";
 
@@ -74,6 +93,10 @@ pub struct PodView {
     pub ledger_annotation: Option<String>,
     /// `sluice.dev/traceparent`: the release's trace (W3C), set by a rollout controller.
     pub traceparent: Option<String>,
+    /// Until when a drain request (`sluice.dev/drain-request`) stands.
+    pub drain_request: Option<jiff::Timestamp>,
+    /// `spec.hostNetwork`: the pod's IP is its node's, shared with every process there.
+    pub host_network: bool,
 }
 
 impl PodView {
@@ -119,6 +142,8 @@ impl PodView {
             status_annotation: annotation(STATUS_ANNOTATION),
             ledger_annotation: annotation(LEDGER_ANNOTATION),
             traceparent: annotation(crate::telemetry::TRACEPARENT_ANNOTATION),
+            drain_request: annotation(DRAIN_REQUEST_ANNOTATION).and_then(|v| drain_request_until(&v)),
+            host_network: pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false),
         })
     }
 

@@ -47,6 +47,8 @@ pub enum DrainReason {
     Deleting,
     /// A blocking preStop call reached the gateway.
     PreStop,
+    /// A drain request (`sluice.dev/drain-request`, from the admission webhook) stands.
+    Requested,
 }
 
 impl DrainReason {
@@ -108,6 +110,9 @@ pub fn intent(pod: &PodView) -> Intent {
     }
     if pod.prestop {
         return Intent::Drain(DrainReason::PreStop);
+    }
+    if pod.drain_request.is_some_and(|until| until > jiff::Timestamp::now()) {
+        return Intent::Drain(DrainReason::Requested);
     }
     match pod.kruise_state.as_deref() {
         Some(s @ ("PreparingDelete" | "PreparingUpdate" | "Updating")) => {

@@ -30,6 +30,8 @@ fn pod() -> PodView {
         status_annotation: None,
         ledger_annotation: None,
         traceparent: None,
+        drain_request: None,
+        host_network: false,
     }
 }
 
@@ -65,6 +67,16 @@ fn intent_table() {
             Intent::Drain(DrainReason::Deleting),
         ),
         ("prestop", |p| p.prestop = true, Intent::Drain(DrainReason::PreStop)),
+        (
+            "a drain request that stands",
+            |p| p.drain_request = Some(jiff::Timestamp::now() + jiff::SignedDuration::from_secs(60)),
+            Intent::Drain(DrainReason::Requested),
+        ),
+        (
+            "a drain request that lapsed: restore",
+            |p| p.drain_request = Some(jiff::Timestamp::now() - jiff::SignedDuration::from_secs(1)),
+            Intent::Restore,
+        ),
         (
             "kruise PreparingDelete",
             |p| p.kruise_state = Some("PreparingDelete".into()),

@@ -1,0 +1,399 @@
+//! The validating admission webhook for pod deletes and evictions: `POST /validate/<cluster>`
+//! over HTTPS (`admission.listen`), `admission.k8s.io/v1` `AdmissionReview`.
+//!
+//! Finalizers do not stop a pod's containers: a plain `kubectl delete`, `kubectl drain`, the
+//! cluster autoscaler or an eviction sends SIGTERM whatever finalizers remain. The webhook
+//! stands before that: for a `DELETE pods` or a `CREATE pods/eviction` of a pod whose
+//! traffic Sluice manages and has not drained yet, it records a drain request on the pod
+//! (`sluice.dev/drain-request`: who, why, until when) and holds the request while the
+//! drain runs, up to `admission.holdSeconds`:
+//!
+//! - drained in time → allowed (with a warning saying how long it took);
+//! - not yet → an eviction is refused with `429 TooManyRequests` (eviction clients retry; the
+//!   drain goes on, so a retry after it is admitted at once); a delete is refused likewise
+//!   under `onDeleteTimeout: Deny` (the default), or admitted with a warning under `Allow`;
+//! - a pod with nothing bound, one already drained, one the gateway does not know → allowed
+//!   at once; a dry run → allowed, nothing written; a shadow gateway → allowed, nothing
+//!   written.
+//!
+//! A drain request lapses after `admission.requestSeconds`: a pod whose eviction was refused
+//! and never retried is restored then. Every answer is decided from the gateway's watch
+//! cache; the only write is the request (which a standby replica makes too: the leader acts
+//! on it). The serving certificate is re-read when its file changes (cert-manager renews it
+//! in place).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+use http::{Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use serde_json::{json, Value};
+use tracing::{info, warn};
+
+use crate::config::{AdmissionConfig, OnDeleteTimeout};
+use crate::engine::Engine;
+use crate::model::PodView;
+use crate::prestop::{bound, drained, wait_drained, wait_synced};
+
+/// Largest AdmissionReview accepted (the API server's own request limit is 3 MiB).
+const MAX_BODY: usize = 3 << 20;
+
+/// What the webhook answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub allowed: bool,
+    /// For a refusal: the HTTP code and `Status.reason` the API server answers with.
+    pub code: u16,
+    pub reason: &'static str,
+    pub message: String,
+    /// Shown by kubectl as `Warning: …`.
+    pub warnings: Vec<String>,
+}
+
+impl Verdict {
+    fn allow(warning: Option<String>) -> Verdict {
+        Verdict {
+            allowed: true,
+            code: 200,
+            reason: "",
+            message: String::new(),
+            warnings: warning.into_iter().collect(),
+        }
+    }
+
+    fn deny(code: u16, reason: &'static str, message: String) -> Verdict {
+        Verdict {
+            allowed: false,
+            code,
+            reason,
+            message,
+            warnings: Vec::new(),
+        }
+    }
+
+    fn too_many(message: String) -> Verdict {
+        Verdict::deny(429, "TooManyRequests", message)
+    }
+
+    /// The AdmissionReview answering request `uid`.
+    pub fn review(&self, uid: &str) -> Value {
+        let mut response = json!({"uid": uid, "allowed": self.allowed});
+        if !self.allowed {
+            response["status"] = json!({"code": self.code, "reason": self.reason, "message": self.message});
+        }
+        if !self.warnings.is_empty() {
+            response["warnings"] = json!(self.warnings);
+        }
+        json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response})
+    }
+
+    fn label(&self) -> &'static str {
+        if self.allowed {
+            "allowed"
+        } else {
+            "refused"
+        }
+    }
+}
+
+/// The parts of an `AdmissionRequest` the webhook reads.
+struct Asked {
+    /// `delete` or `eviction`; `None`: not a request the webhook decides on.
+    operation: Option<&'static str>,
+    namespace: String,
+    name: String,
+    /// The pod's UID when the request carries the pod (`oldObject` of a delete).
+    uid: Option<String>,
+    user: String,
+    dry_run: bool,
+}
+
+fn asked(req: &Value) -> Asked {
+    let resource = req["resource"]["resource"].as_str().unwrap_or_default();
+    let group = req["resource"]["group"].as_str().unwrap_or_default();
+    let sub = req["subResource"].as_str().unwrap_or_default();
+    let operation = match (group, resource, sub, req["operation"].as_str().unwrap_or_default()) {
+        ("", "pods", "", "DELETE") => Some("delete"),
+        ("", "pods", "eviction", "CREATE") => Some("eviction"),
+        _ => None,
+    };
+    Asked {
+        operation,
+        namespace: req["namespace"].as_str().unwrap_or_default().to_string(),
+        name: req["name"].as_str().unwrap_or_default().to_string(),
+        uid: req["oldObject"]["metadata"]["uid"].as_str().map(String::from),
+        user: req["userInfo"]["username"].as_str().unwrap_or_default().to_string(),
+        dry_run: req["dryRun"].as_bool().unwrap_or(false),
+    }
+}
+
+/// Decides one AdmissionRequest (`request` of the review) for `cluster`.
+pub async fn decide(engine: &Engine, cfg: &AdmissionConfig, cluster: &str, request: &Value) -> Verdict {
+    let a = asked(request);
+    let Some(operation) = a.operation else {
+        return Verdict::allow(None);
+    };
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(cfg.hold_seconds);
+    let Some(handle) = engine.clusters.get(cluster) else {
+        let known: Vec<&str> = engine.clusters.keys().map(String::as_str).collect();
+        return Verdict::deny(
+            400,
+            "BadRequest",
+            format!(
+                "sluice: the webhook URL names cluster {cluster:?}, which is not in the gateway's configuration \
+                 (clusters: {}): fix clientConfig.url of the ValidatingWebhookConfiguration",
+                known.join(", ")
+            ),
+        );
+    };
+    let timed_out = |why: String| -> Verdict {
+        match (operation, cfg.on_delete_timeout) {
+            ("delete", OnDeleteTimeout::Allow) => Verdict::allow(Some(format!(
+                "sluice: pod {}/{} deleted before its traffic was verified drained ({why}; onDeleteTimeout: Allow): \
+                 requests to it may fail",
+                a.namespace, a.name
+            ))),
+            ("delete", OnDeleteTimeout::Deny) => Verdict::too_many(format!(
+                "sluice: pod {}/{} is not deleted yet: {why}. The drain goes on; delete again once it is drained \
+                 (kubectl get pod {} -o jsonpath='{{.metadata.annotations.sluice\\.dev/status}}')",
+                a.namespace, a.name, a.name
+            )),
+            _ => Verdict::too_many(format!(
+                "sluice: pod {}/{} cannot be evicted yet: {why}. The drain goes on; retry the eviction (kubectl \
+                 drain retries by itself)",
+                a.namespace, a.name
+            )),
+        }
+    };
+    if !wait_synced(engine, Some(cluster), deadline).await {
+        return timed_out(format!("the gateway has not synced cluster {cluster} yet"));
+    }
+    let Some(pod) = find(engine, cluster, &a) else {
+        // Not in the watch cache: created an instant ago (nothing registered yet) or gone.
+        return Verdict::allow(None);
+    };
+    if !bound(engine, &pod) {
+        return Verdict::allow(None);
+    }
+    if drained(&pod) {
+        return Verdict::allow(Some(format!("sluice: {}'s traffic is verified drained", pod.display())));
+    }
+    if a.dry_run {
+        return Verdict::allow(Some(format!(
+            "sluice: a real {operation} of {} would first drain its traffic (held up to {} s)",
+            pod.display(),
+            cfg.hold_seconds
+        )));
+    }
+    if engine.authority.role() == crate::authority::Role::Shadow {
+        info!(pod = %pod.display(), operation, "Shadow: would hold the request while the pod drains.");
+        return Verdict::allow(None);
+    }
+    // Record the request (again only when it would lapse soon: an eviction retried every
+    // few seconds writes once, not each time).
+    let until = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(cfg.request_seconds as i64);
+    let half = jiff::SignedDuration::from_secs(cfg.request_seconds as i64 / 2);
+    if pod.drain_request.is_none_or(|t| t < until - half) {
+        let value = crate::model::drain_request(&a.user, operation, until);
+        if let Err(e) = handle
+            .writer
+            .request_drain(&pod.namespace, &pod.name, &pod.uid, &value)
+            .await
+        {
+            warn!(pod = %pod.display(), error = %e, "Could not record the drain request.");
+            return timed_out(format!("the drain request could not be recorded ({e})"));
+        }
+        info!(pod = %pod.display(), operation, user = %a.user, "Holding the request while the pod drains.");
+    }
+    if wait_drained(engine, &pod, deadline).await {
+        Verdict::allow(Some(format!(
+            "sluice: {}'s traffic verified drained in {} ms",
+            pod.display(),
+            start.elapsed().as_millis()
+        )))
+    } else {
+        let status = engine
+            .pods
+            .get(&pod.key())
+            .and_then(|p| p.status())
+            .map(|s| {
+                let mut why = format!("{:?}", s.state).to_lowercase();
+                if !s.blocked.is_empty() {
+                    why.push_str(&format!(" ({})", s.blocked.join("; ")));
+                }
+                why
+            })
+            .unwrap_or_else(|| "not started".into());
+        timed_out(format!(
+            "its traffic is still draining after {} s (state: {status})",
+            cfg.hold_seconds
+        ))
+    }
+}
+
+fn find(engine: &Engine, cluster: &str, a: &Asked) -> Option<PodView> {
+    engine
+        .pods
+        .iter()
+        .find(|p| p.cluster == cluster && p.namespace == a.namespace && p.name == a.name)
+        .map(|p| p.clone())
+        .filter(|p| a.uid.as_ref().is_none_or(|u| *u == p.uid))
+}
+
+/// The serving certificate, re-read when the certificate file's modification time changes
+/// (checked at most once a second).
+#[derive(Debug)]
+struct Reloading {
+    cert: PathBuf,
+    key: PathBuf,
+    state: Mutex<(Option<SystemTime>, Instant, Arc<CertifiedKey>)>,
+}
+
+fn load(cert: &PathBuf, key: &PathBuf) -> anyhow::Result<Arc<CertifiedKey>> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("admission.certFile {}: cannot be read", cert.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("admission.certFile {}: not PEM certificates", cert.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!("admission.certFile {}: no certificate in it", cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("admission.keyFile {}: cannot be read as a PEM private key", key.display()))?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key).context("admission.keyFile: unsupported key")?;
+    Ok(Arc::new(CertifiedKey::new(certs, signing)))
+}
+
+fn mtime(p: &PathBuf) -> Option<SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+impl ResolvesServerCert for Reloading {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.1.elapsed() >= Duration::from_secs(1) {
+            s.1 = Instant::now();
+            let now = mtime(&self.cert);
+            if now != s.0 {
+                match load(&self.cert, &self.key) {
+                    Ok(k) => {
+                        info!(cert = %self.cert.display(), "Admission certificate reloaded.");
+                        *s = (now, Instant::now(), k);
+                    }
+                    // A half-written pair (cert renewed, key not yet): keep the old one, retry.
+                    Err(e) => warn!(error = %format!("{e:#}"), "Admission certificate not reloaded; keeping the old one."),
+                }
+            }
+        }
+        Some(s.2.clone())
+    }
+}
+
+/// The TLS configuration of the webhook listener; fails when the certificate or key cannot
+/// be read.
+pub fn tls_config(cfg: &AdmissionConfig) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let key = load(&cfg.cert_file, &cfg.key_file)?;
+    let resolver = Reloading {
+        cert: cfg.cert_file.clone(),
+        key: cfg.key_file.clone(),
+        state: Mutex::new((mtime(&cfg.cert_file), Instant::now(), key)),
+    };
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(resolver));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Serves the webhook on `listener` until the task is dropped.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    engine: Arc<Engine>,
+    cfg: AdmissionConfig,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let held = Arc::new(tokio::sync::Semaphore::new(cfg.max_concurrent));
+    let cfg = Arc::new(cfg);
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let (acceptor, engine, cfg, held) = (acceptor.clone(), engine.clone(), cfg.clone(), held.clone());
+        tokio::spawn(async move {
+            let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await else {
+                return;
+            };
+            let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let (engine, cfg, held) = (engine.clone(), cfg.clone(), held.clone());
+                async move {
+                    let (code, body) = answer(&engine, &cfg, &held, req).await;
+                    Ok::<_, std::convert::Infallible>(
+                        Response::builder()
+                            .status(code)
+                            .header(http::header::CONTENT_TYPE, "application/json")
+                            .body(Full::new(bytes::Bytes::from(body)))
+                            .expect("response"),
+                    )
+                }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tls), svc)
+                .await;
+        });
+    }
+}
+
+async fn answer(
+    engine: &Engine,
+    cfg: &AdmissionConfig,
+    held: &tokio::sync::Semaphore,
+    req: http::Request<hyper::body::Incoming>,
+) -> (StatusCode, String) {
+    let error = |code: StatusCode, message: &str| (code, json!({"error": message}).to_string());
+    let Some(cluster) = req.uri().path().strip_prefix("/validate/").map(String::from) else {
+        return error(StatusCode::NOT_FOUND, "not found: POST /validate/<cluster>");
+    };
+    if req.method() != http::Method::POST {
+        return error(StatusCode::METHOD_NOT_ALLOWED, "POST an AdmissionReview");
+    }
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return error(StatusCode::PAYLOAD_TOO_LARGE, &format!("reading the body: {e}")),
+    };
+    let review: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("not an AdmissionReview: {e}")),
+    };
+    if review["apiVersion"].as_str() != Some("admission.k8s.io/v1") || review["kind"].as_str() != Some("AdmissionReview")
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "expected apiVersion admission.k8s.io/v1, kind AdmissionReview (set admissionReviewVersions: [v1])",
+        );
+    }
+    let request = &review["request"];
+    let Some(uid) = request["uid"].as_str() else {
+        return error(StatusCode::BAD_REQUEST, "request.uid is missing");
+    };
+    let started = Instant::now();
+    let verdict = match held.try_acquire() {
+        Ok(_permit) => decide(engine, cfg, &cluster, request).await,
+        Err(_) => Verdict::too_many(format!(
+            "sluice: {} admission requests are held already; retry",
+            cfg.max_concurrent
+        )),
+    };
+    let operation = asked(request).operation.unwrap_or("other");
+    engine.metrics.admission(operation, verdict.label(), started.elapsed());
+    (StatusCode::OK, verdict.review(uid).to_string())
+}
