@@ -265,8 +265,12 @@ fn load(cert: &PathBuf, key: &PathBuf) -> anyhow::Result<Arc<CertifiedKey>> {
     if certs.is_empty() {
         anyhow::bail!("admission.certFile {}: no certificate in it", cert.display());
     }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("admission.keyFile {}: cannot be read as a PEM private key", key.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key).with_context(|| {
+        format!(
+            "admission.keyFile {}: cannot be read as a PEM private key",
+            key.display()
+        )
+    })?;
     let signing = rustls::crypto::ring::sign::any_supported_type(&key).context("admission.keyFile: unsupported key")?;
     Ok(Arc::new(CertifiedKey::new(certs, signing)))
 }
@@ -288,7 +292,9 @@ impl ResolvesServerCert for Reloading {
                         *s = (now, Instant::now(), k);
                     }
                     // A half-written pair (cert renewed, key not yet): keep the old one, retry.
-                    Err(e) => warn!(error = %format!("{e:#}"), "Admission certificate not reloaded; keeping the old one."),
+                    Err(e) => {
+                        warn!(error = %format!("{e:#}"), "Admission certificate not reloaded; keeping the old one.")
+                    }
                 }
             }
         }
@@ -374,7 +380,8 @@ async fn answer(
         Ok(v) => v,
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("not an AdmissionReview: {e}")),
     };
-    if review["apiVersion"].as_str() != Some("admission.k8s.io/v1") || review["kind"].as_str() != Some("AdmissionReview")
+    if review["apiVersion"].as_str() != Some("admission.k8s.io/v1")
+        || review["kind"].as_str() != Some("AdmissionReview")
     {
         return error(
             StatusCode::BAD_REQUEST,

@@ -16,8 +16,8 @@
 //! - [`gateway`]: wiring and the health endpoint.
 //! - [`demo`]: the lossless-rollout demo on an embedded simulated cluster.
 
-pub mod authority;
 pub mod admission;
+pub mod authority;
 pub mod binding;
 pub mod config;
 pub mod conformance_cmd;

@@ -209,7 +209,8 @@ impl Default for Metrics {
             "Complete pod lists per cluster (the first sync and every recovery)",
             relists.clone(),
         );
-        let admission = Family::<AdmissionLabels, Histogram>::new_with_constructor(seconds_buckets as fn() -> Histogram);
+        let admission =
+            Family::<AdmissionLabels, Histogram>::new_with_constructor(seconds_buckets as fn() -> Histogram);
         registry.register_with_unit(
             "admission_duration",
             "Admission webhook answers (pod deletes and evictions) by operation and verdict, with how long each \

@@ -264,7 +264,11 @@ async fn the_role_allows_every_request_the_gateway_makes() {
     let faults = stage.cluster().faults();
     faults.set_recording(true);
     let lease = "leaderElection:\n  namespace: sluice\n  leaseSeconds: 3\n  renewDeadlineMs: 2000\n  retryMs: 200\n";
-    let text = stage.gateway_config_yaml(free_addr(), "", "  instance: gw-rbac\n") + lease;
+    let health = free_addr();
+    let text = stage.gateway_config_yaml(health, "", "  instance: gw-rbac\n").replace(
+        &format!("  health: {health}\n"),
+        &format!("  health: {health}\n  prestop: 127.0.0.1:0\n"),
+    ) + lease;
     let gw = stage.start_gateway_with(&text).await.expect("gateway");
     // A restore, a drain and a restore again, a preStop, an invalid binding.
     stage.wait_ready(0, T).await.unwrap();
@@ -273,7 +277,7 @@ async fn the_role_allows_every_request_the_gateway_makes() {
     stage.wait_drained(0, T).await.unwrap();
     stage.set_kruise_state(0, "Updated").await.unwrap();
     wait_gate(&stage.pods, "web-1", "True").await;
-    let answer = health_get(gw.health_addr, "/prestop?namespace=default&pod=web-2&timeoutSeconds=30")
+    let answer = get_from(gw.prestop_addr.unwrap(), stage.ips[1], "/prestop?timeoutSeconds=30")
         .await
         .unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");

@@ -420,7 +420,15 @@ async fn two_clusters_share_one_disruption_budget() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocking_prestop_returns_only_after_verified_drain() {
     let stage = Stage::new(2, true).await.expect("stage");
-    let gw = stage.start_gateway().await.expect("gateway");
+    let health = free_addr();
+    let text = stage.gateway_config_text(health);
+    let with_prestop = text.replace(
+        &format!("  health: {health}\n"),
+        &format!("  health: {health}\n  prestop: 127.0.0.1:0\n"),
+    );
+    assert_ne!(text, with_prestop);
+    let gw = stage.start_gateway_with(&with_prestop).await.expect("gateway");
+    let prestop = gw.prestop_addr.expect("listen.prestop bound");
     stage.wait_ready(0, T).await.unwrap();
     stage.wait_ready(1, T).await.unwrap();
     let held = hold_timed(stage.frontend, 4, 800).await;
@@ -429,15 +437,17 @@ async fn blocking_prestop_returns_only_after_verified_drain() {
         s.iter().any(|r| r.svname() == "web-1" && r.scur() > 0).then_some(())
     })
     .await;
-    let get = |q: &str| {
+    // Called from web-1's own address (as an exec hook in the pod calls it).
+    let get = |from: std::net::IpAddr, q: &str| {
         let path = format!("/prestop?{q}");
         async move {
-            health_get(gw.health_addr, &path)
+            get_from(prestop, from, &path)
                 .await
-                .expect("the health listener answers")
+                .expect("the preStop listener answers")
         }
     };
-    let answer = within("the preStop call", get("namespace=default&pod=web-1")).await;
+    let web1_ip = stage.ips[0];
+    let answer = within("the preStop call", get(web1_ip, "timeoutSeconds=30")).await;
     let answered = std::time::Instant::now();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let p = stage.get(0).await.unwrap();
@@ -461,13 +471,27 @@ async fn blocking_prestop_returns_only_after_verified_drain() {
         }
     }
     assert!(on_web1 > 0, "web-1 held some of the requests");
-    let bad = get("pod=web-1").await;
+    // A name in the query is refused, whoever calls; so is a caller that is no pod.
+    let named = get(stage.ips[1], "namespace=default&pod=web-1").await;
     assert!(
-        bad.starts_with("HTTP/1.1 400") && bad.contains("namespace and pod are required"),
-        "{bad}"
+        named.starts_with("HTTP/1.1 400") && named.contains("never by name"),
+        "{named}"
     );
-    let unknown = get("namespace=default&pod=nope").await;
-    assert!(unknown.starts_with("HTTP/1.1 404"), "{unknown}");
+    let stranger = get("127.0.0.1".parse().unwrap(), "").await;
+    assert!(
+        stranger.starts_with("HTTP/1.1 403") && stranger.contains("no pod the gateway watches has address 127.0.0.1"),
+        "{stranger}"
+    );
+    let too_long = get(stage.ips[1], "timeoutSeconds=100000").await;
+    assert!(too_long.starts_with("HTTP/1.1 400"), "{too_long}");
+    // Nothing of that drained web-2.
+    assert_eq!(gate(&stage.pods.get("web-2").await.unwrap()).as_deref(), Some("True"));
+    // The old endpoint on the health listener, which took a name, is gone.
+    let old = health_get(gw.health_addr, "/prestop?namespace=default&pod=web-2")
+        .await
+        .unwrap();
+    assert!(old.starts_with("HTTP/1.1 410"), "{old}");
+    assert_eq!(gate(&stage.pods.get("web-2").await.unwrap()).as_deref(), Some("True"));
 }
 
 /// Replaces the stage's binding with one whose drain deadline is 1 s and `onDeadline` is

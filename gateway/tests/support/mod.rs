@@ -320,8 +320,21 @@ impl Gw {
 /// One HTTP/1.1 GET (a gateway's health listener, Prometheus's API): the whole response,
 /// headers and body.
 pub async fn health_get(health: std::net::SocketAddr, path: &str) -> Option<String> {
+    let s = tokio::net::TcpStream::connect(health).await.ok()?;
+    get_on(s, path).await
+}
+
+/// `GET path` from source address `from` (a pod's IP on loopback: the preStop endpoint
+/// identifies its caller by it).
+pub async fn get_from(to: std::net::SocketAddr, from: std::net::IpAddr, path: &str) -> Option<String> {
+    let socket = tokio::net::TcpSocket::new_v4().ok()?;
+    socket.bind(std::net::SocketAddr::new(from, 0)).ok()?;
+    let s = socket.connect(to).await.ok()?;
+    get_on(s, path).await
+}
+
+async fn get_on(mut s: tokio::net::TcpStream, path: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(health).await.ok()?;
     s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes())
         .await
         .ok()?;

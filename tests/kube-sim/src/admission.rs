@@ -227,11 +227,13 @@ fn namespace_labels(state: &ClusterState, ns: &str) -> BTreeMap<String, String> 
     labels
 }
 
-/// Runs every matching webhook; `Err` is the answer to the request.
-pub async fn admit(state: &Arc<ClusterState>, r: Request<'_>) -> ApiResult<()> {
+/// Runs every matching webhook; `Err` is the answer to the request, `Ok` the warnings the
+/// webhooks returned (sent back as `Warning: 299` headers).
+pub async fn admit(state: &Arc<ClusterState>, r: Request<'_>) -> ApiResult<Vec<String>> {
     let hooks = webhooks(state);
+    let mut warnings = Vec::new();
     if hooks.is_empty() {
-        return Ok(());
+        return Ok(warnings);
     }
     let ns_labels = namespace_labels(state, r.namespace);
     for w in hooks {
@@ -259,6 +261,16 @@ pub async fn admit(state: &Arc<ClusterState>, r: Request<'_>) -> ApiResult<()> {
             Ok(Err(e)) => Err(e),
             Err(_) => Err(format!("Post {url:?}: context deadline exceeded")),
         };
+        if let Ok(response) = &answer {
+            warnings.extend(
+                response["warnings"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(String::from),
+            );
+        }
         match answer {
             Ok(response) if response["allowed"].as_bool() == Some(true) => {}
             Ok(response) => return Err(denied(&name, &response["status"])),
@@ -272,7 +284,13 @@ pub async fn admit(state: &Arc<ClusterState>, r: Request<'_>) -> ApiResult<()> {
             }
         }
     }
-    Ok(())
+    Ok(warnings)
+}
+
+/// A `Warning` header value for an admission warning (RFC 7234 §5.5, code 299).
+pub fn warning_header(text: &str) -> Option<http::HeaderValue> {
+    let escaped = text.replace('\\', "\\\\").replace('"', "\\\"");
+    http::HeaderValue::from_str(&format!("299 - \"{escaped}\"")).ok()
 }
 
 fn review(r: &Request, uid: &str) -> Value {
@@ -370,7 +388,9 @@ async fn call(url: &str, ca_b64: &str, body: &Value) -> Result<Value, String> {
         roots.add(cert).map_err(|e| fail(&format!("caBundle: {e}")))?;
     }
     if roots.is_empty() {
-        return Err(fail(&"tls: failed to verify certificate: x509: certificate signed by unknown authority"));
+        return Err(fail(
+            &"tls: failed to verify certificate: x509: certificate signed by unknown authority",
+        ));
     }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()

@@ -486,10 +486,10 @@ fn finish_update(
             r
         }
         (Sub::Eviction, _) => {
-            return Err(ApiError::method_not_allowed(
-                "the server does not allow this method on the requested resource",
+            return Err(
+                ApiError::method_not_allowed("the server does not allow this method on the requested resource")
+                    .with_empty_details(),
             )
-            .with_empty_details())
         }
         (Sub::Main, _) => {
             if def.status_subresource {

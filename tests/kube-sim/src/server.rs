@@ -505,9 +505,9 @@ async fn serve(state: Arc<ClusterState>, t: Target, req: Request<Incoming>) -> A
             let user = user_of(&req);
             let body = read_body(req).await?;
             let opts = delete_opts(&q, &body)?;
-            admit_delete(&state, &def, &ns, &name, &body, &user).await?;
+            let warnings = admit_delete(&state, &def, &ns, &name, &body, &user).await?;
             let d = ops::delete(&mut state.store(), &def, &ns, &name, &opts)?;
-            Ok(delete_response(&state, &def, &d))
+            Ok(with_warnings(delete_response(&state, &def, &d), &warnings))
         }
         (Method::DELETE, None) => {
             let def = t.def.clone();
@@ -564,9 +564,9 @@ async fn admit_delete(
     name: &str,
     body: &[u8],
     user: &str,
-) -> ApiResult<()> {
+) -> ApiResult<Vec<String>> {
     if def.flavor != Flavor::Pod {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let old = {
         let store = state.store();
@@ -623,7 +623,7 @@ async fn evict(
         body["metadata"]["namespace"] = json!(ns);
     }
     let delete_options = body.get("deleteOptions").cloned().unwrap_or_else(|| json!({}));
-    crate::admission::admit(
+    let warnings = crate::admission::admit(
         state,
         crate::admission::Request {
             operation: "CREATE",
@@ -640,10 +640,23 @@ async fn evict(
     .await?;
     let opts = delete_opts(&Query(Vec::new()), delete_options.to_string().as_bytes())?;
     ops::delete(&mut state.store(), def, ns, name, &opts)?;
-    Ok(json_response(
-        StatusCode::CREATED,
-        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}).to_string(),
+    Ok(with_warnings(
+        json_response(
+            StatusCode::CREATED,
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}).to_string(),
+        ),
+        &warnings,
     ))
+}
+
+/// Admission warnings as `Warning` headers, as the API server returns them.
+fn with_warnings(mut r: Response<Body>, warnings: &[String]) -> Response<Body> {
+    for w in warnings {
+        if let Some(v) = crate::admission::warning_header(w) {
+            r.headers_mut().append(header::WARNING, v);
+        }
+    }
+    r
 }
 
 /// A body whose `kind`/`apiVersion` name another type is rejected as the apiserver's

@@ -48,7 +48,9 @@ impl Hook {
         let recorded = reviews.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
                 let (acceptor, answer, recorded) = (acceptor.clone(), answer.clone(), recorded.clone());
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else { return };
@@ -176,9 +178,12 @@ async fn a_delete_and_an_eviction_are_reviewed_and_a_denial_is_the_answer() {
         json!({"allowed": false, "status": {"code": 429, "reason": "TooManyRequests", "message": "draining, retry"}})
     }))
     .await;
-    install(&cluster, config("sluice.example.com", &hook.url, &hook.ca_b64, "Fail", json!({})))
-        .await
-        .unwrap();
+    install(
+        &cluster,
+        config("sluice.example.com", &hook.url, &hook.ca_b64, "Fail", json!({})),
+    )
+    .await
+    .unwrap();
     let raw: Api<Pod> = Api::namespaced(client_without_retry(&cluster).await, "default");
     let (code, reason, message) = api_error(raw.delete("web-1", &DeleteParams::default()).await.unwrap_err());
     assert_eq!((code, reason.as_str()), (429, "TooManyRequests"));
@@ -215,13 +220,21 @@ async fn an_allowed_eviction_deletes_the_pod() {
     let pods = default_pods(&cluster).await;
     pod(&pods, "web-1").await;
     let hook = Hook::start(Arc::new(|_| json!({"allowed": true}))).await;
-    install(&cluster, config("sluice.example.com", &hook.url, &hook.ca_b64, "Fail", json!({})))
-        .await
-        .unwrap();
+    install(
+        &cluster,
+        config("sluice.example.com", &hook.url, &hook.ca_b64, "Fail", json!({})),
+    )
+    .await
+    .unwrap();
     let status = pods.evict("web-1", &EvictParams::default()).await.unwrap();
     assert_eq!(status.code, 201);
     within("the evicted pod to go", async {
-        while pods.get_opt("web-1").await.unwrap().is_some_and(|p| p.metadata.deletion_timestamp.is_none()) {
+        while pods
+            .get_opt("web-1")
+            .await
+            .unwrap()
+            .is_some_and(|p| p.metadata.deletion_timestamp.is_none())
+        {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     })
@@ -238,16 +251,22 @@ async fn an_object_selector_sees_the_pods_labels_on_delete_but_the_evictions_on_
     let pods = default_pods(&cluster).await;
     pod(&pods, "web-1").await;
     pod(&pods, "web-2").await;
-    let hook = Hook::start(Arc::new(|_| {
-        json!({"allowed": false, "status": {"code": 403, "message": "no"}})
-    }))
+    let hook = Hook::start(Arc::new(
+        |_| json!({"allowed": false, "status": {"code": 403, "message": "no"}}),
+    ))
     .await;
     let selected = json!({"objectSelector": {"matchLabels": {"app": "web"}}});
-    install(&cluster, config("sluice.example.com", &hook.url, &hook.ca_b64, "Fail", selected))
-        .await
-        .unwrap();
+    install(
+        &cluster,
+        config("sluice.example.com", &hook.url, &hook.ca_b64, "Fail", selected),
+    )
+    .await
+    .unwrap();
     let raw: Api<Pod> = Api::namespaced(client_without_retry(&cluster).await, "default");
-    assert_eq!(api_error(raw.delete("web-1", &DeleteParams::default()).await.unwrap_err()).0, 403);
+    assert_eq!(
+        api_error(raw.delete("web-1", &DeleteParams::default()).await.unwrap_err()).0,
+        403
+    );
     // The Eviction carries no labels: the webhook is not called and the pod goes
     // (kubernetes#110169) — why the gateway's manifests put no objectSelector on evictions.
     raw.evict("web-2", &EvictParams::default()).await.unwrap();
@@ -291,9 +310,12 @@ async fn a_server_outside_the_ca_bundle_is_a_failed_call() {
     let hook = Hook::start(Arc::new(|_| json!({"allowed": true}))).await;
     let other = Hook::start(Arc::new(|_| json!({"allowed": true}))).await;
     // The URL of one, the CA of the other.
-    install(&cluster, config("a.example.com", &hook.url, &other.ca_b64, "Fail", json!({})))
-        .await
-        .unwrap();
+    install(
+        &cluster,
+        config("a.example.com", &hook.url, &other.ca_b64, "Fail", json!({})),
+    )
+    .await
+    .unwrap();
     let raw: Api<Pod> = Api::namespaced(client_without_retry(&cluster).await, "default");
     let (code, _, message) = api_error(raw.delete("web-1", &DeleteParams::default()).await.unwrap_err());
     assert_eq!(code, 500, "{message}");
