@@ -279,5 +279,8 @@ async fn without_the_webhook_the_same_delete_loses_the_requests_in_flight() {
             lost += 1;
         }
     }
-    assert!(lost > 0, "the requests web-1 held are lost when its server stops at once");
+    assert!(
+        lost > 0,
+        "the requests web-1 held are lost when its server stops at once"
+    );
 }

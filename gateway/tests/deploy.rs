@@ -78,6 +78,7 @@ fn the_manifests_render_and_validate_strictly() {
         "Deployment",
         "Service",
         "PodDisruptionBudget",
+        "ValidatingWebhookConfiguration",
     ] {
         assert!(
             text.contains(&format!("resource {}/", kind.to_lowercase())),
@@ -119,6 +120,119 @@ fn deploy_holds_the_crd_and_a_configuration_the_gateway_accepts() {
     assert!(rendered.contains("replicas: 2"));
     assert!(rendered.contains("terminationGracePeriodSeconds: 30"));
     assert!(cfg.engine.shutdown_seconds < 30, "shutdown fits the grace period");
+}
+
+/// The rendered objects of one kind.
+fn rendered_of(kind: &str) -> Vec<serde_json::Value> {
+    use serde::Deserialize;
+    let rendered = render();
+    serde_yaml::Deserializer::from_str(&rendered)
+        .filter_map(|d| serde_json::Value::deserialize(d).ok())
+        .filter(|v| v["kind"] == kind)
+        .collect()
+}
+
+#[test]
+fn the_webhook_manifests_fit_the_gateway() {
+    let cfg = sluice::config::Config::load(&root().join("deploy/sluice.yaml")).unwrap();
+    let admission = cfg.admission.expect("deploy/sluice.yaml turns the webhook on");
+    let cluster = &cfg.clusters[0].name;
+    let hooks = rendered_of("ValidatingWebhookConfiguration");
+    assert_eq!(hooks.len(), 1);
+    let webhooks = hooks[0]["webhooks"].as_array().unwrap();
+    let service = &rendered_of("Service")[0];
+    let deployment = &rendered_of("Deployment")[0];
+    let container_ports = &deployment["spec"]["template"]["spec"]["containers"][0]["ports"];
+    let webhook_port = container_ports
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "webhook")
+        .expect("a webhook container port");
+    assert_eq!(webhook_port["containerPort"], admission.listen.port());
+    for w in webhooks {
+        let svc = &w["clientConfig"]["service"];
+        assert_eq!(svc["path"], format!("/validate/{cluster}"), "{w}");
+        assert_eq!(svc["name"], service["metadata"]["name"]);
+        let port = service["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["port"] == svc["port"])
+            .expect("the Service exposes the webhook's port");
+        assert_eq!(port["targetPort"], "webhook");
+        let timeout = w["timeoutSeconds"].as_u64().unwrap();
+        assert!(
+            admission.hold_seconds < timeout,
+            "the hold ends before the API server gives up"
+        );
+        assert_eq!(w["failurePolicy"], "Fail");
+        assert_eq!(w["sideEffects"], "NoneOnDryRun");
+        assert_eq!(
+            w["namespaceSelector"]["matchLabels"]["sluice.dev/admission"], "enabled",
+            "opt-in per namespace"
+        );
+    }
+    let eviction = webhooks
+        .iter()
+        .find(|w| w["rules"][0]["resources"][0] == "pods/eviction")
+        .expect("a webhook for evictions");
+    assert!(
+        eviction.get("objectSelector").is_none(),
+        "an objectSelector on pods/eviction matches the Eviction's labels, not the pod's"
+    );
+    // cert-manager: the CA injected from the Certificate whose Secret the gateway mounts,
+    // valid for the Service's name.
+    let certificate = &rendered_of("Certificate")[0];
+    let inject = hooks[0]["metadata"]["annotations"]["cert-manager.io/inject-ca-from"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        inject,
+        format!(
+            "{}/{}",
+            certificate["metadata"]["namespace"].as_str().unwrap(),
+            certificate["metadata"]["name"].as_str().unwrap()
+        )
+    );
+    let secret = certificate["spec"]["secretName"].as_str().unwrap();
+    let volumes = deployment["spec"]["template"]["spec"]["volumes"].as_array().unwrap();
+    assert!(
+        volumes.iter().any(|v| v["secret"]["secretName"] == secret),
+        "{volumes:?}"
+    );
+    let dns = format!(
+        "{}.{}.svc",
+        service["metadata"]["name"].as_str().unwrap(),
+        service["metadata"]["namespace"].as_str().unwrap()
+    );
+    assert!(
+        certificate["spec"]["dnsNames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d == &dns),
+        "the certificate names {dns}"
+    );
+    assert_eq!(
+        certificate["spec"]["issuerRef"]["name"],
+        rendered_of("Issuer")[0]["metadata"]["name"]
+    );
+}
+
+#[tokio::test]
+async fn the_webhook_configuration_is_accepted_by_the_api_server() {
+    // The simulator validates webhook configurations as kube-apiserver does.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cluster = kube_sim::Cluster::start(kube_sim::ClusterConfig::new("deploy-webhook"))
+        .await
+        .unwrap();
+    let api = cluster
+        .api("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations")
+        .unwrap();
+    let hook = rendered_of("ValidatingWebhookConfiguration").remove(0);
+    let created = api.create("", hook).expect("accepted");
+    assert_eq!(created["webhooks"][1]["matchPolicy"], "Equivalent");
 }
 
 /// An adapter that only states its kind and parameters: what binding validation asks.

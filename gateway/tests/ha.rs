@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use sluice::demo::Stage;
@@ -247,10 +248,27 @@ async fn a_paused_gateway_starts_nothing_new_until_resumed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_prestop_call_answered_by_the_standby_waits_for_the_leaders_drain() {
+async fn a_prestop_call_or_an_eviction_answered_by_the_standby_waits_for_the_leaders_drain() {
     let stage = Stage::new(2, true).await.expect("stage");
     let (a_cfg, a_health) = replica(&stage, "gw-a", LEASE);
     let (b_cfg, b_health) = replica(&stage, "gw-b", LEASE);
+    // The standby serves the preStop endpoint and the admission webhook.
+    let (b_prestop, b_webhook) = (free_addr(), free_addr());
+    let issued = kube_sim::tls::issue(&["127.0.0.1"]).unwrap();
+    let (cert, key) = (stage.dir.join("b.crt"), stage.dir.join("b.key"));
+    std::fs::write(&cert, &issued.cert_pem).unwrap();
+    std::fs::write(&key, &issued.key_pem).unwrap();
+    let text = std::fs::read_to_string(&b_cfg).unwrap();
+    let with = text.replace(
+        &format!("  health: {b_health}\n"),
+        &format!("  health: {b_health}\n  prestop: {b_prestop}\n"),
+    ) + &format!(
+        "admission:\n  listen: {b_webhook}\n  certFile: {}\n  keyFile: {}\n",
+        cert.display(),
+        key.display()
+    );
+    assert_ne!(text, with);
+    std::fs::write(&b_cfg, with).unwrap();
     let _a = spawn_gateway(&a_cfg, a_health).await;
     wait_holder(&stage, "gw-a").await;
     let _b = spawn_gateway(&b_cfg, b_health).await;
@@ -262,7 +280,7 @@ async fn a_prestop_call_answered_by_the_standby_waits_for_the_leaders_drain() {
     let held = hold_in_web(&stage, 4, 800).await;
     let answer = within(
         "the preStop call",
-        health_get(b_health, "/prestop?namespace=default&pod=web-1&timeoutSeconds=30"),
+        get_from(b_prestop, stage.ips[0], "/prestop?timeoutSeconds=30"),
     )
     .await
     .unwrap();
@@ -280,4 +298,46 @@ async fn a_prestop_call_answered_by_the_standby_waits_for_the_leaders_drain() {
         .map(|w| w.uri)
         .collect();
     assert_eq!(by_b.len(), 1, "the standby wrote only the request: {by_b:?}");
+
+    // web-1, drained by its preStop, goes (its budget slot with it).
+    stage.pods.delete("web-1", &Default::default()).await.unwrap();
+    until("web-1 to go", || async {
+        stage.pods.get_opt("web-1").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    // An eviction through the standby's webhook: it records the drain request, the leader
+    // drains, the eviction is admitted.
+    let config: k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration =
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "sluice-gateway"},
+            "webhooks": [{
+                "name": "evictions.sluice.dev",
+                "clientConfig": {"url": format!("https://{b_webhook}/validate/demo"),
+                                 "caBundle": base64::engine::general_purpose::STANDARD.encode(&issued.ca_pem)},
+                "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                           "resources": ["pods/eviction"]}],
+                "failurePolicy": "Fail", "sideEffects": "NoneOnDryRun",
+                "admissionReviewVersions": ["v1"], "timeoutSeconds": 30
+            }]
+        }))
+        .unwrap();
+    Api::<k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration>::all(stage.client.clone())
+        .create(&Default::default(), &config)
+        .await
+        .unwrap();
+    let held = hold_in_web(&stage, 4, 800).await;
+    within("the eviction", stage.pods.evict("web-2", &Default::default()))
+        .await
+        .expect("admitted once drained");
+    for h in held {
+        assert_eq!(within("a held request", h).await.unwrap().expect("answered"), 200);
+    }
+    let by_b = stage
+        .cluster()
+        .faults()
+        .write_log()
+        .into_iter()
+        .filter(|w| w.manager == "gw-b")
+        .count();
+    assert_eq!(by_b, 2, "the standby wrote the two requests only");
 }
