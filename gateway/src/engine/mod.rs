@@ -100,6 +100,9 @@ pub struct Engine {
     /// Passes (and orphan deregisters) running now: a shutdown waits for them before it
     /// releases the lease.
     pub in_flight: Arc<AtomicUsize>,
+    /// Notified whenever a pod's view changes (watch or own write): what preStop calls and
+    /// admission requests wait on.
+    pub changed: tokio::sync::Notify,
     /// Budget rebuilds (a cluster synced, this replica elected) happen one at a time.
     rebuild: std::sync::Mutex<()>,
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -147,6 +150,7 @@ impl Engine {
             worker_runs: Default::default(),
             authority,
             in_flight: Arc::default(),
+            changed: tokio::sync::Notify::new(),
             rebuild: std::sync::Mutex::new(()),
             metrics: Arc::default(),
         })
@@ -287,6 +291,8 @@ impl Engine {
         match self.pods.get_mut(&v.key()) {
             Some(mut known) if known.is_older_than(&v) => {
                 *known = v;
+                drop(known);
+                self.changed.notify_waiters();
                 true
             }
             _ => false,
@@ -302,13 +308,13 @@ impl Engine {
                     return false;
                 }
                 e.insert(v);
-                true
             }
             Entry::Vacant(e) => {
                 e.insert(v);
-                true
             }
         }
+        self.changed.notify_waiters();
+        true
     }
 
     /// A cluster has listed pods and bindings: every bound pod whose gate is False is out

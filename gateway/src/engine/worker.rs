@@ -395,14 +395,28 @@ impl Worker<'_> {
             poll.max(BLOCKED_POLL)
         } else if acted {
             self.waiting_since = None;
-            poll
+            let first_calls = steps.iter().any(|s| match s {
+                Step::Register(_) => true,
+                // A drain step the adapter said was due (HAProxy: MAINT once sessions are
+                // gone) shows at once: observe again without a poll.
+                Step::Deregister(i) => !matches!(facts.targets[*i].seen, Seen::State { advance: true, .. }),
+                _ => false,
+            });
+            if first_calls {
+                // The backend needs a moment to show what changed.
+                poll
+            } else {
+                // Only pod writes, already in the view (`took`): plan again at once, so the
+                // last write of a drain (its status) follows the finalizers' without a poll.
+                Duration::ZERO
+            }
         } else {
             // Only waiting (sessions to end, a TTL, a settle window, a health check): the
-            // longer it has waited, the less often it looks — 5 % of the wait so far, at
+            // longer it has waited, the less often it looks — 2 % of the wait so far, at
             // most a second — so a 300 s TTL costs a few hundred observations, not 30,000,
             // while a drain that ends early is still seen within a few percent of its time.
             let since = *self.waiting_since.get_or_insert_with(Instant::now);
-            (since.elapsed() / 20).clamp(poll, MAX_WAIT_POLL.max(poll))
+            (since.elapsed() / 50).clamp(poll, MAX_WAIT_POLL.max(poll))
         };
         Next::After(pause)
     }
