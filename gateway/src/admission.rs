@@ -29,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context;
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -128,14 +128,53 @@ fn asked(req: &Value) -> Asked {
         operation,
         namespace: req["namespace"].as_str().unwrap_or_default().to_string(),
         name: req["name"].as_str().unwrap_or_default().to_string(),
-        uid: req["oldObject"]["metadata"]["uid"].as_str().map(String::from),
+        // A delete carries the pod; an eviction may name its UID as a precondition.
+        uid: req["oldObject"]["metadata"]["uid"]
+            .as_str()
+            .or_else(|| req["object"]["deleteOptions"]["preconditions"]["uid"].as_str())
+            .map(String::from),
         user: req["userInfo"]["username"].as_str().unwrap_or_default().to_string(),
         dry_run: req["dryRun"].as_bool().unwrap_or(false),
     }
 }
 
+/// Requests held at once for one pod (by UID); beyond, 429 at once.
+const HELD_PER_POD: usize = 4;
+
+/// Counts requests held per pod UID; the entry goes with the last one.
+#[derive(Default)]
+pub struct PerPod(dashmap::DashMap<String, usize>);
+
+struct PodHold<'a>(&'a PerPod, String);
+
+impl PerPod {
+    fn take(&self, uid: &str) -> Option<PodHold<'_>> {
+        let mut n = self.0.entry(uid.to_string()).or_insert(0);
+        if *n >= HELD_PER_POD {
+            return None;
+        }
+        *n += 1;
+        Some(PodHold(self, uid.to_string()))
+    }
+}
+
+impl Drop for PodHold<'_> {
+    fn drop(&mut self) {
+        self.0 .0.remove_if_mut(&self.1, |_, n| {
+            *n -= 1;
+            *n == 0
+        });
+    }
+}
+
 /// Decides one AdmissionRequest (`request` of the review) for `cluster`.
-pub async fn decide(engine: &Engine, cfg: &AdmissionConfig, cluster: &str, request: &Value) -> Verdict {
+pub async fn decide(
+    engine: &Engine,
+    cfg: &AdmissionConfig,
+    per_pod: &PerPod,
+    cluster: &str,
+    request: &Value,
+) -> Verdict {
     let a = asked(request);
     let Some(operation) = a.operation else {
         return Verdict::allow(None);
@@ -176,10 +215,26 @@ pub async fn decide(engine: &Engine, cfg: &AdmissionConfig, cluster: &str, reque
     if !wait_synced(engine, Some(cluster), deadline).await {
         return timed_out(format!("the gateway has not synced cluster {cluster} yet"));
     }
+    // Decided from the watch cache only while the watch is healthy: a frozen view could
+    // call a pod drained (or unknown) that is not.
+    while !handle.live() {
+        if Instant::now() >= deadline {
+            return timed_out(format!(
+                "the gateway's watch of cluster {cluster} is failing, so its view of the pod may be stale"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let Some(pod) = find(engine, cluster, &a) else {
         // Not in the watch cache: created an instant ago (nothing registered yet) or gone.
         return Verdict::allow(None);
     };
+    if pod.deleting {
+        // Already terminating: its containers have been told to stop, so holding this
+        // request (the kubelet's final delete, a repeated delete or eviction) protects
+        // nothing; the finalizers keep the pod's record until its drain is verified.
+        return Verdict::allow(None);
+    }
     if !bound(engine, &pod) {
         return Verdict::allow(None);
     }
@@ -197,19 +252,28 @@ pub async fn decide(engine: &Engine, cfg: &AdmissionConfig, cluster: &str, reque
         info!(pod = %pod.display(), operation, "Shadow: would hold the request while the pod drains.");
         return Verdict::allow(None);
     }
+    let Some(_hold) = per_pod.take(&pod.uid) else {
+        return Verdict::too_many(format!(
+            "sluice: {HELD_PER_POD} requests for pod {} are held already; retry",
+            pod.display()
+        ));
+    };
     // Record the request (again only when it would lapse soon: an eviction retried every
-    // few seconds writes once, not each time).
+    // few seconds writes once, not each time), within the hold: a slow API server must not
+    // outlast the webhook's timeout (the API server would answer 500, which kubectl drain
+    // does not retry).
     let until = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(cfg.request_seconds as i64);
     let half = jiff::SignedDuration::from_secs(cfg.request_seconds as i64 / 2);
     if pod.drain_request.is_none_or(|t| t < until - half) {
         let value = crate::model::drain_request(&a.user, operation, until);
-        if let Err(e) = handle
-            .writer
-            .request_drain(&pod.namespace, &pod.name, &pod.uid, &value)
-            .await
-        {
-            warn!(pod = %pod.display(), error = %e, "Could not record the drain request.");
-            return timed_out(format!("the drain request could not be recorded ({e})"));
+        let write = handle.writer.request_drain(&pod.namespace, &pod.name, &pod.uid, &value);
+        match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), write).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                warn!(pod = %pod.display(), error = %e, "Could not record the drain request.");
+                return timed_out(format!("the drain request could not be recorded ({e})"));
+            }
+            Err(_) => return timed_out("the drain request could not be recorded in time".into()),
         }
         info!(pod = %pod.display(), operation, user = %a.user, "Holding the request while the pod drains.");
     }
@@ -311,11 +375,31 @@ pub fn tls_config(cfg: &AdmissionConfig) -> anyhow::Result<Arc<rustls::ServerCon
         key: cfg.key_file.clone(),
         state: Mutex::new((mtime(&cfg.cert_file), Instant::now(), key)),
     };
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(resolver));
+        .context("TLS protocol versions")?;
+    let builder = match &cfg.client_ca_file {
+        // Only callers with a certificate from this CA (the API server, configured with an
+        // AdmissionConfiguration kubeconfig) get an answer.
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(ca)
+                .with_context(|| format!("admission.clientCAFile {}: cannot be read", ca.display()))?
+            {
+                let cert = cert.with_context(|| format!("admission.clientCAFile {}: not PEM", ca.display()))?;
+                roots
+                    .add(cert)
+                    .with_context(|| format!("admission.clientCAFile {}: not a CA certificate", ca.display()))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .context("admission.clientCAFile: client verifier")?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -329,20 +413,34 @@ pub async fn serve(
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let held = Arc::new(tokio::sync::Semaphore::new(cfg.max_concurrent));
+    let per_pod = Arc::new(PerPod::default());
+    // Connections (and the TLS handshakes they start) are bounded too: a flood of them
+    // waits here instead of eating the runtime's threads.
+    let connections = Arc::new(tokio::sync::Semaphore::new(cfg.max_concurrent * 2 + 16));
     let cfg = Arc::new(cfg);
     loop {
+        let Ok(connection) = connections.clone().acquire_owned().await else {
+            return;
+        };
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let (acceptor, engine, cfg, held) = (acceptor.clone(), engine.clone(), cfg.clone(), held.clone());
+        let (acceptor, engine, cfg, held, per_pod) = (
+            acceptor.clone(),
+            engine.clone(),
+            cfg.clone(),
+            held.clone(),
+            per_pod.clone(),
+        );
         tokio::spawn(async move {
+            let _connection = connection;
             let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await else {
                 return;
             };
             let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                let (engine, cfg, held) = (engine.clone(), cfg.clone(), held.clone());
+                let (engine, cfg, held, per_pod) = (engine.clone(), cfg.clone(), held.clone(), per_pod.clone());
                 async move {
-                    let (code, body) = answer(&engine, &cfg, &held, req).await;
+                    let (code, body) = answer(&engine, &cfg, &held, &per_pod, req).await;
                     Ok::<_, std::convert::Infallible>(
                         Response::builder()
                             .status(code)
@@ -352,9 +450,23 @@ pub async fn serve(
                     )
                 }
             });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), svc)
-                .await;
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10));
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .keep_alive_interval(Duration::from_secs(30))
+                .keep_alive_timeout(Duration::from_secs(10))
+                .max_concurrent_streams(64);
+            // A connection lives at most a few holds long.
+            let _ = tokio::time::timeout(
+                Duration::from_secs(600),
+                builder.serve_connection(TokioIo::new(tls), svc),
+            )
+            .await;
         });
     }
 }
@@ -363,6 +475,7 @@ async fn answer(
     engine: &Engine,
     cfg: &AdmissionConfig,
     held: &tokio::sync::Semaphore,
+    per_pod: &PerPod,
     req: http::Request<hyper::body::Incoming>,
 ) -> (StatusCode, String) {
     let error = |code: StatusCode, message: &str| (code, json!({"error": message}).to_string());
@@ -372,9 +485,15 @@ async fn answer(
     if req.method() != http::Method::POST {
         return error(StatusCode::METHOD_NOT_ALLOWED, "POST an AdmissionReview");
     }
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => return error(StatusCode::PAYLOAD_TOO_LARGE, &format!("reading the body: {e}")),
+    let body = match tokio::time::timeout(
+        Duration::from_secs(10),
+        Limited::new(req.into_body(), MAX_BODY).collect(),
+    )
+    .await
+    {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) => return error(StatusCode::PAYLOAD_TOO_LARGE, &format!("reading the body: {e}")),
+        Err(_) => return error(StatusCode::REQUEST_TIMEOUT, "the body did not arrive within 10 s"),
     };
     let review: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
@@ -394,7 +513,7 @@ async fn answer(
     };
     let started = Instant::now();
     let verdict = match held.try_acquire() {
-        Ok(_permit) => decide(engine, cfg, &cluster, request).await,
+        Ok(_permit) => decide(engine, cfg, per_pod, &cluster, request).await,
         Err(_) => Verdict::too_many(format!(
             "sluice: {} admission requests are held already; retry",
             cfg.max_concurrent

@@ -57,6 +57,12 @@ pub struct AdmissionConfig {
     /// `tls.key`; re-read when the certificate file changes.
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
+    /// When set, only callers presenting a client certificate signed by this CA (PEM) are
+    /// answered: the API server, given one in its AdmissionConfiguration. Without it anyone
+    /// who reaches the port can ask for drains (bounded by the disruption budgets, and
+    /// lapsing after `requestSeconds`): restrict the port with a NetworkPolicy.
+    #[serde(default, rename = "clientCAFile")]
+    pub client_ca_file: Option<PathBuf>,
     /// How long a request is held while the pod drains: keep it below the webhook's
     /// `timeoutSeconds` (at most 30), or the API server gives up first.
     #[serde(default = "default_hold_seconds")]
@@ -390,7 +396,10 @@ impl Config {
             }
         }
         if let Some(a) = &mut cfg.admission {
-            for f in [&mut a.cert_file, &mut a.key_file] {
+            for f in [&mut a.cert_file, &mut a.key_file]
+                .into_iter()
+                .chain(a.client_ca_file.as_mut())
+            {
                 if f.is_relative() {
                     *f = base.join(&*f);
                 }

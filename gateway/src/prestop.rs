@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use http::{Response, StatusCode};
 use http_body_util::Full;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 
 use crate::engine::Engine;
 use crate::model::PodView;
@@ -111,6 +111,11 @@ fn identify(engine: &Engine, ip: IpAddr) -> Result<PodView, (StatusCode, String)
         .filter(|p| p.ip == Some(ip))
         .map(|p| p.clone())
         .collect();
+    // An address outlives nothing: of a pod whose containers all ended (its address may be
+    // a new pod's now) and one that runs, the running one called.
+    if found.iter().filter(|p| p.running).count() == 1 {
+        found.retain(|p| p.running);
+    }
     match found.len() {
         0 => Err((
             StatusCode::FORBIDDEN,
@@ -189,15 +194,23 @@ pub async fn handle(engine: &Engine, peer: IpAddr, query: &str) -> (StatusCode, 
     let Some(cluster) = engine.clusters.get(&pod.cluster) else {
         return (StatusCode::NOT_FOUND, format!("no cluster {:?}", pod.cluster));
     };
-    if let Err(e) = cluster
+    let mark = cluster
         .writer
-        .mark_prestop(&pod.namespace, &pod.name, &pod.uid, pod.restarts)
-        .await
-    {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("could not mark pod {} for draining: {e}", pod.display()),
-        );
+        .mark_prestop(&pod.namespace, &pod.name, &pod.uid, pod.restarts);
+    match tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), mark).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("could not mark pod {} for draining: {e}", pod.display()),
+            )
+        }
+        Err(_) => {
+            return (
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("could not mark pod {} for draining within {timeout:?}", pod.display()),
+            )
+        }
     }
     if wait_drained(engine, &pod, deadline).await {
         (
@@ -218,12 +231,18 @@ pub async fn handle(engine: &Engine, peer: IpAddr, query: &str) -> (StatusCode, 
 /// Serves `/prestop` on `listener` until the task is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, engine: Arc<Engine>) {
     let calls = Arc::new(tokio::sync::Semaphore::new(MAX_CALLS));
+    // Connections are bounded too (a call beyond MAX_CALLS gets its 503 on one of these).
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CALLS + 64));
     loop {
+        let Ok(connection) = connections.clone().acquire_owned().await else {
+            return;
+        };
         let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
         let (engine, calls) = (engine.clone(), calls.clone());
         tokio::spawn(async move {
+            let _connection = connection;
             let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let (engine, calls) = (engine.clone(), calls.clone());
                 async move {
@@ -237,12 +256,12 @@ pub async fn serve(listener: tokio::net::TcpListener, engine: Arc<Engine>) {
                     )
                 }
             });
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
+            // HTTP/1.1 only (what wget and curl send): its header-read timeout applies.
+            let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10));
-            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), svc);
+            let _ = tokio::time::timeout(MAX_TIMEOUT + Duration::from_secs(60), conn).await;
         });
     }
 }

@@ -120,6 +120,9 @@ pub(super) struct Worker<'a> {
     /// The wait under way (budget, settle, TTL, evidence): one span from its first pass to
     /// the pass that ends it.
     wait: Option<Wait>,
+    /// The steps of the last pass that planned again at once: the same steps again get a
+    /// poll, so an adapter that keeps announcing a due step cannot spin the worker.
+    replanned: Option<Vec<Step>>,
 }
 
 /// A wait of the operation, as one span.
@@ -198,6 +201,7 @@ pub(crate) async fn run(engine: &Arc<Engine>, key: &PodKey, slot: &Slot) {
         drain_started: None,
         waiting_since: None,
         wait: None,
+        replanned: None,
         started: jiff::Timestamp::now(),
         restore_started: None,
         restore_late: false,
@@ -402,7 +406,7 @@ impl Worker<'_> {
                 Step::Deregister(i) => !matches!(facts.targets[*i].seen, Seen::State { advance: true, .. }),
                 _ => false,
             });
-            if first_calls {
+            if first_calls || self.replanned.as_deref() == Some(&steps[..]) {
                 // The backend needs a moment to show what changed.
                 poll
             } else {
@@ -418,6 +422,7 @@ impl Worker<'_> {
             let since = *self.waiting_since.get_or_insert_with(Instant::now);
             (since.elapsed() / 50).clamp(poll, MAX_WAIT_POLL.max(poll))
         };
+        self.replanned = pause.is_zero().then(|| steps.clone());
         Next::After(pause)
     }
 

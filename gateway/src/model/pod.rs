@@ -97,6 +97,9 @@ pub struct PodView {
     pub drain_request: Option<jiff::Timestamp>,
     /// `spec.hostNetwork`: the pod's IP is its node's, shared with every process there.
     pub host_network: bool,
+    /// A container runs (or the kubelet has not reported any): a pod whose containers all
+    /// ended no longer owns its address, which a new pod may have been given.
+    pub running: bool,
 }
 
 impl PodView {
@@ -144,6 +147,10 @@ impl PodView {
             traceparent: annotation(crate::telemetry::TRACEPARENT_ANNOTATION),
             drain_request: annotation(DRAIN_REQUEST_ANNOTATION).and_then(|v| drain_request_until(&v)),
             host_network: pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false),
+            running: status
+                .and_then(|s| s.container_statuses.as_ref())
+                .filter(|cs| !cs.is_empty())
+                .is_none_or(|cs| cs.iter().any(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))),
         })
     }
 

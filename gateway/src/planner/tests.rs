@@ -32,6 +32,7 @@ fn pod() -> PodView {
         traceparent: None,
         drain_request: None,
         host_network: false,
+        running: true,
     }
 }
 

@@ -45,6 +45,9 @@ pub struct ClusterConfig {
     /// More bearer tokens → user names, besides the admin one (e.g. a service account
     /// whose requests [`Faults::request_log`] tells apart).
     pub extra_tokens: Vec<(String, String)>,
+    /// The client certificate presented to admission webhooks (none: anonymous TLS, the
+    /// API server's default).
+    pub webhook_client_cert: Option<crate::admission::ClientCert>,
 }
 
 impl ClusterConfig {
@@ -58,6 +61,7 @@ impl ClusterConfig {
             bookmark_interval: Duration::from_secs(10),
             kubelet: None,
             extra_tokens: Vec::new(),
+            webhook_client_cert: None,
         }
     }
 
@@ -88,6 +92,7 @@ pub struct ClusterState {
     pub bookmark_interval: Duration,
     pub server_address: String,
     tokens: HashMap<String, String>,
+    pub webhook_client: Option<crate::admission::ClientCert>,
 }
 
 impl ClusterState {
@@ -152,6 +157,7 @@ impl Cluster {
             bookmark_interval: cfg.bookmark_interval,
             server_address: addr.to_string(),
             tokens,
+            webhook_client: cfg.webhook_client_cert.clone(),
         });
         {
             let mut store = state.store();

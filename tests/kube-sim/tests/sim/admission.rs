@@ -30,17 +30,35 @@ impl Drop for Hook {
 
 impl Hook {
     async fn start(answer: Answer) -> Hook {
+        Hook::start_with(answer, None).await
+    }
+
+    /// `client_ca`: only callers with a certificate from this CA (PEM) get an answer.
+    async fn start_with(answer: Answer, client_ca: Option<&str>) -> Hook {
         let issued = kube_sim::tls::issue(&["127.0.0.1"]).unwrap();
         let certs: Vec<_> = rustls::pki_types::pem::PemObject::pem_slice_iter(issued.cert_pem.as_bytes())
             .map(Result::unwrap)
             .collect();
         let key = rustls::pki_types::pem::PemObject::from_pem_slice(issued.key_pem.as_bytes()).unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
             .unwrap();
+        let builder = match client_ca {
+            Some(pem) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for c in rustls::pki_types::pem::PemObject::pem_slice_iter(pem.as_bytes()) {
+                    roots.add(c.unwrap()).unwrap();
+                }
+                builder.with_client_cert_verifier(
+                    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                        .build()
+                        .unwrap(),
+                )
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let config = builder.with_single_cert(certs, key).unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -320,4 +338,75 @@ async fn a_server_outside_the_ca_bundle_is_a_failed_call() {
     let (code, _, message) = api_error(raw.delete("web-1", &DeleteParams::default()).await.unwrap_err());
     assert_eq!(code, 500, "{message}");
     assert!(hook.reviews().is_empty());
+}
+
+#[tokio::test]
+async fn validating_webhooks_are_all_called_even_when_one_denies() {
+    let cluster = start("admission-parallel").await;
+    let pods = default_pods(&cluster).await;
+    pod(&pods, "web-1").await;
+    let deny = Hook::start(Arc::new(
+        |_| json!({"allowed": false, "status": {"message": "no", "reason": "Sluice"}}),
+    ))
+    .await;
+    let allow = Hook::start(Arc::new(|_| json!({"allowed": true}))).await;
+    install(
+        &cluster,
+        config("a.example.com", &deny.url, &deny.ca_b64, "Fail", json!({})),
+    )
+    .await
+    .unwrap();
+    let mut second = config("b.example.com", &allow.url, &allow.ca_b64, "Fail", json!({}));
+    second["webhooks"][0]["name"] = json!("other.sluice.example.com");
+    install(&cluster, second).await.unwrap();
+    let raw: Api<Pod> = Api::namespaced(client_without_retry(&cluster).await, "default");
+    let (code, reason, message) = api_error(raw.delete("web-1", &DeleteParams::default()).await.unwrap_err());
+    // Code 0 becomes 400; an unknown reason is passed through as sent.
+    assert_eq!((code, reason.as_str()), (400, "Sluice"));
+    assert_eq!(
+        message,
+        "admission webhook \"pods.sluice.example.com\" denied the request: no"
+    );
+    assert_eq!(
+        allow.reviews().len(),
+        1,
+        "called in parallel, not skipped after the denial"
+    );
+}
+
+#[tokio::test]
+async fn a_webhook_that_requires_a_client_certificate_gets_the_configured_one() {
+    let client = kube_sim::tls::issue(&["kube-apiserver"]).unwrap();
+    let hook = Hook::start_with(Arc::new(|_| json!({"allowed": true})), Some(&client.ca_pem)).await;
+    // Without one (the API server's default), the call fails: failurePolicy decides.
+    let anonymous = start("admission-anonymous").await;
+    let pods = default_pods(&anonymous).await;
+    pod(&pods, "web-1").await;
+    install(
+        &anonymous,
+        config("a.example.com", &hook.url, &hook.ca_b64, "Fail", json!({})),
+    )
+    .await
+    .unwrap();
+    let raw: Api<Pod> = Api::namespaced(client_without_retry(&anonymous).await, "default");
+    assert_eq!(
+        api_error(raw.delete("web-1", &DeleteParams::default()).await.unwrap_err()).0,
+        500
+    );
+    assert!(hook.reviews().is_empty());
+    // With the AdmissionConfiguration's certificate, it answers.
+    let mut cfg = kube_sim::ClusterConfig::new("admission-mtls");
+    cfg.webhook_client_cert =
+        Some(kube_sim::admission::ClientCert::from_pem(&client.cert_pem, &client.key_pem).unwrap());
+    let cluster = start_with(cfg).await;
+    let pods = default_pods(&cluster).await;
+    pod(&pods, "web-1").await;
+    install(
+        &cluster,
+        config("a.example.com", &hook.url, &hook.ca_b64, "Fail", json!({})),
+    )
+    .await
+    .unwrap();
+    pods.delete("web-1", &DeleteParams::default()).await.unwrap();
+    assert_eq!(hook.reviews().len(), 1);
 }
