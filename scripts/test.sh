@@ -20,6 +20,7 @@ have etcdctl || need+=(etcd-client)
 have java || need+=(default-jre-headless)
 have kubectl || need+=(kubernetes-client)   # kubectl, an independent client of the simulator
 have prometheus || need+=(prometheus)       # scrapes the gateway's /metrics in the tests
+have wget || need+=(wget)                   # runs the documented preStop exec hook in the tests
 have protoc || need+=(protobuf-compiler)  # gRPC code generation
 python3 -c "import ensurepip, venv" >/dev/null 2>&1 || need+=(python3-venv)  # the Python plugin's environment
 [ -d /usr/include/google/protobuf ] || need+=(libprotobuf-dev)

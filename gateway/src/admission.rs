@@ -252,6 +252,20 @@ pub async fn decide(
         info!(pod = %pod.display(), operation, "Shadow: would hold the request while the pod drains.");
         return Verdict::allow(None);
     }
+    if operation == "eviction" {
+        // The API server checks the PodDisruptionBudget after the webhooks: an eviction it
+        // will refuse must not drain the pod first (it would stay out of traffic, retried).
+        match budget_refuses(handle, &pod).await {
+            Ok(Some(why)) => {
+                return Verdict::too_many(format!(
+                    "sluice: pod {} is not drained for this eviction: {why}; retry later",
+                    pod.display()
+                ))
+            }
+            Ok(None) => {}
+            Err(e) => return timed_out(format!("its PodDisruptionBudgets could not be read ({e})")),
+        }
+    }
     let Some(_hold) = per_pod.take(&pod.uid) else {
         return Verdict::too_many(format!(
             "sluice: {HELD_PER_POD} requests for pod {} are held already; retry",
@@ -301,6 +315,39 @@ pub async fn decide(
             cfg.hold_seconds
         ))
     }
+}
+
+/// Why the PodDisruptionBudget of the pod would refuse its eviction now (`None`: it would
+/// not, or there is none): the pod is Ready and its budget allows no disruption. (An unready
+/// pod is left to the API server's `unhealthyPodEvictionPolicy`.)
+async fn budget_refuses(handle: &crate::engine::ClusterHandle, pod: &PodView) -> Result<Option<String>, kube::Error> {
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    let ready = pod.containers_ready && pod.gate != Some(false);
+    if !ready {
+        return Ok(None);
+    }
+    let api: kube::Api<PodDisruptionBudget> = kube::Api::namespaced(handle.writer.client().clone(), &pod.namespace);
+    let list = api.list(&Default::default()).await?;
+    for b in list.items {
+        let Some(selector) = b.spec.as_ref().and_then(|s| s.selector.as_ref()) else {
+            continue;
+        };
+        // policy/v1: an empty selector selects every pod of the namespace.
+        let empty = selector.match_labels.as_ref().is_none_or(|m| m.is_empty())
+            && selector.match_expressions.as_ref().is_none_or(|e| e.is_empty());
+        let selects = empty || crate::model::Selector::compile(selector).is_ok_and(|s| s.matches(&pod.labels));
+        if !selects {
+            continue;
+        }
+        let allowed = b.status.as_ref().map(|s| s.disruptions_allowed).unwrap_or(0);
+        if allowed <= 0 {
+            return Ok(Some(format!(
+                "PodDisruptionBudget {} allows no disruption now",
+                b.metadata.name.unwrap_or_default()
+            )));
+        }
+    }
+    Ok(None)
 }
 
 fn find(engine: &Engine, cluster: &str, a: &Asked) -> Option<PodView> {

@@ -385,3 +385,40 @@ async fn with_a_client_ca_only_callers_with_its_certificate_are_answered() {
         "{answer}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eviction_its_disruption_budget_refuses_does_not_drain_the_pod() {
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    let Setup { stage, gw: _gw, .. } = setup("", "Fail").await;
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(stage.client.clone(), "default");
+    let pdb: PodDisruptionBudget = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"maxUnavailable": 0, "selector": {"matchLabels": {"app": "web"}}}
+    }))
+    .unwrap();
+    budgets.create(&PostParams::default(), &pdb).await.unwrap();
+    let status = json!({"status": {"disruptionsAllowed": 0, "currentHealthy": 2, "desiredHealthy": 2,
+                                   "expectedPods": 2, "observedGeneration": 1}});
+    budgets
+        .patch_status("web", &Default::default(), &kube::api::Patch::Merge(&status))
+        .await
+        .unwrap();
+    let raw = raw_pods(&stage).await;
+    let started = Instant::now();
+    let (code, message) = api_error(raw.evict("web-1", &EvictParams::default()).await.unwrap_err());
+    assert_eq!(code, 429, "{message}");
+    assert!(
+        message.contains("PodDisruptionBudget web allows no disruption now"),
+        "{message}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(1), "refused at once");
+    // Nothing was drained or written: the pod serves on.
+    let p = stage.get(0).await.unwrap();
+    assert_eq!(gate(&p).as_deref(), Some("True"));
+    assert!(!p
+        .metadata
+        .annotations
+        .unwrap_or_default()
+        .contains_key("sluice.dev/drain-request"));
+    assert_eq!(stage.status_in("web", 0).await.unwrap().as_deref(), Some("UP"));
+}

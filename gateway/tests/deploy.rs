@@ -379,11 +379,38 @@ async fn the_role_allows_every_request_the_gateway_makes() {
     faults.set_recording(true);
     let lease = "leaderElection:\n  namespace: sluice\n  leaseSeconds: 3\n  renewDeadlineMs: 2000\n  retryMs: 200\n";
     let health = free_addr();
+    let issued = kube_sim::tls::issue(&["127.0.0.1"]).unwrap();
+    let (cert, key) = (stage.dir.join("webhook.crt"), stage.dir.join("webhook.key"));
+    std::fs::write(&cert, &issued.cert_pem).unwrap();
+    std::fs::write(&key, &issued.key_pem).unwrap();
+    let admission = format!(
+        "admission:\n  listen: 127.0.0.1:0\n  certFile: {}\n  keyFile: {}\n  holdSeconds: 1\n",
+        cert.display(),
+        key.display()
+    );
     let text = stage.gateway_config_yaml(health, "", "  instance: gw-rbac\n").replace(
         &format!("  health: {health}\n"),
         &format!("  health: {health}\n  prestop: 127.0.0.1:0\n"),
-    ) + lease;
+    ) + lease
+        + &admission;
     let gw = stage.start_gateway_with(&text).await.expect("gateway");
+    let webhook: k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration =
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "sluice-gateway"},
+            "webhooks": [{
+                "name": "evictions.sluice.dev",
+                "clientConfig": {"url": format!("https://{}/validate/demo", gw.admission_addr.unwrap()),
+                                 "caBundle": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &issued.ca_pem)},
+                "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                           "resources": ["pods/eviction"]}],
+                "failurePolicy": "Fail", "sideEffects": "NoneOnDryRun", "admissionReviewVersions": ["v1"]
+            }]
+        }))
+        .unwrap();
+    kube::Api::<k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration>::all(stage.client.clone())
+        .create(&Default::default(), &webhook)
+        .await
+        .unwrap();
     // A restore, a drain and a restore again, a preStop, an invalid binding.
     stage.wait_ready(0, T).await.unwrap();
     stage.wait_ready(1, T).await.unwrap();
@@ -395,6 +422,11 @@ async fn the_role_allows_every_request_the_gateway_makes() {
         .await
         .unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // An eviction through the webhook (it reads the pod's disruption budgets, records a
+    // drain request; with web-2 out of traffic the budget holds web-1, so it is refused).
+    // (kube-rs retries the 429 by itself: one attempt is enough here.)
+    let pods = stage.pods.clone();
+    let _ = tokio::time::timeout(Duration::from_secs(3), pods.evict("web-1", &Default::default())).await;
     let mut spec = stage.binding_spec(stage.port, &[("haproxy", "web")]);
     spec["port"] = serde_json::json!(0);
     stage.put_binding("web", spec).await.unwrap();
@@ -422,6 +454,7 @@ async fn the_role_allows_every_request_the_gateway_makes() {
         ("sluice.dev", "trafficbindings", "watch"),
         ("sluice.dev", "trafficbindings/status", "patch"),
         ("coordination.k8s.io", "leases", "update"),
+        ("policy", "poddisruptionbudgets", "list"),
     ] {
         assert!(
             used.contains(&(needed.0.to_string(), needed.1.to_string(), needed.2.to_string())),

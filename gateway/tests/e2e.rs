@@ -714,3 +714,63 @@ async fn a_restore_past_its_deadline_keeps_the_pod_out_and_says_so() {
     stage.backends[0] = Some(sluice::demo::backend::Backend::start(addr).await.unwrap());
     wait_gate(&stage.pods, "web-1", "True").await;
 }
+
+/// The preStop hook of `examples/deployment/deployment.yaml`, as a shell would run it in the
+/// pod: `wget` from the pod's address to `prestop` (the gateway's listener, or a dead one),
+/// with the fallback `sleep` shortened to `fallback_s`. (exit ok, seconds it took)
+async fn run_example_hook(prestop: std::net::SocketAddr, from: std::net::IpAddr, fallback_s: u64) -> (bool, f64) {
+    let yaml = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/deployment/deployment.yaml"
+    ))
+    .unwrap();
+    let doc: serde_json::Value = serde_yaml::from_str(&yaml).unwrap();
+    let command = doc["spec"]["template"]["spec"]["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect::<Vec<_>>();
+    assert_eq!(command[..2], ["/bin/sh", "-c"]);
+    let script = command[2]
+        .replace("sluice-gateway.sluice.svc:9798", &prestop.to_string())
+        .replacen("wget ", &format!("wget --bind-address={from} "), 1)
+        .replace("sleep 15", &format!("sleep {fallback_s}"));
+    assert_ne!(script, command[2]);
+    let started = std::time::Instant::now();
+    let status = tokio::process::Command::new(&command[0])
+        .args([&command[1], &script])
+        .status()
+        .await
+        .expect("sh and wget run (scripts/test.sh installs wget)");
+    (status.success(), started.elapsed().as_secs_f64())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_exec_hook_waits_for_the_drain_and_falls_back_without_a_gateway() {
+    let stage = Stage::new(2, true).await.expect("stage");
+    let health = free_addr();
+    let text = stage.gateway_config_text(health).replace(
+        &format!("  health: {health}\n"),
+        &format!("  health: {health}\n  prestop: 127.0.0.1:0\n"),
+    );
+    let gw = stage.start_gateway_with(&text).await.expect("gateway");
+    let prestop = gw.prestop_addr.unwrap();
+    stage.wait_ready(0, T).await.unwrap();
+    stage.wait_ready(1, T).await.unwrap();
+    let held = hold_in_web(&stage, 4, 1000).await;
+    let (ok, took) = within("the hook", run_example_hook(prestop, stage.ips[0], 30)).await;
+    assert!(ok, "the hook succeeds");
+    assert!(took < 20.0, "answered by the gateway, not the fallback: {took} s");
+    assert!(
+        !holds_sluice_finalizer(&stage.get(0).await.unwrap()),
+        "drained when it returned"
+    );
+    for h in held {
+        assert_eq!(within("a held request", h).await.unwrap().expect("answered"), 200);
+    }
+    // No gateway: wget fails at once and the fallback wait runs; the hook still ends.
+    drop(gw);
+    let (ok, took) = within("the hook", run_example_hook(prestop, stage.ips[1], 1)).await;
+    assert!(ok && (1.0..10.0).contains(&took), "the fallback ran: {ok} {took} s");
+}

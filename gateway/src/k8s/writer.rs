@@ -304,6 +304,11 @@ impl PodWriter {
             .await
     }
 
+    /// The client this writer uses (for the few reads the admission webhook makes).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     /// Records a drain request (`sluice.dev/drain-request`) from the admission webhook: a
     /// request, like the preStop mark (a standby writes it; the leader acts on it).
     pub async fn request_drain(&self, ns: &str, name: &str, uid: &str, value: &str) -> Result<Written, WriteError> {

@@ -146,7 +146,7 @@ pub fn prepare(v: &mut Value) -> Vec<FieldError> {
 }
 
 /// `metav1.LabelSelector` (matchLabels, matchExpressions) against a label set.
-fn selects(selector: &Value, labels: &BTreeMap<String, String>) -> bool {
+pub(crate) fn selects(selector: &Value, labels: &BTreeMap<String, String>) -> bool {
     if let Some(m) = selector["matchLabels"].as_object() {
         if !m.iter().all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str()) {
             return false;
@@ -170,7 +170,7 @@ fn selects(selector: &Value, labels: &BTreeMap<String, String>) -> bool {
     })
 }
 
-fn labels_of(v: Option<&Value>) -> BTreeMap<String, String> {
+pub(crate) fn labels_of(v: Option<&Value>) -> BTreeMap<String, String> {
     v.and_then(|v| v["metadata"]["labels"].as_object())
         .map(|m| {
             m.iter()

@@ -293,7 +293,7 @@ pub fn create(store: &mut Store, def: &ResourceDef, ns: &str, body: Value) -> Ap
             errors.extend(crd::schema_errors(def, &mut v));
         }
         Flavor::Webhook => errors.extend(crate::admission::prepare(&mut v)),
-        Flavor::CoreEvent | Flavor::EventsV1 | Flavor::Lease => {}
+        Flavor::CoreEvent | Flavor::EventsV1 | Flavor::Lease | Flavor::Pdb => {}
     }
     if !errors.is_empty() {
         return Err(ApiError::invalid_fields(group, kind, &name, &errors));

@@ -21,6 +21,9 @@ pub enum Flavor {
     Lease,
     /// `admissionregistration.k8s.io/v1` ValidatingWebhookConfiguration (see `admission`).
     Webhook,
+    /// `policy/v1` PodDisruptionBudget: stored as sent (no disruption controller: tests
+    /// write its status), read by evictions.
+    Pdb,
     Crd,
     /// A custom resource served because a CRD declares it.
     Custom,
@@ -265,6 +268,19 @@ pub fn builtins() -> Vec<Arc<ResourceDef>> {
             None,
         ),
         crate::admission::def(),
+        ResourceDef::new(
+            "policy",
+            "v1",
+            "poddisruptionbudgets",
+            "poddisruptionbudget",
+            "PodDisruptionBudget",
+            true,
+            true,
+            &["pdb"],
+            Flavor::Pdb,
+            &[],
+            None,
+        ),
     ]
 }
 

@@ -639,6 +639,7 @@ async fn evict(
     )
     .await?;
     let opts = delete_opts(&Query(Vec::new()), delete_options.to_string().as_bytes())?;
+    check_disruption_budget(state, def, ns, name)?;
     ops::delete(&mut state.store(), def, ns, name, &opts)?;
     Ok(with_warnings(
         json_response(
@@ -647,6 +648,91 @@ async fn evict(
         ),
         &warnings,
     ))
+}
+
+/// `EvictionREST.Create`'s budget check (after admission), for the status a test wrote on
+/// the pod's PodDisruptionBudget: a pod terminating or not running goes without a check;
+/// more than one budget is `500`; a Ready pod needs `disruptionsAllowed > 0` (which it then
+/// takes, as the API server records it), an unready one `currentHealthy >= desiredHealthy`
+/// under the default `unhealthyPodEvictionPolicy: IfHealthyBudget`; otherwise `429`.
+fn check_disruption_budget(state: &ClusterState, def: &ResourceDef, ns: &str, name: &str) -> ApiResult<()> {
+    let mut store = state.store();
+    let pod = {
+        let obj = ops::get(&store, def, ns, name)?;
+        let sdef = store.storage_def(&def.storage_key()).expect("storage definition");
+        ops::present(def, &sdef, &obj)
+    };
+    let phase = pod["status"]["phase"].as_str().unwrap_or_default();
+    if pod["metadata"]["deletionTimestamp"].is_string() || matches!(phase, "Pending" | "Succeeded" | "Failed" | "") {
+        return Ok(());
+    }
+    let Some(pdb_def) = store.find_def("policy", "v1", "poddisruptionbudgets") else {
+        return Ok(());
+    };
+    let psdef = store.storage_def(&pdb_def.storage_key()).expect("storage definition");
+    let labels = crate::admission::labels_of(Some(&pod));
+    let budgets: Vec<Value> = store
+        .table(&pdb_def.storage_key())
+        .values()
+        .filter(|o| o.namespace == ns)
+        .map(|o| o.value(&psdef))
+        .filter(|b| b["spec"]["selector"].is_object() && crate::admission::selects(&b["spec"]["selector"], &labels))
+        .collect();
+    let budget = match budgets.as_slice() {
+        [] => return Ok(()),
+        [b] => b.clone(),
+        _ => {
+            return Err(ApiError::internal(
+                "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+            ))
+        }
+    };
+    let status = &budget["status"];
+    let (allowed, healthy, desired) = (
+        status["disruptionsAllowed"].as_i64().unwrap_or(0),
+        status["currentHealthy"].as_i64().unwrap_or(0),
+        status["desiredHealthy"].as_i64().unwrap_or(0),
+    );
+    let ready = pod["status"]["conditions"]
+        .as_array()
+        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+    let policy = budget["spec"]["unhealthyPodEvictionPolicy"]
+        .as_str()
+        .unwrap_or("IfHealthyBudget");
+    let refuse = || {
+        let bname = budget["metadata"]["name"].as_str().unwrap_or_default();
+        let mut e = ApiError::new(
+            429,
+            "TooManyRequests",
+            "Cannot evict pod as it would violate the pod's disruption budget.",
+        )
+        .with_details(json!({"causes": [{"reason": "DisruptionBudget",
+            "message": format!("The disruption budget {bname} needs {desired} healthy pods and has {healthy} currently")}]}));
+        e.retry_after = None;
+        Err(e)
+    };
+    if !ready {
+        return if policy == "AlwaysAllow" || healthy >= desired {
+            Ok(())
+        } else {
+            refuse()
+        };
+    }
+    if allowed <= 0 {
+        return refuse();
+    }
+    let bname = budget["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let patch = json!({"status": {"disruptionsAllowed": allowed - 1}});
+    ops::patch(
+        &mut store,
+        &pdb_def,
+        ns,
+        &bname,
+        Sub::Status,
+        PatchType::Merge,
+        patch.to_string().as_bytes(),
+    )?;
+    Ok(())
 }
 
 /// Admission warnings as `Warning` headers, as the API server returns them.

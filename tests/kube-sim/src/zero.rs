@@ -191,7 +191,7 @@ pub fn normalize(flavor: Flavor, v: &mut Value) {
         Flavor::EventsV1 => EVENTS_V1_EVENT,
         Flavor::Lease => LEASE,
         // Custom resources are unstructured; CRDs are written whole by `crd::prepare`.
-        Flavor::Crd | Flavor::Custom | Flavor::Webhook => &[],
+        Flavor::Crd | Flavor::Custom | Flavor::Webhook | Flavor::Pdb => &[],
     };
     apply(fields, m);
 }

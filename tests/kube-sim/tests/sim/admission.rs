@@ -410,3 +410,81 @@ async fn a_webhook_that_requires_a_client_certificate_gets_the_configured_one() 
     pods.delete("web-1", &DeleteParams::default()).await.unwrap();
     assert_eq!(hook.reviews().len(), 1);
 }
+
+async fn running_pod(pods: &Api<Pod>, name: &str) {
+    let mut p = pod_on_node(name, "node-1");
+    p.metadata.labels = Some([("app".to_string(), "web".to_string())].into());
+    pods.create(&PostParams::default(), &p).await.unwrap();
+    within("the pod to be Ready", async {
+        loop {
+            let p = pods.get(name).await.unwrap();
+            let ready = p
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            if ready {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_eviction_honours_the_pods_disruption_budget_after_admission() {
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    let mut cfg = kube_sim::ClusterConfig::new("admission-pdb");
+    cfg.kubelet = Some(kube_sim::KubeletConfig::default());
+    let cluster = start_with(cfg).await;
+    let pods = default_pods(&cluster).await;
+    running_pod(&pods, "web-1").await;
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(client(&cluster).await, "default");
+    let pdb: PodDisruptionBudget = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}}
+    }))
+    .unwrap();
+    budgets.create(&PostParams::default(), &pdb).await.unwrap();
+    // No disruption controller: the test writes the status it would.
+    let set = |allowed: i32| {
+        let budgets = budgets.clone();
+        async move {
+            let status = json!({"status": {"disruptionsAllowed": allowed, "currentHealthy": 1, "desiredHealthy": 1,
+                                           "expectedPods": 1, "observedGeneration": 1}});
+            budgets
+                .patch_status("web", &Default::default(), &kube::api::Patch::Merge(&status))
+                .await
+                .unwrap();
+        }
+    };
+    set(0).await;
+    // Admission runs first (the webhook sees the eviction), then the budget refuses it.
+    let hook = Hook::start(Arc::new(|_| json!({"allowed": true}))).await;
+    install(
+        &cluster,
+        config("sluice.example.com", &hook.url, &hook.ca_b64, "Fail", json!({})),
+    )
+    .await
+    .unwrap();
+    let raw: Api<Pod> = Api::namespaced(client_without_retry(&cluster).await, "default");
+    let (code, reason, message) = api_error(raw.evict("web-1", &EvictParams::default()).await.unwrap_err());
+    assert_eq!((code, reason.as_str()), (429, "TooManyRequests"));
+    assert_eq!(
+        message,
+        "Cannot evict pod as it would violate the pod's disruption budget."
+    );
+    assert_eq!(
+        hook.reviews().len(),
+        1,
+        "the webhook was called before the budget said no"
+    );
+    assert!(pods.get("web-1").await.unwrap().metadata.deletion_timestamp.is_none());
+    // With a disruption allowed, the eviction takes it.
+    set(1).await;
+    raw.evict("web-1", &EvictParams::default()).await.unwrap();
+    let left = budgets.get("web").await.unwrap().status.unwrap().disruptions_allowed;
+    assert_eq!(left, 0);
+}
