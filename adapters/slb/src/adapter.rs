@@ -33,7 +33,7 @@
 //!   HAProxy never knew.
 //!
 //! [`Adapter::observe`] never writes to HAProxy: it reports what the three `show` commands
-//! say and sets `advance` when one of the steps above is due now (`drain` and idle: MAINT
+//! (read once per backend for every call waiting on it: see `Flights`) say and sets `advance` when one of the steps above is due now (`drain` and idle: MAINT
 //! due; escalation age reached: escalation due; dynamic `maint` and idle: `del server`
 //! due). `Drained` is only ever reported for a server in `maint` (or absent): once in
 //! `maint` HAProxy sends it nothing, not even sticky clients, so a zero reading there is
@@ -93,6 +93,38 @@ pub struct HaproxyAdapter {
     config: HaproxyConfig,
     client: RuntimeClient,
     memory: Mutex<HashMap<String, Memory>>,
+    flights: Mutex<HashMap<String, Flights>>,
+}
+
+/// What one round of the three `show` commands (`servers state`, `stat`, `servers conn`)
+/// said about one backend.
+struct Snapshot {
+    servers: Vec<ServerState>,
+    stats: Vec<crate::parse::StatRow>,
+    conns: Vec<crate::parse::ServerConn>,
+}
+
+/// The reads of one backend, shared: every call that asks while no read has started joins
+/// the next one, which starts when the one under way ends. A read that started after a
+/// call asked is evidence for it; one that started before is not, so a call never gets an
+/// older picture than it asked for. With many pods in one backend, a poll costs three
+/// commands for all of them instead of three each.
+struct Flights {
+    /// One read at a time per backend.
+    turn: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// The read that has not started yet, which new calls join.
+    next: Option<std::sync::Arc<Flight>>,
+}
+
+impl std::fmt::Debug for Flights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Flights").field("next", &self.next.is_some()).finish()
+    }
+}
+
+#[derive(Default)]
+struct Flight {
+    result: tokio::sync::OnceCell<Result<std::sync::Arc<Snapshot>>>,
 }
 
 impl HaproxyAdapter {
@@ -106,7 +138,43 @@ impl HaproxyAdapter {
             config,
             client,
             memory: Mutex::new(HashMap::new()),
+            flights: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// A snapshot of `backend` read after this call began (see [`Flights`]).
+    async fn snapshot(&self, backend: &str) -> Result<std::sync::Arc<Snapshot>> {
+        let (turn, flight) = {
+            let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+            let f = flights.entry(backend.to_string()).or_insert_with(|| Flights {
+                turn: Default::default(),
+                next: None,
+            });
+            let flight = f.next.get_or_insert_with(Default::default).clone();
+            (f.turn.clone(), flight)
+        };
+        let _turn = turn.lock().await;
+        if let Some(done) = flight.result.get() {
+            return done.clone();
+        }
+        // This read starts now: calls from here on join the next one.
+        {
+            let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(f) = flights.get_mut(backend) {
+                if f.next.as_ref().is_some_and(|n| std::sync::Arc::ptr_eq(n, &flight)) {
+                    f.next = None;
+                }
+            }
+        }
+        let read = async {
+            let servers = self.client.show_servers_state(backend).await?;
+            let stats = self.client.show_stat_servers(backend).await?;
+            let conns = self.client.show_servers_conn(backend).await?;
+            Ok::<_, AdapterError>(std::sync::Arc::new(Snapshot { servers, stats, conns }))
+        };
+        let result = read.await;
+        let _ = flight.result.set(result.clone());
+        result
     }
 
     /// The configuration.
@@ -216,12 +284,18 @@ impl HaproxyAdapter {
         obs
     }
 
-    /// Finds the target's server in the backend (`None`: absent).
-    async fn locate(&self, backend: &str, target: &Target) -> Result<Option<ServerState>> {
-        let servers = self.client.show_servers_state(backend).await?;
+    /// Reads the backend and finds the target's server in it (`None`: absent).
+    async fn locate(&self, backend: &str, target: &Target) -> Result<Option<(ServerState, std::sync::Arc<Snapshot>)>> {
+        let snap = self.snapshot(backend).await?;
+        Ok(self.locate_in(&snap, backend, target)?.map(|srv| (srv, snap)))
+    }
+
+    /// Finds the target's server in a snapshot of the backend (`None`: absent).
+    fn locate_in(&self, snap: &Snapshot, backend: &str, target: &Target) -> Result<Option<ServerState>> {
+        let servers = snap.servers.iter().cloned();
         if self.dynamic() {
             let name = dynamic_server_name(target.ip, target.port);
-            let Some(srv) = servers.into_iter().find(|s| s.name == name) else {
+            let Some(srv) = servers.clone().find(|s| s.name == name) else {
                 return Ok(None);
             };
             if !same_addr(&srv, target) {
@@ -234,7 +308,7 @@ impl HaproxyAdapter {
             }
             return Ok(Some(srv));
         }
-        let mut matching = servers.into_iter().filter(|s| same_addr(s, target));
+        let mut matching = servers.filter(|s| same_addr(s, target));
         let first = matching.next();
         if let Some(second) = matching.next() {
             return Err(AdapterError::permanent(format!(
@@ -248,12 +322,10 @@ impl HaproxyAdapter {
     }
 
     /// Reads the counters for a located server.
-    async fn view(&self, backend: &str, state: ServerState) -> Result<ServerView> {
-        let stats = self.client.show_stat_servers(backend).await?;
-        let conns = self.client.show_servers_conn(backend).await?;
-        let row = stats.into_iter().find(|r| r.svname() == state.name);
-        let conn = conns.into_iter().find(|c| c.server == state.name);
-        Ok(ServerView {
+    fn view(snap: &Snapshot, state: ServerState) -> ServerView {
+        let row = snap.stats.iter().find(|r| r.svname() == state.name);
+        let conn = snap.conns.iter().find(|c| c.server == state.name);
+        ServerView {
             status: row
                 .as_ref()
                 .map(|r| r.status().to_string())
@@ -267,24 +339,24 @@ impl HaproxyAdapter {
             used_cur: conn.as_ref().map(|c| c.used_cur).unwrap_or(0),
             idle_cur: conn.as_ref().map(|c| c.idle_cur).unwrap_or(0),
             state,
-        })
+        }
     }
 
     /// Reads a located server and applies the evidence rules; the drain clock starts at
     /// the first sight of `drain` (memory only, nothing is written to HAProxy).
-    async fn assess(&self, backend: &str, key: &str, srv: ServerState) -> Result<(ServerView, Duration, Assessment)> {
+    fn assess(&self, snap: &Snapshot, key: &str, srv: ServerState) -> (ServerView, Duration, Assessment) {
         let draining = srv.admin.is_drain() && !srv.admin.is_maint();
-        let view = self.view(backend, srv).await?;
+        let view = Self::view(snap, srv);
         let age = if draining { self.drain_age(key) } else { Duration::ZERO };
         let a = assess(&view, self.dynamic(), age, self.escalation());
-        Ok((view, age, a))
+        (view, age, a)
     }
 
     /// One step of the drain for a server not in `ready` (see the module docs); `false`
     /// when nothing was due.
-    async fn advance(&self, backend: &str, key: &str, srv: ServerState) -> Result<bool> {
+    async fn advance(&self, backend: &str, key: &str, srv: ServerState, snap: &Snapshot) -> Result<bool> {
         let name = srv.name.clone();
-        let (view, age, a) = self.assess(backend, key, srv).await?;
+        let (view, age, a) = self.assess(snap, key, srv);
         let secs = age.as_secs_f64();
         match a.step {
             Step::Nothing => Ok(false),
@@ -403,7 +475,7 @@ impl Adapter for HaproxyAdapter {
         let backend = self.backend(target)?;
         let key = Self::key(backend, target);
         let srv = match (self.locate(backend, target).await?, &self.config.mode) {
-            (Some(srv), _) => srv,
+            (Some((srv, _)), _) => srv,
             (None, Mode::Static) => {
                 return Err(AdapterError::permanent(format!(
                     "backend '{backend}' in HAProxy at {} has no server with address {} (static mode only \
@@ -424,9 +496,12 @@ impl Adapter for HaproxyAdapter {
                     Err(e) => return Err(e.into()),
                 }
                 info!(backend, server = %name, addr = %target.addr(), "dynamic server added (in MAINT)");
-                self.locate(backend, target).await?.ok_or_else(|| {
-                    AdapterError::retryable(format!("server '{backend}/{name}' vanished right after `add server`"))
-                })?
+                self.locate(backend, target)
+                    .await?
+                    .ok_or_else(|| {
+                        AdapterError::retryable(format!("server '{backend}/{name}' vanished right after `add server`"))
+                    })?
+                    .0
             }
         };
         // `state ready` lifts forced maintenance and `disabled` from haproxy.cfg (measured on
@@ -464,7 +539,7 @@ impl Adapter for HaproxyAdapter {
         let key = Self::key(backend, target);
         // At most: DRAIN → MAINT, then (dynamic) MAINT → deleted, then one more look.
         for _ in 0..3 {
-            let Some(srv) = self.locate(backend, target).await? else {
+            let Some((srv, snap)) = self.locate(backend, target).await? else {
                 return Ok(());
             };
             if srv.admin.is_ready() {
@@ -476,7 +551,7 @@ impl Adapter for HaproxyAdapter {
                 info!(backend, server = %srv.name, "server set to DRAIN");
                 return Ok(());
             }
-            if !self.advance(backend, &key, srv).await? {
+            if !self.advance(backend, &key, srv, &snap).await? {
                 return Ok(());
             }
         }
@@ -486,14 +561,14 @@ impl Adapter for HaproxyAdapter {
     async fn observe(&self, target: &Target) -> Result<Observation> {
         let backend = self.backend(target)?;
         let key = Self::key(backend, target);
-        let Some(srv) = self.locate(backend, target).await? else {
+        let Some((srv, snap)) = self.locate(backend, target).await? else {
             let obs = Observation::new(
                 TrafficState::Drained,
                 format!("server absent: backend '{backend}' has no server for {}", target.addr()),
             );
             return Ok(self.recall(&key, obs));
         };
-        let (view, age, a) = self.assess(backend, &key, srv).await?;
+        let (view, age, a) = self.assess(&snap, &key, srv);
         let mut obs = self.recall(
             &key,
             Observation::new(a.state, view.evidence()).with_remaining(a.remaining),

@@ -120,12 +120,23 @@ impl Health {
 pub struct RuntimeClient {
     endpoint: Endpoint,
     timeout: Duration,
+    /// Command lines sent (one connection each), for figures and tests.
+    sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl RuntimeClient {
     /// A client for `endpoint`; every call is bounded by `timeout`.
     pub fn new(endpoint: Endpoint, timeout: Duration) -> Self {
-        RuntimeClient { endpoint, timeout }
+        RuntimeClient {
+            endpoint,
+            timeout,
+            sent: Default::default(),
+        }
+    }
+
+    /// How many command lines this client (and its clones) has sent.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The endpoint this client talks to.
@@ -135,6 +146,7 @@ impl RuntimeClient {
 
     /// Sends one command line and returns HAProxy's raw answer, without interpreting it.
     pub async fn raw(&self, line: &str) -> Result<String, RuntimeError> {
+        self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let endpoint = self.endpoint.to_string();
         let call = async {
             let result = match &self.endpoint {
