@@ -13,67 +13,16 @@
 //!
 //! `cargo build --release -p sluice-gateway --bin sluice && cargo run --release -p sluice-bench --bin failover [-- --rounds N]`
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use sluice::demo::Stage;
+use sluice_bench::{median, ready, sluice_bin, until, Proc, WAIT};
 
 const LEASE_S: u64 = 3;
-const WAIT: Duration = Duration::from_secs(60);
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn sluice_bin() -> Result<std::path::PathBuf> {
-    let exe = std::env::current_exe()?;
-    let bin = exe.with_file_name("sluice");
-    if !bin.exists() {
-        bail!(
-            "{} is missing: build it first (cargo build --release -p sluice-gateway --bin sluice)",
-            bin.display()
-        );
-    }
-    Ok(bin)
-}
-
-async fn until<T, F, Fut>(what: &str, mut f: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return Ok(v);
-        }
-        if start.elapsed() > WAIT {
-            bail!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-async fn ready(health: std::net::SocketAddr) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut s) = tokio::net::TcpStream::connect(health).await else {
-        return false;
-    };
-    let _ = s
-        .write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .await;
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf).await;
-    buf.starts_with("HTTP/1.1 200")
-}
 
 struct Replica {
     config: std::path::PathBuf,
@@ -231,11 +180,6 @@ async fn round() -> Result<Round> {
         requests,
         failed,
     })
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 #[tokio::main]

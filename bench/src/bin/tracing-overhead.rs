@@ -12,7 +12,7 @@
 //!
 //! `cargo build --release -p sluice-gateway --bin sluice && cargo run --release -p sluice-bench --bin tracing-overhead [-- --rounds N --pods N]`
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,19 +21,10 @@ use anyhow::{bail, Context, Result};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use sluice::demo::Stage;
+use sluice_bench::{median, ready, sluice_bin, until, Proc, WAIT};
 
-const WAIT: Duration = Duration::from_secs(60);
 /// How long the request each pod holds while it drains lasts.
 const HELD_MS: u64 = 300;
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[derive(Clone, Default)]
 struct Receiver(Arc<AtomicU64>);
@@ -56,47 +47,6 @@ impl TraceService for Receiver {
             partial_success: None,
         }))
     }
-}
-
-fn sluice_bin() -> Result<std::path::PathBuf> {
-    let bin = std::env::current_exe()?.with_file_name("sluice");
-    if !bin.exists() {
-        bail!(
-            "{} is missing: build it first (cargo build --release -p sluice-gateway --bin sluice)",
-            bin.display()
-        );
-    }
-    Ok(bin)
-}
-
-async fn until<T, F, Fut>(what: &str, mut f: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return Ok(v);
-        }
-        if start.elapsed() > WAIT {
-            bail!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-async fn ready(health: std::net::SocketAddr) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut s) = tokio::net::TcpStream::connect(health).await else {
-        return false;
-    };
-    let _ = s
-        .write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .await;
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf).await;
-    buf.starts_with("HTTP/1.1 200")
 }
 
 /// User + system CPU time of a process, from `/proc/<pid>/stat` (clock ticks of 10 ms).
@@ -215,11 +165,6 @@ async fn rollout(pods: usize, export: bool) -> Result<Run> {
         failed: failed + u64::from(!held_ok),
         spans: receiver.0.load(Ordering::SeqCst),
     })
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 #[tokio::main]

@@ -252,6 +252,14 @@ impl Facts {
     }
 }
 
+/// A pod draining from one recorded slb target, gate False, finalizer and guard held.
+fn draining_slb() -> Facts {
+    facts(drain(), vec![t("slb").recorded().seen(Draining)])
+        .fins(&["slb"])
+        .guarded()
+        .gate(false)
+}
+
 fn drain() -> Intent {
     Intent::Drain(DrainReason::Desired)
 }
@@ -463,21 +471,15 @@ fn drain_budget_and_deadline() {
 
     // Past the deadline: Block says why; Release lets the finalizers and the guard go,
     // and the deregistration goes on.
-    let draining = || {
-        facts(drain(), vec![t("slb").recorded().seen(Draining)])
-            .fins(&["slb"])
-            .guarded()
-            .gate(false)
-    };
     assert_eq!(
-        plan(&draining().past_deadline(OnDeadline::Block)),
+        plan(&draining_slb().past_deadline(OnDeadline::Block)),
         vec![
             Blocked("drain deadline passed with slb traffic not verified gone".into()),
             wait("slb-target draining")
         ]
     );
     assert_eq!(
-        plan(&draining().past_deadline(OnDeadline::Release)),
+        plan(&draining_slb().past_deadline(OnDeadline::Release)),
         vec![
             ReleaseFinalizer {
                 kind: "slb".into(),
@@ -715,14 +717,8 @@ fn every_blocked_reason_the_planner_writes_has_its_metric_category() {
             .find_map(|s| if let Step::Blocked(w) = s { Some(w) } else { None })
             .expect("a blocked step")
     };
-    let draining = || {
-        facts(drain(), vec![t("slb").recorded().seen(Draining)])
-            .fins(&["slb"])
-            .guarded()
-            .gate(false)
-    };
     assert_eq!(
-        blocked_category(&blocked(&draining().past_deadline(OnDeadline::Block))),
+        blocked_category(&blocked(&draining_slb().past_deadline(OnDeadline::Block))),
         "deadline"
     );
     let gone = facts(drain(), vec![t("slb").left().no_adapter()])

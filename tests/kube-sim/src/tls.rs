@@ -14,12 +14,11 @@ pub struct Tls {
     pub config: Arc<rustls::ServerConfig>,
 }
 
-pub fn generate(cluster: &str) -> anyhow::Result<Tls> {
+/// A fresh self-signed CA named `cn`: its certificate and what signs with it.
+fn certificate_authority(cn: &str) -> anyhow::Result<(rcgen::Certificate, rcgen::Issuer<'static, KeyPair>)> {
     let ca_key = KeyPair::generate().context("generating the CA key")?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).context("CA parameters")?;
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, format!("kube-sim-ca-{cluster}"));
+    ca_params.distinguished_name.push(DnType::CommonName, cn);
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -27,7 +26,11 @@ pub fn generate(cluster: &str) -> anyhow::Result<Tls> {
         KeyUsagePurpose::DigitalSignature,
     ];
     let ca_cert = ca_params.self_signed(&ca_key).context("self-signing the CA")?;
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    Ok((ca_cert, rcgen::Issuer::new(ca_params, ca_key)))
+}
+
+pub fn generate(cluster: &str) -> anyhow::Result<Tls> {
+    let (ca_cert, issuer) = certificate_authority(&format!("kube-sim-ca-{cluster}"))?;
 
     let key = KeyPair::generate().context("generating the serving key")?;
     let mut params = CertificateParams::new(vec!["localhost".to_string(), "kubernetes.default.svc".to_string()])
@@ -68,17 +71,7 @@ pub struct Issued {
 
 /// Issues a serving certificate for `names` (DNS names or IP addresses) under a fresh CA.
 pub fn issue(names: &[&str]) -> anyhow::Result<Issued> {
-    let ca_key = KeyPair::generate().context("generating the CA key")?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).context("CA parameters")?;
-    ca_params.distinguished_name.push(DnType::CommonName, "test-ca");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_cert = ca_params.self_signed(&ca_key).context("self-signing the CA")?;
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let (ca_cert, issuer) = certificate_authority("test-ca")?;
     let key = KeyPair::generate().context("generating the serving key")?;
     let mut params = CertificateParams::new(Vec::<String>::new()).context("serving certificate parameters")?;
     for n in names {

@@ -142,6 +142,21 @@ async fn pod(pods: &Api<Pod>, name: &str) {
     pods.create(&PostParams::default(), &p).await.unwrap();
 }
 
+/// Pods of `default` through a client that does not retry 429s, to see the raw answers.
+async fn raw_pods(cluster: &kube_sim::Cluster) -> Api<Pod> {
+    Api::namespaced(client_without_retry(cluster).await, "default")
+}
+
+/// Installs the usual configuration (`Fail`, no selectors) pointing at `hook`.
+async fn install_for(cluster: &kube_sim::Cluster, hook: &Hook) {
+    install(
+        cluster,
+        config("sluice.example.com", &hook.url, &hook.ca_b64, "Fail", json!({})),
+    )
+    .await
+    .unwrap();
+}
+
 fn api_error(e: kube::Error) -> (u16, String, String) {
     match e {
         kube::Error::Api(s) => (s.code, s.reason, s.message),
@@ -196,13 +211,8 @@ async fn a_delete_and_an_eviction_are_reviewed_and_a_denial_is_the_answer() {
         json!({"allowed": false, "status": {"code": 429, "reason": "TooManyRequests", "message": "draining, retry"}})
     }))
     .await;
-    install(
-        &cluster,
-        config("sluice.example.com", &hook.url, &hook.ca_b64, "Fail", json!({})),
-    )
-    .await
-    .unwrap();
-    let raw: Api<Pod> = Api::namespaced(client_without_retry(&cluster).await, "default");
+    install_for(&cluster, &hook).await;
+    let raw = raw_pods(&cluster).await;
     let (code, reason, message) = api_error(raw.delete("web-1", &DeleteParams::default()).await.unwrap_err());
     assert_eq!((code, reason.as_str()), (429, "TooManyRequests"));
     assert_eq!(
@@ -238,12 +248,7 @@ async fn an_allowed_eviction_deletes_the_pod() {
     let pods = default_pods(&cluster).await;
     pod(&pods, "web-1").await;
     let hook = Hook::start(Arc::new(|_| json!({"allowed": true}))).await;
-    install(
-        &cluster,
-        config("sluice.example.com", &hook.url, &hook.ca_b64, "Fail", json!({})),
-    )
-    .await
-    .unwrap();
+    install_for(&cluster, &hook).await;
     let status = pods.evict("web-1", &EvictParams::default()).await.unwrap();
     assert_eq!(status.code, 201);
     within("the evicted pod to go", async {
@@ -280,7 +285,7 @@ async fn an_object_selector_sees_the_pods_labels_on_delete_but_the_evictions_on_
     )
     .await
     .unwrap();
-    let raw: Api<Pod> = Api::namespaced(client_without_retry(&cluster).await, "default");
+    let raw = raw_pods(&cluster).await;
     assert_eq!(
         api_error(raw.delete("web-1", &DeleteParams::default()).await.unwrap_err()).0,
         403
@@ -303,7 +308,7 @@ async fn failure_policy_decides_when_the_webhook_cannot_be_called() {
     install(&cluster, config("a.example.com", &url, &ca, "Fail", json!({})))
         .await
         .unwrap();
-    let raw: Api<Pod> = Api::namespaced(client_without_retry(&cluster).await, "default");
+    let raw = raw_pods(&cluster).await;
     let (code, reason, message) = api_error(raw.delete("web-1", &DeleteParams::default()).await.unwrap_err());
     assert_eq!((code, reason.as_str()), (500, "InternalError"));
     assert!(
@@ -334,7 +339,7 @@ async fn a_server_outside_the_ca_bundle_is_a_failed_call() {
     )
     .await
     .unwrap();
-    let raw: Api<Pod> = Api::namespaced(client_without_retry(&cluster).await, "default");
+    let raw = raw_pods(&cluster).await;
     let (code, _, message) = api_error(raw.delete("web-1", &DeleteParams::default()).await.unwrap_err());
     assert_eq!(code, 500, "{message}");
     assert!(hook.reviews().is_empty());
@@ -359,7 +364,7 @@ async fn validating_webhooks_are_all_called_even_when_one_denies() {
     let mut second = config("b.example.com", &allow.url, &allow.ca_b64, "Fail", json!({}));
     second["webhooks"][0]["name"] = json!("other.sluice.example.com");
     install(&cluster, second).await.unwrap();
-    let raw: Api<Pod> = Api::namespaced(client_without_retry(&cluster).await, "default");
+    let raw = raw_pods(&cluster).await;
     let (code, reason, message) = api_error(raw.delete("web-1", &DeleteParams::default()).await.unwrap_err());
     // Code 0 becomes 400; an unknown reason is passed through as sent.
     assert_eq!((code, reason.as_str()), (400, "Sluice"));
@@ -388,7 +393,7 @@ async fn a_webhook_that_requires_a_client_certificate_gets_the_configured_one() 
     )
     .await
     .unwrap();
-    let raw: Api<Pod> = Api::namespaced(client_without_retry(&anonymous).await, "default");
+    let raw = raw_pods(&anonymous).await;
     assert_eq!(
         api_error(raw.delete("web-1", &DeleteParams::default()).await.unwrap_err()).0,
         500
@@ -463,13 +468,8 @@ async fn an_eviction_honours_the_pods_disruption_budget_after_admission() {
     set(0).await;
     // Admission runs first (the webhook sees the eviction), then the budget refuses it.
     let hook = Hook::start(Arc::new(|_| json!({"allowed": true}))).await;
-    install(
-        &cluster,
-        config("sluice.example.com", &hook.url, &hook.ca_b64, "Fail", json!({})),
-    )
-    .await
-    .unwrap();
-    let raw: Api<Pod> = Api::namespaced(client_without_retry(&cluster).await, "default");
+    install_for(&cluster, &hook).await;
+    let raw = raw_pods(&cluster).await;
     let (code, reason, message) = api_error(raw.evict("web-1", &EvictParams::default()).await.unwrap_err());
     assert_eq!((code, reason.as_str()), (429, "TooManyRequests"));
     assert_eq!(

@@ -1,0 +1,69 @@
+//! What the benchmarks share: the `sluice` process they start, waiting, medians.
+
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+
+/// How long [`until`] waits.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// A child process, killed on drop.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The release `sluice` binary next to this benchmark's.
+pub fn sluice_bin() -> Result<std::path::PathBuf> {
+    let bin = std::env::current_exe()?.with_file_name("sluice");
+    if !bin.exists() {
+        bail!(
+            "{} is missing: build it first (cargo build --release -p sluice-gateway --bin sluice)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// Polls `f` every 5 ms until it answers, for at most [`WAIT`].
+pub async fn until<T, F, Fut>(what: &str, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return Ok(v);
+        }
+        if start.elapsed() > WAIT {
+            bail!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Whether the gateway's `/readyz` at `health` answers 200.
+pub async fn ready(health: std::net::SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(health).await else {
+        return false;
+    };
+    let _ = s
+        .write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await;
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf).await;
+    buf.starts_with("HTTP/1.1 200")
+}
+
+/// The median (the upper one of an even count).
+pub fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
