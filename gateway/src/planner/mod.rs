@@ -93,6 +93,10 @@ impl Intent {
     }
 }
 
+/// The longest a drain request can stand ahead of now (`admission.requestSeconds` is at
+/// most a day), with a minute for clock skew between replicas.
+const MAX_DRAIN_REQUEST: jiff::SignedDuration = jiff::SignedDuration::from_secs(86_400 + 60);
+
 /// The intent of a pod, from its signals.
 pub fn intent(pod: &PodView) -> Intent {
     if pod.deleting {
@@ -111,7 +115,13 @@ pub fn intent(pod: &PodView) -> Intent {
     if pod.prestop {
         return Intent::Drain(DrainReason::PreStop);
     }
-    if pod.drain_request.is_some_and(|until| until > jiff::Timestamp::now()) {
+    // A request stands at most `admission.requestSeconds` (≤ 1 day) ahead; one claiming
+    // more was written by a clock that runs ahead (or by hand) and is not trusted.
+    let now = jiff::Timestamp::now();
+    if pod
+        .drain_request
+        .is_some_and(|until| until > now && until <= now + MAX_DRAIN_REQUEST)
+    {
         return Intent::Drain(DrainReason::Requested);
     }
     match pod.kruise_state.as_deref() {

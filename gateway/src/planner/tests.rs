@@ -74,6 +74,11 @@ fn intent_table() {
             Intent::Drain(DrainReason::Requested),
         ),
         (
+            "a drain request from a clock far ahead is not trusted",
+            |p| p.drain_request = Some(jiff::Timestamp::now() + jiff::SignedDuration::from_secs(7 * 86_400)),
+            Intent::Restore,
+        ),
+        (
             "a drain request that lapsed: restore",
             |p| p.drain_request = Some(jiff::Timestamp::now() - jiff::SignedDuration::from_secs(1)),
             Intent::Restore,
