@@ -12,8 +12,30 @@ use sluice_adapter::{Adapter, PodRef, Target, TrafficState};
 use sluice_adapter_remote::{parse_params, RemoteAdapter, RemoteConfig};
 use sluice_conformance::{Options, Report, Subject};
 
-pub const USAGE: &str = "sluice adapter conformance --endpoint URL --kind KIND [--param KEY=VALUE]... \
-[--ip IP] [--port PORT] [--timeout-ms N] [--settle-seconds N]";
+/// `sluice adapter conformance`: runs the adapter conformance battery against a plugin.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// The plugin's gRPC endpoint, e.g. http://127.0.0.1:50051.
+    #[arg(long, value_name = "URL")]
+    pub endpoint: String,
+    /// The traffic kind the plugin serves (slb, dns, rpc, or your own).
+    #[arg(long)]
+    pub kind: String,
+    /// A target parameter, as in a TrafficBinding's `params` (repeat for more).
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    pub params: Vec<String>,
+    /// The first test address (the battery uses it and the next two).
+    #[arg(long, default_value = "192.0.2.10")]
+    pub ip: std::net::IpAddr,
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Per call to the plugin.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub timeout_ms: u64,
+    /// How long a change may take to show in the plugin's observations.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(0..=3_600))]
+    pub settle_seconds: u64,
+}
 
 struct PluginSubject {
     adapter: Arc<dyn Adapter>,
@@ -78,35 +100,17 @@ impl Subject for PluginSubject {
     }
 }
 
-/// Parses the arguments and runs the battery; `Err` is a usage error.
-pub async fn run(args: &[String]) -> Result<Report, String> {
-    let mut endpoint = None;
-    let mut kind = None;
-    let mut params = Vec::new();
-    let mut ip: std::net::IpAddr = "192.0.2.10".parse().expect("literal");
-    let mut port = 8080u16;
-    let mut timeout_ms = 2000u64;
-    let mut settle = 15u64;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut v = |flag: &str| it.next().cloned().ok_or(format!("{flag} needs a value"));
-        match a.as_str() {
-            "--endpoint" => endpoint = Some(v("--endpoint")?),
-            "--kind" => kind = Some(v("--kind")?),
-            "--param" => params.push(v("--param")?),
-            "--ip" => ip = v("--ip")?.parse().map_err(|e| format!("--ip: {e}"))?,
-            "--port" => port = v("--port")?.parse().map_err(|e| format!("--port: {e}"))?,
-            "--timeout-ms" => timeout_ms = v("--timeout-ms")?.parse().map_err(|e| format!("--timeout-ms: {e}"))?,
-            "--settle-seconds" => {
-                settle = v("--settle-seconds")?
-                    .parse()
-                    .map_err(|e| format!("--settle-seconds: {e}"))?
-            }
-            other => return Err(format!("unknown flag {other:?}")),
-        }
-    }
-    let endpoint = endpoint.ok_or("--endpoint is required")?;
-    let kind = kind.ok_or("--kind is required (the traffic kind the plugin serves)")?;
+/// Runs the battery; `Err` is a usage error (a malformed parameter, a bad endpoint).
+pub async fn run(args: Args) -> Result<Report, String> {
+    let Args {
+        endpoint,
+        kind,
+        params,
+        ip,
+        port,
+        timeout_ms,
+        settle_seconds: settle,
+    } = args;
     let params = parse_params(&params).map_err(|e| format!("--param {e}"))?;
     let adapter = RemoteAdapter::new(RemoteConfig {
         name: "plugin-under-test".into(),

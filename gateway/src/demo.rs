@@ -36,6 +36,35 @@ pub struct DemoOptions {
     pub verbose: bool,
 }
 
+/// `sluice demo`: a lossless rolling update on an embedded cluster (the API simulator,
+/// real HAProxy, local pods and keep-alive load).
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Pods in the rollout.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u64).range(2..=200))]
+    pub pods: u64,
+    /// Concurrent keep-alive client connections.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub clients: u64,
+    /// The same rollout without Sluice (pods stop as their update starts): see it lose requests.
+    #[arg(long)]
+    pub no_sluice: bool,
+    /// Print only the summary line.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl From<DemoArgs> for DemoOptions {
+    fn from(a: DemoArgs) -> DemoOptions {
+        DemoOptions {
+            pods: a.pods as usize,
+            sluice: !a.no_sluice,
+            clients: a.clients as usize,
+            verbose: !a.quiet,
+        }
+    }
+}
+
 impl Default for DemoOptions {
     fn default() -> Self {
         DemoOptions {
@@ -44,35 +73,6 @@ impl Default for DemoOptions {
             clients: 8,
             verbose: true,
         }
-    }
-}
-
-impl DemoOptions {
-    pub fn parse(args: &[String]) -> Result<DemoOptions, String> {
-        let mut o = DemoOptions::default();
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            match a.as_str() {
-                "--pods" => {
-                    o.pods = it
-                        .next()
-                        .and_then(|v| v.parse().ok())
-                        .filter(|n| (2..=200).contains(n))
-                        .ok_or("--pods needs a number from 2 to 200")?
-                }
-                "--clients" => {
-                    o.clients = it
-                        .next()
-                        .and_then(|v| v.parse().ok())
-                        .filter(|n| (1..=256).contains(n))
-                        .ok_or("--clients needs a number from 1 to 256")?
-                }
-                "--no-sluice" => o.sluice = false,
-                "--quiet" => o.verbose = false,
-                other => return Err(format!("unknown demo flag {other:?}")),
-            }
-        }
-        Ok(o)
     }
 }
 

@@ -3,23 +3,62 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand};
 use sluice::config::Config;
 
-const USAGE: &str = "usage:
-  sluice run --config FILE [--log-format text|json]
-                                run the gateway (logs to stderr; colour only on a terminal)
-  sluice check-config FILE      validate a configuration file and exit
-  sluice crd                    print the TrafficBinding CustomResourceDefinition
-  sluice adapter conformance --endpoint URL --kind KIND [--param K=V]...
-                                run the adapter conformance battery against a plugin
-  sluice demo [--pods N] [--no-sluice] [--seconds-between N]
-                                a lossless rolling update on an embedded cluster";
+/// Sluice: a traffic-drain gateway for lossless releases on Kubernetes.
+#[derive(Debug, Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about,
+    long_about = None,
+    after_help = "Exit codes: 0 done; 1 failed (the gateway could not start, the demo failed, the conformance \
+                  battery found failures); 64 a bad command line or configuration."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway (logs to stderr; colour only on a terminal).
+    Run {
+        /// The gateway's configuration (YAML).
+        #[arg(long, value_name = "FILE")]
+        config: String,
+        /// How log lines are written.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
+    /// Validate a configuration file and exit.
+    CheckConfig {
+        /// The configuration to check.
+        file: String,
+    },
+    /// Print the TrafficBinding CustomResourceDefinition.
+    Crd,
+    /// Tools for adapters.
+    Adapter {
+        #[command(subcommand)]
+        command: AdapterCommand,
+    },
+    /// A lossless rolling update on an embedded cluster, with its figures.
+    Demo(sluice::demo::DemoArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum AdapterCommand {
+    /// Run the adapter conformance battery against a plugin.
+    Conformance(sluice::conformance_cmd::Args),
+}
 
 /// `EX_USAGE`: bad command line or configuration.
 const EXIT_USAGE: u8 = 64;
 
 /// How the gateway writes its log lines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum LogFormat {
     Text,
     Json,
@@ -60,7 +99,7 @@ fn init_tracing_as(format: LogFormat, provider: Option<&opentelemetry_sdk::trace
 }
 
 fn usage_error(msg: &str) -> ExitCode {
-    eprintln!("sluice: {msg}\n{USAGE}");
+    eprintln!("sluice: {msg} (see sluice --help)");
     ExitCode::from(EXIT_USAGE)
 }
 
@@ -106,41 +145,33 @@ async fn wait_for_stop(gw: &sluice::gateway::Gateway) {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("crd") => {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let usage = e.use_stderr();
+            let _ = e.print();
+            // --help and --version are answers, not errors.
+            return if usage {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match cli.command {
+        Command::Crd => {
             print!("{}", sluice::binding::crd_yaml());
             ExitCode::SUCCESS
         }
-        Some("check-config") => match args.get(1) {
-            Some(p) => match load(p) {
-                Ok(_) => {
-                    println!("{p}: ok");
-                    ExitCode::SUCCESS
-                }
-                Err(code) => code,
-            },
-            None => usage_error("check-config needs a FILE"),
-        },
-        Some("run") => {
-            let mut path = None;
-            let mut format = LogFormat::Text;
-            let mut rest = args[1..].iter();
-            while let Some(a) = rest.next() {
-                match (a.as_str(), rest.next().map(String::as_str)) {
-                    ("--config", Some(p)) => path = Some(p.to_string()),
-                    ("--log-format", Some("text")) => format = LogFormat::Text,
-                    ("--log-format", Some("json")) => format = LogFormat::Json,
-                    ("--log-format", other) => {
-                        return usage_error(&format!("--log-format takes text or json, not {other:?}"))
-                    }
-                    (other, _) => return usage_error(&format!("run: unexpected argument {other:?}")),
-                }
+        Command::CheckConfig { file } => match load(&file) {
+            Ok(_) => {
+                println!("{file}: ok");
+                ExitCode::SUCCESS
             }
-            let Some(path) = path else {
-                return usage_error("run needs --config FILE");
-            };
-            let cfg = match load(&path) {
+            Err(code) => code,
+        },
+        Command::Run { config, log_format } => {
+            let cfg = match load(&config) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
@@ -151,7 +182,7 @@ async fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            init_tracing_as(format, provider.as_ref());
+            init_tracing_as(log_format, provider.as_ref());
             let shutdown_seconds = cfg.engine.shutdown_seconds;
             let gw = match sluice::gateway::Gateway::start(cfg).await {
                 Ok(g) => g,
@@ -172,28 +203,24 @@ async fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Some("adapter") if args.get(1).map(String::as_str) == Some("conformance") => {
-            match sluice::conformance_cmd::run(&args[2..]).await {
-                Ok(report) => {
-                    println!("{report}");
-                    if report.passed() {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::FAILURE
-                    }
+        Command::Adapter {
+            command: AdapterCommand::Conformance(args),
+        } => match sluice::conformance_cmd::run(args).await {
+            Ok(report) => {
+                println!("{report}");
+                if report.passed() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
                 }
-                Err(e) => usage_error(&format!("{e}\n{}", sluice::conformance_cmd::USAGE)),
             }
-        }
-        Some("demo") => {
-            let opts = match sluice::demo::DemoOptions::parse(&args[1..]) {
-                Ok(o) => o,
-                Err(e) => return usage_error(&e),
-            };
+            Err(e) => usage_error(&e),
+        },
+        Command::Demo(args) => {
             if std::env::var_os("RUST_LOG").is_some() {
                 init_tracing();
             }
-            match sluice::demo::run(opts).await {
+            match sluice::demo::run(args.into()).await {
                 Ok(summary) => {
                     println!("{}", summary.line());
                     ExitCode::SUCCESS
@@ -204,10 +231,5 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        Some("-h" | "--help") | None => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        Some(other) => usage_error(&format!("unknown command {other:?}")),
     }
 }

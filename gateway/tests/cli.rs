@@ -110,3 +110,39 @@ fn adapter_conformance_command_runs_the_battery_against_a_plugin() {
     let out = sluice(&["adapter", "conformance", "--kind", "rpc"]);
     assert_eq!(out.status.code(), Some(64), "missing --endpoint is a usage error");
 }
+
+#[test]
+fn every_command_has_help_and_bad_arguments_exit_64_naming_the_flag() {
+    for args in [
+        vec!["--help"],
+        vec!["run", "--help"],
+        vec!["check-config", "--help"],
+        vec!["crd", "--help"],
+        vec!["adapter", "conformance", "--help"],
+        vec!["demo", "--help"],
+    ] {
+        let out = sluice(&args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("Usage: sluice"), "{args:?}: {text}");
+    }
+    // What the help offers, the parser takes.
+    let demo = String::from_utf8_lossy(&sluice(&["demo", "--help"]).stdout).to_string();
+    for flag in ["--pods", "--clients", "--no-sluice", "--quiet"] {
+        assert!(demo.contains(flag), "{demo}");
+    }
+    let run = String::from_utf8_lossy(&sluice(&["run", "--help"]).stdout).to_string();
+    assert!(run.contains("--log-format") && run.contains("json"), "{run}");
+    for (args, names) in [
+        (vec!["demo", "--seconds-between", "3"], "--seconds-between"),
+        (vec!["demo", "--pods", "1"], "--pods"),
+        (vec!["run"], "--config"),
+        (vec!["run", "--config", "x", "--log-format", "xml"], "--log-format"),
+        (vec!["adapter", "conformance", "--kind", "slb"], "--endpoint"),
+    ] {
+        let out = sluice(&args);
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(names), "{args:?}: {err}");
+    }
+}
