@@ -292,10 +292,11 @@ impl HaproxyAdapter {
 
     /// Finds the target's server in a snapshot of the backend (`None`: absent).
     fn locate_in(&self, snap: &Snapshot, backend: &str, target: &Target) -> Result<Option<ServerState>> {
-        let servers = snap.servers.iter().cloned();
+        // By reference: a backend of thousands of servers is searched, not copied.
+        let servers = snap.servers.iter();
         if self.dynamic() {
             let name = dynamic_server_name(target.ip, target.port);
-            let Some(srv) = servers.clone().find(|s| s.name == name) else {
+            let Some(srv) = servers.clone().find(|s| s.name == name).cloned() else {
                 return Ok(None);
             };
             if !same_addr(&srv, target) {
@@ -309,7 +310,7 @@ impl HaproxyAdapter {
             return Ok(Some(srv));
         }
         let mut matching = servers.filter(|s| same_addr(s, target));
-        let first = matching.next();
+        let first = matching.next().cloned();
         if let Some(second) = matching.next() {
             return Err(AdapterError::permanent(format!(
                 "backend '{backend}' has several servers with address {} ({}, {}, ...); Sluice needs exactly one",

@@ -18,6 +18,7 @@ pub mod worker;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
@@ -103,6 +104,8 @@ pub struct Engine {
     /// Notified whenever a pod's view changes (watch or own write): what preStop calls and
     /// admission requests wait on.
     pub changed: tokio::sync::Notify,
+    /// Pods per percentage budget, with when they were counted (see `matched_pods`).
+    matched_cache: DashMap<String, (Instant, usize)>,
     /// Budget rebuilds (a cluster synced, this replica elected) happen one at a time.
     rebuild: std::sync::Mutex<()>,
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -151,6 +154,7 @@ impl Engine {
             authority,
             in_flight: Arc::default(),
             changed: tokio::sync::Notify::new(),
+            matched_cache: DashMap::new(),
             rebuild: std::sync::Mutex::new(()),
             metrics: Arc::default(),
         })
@@ -264,7 +268,21 @@ impl Engine {
             .collect()
     }
 
+    /// Pods a budget covers (for a percentage): counted at most once a second per budget,
+    /// not at every pass of every pod (which made a pass O(pods)). A count up to a second
+    /// old errs by the pods created or deleted within that second.
     fn matched_pods(&self, budget_key: &str) -> usize {
+        if let Some(c) = self.matched_cache.get(budget_key) {
+            if c.0.elapsed() < Duration::from_secs(1) {
+                return c.1;
+            }
+        }
+        let n = self.count_matched_pods(budget_key);
+        self.matched_cache.insert(budget_key.to_string(), (Instant::now(), n));
+        n
+    }
+
+    fn count_matched_pods(&self, budget_key: &str) -> usize {
         let bindings: Vec<Binding> = self
             .bindings
             .iter()
