@@ -185,8 +185,10 @@ async fn a_heartbeat_that_re_adds_the_key_keeps_the_drain_blocked() {
     // The service stops: its heartbeat ends and its lease is revoked, so etcd deletes the key.
     heartbeat.abort();
     let _ = heartbeat.await;
-    c.lease_revoke(lease).await.expect("revoke");
+    // Taken before the revoke: etcd deletes the key during it, and the adapter's watch can
+    // see that delete before the revoke's answer arrives here.
     let gone = Instant::now();
+    c.lease_revoke(lease).await.expect("revoke");
     let (obs, at) = wait_state(&a, &t, TrafficState::Drained, "Drained once the heartbeat stopped").await;
     assert!(
         at - gone >= SETTLE,
