@@ -67,3 +67,26 @@ pub fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
 }
+
+/// Holds one request of `ms` through the load balancer at `front` (it lands on some pod);
+/// the task answers whether it got a 200.
+pub fn hold(front: std::net::SocketAddr, ms: u64) -> tokio::task::JoinHandle<bool> {
+    tokio::spawn(async move {
+        let Ok(stream) = tokio::net::TcpStream::connect(front).await else {
+            return false;
+        };
+        let Ok((mut s, conn)) = hyper::client::conn::http1::handshake::<_, http_body_util::Empty<bytes::Bytes>>(
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        else {
+            return false;
+        };
+        tokio::spawn(conn);
+        let req = http::Request::get(format!("/work?ms={ms}"))
+            .header("host", "x")
+            .body(http_body_util::Empty::new())
+            .expect("request literal");
+        matches!(s.send_request(req).await, Ok(r) if r.status() == 200)
+    })
+}

@@ -20,7 +20,7 @@ use anyhow::{bail, Context, Result};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use sluice::demo::Stage;
-use sluice_bench::{median, ready, sluice_bin, until, Proc, WAIT};
+use sluice_bench::{hold, median, ready, sluice_bin, until, Proc, WAIT};
 
 const LEASE_S: u64 = 3;
 
@@ -75,30 +75,8 @@ fn first_write_by(stage: &Stage, who: &str, after: Instant) -> Option<Instant> {
 }
 
 /// Holds `n` requests of `ms` through HAProxy.
-async fn hold(stage: &Stage, n: usize, ms: u64) -> Vec<tokio::task::JoinHandle<bool>> {
-    let mut out = Vec::new();
-    for _ in 0..n {
-        let front = stage.frontend;
-        out.push(tokio::spawn(async move {
-            let Ok(stream) = tokio::net::TcpStream::connect(front).await else {
-                return false;
-            };
-            let Ok((mut s, conn)) = hyper::client::conn::http1::handshake::<_, http_body_util::Empty<bytes::Bytes>>(
-                hyper_util::rt::TokioIo::new(stream),
-            )
-            .await
-            else {
-                return false;
-            };
-            tokio::spawn(conn);
-            let req = http::Request::get(format!("/work?ms={ms}"))
-                .header("host", "x")
-                .body(http_body_util::Empty::new())
-                .expect("request literal");
-            matches!(s.send_request(req).await, Ok(r) if r.status() == 200)
-        }));
-    }
-    out
+fn hold_n(stage: &Stage, n: usize, ms: u64) -> Vec<tokio::task::JoinHandle<bool>> {
+    (0..n).map(|_| hold(stage.frontend, ms)).collect()
 }
 
 /// Waits until pod `i`'s drain has started (its gate False).
@@ -140,7 +118,7 @@ async fn round() -> Result<Round> {
     let mut held_ok = true;
 
     // SIGKILL mid-drain.
-    let held = hold(&stage, 4, 1500).await;
+    let held = hold_n(&stage, 4, 1500);
     stage.set_kruise_state(0, "PreparingUpdate").await?;
     gate_false(&stage, 0).await?;
     drop(pa);
@@ -158,7 +136,7 @@ async fn round() -> Result<Round> {
 
     // SIGTERM mid-drain.
     let _pa = a.spawn().await?;
-    let held = hold(&stage, 4, 1500).await;
+    let held = hold_n(&stage, 4, 1500);
     stage.set_kruise_state(1, "PreparingUpdate").await?;
     gate_false(&stage, 1).await?;
     Command::new("kill").args(["-TERM", &pb.0.id().to_string()]).status()?;

@@ -21,7 +21,7 @@ use anyhow::{bail, Context, Result};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use sluice::demo::Stage;
-use sluice_bench::{median, ready, sluice_bin, until, Proc, WAIT};
+use sluice_bench::{hold, median, ready, sluice_bin, until, Proc, WAIT};
 
 /// How long the request each pod holds while it drains lasts.
 const HELD_MS: u64 = 300;
@@ -57,29 +57,6 @@ fn cpu_time(pid: u32) -> Result<Duration> {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
     Ok(Duration::from_millis(ticks * 10))
-}
-
-/// Holds one request of `HELD_MS` through HAProxy (it lands on some pod).
-fn hold(stage: &Stage) -> tokio::task::JoinHandle<bool> {
-    let front = stage.frontend;
-    tokio::spawn(async move {
-        let Ok(stream) = tokio::net::TcpStream::connect(front).await else {
-            return false;
-        };
-        let Ok((mut s, conn)) = hyper::client::conn::http1::handshake::<_, http_body_util::Empty<bytes::Bytes>>(
-            hyper_util::rt::TokioIo::new(stream),
-        )
-        .await
-        else {
-            return false;
-        };
-        tokio::spawn(conn);
-        let req = http::Request::get(format!("/work?ms={HELD_MS}"))
-            .header("host", "x")
-            .body(http_body_util::Empty::new())
-            .expect("request literal");
-        matches!(s.send_request(req).await, Ok(r) if r.status() == 200)
-    })
 }
 
 struct Run {
@@ -133,7 +110,7 @@ async fn rollout(pods: usize, export: bool) -> Result<Run> {
     let mut drains = Vec::new();
     let mut held_ok = true;
     for i in 0..pods {
-        let held: Vec<_> = (0..pods).map(|_| hold(&stage)).collect();
+        let held: Vec<_> = (0..pods).map(|_| hold(stage.frontend, HELD_MS)).collect();
         let t = Instant::now();
         stage.set_kruise_state(i, "PreparingUpdate").await?;
         stage.wait_drained(i, WAIT).await?;
