@@ -40,7 +40,7 @@ use tracing::{info, warn};
 use crate::config::{AdmissionConfig, OnDeleteTimeout};
 use crate::engine::Engine;
 use crate::model::PodView;
-use crate::prestop::{bound, drained, wait_drained, wait_synced};
+use crate::prestop::{bound, drained, wait_drained};
 
 /// Largest AdmissionReview accepted (the API server's own request limit is 3 MiB).
 const MAX_BODY: usize = 3 << 20;
@@ -212,16 +212,15 @@ pub async fn decide(
             )),
         }
     };
-    if !wait_synced(engine, Some(cluster), deadline).await {
-        return timed_out(format!("the gateway has not synced cluster {cluster} yet"));
-    }
-    // Decided from the watch cache only while the watch is healthy: a frozen view could
-    // call a pod drained (or unknown) that is not.
+    // Decided from the watch cache only once it has synced and while the watch is healthy:
+    // a frozen view could call a pod drained (or unknown) that is not.
     while !handle.live() {
         if Instant::now() >= deadline {
-            return timed_out(format!(
-                "the gateway's watch of cluster {cluster} is failing, so its view of the pod may be stale"
-            ));
+            return timed_out(if handle.synced.load(std::sync::atomic::Ordering::SeqCst) {
+                format!("the gateway's watch of cluster {cluster} is failing, so its view of the pod may be stale")
+            } else {
+                format!("the gateway has not synced cluster {cluster} yet")
+            });
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -350,13 +349,21 @@ async fn budget_refuses(handle: &crate::engine::ClusterHandle, pod: &PodView) ->
     Ok(None)
 }
 
+/// The pod the request names: by its UID when the request carries one (a delete always
+/// does), without a scan of every pod; by name otherwise.
 fn find(engine: &Engine, cluster: &str, a: &Asked) -> Option<PodView> {
-    engine
-        .pods
-        .iter()
-        .find(|p| p.cluster == cluster && p.namespace == a.namespace && p.name == a.name)
-        .map(|p| p.clone())
-        .filter(|p| a.uid.as_ref().is_none_or(|u| *u == p.uid))
+    let named = |p: &PodView| p.cluster == cluster && p.namespace == a.namespace && p.name == a.name;
+    match &a.uid {
+        Some(uid) => engine
+            .pods
+            .get(&crate::model::PodKey {
+                cluster: cluster.to_string(),
+                uid: uid.clone(),
+            })
+            .map(|p| p.clone())
+            .filter(named),
+        None => engine.pods.iter().find(|p| named(p)).map(|p| p.clone()),
+    }
 }
 
 /// The serving certificate, re-read when the certificate file's modification time changes

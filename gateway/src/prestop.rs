@@ -82,13 +82,11 @@ pub async fn wait_drained(engine: &Engine, pod: &PodView, deadline: Instant) -> 
     }
 }
 
-/// Waits until `cluster` (every cluster: `None`) has synced once; `false` when `deadline`
-/// passed first.
-pub async fn wait_synced(engine: &Engine, cluster: Option<&str>, deadline: Instant) -> bool {
+/// Waits until every cluster has synced once; `false` when `deadline` passed first.
+async fn wait_synced(engine: &Engine, deadline: Instant) -> bool {
     while !engine
         .clusters
         .values()
-        .filter(|c| cluster.is_none_or(|name| c.name == name))
         .all(|c| c.synced.load(std::sync::atomic::Ordering::SeqCst))
     {
         if Instant::now() >= deadline {
@@ -171,7 +169,7 @@ pub async fn handle(engine: &Engine, peer: IpAddr, query: &str) -> (StatusCode, 
     // rather than let the container stop with its traffic in place.
     let pod = match identify(engine, peer) {
         Ok(p) => p,
-        Err(_) if wait_synced(engine, None, deadline).await => match identify(engine, peer) {
+        Err(_) if wait_synced(engine, deadline).await => match identify(engine, peer) {
             Ok(p) => p,
             Err(answer) => return answer,
         },

@@ -389,10 +389,8 @@ impl PodWriter {
         }
     }
 
-    /// Reads the pod, builds a JSON patch from what it holds, and applies it guarded by the
-    /// patch's own `test` ops plus one on the pod's UID. A failed test (someone wrote in
-    /// between) is read and tried again.
-    /// One span per write (`patch`, with `sluice.patch` = `what` and its outcome).
+    /// [`PodWriter::guarded_write`] in a span of its own (`patch`, with `sluice.patch` =
+    /// `what` and its outcome).
     #[allow(clippy::too_many_arguments)]
     async fn guarded(
         &self,
@@ -420,6 +418,9 @@ impl PodWriter {
         result
     }
 
+    /// Reads the pod, builds a JSON patch from what it holds, and applies it guarded by the
+    /// patch's own `test` ops plus one on the pod's UID. A failed test (someone wrote in
+    /// between) is read and tried again.
     async fn guarded_write(
         &self,
         ns: &str,

@@ -591,9 +591,10 @@ async fn admit_delete(
     .await
 }
 
-/// `POST pods/NAME/eviction` (policy/v1 `Eviction`), with no PodDisruptionBudget in the
-/// cluster: the eviction is admitted (`CREATE pods/eviction`, the `Eviction` as the object),
-/// then the pod is deleted with the eviction's `deleteOptions`; `201` and a Success Status.
+/// `POST pods/NAME/eviction` (policy/v1 `Eviction`): the eviction is admitted (`CREATE
+/// pods/eviction`, the `Eviction` as the object), then checked against the pod's
+/// PodDisruptionBudget (`check_disruption_budget`), then the pod is deleted with the
+/// eviction's `deleteOptions`; `201` and a Success Status.
 async fn evict(
     state: &Arc<ClusterState>,
     def: &ResourceDef,
