@@ -350,7 +350,7 @@ async fn budget_refuses(handle: &crate::engine::ClusterHandle, pod: &PodView) ->
 }
 
 /// The pod the request names: by its UID when the request carries one (a delete always
-/// does), without a scan of every pod; by name otherwise.
+/// does), by name otherwise; never by a scan of every pod.
 fn find(engine: &Engine, cluster: &str, a: &Asked) -> Option<PodView> {
     let named = |p: &PodView| p.cluster == cluster && p.namespace == a.namespace && p.name == a.name;
     match &a.uid {
@@ -362,7 +362,7 @@ fn find(engine: &Engine, cluster: &str, a: &Asked) -> Option<PodView> {
             })
             .map(|p| p.clone())
             .filter(named),
-        None => engine.pods.iter().find(|p| named(p)).map(|p| p.clone()),
+        None => engine.pod_by_name(cluster, &a.namespace, &a.name),
     }
 }
 

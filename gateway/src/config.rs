@@ -45,6 +45,163 @@ pub struct Config {
     /// The validating admission webhook for pod deletes and evictions (absent: off).
     #[serde(default)]
     pub admission: Option<AdmissionConfig>,
+    /// The gRPC drain/restore API (`sluice.v1.Sluice`; absent: off).
+    #[serde(default)]
+    pub api: Option<ApiConfig>,
+}
+
+/// The gRPC API: where it listens, how callers prove who they are, and what each may do.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    /// TLS for the listener. Required unless `listen` is a loopback address and
+    /// `insecure: true` (tests, a sidecar on the same host).
+    #[serde(default)]
+    pub tls: Option<ApiTlsConfig>,
+    /// Serve plaintext HTTP/2 on a loopback address (no TLS): bearer tokens then travel in
+    /// the clear on the host.
+    #[serde(default)]
+    pub insecure: bool,
+    /// Bearer tokens, each read from a file (a mounted Secret) and naming the identity it
+    /// stands for.
+    #[serde(default)]
+    pub tokens: Vec<ApiToken>,
+    /// Verify bearer tokens that are not in `tokens` with a `TokenReview` in this cluster
+    /// (Kubernetes ServiceAccount tokens): the identity is the reviewed user name and groups.
+    #[serde(default)]
+    pub token_review: Option<TokenReviewConfig>,
+    /// Who may do what where; a call no rule allows is refused (deny by default).
+    #[serde(default)]
+    pub rules: Vec<ApiRule>,
+    /// Calls per second per identity (token bucket; `burst` calls at once).
+    #[serde(default)]
+    pub rate_limit: RateLimitConfig,
+    /// Largest request message accepted, in bytes.
+    #[serde(default = "default_max_request_bytes")]
+    pub max_request_bytes: usize,
+    /// Watch streams open at once (all callers); beyond, RESOURCE_EXHAUSTED.
+    #[serde(default = "default_max_watches")]
+    pub max_watches: usize,
+    /// Pods one Drain or Restore may name through a selector.
+    #[serde(default = "default_max_selected")]
+    pub max_selected_pods: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ApiTlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// Clients presenting a certificate signed by this CA are identified by it (subject CN
+    /// = user, O = groups, as kube-apiserver does). A client without one may still present a
+    /// bearer token.
+    #[serde(default, rename = "clientCAFile")]
+    pub client_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ApiToken {
+    /// The identity (user name) the token stands for.
+    pub user: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// A file holding the token (surrounding whitespace ignored).
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TokenReviewConfig {
+    /// The cluster (by name) whose API server reviews tokens; the first cluster when unset.
+    #[serde(default)]
+    pub cluster: Option<String>,
+    /// Audiences the token must be valid for (empty: the API server's default).
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// How long a review's answer is reused for the same token.
+    #[serde(default = "default_review_cache_seconds")]
+    pub cache_seconds: u64,
+}
+
+/// One authorization rule: `users` or `groups` (a trailing `*` matches a prefix, `*`
+/// anyone authenticated) may perform `verbs` in `clusters` / `namespaces` (`*`: all).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ApiRule {
+    #[serde(default)]
+    pub users: Vec<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    pub verbs: Vec<ApiVerb>,
+    #[serde(default = "star")]
+    pub clusters: Vec<String>,
+    pub namespaces: Vec<String>,
+}
+
+/// What a rule allows: `read` (Get, List, Watch), `drain`, `restore`, `release`, or `*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiVerb {
+    Read,
+    Drain,
+    Restore,
+    Release,
+    #[serde(rename = "*")]
+    All,
+}
+
+impl ApiVerb {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiVerb::Read => "read",
+            ApiVerb::Drain => "drain",
+            ApiVerb::Restore => "restore",
+            ApiVerb::Release => "release",
+            ApiVerb::All => "*",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RateLimitConfig {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            per_second: 20.0,
+            burst: 40,
+        }
+    }
+}
+
+fn star() -> Vec<String> {
+    vec!["*".into()]
+}
+
+fn default_max_request_bytes() -> usize {
+    64 * 1024
+}
+
+fn default_max_watches() -> usize {
+    4096
+}
+
+fn default_max_selected() -> usize {
+    1000
+}
+
+fn default_review_cache_seconds() -> u64 {
+    10
+}
+
+fn r_ok(per_second: f64) -> bool {
+    per_second > 0.0 && per_second <= 100_000.0
 }
 
 /// The admission webhook: `POST /validate/<cluster>` over HTTPS.
@@ -395,6 +552,18 @@ impl Config {
                 }
             }
         }
+        if let Some(api) = &mut cfg.api {
+            let files = api.tls.iter_mut().flat_map(|t| {
+                [&mut t.cert_file, &mut t.key_file]
+                    .into_iter()
+                    .chain(t.client_ca_file.as_mut())
+            });
+            for f in files.chain(api.tokens.iter_mut().map(|t| &mut t.file)) {
+                if f.is_relative() {
+                    *f = base.join(&*f);
+                }
+            }
+        }
         if let Some(a) = &mut cfg.admission {
             for f in [&mut a.cert_file, &mut a.key_file]
                 .into_iter()
@@ -424,6 +593,88 @@ impl Config {
         })?;
         cfg.validate().map_err(|(f, p)| err(f, p))?;
         Ok(cfg)
+    }
+
+    fn validate_api(&self, api: &ApiConfig) -> Result<(), (String, String)> {
+        match (&api.tls, api.insecure) {
+            (Some(_), true) => return Err(("api.insecure".into(), "set either tls or insecure, not both".into())),
+            (None, false) => {
+                return Err((
+                    "api.tls".into(),
+                    "required (certFile, keyFile, optional clientCAFile) unless insecure: true on a loopback address"
+                        .into(),
+                ))
+            }
+            (None, true) if !api.listen.ip().is_loopback() => {
+                return Err((
+                    "api.insecure".into(),
+                    format!(
+                        "plaintext is allowed only on a loopback address, not {}: configure api.tls",
+                        api.listen
+                    ),
+                ))
+            }
+            _ => {}
+        }
+        let client_certs = api.tls.as_ref().is_some_and(|t| t.client_ca_file.is_some());
+        if !client_certs && api.tokens.is_empty() && api.token_review.is_none() {
+            return Err((
+                "api".into(),
+                "no way to authenticate a caller: set tls.clientCAFile, tokens or tokenReview".into(),
+            ));
+        }
+        for (i, t) in api.tokens.iter().enumerate() {
+            if t.user.trim().is_empty() {
+                return Err((format!("api.tokens[{i}].user"), "must not be empty".into()));
+            }
+        }
+        if let Some(c) = api.token_review.as_ref().and_then(|r| r.cluster.as_ref()) {
+            if !self.clusters.iter().any(|x| &x.name == c) {
+                return Err((
+                    "api.tokenReview.cluster".into(),
+                    format!("{c:?} is not one of the clusters"),
+                ));
+            }
+        }
+        for (i, r) in api.rules.iter().enumerate() {
+            let f = |x: &str| format!("api.rules[{i}].{x}");
+            if r.users.is_empty() && r.groups.is_empty() {
+                return Err((
+                    f("users"),
+                    "name at least one user or group (\"*\": anyone authenticated)".into(),
+                ));
+            }
+            if r.verbs.is_empty() {
+                return Err((
+                    f("verbs"),
+                    "name at least one of read, drain, restore, release, *".into(),
+                ));
+            }
+            if r.namespaces.is_empty() {
+                return Err((f("namespaces"), "name at least one namespace (\"*\": all)".into()));
+            }
+            for c in &r.clusters {
+                if c != "*" && !self.clusters.iter().any(|x| &x.name == c) {
+                    return Err((f("clusters"), format!("{c:?} is not one of the clusters")));
+                }
+            }
+        }
+        if !(r_ok(api.rate_limit.per_second) && api.rate_limit.burst >= 1) {
+            return Err((
+                "api.rateLimit".into(),
+                "perSecond must be above 0 (at most 100000) and burst at least 1".into(),
+            ));
+        }
+        for (field, value, min, max) in [
+            ("api.maxRequestBytes", api.max_request_bytes, 1024, 4 * 1024 * 1024),
+            ("api.maxWatches", api.max_watches, 1, 100_000),
+            ("api.maxSelectedPods", api.max_selected_pods, 1, 100_000),
+        ] {
+            if !(min..=max).contains(&value) {
+                return Err((field.into(), format!("{value} is out of range ({min} to {max})")));
+            }
+        }
+        Ok(())
     }
 
     fn validate(&self) -> Result<(), (String, String)> {
@@ -509,6 +760,9 @@ impl Config {
                     format!("{} is out of range (1 to 100000)", a.max_concurrent),
                 ));
             }
+        }
+        if let Some(api) = &self.api {
+            self.validate_api(api)?;
         }
         if let Some(e) = &self.telemetry.otlp_endpoint {
             if !(e.starts_with("http://") || e.starts_with("https://")) {

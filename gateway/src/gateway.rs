@@ -31,6 +31,8 @@ pub struct Gateway {
     pub prestop_addr: Option<SocketAddr>,
     /// The admission webhook's HTTPS listener (`admission.listen`).
     pub admission_addr: Option<SocketAddr>,
+    /// The gRPC API's listener (`api.listen`).
+    pub api_addr: Option<SocketAddr>,
     tasks: Vec<JoinHandle<()>>,
     /// The lease loop, told to stop (and release the lease) on shutdown.
     lease: Option<(Arc<tokio::sync::Notify>, JoinHandle<()>)>,
@@ -112,6 +114,10 @@ impl Gateway {
             clients.insert(c.name.clone(), client);
         }
         let engine = Engine::new(cfg.engine.clone(), handles.clone(), adapters.clone(), authority.clone());
+        let review_client = cfg
+            .api
+            .as_ref()
+            .and_then(|a| crate::api::auth::review_client(a, &clients, &cfg.clusters[0].name));
         info!(role = %authority.describe(), instance = %cfg.engine.instance, "Gateway starting.");
         let lease = cfg.leader_election.as_ref().map(|l| {
             let cluster = l.cluster.clone().unwrap_or_else(|| cfg.clusters[0].name.clone());
@@ -197,12 +203,27 @@ impl Gateway {
             }
             None => None,
         };
+        let api_addr = match &cfg.api {
+            Some(a) => {
+                let (l, bound) = crate::api::bind(a).await?;
+                // Certificates and tokens are read before the gateway counts as started.
+                let service = crate::api::Server::new(engine.clone(), a.clone(), review_client)?;
+                tasks.push(tokio::spawn(async move {
+                    if let Err(e) = service.serve(l).await {
+                        tracing::error!(error = %format!("{e:#}"), "The API stopped.");
+                    }
+                }));
+                Some(bound)
+            }
+            None => None,
+        };
         Ok(Gateway {
             engine,
             health_addr,
             metrics_addr,
             prestop_addr,
             admission_addr,
+            api_addr,
             tasks,
             lease,
         })

@@ -13,12 +13,16 @@
 //! - [`engine`]: shared state and the executor (per-pod workers, budgets, drift repair,
 //!   orphan sweep).
 //! - [`k8s`]: per-cluster watches and guarded writes to pods, Events.
+//! - [`api`]: the gRPC drain/restore API (`sluice.v1`), its authentication, authorization
+//!   and audit.
 //! - [`gateway`]: wiring and the health endpoint.
 //! - [`demo`]: the lossless-rollout demo on an embedded simulated cluster.
 
 pub mod admission;
+pub mod api;
 pub mod authority;
 pub mod binding;
+pub mod client;
 pub mod config;
 pub mod conformance_cmd;
 pub mod demo;

@@ -14,11 +14,16 @@ use sluice::config::Config;
     about,
     long_about = None,
     after_help = "Exit codes: 0 done; 1 failed (the gateway could not start, the demo failed, the conformance \
-                  battery found failures); 64 a bad command line or configuration."
+                  battery found failures, another API error); 2 a --wait ended before every pod reached the goal; \
+                  3 it ended with a pod blocked; 4 denied (not authenticated or not allowed); 5 a precondition \
+                  failed (stale UID or etag, or the pod's state does not allow it); 6 not found; 64 a bad command \
+                  line, configuration or request; 69 the API is unavailable or rate limited (try again)."
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    connection: sluice::client::Connection,
 }
 
 #[derive(Debug, Subcommand)]
@@ -46,6 +51,8 @@ enum Command {
     },
     /// A lossless rolling update on an embedded cluster, with its figures.
     Demo(sluice::demo::DemoArgs),
+    #[command(flatten)]
+    Api(sluice::client::ApiCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -216,6 +223,7 @@ async fn main() -> ExitCode {
             }
             Err(e) => usage_error(&e),
         },
+        Command::Api(cmd) => ExitCode::from(sluice::client::run(cli.connection, cmd).await),
         Command::Demo(args) => {
             if std::env::var_os("RUST_LOG").is_some() {
                 init_tracing();

@@ -109,7 +109,23 @@ pub struct Engine {
     /// Budget rebuilds (a cluster synced, this replica elected) happen one at a time.
     rebuild: std::sync::Mutex<()>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// `(cluster, namespace, name)` → the UID of the pod by that name (for the API and the
+    /// admission webhook, which are asked by name).
+    names: DashMap<(String, String, String), String>,
+    /// Every change of a pod's view, for API watches (sent only while one listens).
+    pub updates: tokio::sync::broadcast::Sender<PodUpdate>,
 }
+
+/// A change of the engine's view of a pod.
+#[derive(Debug, Clone)]
+pub enum PodUpdate {
+    Changed(Arc<PodView>),
+    Deleted(Arc<PodView>),
+}
+
+/// Updates kept for a watcher that lags; one that falls further behind starts over from
+/// the view (see `api`).
+const UPDATES_BACKLOG: usize = 16_384;
 
 /// Counts one unit of work in flight for as long as it lives.
 pub struct InFlight(Arc<AtomicUsize>);
@@ -157,7 +173,29 @@ impl Engine {
             matched_cache: DashMap::new(),
             rebuild: std::sync::Mutex::new(()),
             metrics: Arc::default(),
+            names: DashMap::new(),
+            updates: tokio::sync::broadcast::channel(UPDATES_BACKLOG).0,
         })
+    }
+
+    /// The pod of this name, as the engine sees it.
+    pub fn pod_by_name(&self, cluster: &str, namespace: &str, name: &str) -> Option<PodView> {
+        let uid = self
+            .names
+            .get(&(cluster.to_string(), namespace.to_string(), name.to_string()))?
+            .clone();
+        self.pods
+            .get(&PodKey {
+                cluster: cluster.to_string(),
+                uid,
+            })
+            .map(|p| p.clone())
+    }
+
+    fn publish(&self, update: impl FnOnce() -> PodUpdate) {
+        if self.updates.receiver_count() > 0 {
+            let _ = self.updates.send(update());
+        }
     }
 
     /// Every cluster has listed once (for `/readyz`).
@@ -296,7 +334,13 @@ impl Engine {
 
     /// Forgets a pod that is gone; its budget slots go back.
     pub fn forget(&self, key: &PodKey) {
-        self.pods.remove(key);
+        if let Some((_, gone)) = self.pods.remove(key) {
+            self.names.remove_if(
+                &(gone.cluster.clone(), gone.namespace.clone(), gone.name.clone()),
+                |_, uid| *uid == gone.uid,
+            );
+            self.publish(|| PodUpdate::Deleted(Arc::new(gone)));
+        }
         self.budgets.release(key);
     }
 
@@ -308,6 +352,7 @@ impl Engine {
         };
         match self.pods.get_mut(&v.key()) {
             Some(mut known) if known.is_older_than(&v) => {
+                self.publish(|| PodUpdate::Changed(Arc::new(v.clone())));
                 *known = v;
                 drop(known);
                 self.changed.notify_waiters();
@@ -320,15 +365,20 @@ impl Engine {
     /// Takes a pod from the watch: answers whether it changed (older versions, delivered
     /// late by a lagging watch, are ignored).
     pub fn observe_pod(&self, v: PodView) -> bool {
+        let name = (v.cluster.clone(), v.namespace.clone(), v.name.clone());
+        let uid = v.uid.clone();
         match self.pods.entry(v.key()) {
             Entry::Occupied(mut e) => {
                 if *e.get() == v || !e.get().is_older_than(&v) {
                     return false;
                 }
+                self.publish(|| PodUpdate::Changed(Arc::new(v.clone())));
                 e.insert(v);
             }
             Entry::Vacant(e) => {
+                self.publish(|| PodUpdate::Changed(Arc::new(v.clone())));
                 e.insert(v);
+                self.names.insert(name, uid);
             }
         }
         self.changed.notify_waiters();

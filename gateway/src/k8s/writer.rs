@@ -37,6 +37,20 @@ pub enum WriteError {
     /// This replica may not write now (a standby, past its renew deadline, shadow mode).
     #[error("not written: this gateway is {0}")]
     NotLeader(String),
+    /// The caller's precondition (an etag) does not hold: nothing written.
+    #[error("{0}")]
+    Precondition(String),
+}
+
+/// The pod must be at `etag` (its resourceVersion), when one is given.
+fn check_etag(pod: &Pod, etag: Option<&str>) -> Result<(), WriteError> {
+    match etag {
+        Some(e) if pod.metadata.resource_version.as_deref() != Some(e) => Err(WriteError::Precondition(format!(
+            "etag {e:?} is stale: the pod is at {:?} now; read it again",
+            pod.metadata.resource_version.as_deref().unwrap_or("")
+        ))),
+        _ => Ok(()),
+    }
 }
 
 impl WriteError {
@@ -45,7 +59,7 @@ impl WriteError {
         match self {
             WriteError::Kube(kube::Error::Api(s)) => matches!(s.code, 409 | 422 | 429 | 500..=599),
             WriteError::Kube(_) => true,
-            WriteError::Ledger(_) => false,
+            WriteError::Ledger(_) | WriteError::Precondition(_) => false,
             WriteError::NotLeader(_) => true,
         }
     }
@@ -314,6 +328,109 @@ impl PodWriter {
     pub async fn request_drain(&self, ns: &str, name: &str, uid: &str, value: &str) -> Result<Written, WriteError> {
         self.set_annotation_as(ns, name, uid, crate::model::DRAIN_REQUEST_ANNOTATION, value, true)
             .await
+    }
+
+    /// Records a drain asked through the API: `sluice.dev/desired: drained` and who asked
+    /// (`sluice.dev/desired-by`), plus the caller's trace (`sluice.dev/traceparent`) when
+    /// given, in one patch. A request (a standby writes it too). `etag`: the pod must still
+    /// be at that resourceVersion ([`WriteError::Precondition`] otherwise). A drain already
+    /// asked for keeps its first requester.
+    pub async fn request_desired(
+        &self,
+        ns: &str,
+        name: &str,
+        uid: &str,
+        etag: Option<&str>,
+        desired_by: &str,
+        traceparent: Option<&str>,
+    ) -> Result<Written, WriteError> {
+        use crate::model::{DESIRED_ANNOTATION, DESIRED_BY_ANNOTATION};
+        self.guarded(
+            "annotation sluice.dev/desired=drained",
+            ns,
+            name,
+            uid,
+            |pod| {
+                check_etag(pod, etag)?;
+                let annotations = pod.metadata.annotations.as_ref();
+                let has = |k: &str| annotations.and_then(|a| a.get(k)).map(String::as_str);
+                if has(DESIRED_ANNOTATION) == Some("drained") {
+                    return Ok(None);
+                }
+                let mut set = vec![
+                    (DESIRED_ANNOTATION, "drained".to_string()),
+                    (DESIRED_BY_ANNOTATION, desired_by.to_string()),
+                ];
+                if let Some(tp) = traceparent {
+                    set.push((crate::telemetry::TRACEPARENT_ANNOTATION, tp.to_string()));
+                }
+                Ok(Some(match annotations {
+                    Some(_) => {
+                        let mut ops = vec![json!({"op": "test", "path": "/metadata/resourceVersion", "value": pod.metadata.resource_version})];
+                        for (k, v) in set {
+                            ops.push(json!({"op": "add", "path": format!("/metadata/annotations/{}", escape(k)), "value": v}));
+                        }
+                        Value::Array(ops)
+                    }
+                    None => {
+                        let map: serde_json::Map<String, Value> =
+                            set.into_iter().map(|(k, v)| (k.to_string(), Value::String(v))).collect();
+                        json!([
+                            {"op": "test", "path": "/metadata/resourceVersion", "value": pod.metadata.resource_version},
+                            {"op": "add", "path": "/metadata/annotations", "value": map},
+                        ])
+                    }
+                }))
+            },
+            false,
+            true,
+        )
+        .await
+    }
+
+    /// Withdraws a drain asked through the API or `sluice.dev/desired`: removes that
+    /// annotation and `sluice.dev/desired-by`. A request, like [`PodWriter::request_desired`].
+    pub async fn withdraw_desired(
+        &self,
+        ns: &str,
+        name: &str,
+        uid: &str,
+        etag: Option<&str>,
+        traceparent: Option<&str>,
+    ) -> Result<Written, WriteError> {
+        use crate::model::{DESIRED_ANNOTATION, DESIRED_BY_ANNOTATION};
+        self.guarded(
+            "annotation sluice.dev/desired removed",
+            ns,
+            name,
+            uid,
+            |pod| {
+                check_etag(pod, etag)?;
+                let Some(annotations) = pod.metadata.annotations.as_ref() else {
+                    return Ok(None);
+                };
+                let mut ops = Vec::new();
+                for k in [DESIRED_ANNOTATION, DESIRED_BY_ANNOTATION] {
+                    if let Some(v) = annotations.get(k) {
+                        let path = format!("/metadata/annotations/{}", escape(k));
+                        ops.push(json!({"op": "test", "path": path, "value": v}));
+                        ops.push(json!({"op": "remove", "path": path}));
+                    }
+                }
+                // The restore joins the caller's trace (only with something to withdraw).
+                if let (Some(tp), false) = (traceparent, ops.is_empty()) {
+                    let path = format!(
+                        "/metadata/annotations/{}",
+                        escape(crate::telemetry::TRACEPARENT_ANNOTATION)
+                    );
+                    ops.push(json!({"op": "add", "path": path, "value": tp}));
+                }
+                Ok((!ops.is_empty()).then(|| Value::Array(ops)))
+            },
+            false,
+            true,
+        )
+        .await
     }
 
     /// Sets one annotation of this pod (this UID), touching no other.

@@ -14,6 +14,9 @@ pub const DOMAIN: &str = "sluice.dev";
 pub const GATE: &str = "sluice.dev/traffic-ready";
 /// Rollout controllers (and the gRPC API) ask for a drain with `drained`.
 pub const DESIRED_ANNOTATION: &str = "sluice.dev/desired";
+/// Who asked for `sluice.dev/desired: drained` through the API, and why:
+/// `{"by": <identity>, "why": <reason>, "at": <time>, "requestId": <id>}`.
+pub const DESIRED_BY_ANNOTATION: &str = "sluice.dev/desired-by";
 /// Set by the gateway when a blocking preStop call arrives: `{"at": <time>, "restarts": N}`,
 /// N the pod's container restarts at that moment. The mark stands for those containers
 /// only: once one restarts (a liveness-probe restart also runs preStop), it no longer
@@ -76,6 +79,8 @@ pub struct PodView {
     pub labels: BTreeMap<String, String>,
     /// The `sluice.dev/desired` annotation, as written.
     pub desired: Option<String>,
+    /// `sluice.dev/desired-by`, as written (who asked through the API).
+    pub desired_by: Option<String>,
     pub kruise_state: Option<String>,
     pub deleting: bool,
     /// A preStop mark for the containers running now.
@@ -130,6 +135,7 @@ impl PodView {
             kruise_state: labels.get(KRUISE_STATE).cloned(),
             labels,
             desired: annotation(DESIRED_ANNOTATION),
+            desired_by: annotation(DESIRED_BY_ANNOTATION),
             deleting: m.deletion_timestamp.is_some(),
             prestop,
             restarts,

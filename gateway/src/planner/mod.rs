@@ -146,6 +146,33 @@ pub fn intent(pod: &PodView) -> Intent {
     }
 }
 
+/// Every signal that asks for the pod's drain now (the API shows them; a Restore through
+/// the API is refused while one other than `desired` stands): `deleting`, `desired`,
+/// `prestop`, `drain-request`, `lifecycle:<state>`.
+pub fn drain_signals(pod: &PodView) -> Vec<String> {
+    let mut out = Vec::new();
+    if pod.deleting {
+        out.push("deleting".to_string());
+    }
+    if pod.desired.as_deref() == Some("drained") {
+        out.push("desired".to_string());
+    }
+    if pod.prestop {
+        out.push("prestop".to_string());
+    }
+    let now = jiff::Timestamp::now();
+    if pod
+        .drain_request
+        .is_some_and(|until| until > now && until <= now + MAX_DRAIN_REQUEST)
+    {
+        out.push("drain-request".to_string());
+    }
+    if let Some(s @ ("PreparingDelete" | "PreparingUpdate" | "Updating")) = pod.kruise_state.as_deref() {
+        out.push(format!("lifecycle:{s}"));
+    }
+    out
+}
+
 /// What the engine knows of one target this pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Seen {

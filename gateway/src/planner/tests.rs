@@ -18,6 +18,7 @@ fn pod() -> PodView {
         resource_version: "1".into(),
         labels: BTreeMap::new(),
         desired: None,
+        desired_by: None,
         kruise_state: None,
         deleting: false,
         prestop: false,

@@ -93,6 +93,8 @@ pub struct ClusterState {
     pub server_address: String,
     tokens: HashMap<String, String>,
     pub webhook_client: Option<crate::admission::ClientCert>,
+    /// ServiceAccount tokens issued, for TokenReview.
+    pub service_account_tokens: crate::tokenreview::ServiceAccountTokens,
 }
 
 impl ClusterState {
@@ -158,6 +160,7 @@ impl Cluster {
             server_address: addr.to_string(),
             tokens,
             webhook_client: cfg.webhook_client_cert.clone(),
+            service_account_tokens: Default::default(),
         });
         {
             let mut store = state.store();
@@ -193,6 +196,14 @@ impl Cluster {
 
     pub fn name(&self) -> &str {
         &self.state.name
+    }
+
+    /// Issues a ServiceAccount token (what the TokenRequest API gives a pod), valid for
+    /// `audiences` (none: the API server's own); TokenReview authenticates it.
+    pub fn issue_service_account_token(&self, namespace: &str, service_account: &str, audiences: &[&str]) -> String {
+        self.state
+            .service_account_tokens
+            .issue(namespace, service_account, audiences)
     }
 
     pub fn addr(&self) -> SocketAddr {

@@ -39,6 +39,7 @@ pub mod server;
 pub mod status;
 pub mod store;
 pub mod tls;
+pub mod tokenreview;
 pub mod zero;
 
 pub use cluster::{kubeconfig, Cluster, ClusterConfig, ObjectApi};

@@ -240,6 +240,23 @@ async fn route(state: Arc<ClusterState>, req: Request<Incoming>) -> ApiResult<Re
             let target = resolve(&state, "", "v1", rest)?;
             serve(state, target, req).await
         }
+        ["apis", "authentication.k8s.io", "v1", rest @ ..] if rest.last() == Some(&"tokenreviews") => {
+            if req.method() != Method::POST {
+                return Err(ApiError::method_not_allowed(
+                    "the server does not allow this method on the requested resource",
+                )
+                .with_empty_details());
+            }
+            let namespace = match rest {
+                ["tokenreviews"] => None,
+                ["namespaces", ns, "tokenreviews"] => Some(ns.to_string()),
+                _ => return Err(ApiError::path_not_found()),
+            };
+            check_json_content_type(&req)?;
+            let body = read_body(req).await?;
+            let review = state.service_account_tokens.review(namespace.as_deref(), &body)?;
+            Ok(json_response(StatusCode::CREATED, review.to_string()))
+        }
         ["apis", g, v, rest @ ..] => {
             let target = resolve(&state, g, v, rest)?;
             serve(state, target, req).await

@@ -1,0 +1,1137 @@
+//! The `sluice.v1.Sluice` service: one method per RPC, each authenticated, rate limited and
+//! authorized first; mutating calls audited.
+
+use std::collections::{BTreeMap, HashMap};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use futures::{Stream, StreamExt};
+use prost::Message;
+use sluice_proto::v1 as pb;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::Semaphore;
+use tonic::{Request, Response, Status};
+
+use super::auth::{Authenticator, Identity, RateLimiter, Rules};
+use super::selector::LabelSelector;
+use super::{traffic, DesiredBy};
+use crate::config::{ApiConfig, ApiVerb};
+use crate::engine::{Engine, PodUpdate};
+use crate::k8s::writer::{WriteError, Written};
+use crate::model::PodView;
+
+/// How long a request id's answer is kept (AIP-155 asks for at least an hour).
+const REQUEST_ID_TTL: Duration = Duration::from_secs(3600);
+/// Request ids remembered at most (per replica).
+const REQUEST_ID_CAP: usize = 100_000;
+const MAX_REASON: usize = 1024;
+const MAX_REQUEST_ID: usize = 128;
+const DEFAULT_WAIT: u32 = 300;
+const MAX_WAIT: u32 = 3600;
+const MAX_PAGE: u32 = 1000;
+const DEFAULT_PAGE: u32 = 500;
+
+type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The first answer to a request id, kept for its repeats.
+struct Remembered {
+    fingerprint: [u8; 32],
+    at: Instant,
+    answer: tokio::sync::OnceCell<pb::Operation>,
+}
+
+pub struct ApiService {
+    engine: Arc<Engine>,
+    cfg: ApiConfig,
+    auth: Authenticator,
+    rules: Rules,
+    limiter: RateLimiter,
+    remembered: DashMap<(String, String), Arc<Remembered>>,
+    watches: Arc<Semaphore>,
+}
+
+/// What every call starts with: who calls, and the caller's trace.
+struct Caller {
+    who: Identity,
+    traceparent: Option<String>,
+    trace_id: String,
+}
+
+/// The pods a mutating call concerns.
+struct Resolved {
+    cluster: String,
+    pods: Vec<PodView>,
+    /// The pod reference's preconditions (a single pod only).
+    uid: Option<String>,
+    etag: Option<String>,
+    what: String,
+}
+
+impl ApiService {
+    pub fn new(engine: Arc<Engine>, cfg: ApiConfig, review_client: Option<kube::Client>) -> anyhow::Result<ApiService> {
+        Ok(ApiService {
+            auth: Authenticator::new(&cfg, review_client)?,
+            rules: Rules::new(cfg.rules.clone()),
+            limiter: RateLimiter::new(cfg.rate_limit.per_second, cfg.rate_limit.burst),
+            remembered: DashMap::new(),
+            watches: Arc::new(Semaphore::new(cfg.max_watches)),
+            engine,
+            cfg,
+        })
+    }
+
+    async fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        let who = self.auth.identify(req).await?;
+        self.limiter.take(&who.user)?;
+        let traceparent = req
+            .metadata()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| crate::telemetry::TraceParent::parse(v).is_some())
+            .map(String::from);
+        let trace_id = traceparent
+            .as_deref()
+            .and_then(crate::telemetry::TraceParent::parse)
+            .map(|t| format!("{:032x}", t.trace_id))
+            .unwrap_or_default();
+        Ok(Caller {
+            who,
+            traceparent,
+            trace_id,
+        })
+    }
+
+    fn authorize(&self, c: &Caller, verb: ApiVerb, cluster: &str, namespace: &str) -> Result<(), Status> {
+        if self.rules.allows(&c.who, verb, cluster, namespace) {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(format!(
+                "{} may not {} in namespace {namespace:?} of cluster {cluster:?}: no rule in api.rules allows it",
+                c.who.user,
+                verb.as_str()
+            )))
+        }
+    }
+
+    /// The cluster a request names (may be empty with exactly one cluster).
+    fn cluster(&self, name: &str) -> Result<String, Status> {
+        let names: Vec<&String> = self.engine.clusters.keys().collect();
+        if name.is_empty() {
+            return match names.as_slice() {
+                [one] => Ok((*one).clone()),
+                _ => Err(Status::invalid_argument(format!(
+                    "cluster is required: this gateway watches {}",
+                    join(&names)
+                ))),
+            };
+        }
+        if self.engine.clusters.contains_key(name) {
+            Ok(name.to_string())
+        } else {
+            Err(Status::invalid_argument(format!(
+                "unknown cluster {name:?}: this gateway watches {}",
+                join(&names)
+            )))
+        }
+    }
+
+    /// The cluster must be synced and its watch healthy before anything is decided from it.
+    fn live(&self, cluster: &str) -> Result<(), Status> {
+        let c = &self.engine.clusters[cluster];
+        if c.live() {
+            Ok(())
+        } else {
+            Err(Status::unavailable(format!(
+                "cluster {cluster:?} is not synced or its watch is failing: the gateway's view of it cannot be \
+                 trusted now; try again"
+            )))
+        }
+    }
+
+    /// Resolves a Drain / Restore target to its pods, after authorizing `verb` on its
+    /// namespace (so a refused caller learns nothing of the pods).
+    fn resolve(&self, c: &Caller, verb: ApiVerb, target: Option<&pb::Target>) -> Result<Resolved, Status> {
+        use pb::target::Target as T;
+        let target = target
+            .and_then(|t| t.target.as_ref())
+            .ok_or_else(|| Status::invalid_argument("target is required: a pod, a selector or an endpoint"))?;
+        match target {
+            T::Pod(p) => {
+                let cluster = self.cluster(&p.cluster)?;
+                check_name("pod.namespace", &p.namespace, 63)?;
+                check_name("pod.name", &p.name, 253)?;
+                self.authorize(c, verb, &cluster, &p.namespace)?;
+                self.live(&cluster)?;
+                let pod = self
+                    .engine
+                    .pod_by_name(&cluster, &p.namespace, &p.name)
+                    .ok_or_else(|| not_found(&cluster, &p.namespace, &p.name))?;
+                if !p.uid.is_empty() && p.uid != pod.uid {
+                    return Err(Status::aborted(format!(
+                        "pod {}/{}/{} has UID {}, not {} (the precondition): it was replaced; read it again",
+                        cluster, p.namespace, p.name, pod.uid, p.uid
+                    )));
+                }
+                if !p.etag.is_empty() && p.etag != pod.resource_version {
+                    return Err(Status::aborted(format!(
+                        "etag {:?} is stale: pod {}/{}/{} is at {:?} now; read it again",
+                        p.etag, cluster, p.namespace, p.name, pod.resource_version
+                    )));
+                }
+                Ok(Resolved {
+                    what: format!("pod {}", pod.display()),
+                    cluster,
+                    pods: vec![pod],
+                    uid: (!p.uid.is_empty()).then(|| p.uid.clone()),
+                    etag: (!p.etag.is_empty()).then(|| p.etag.clone()),
+                })
+            }
+            T::Selector(s) => {
+                let cluster = self.cluster(&s.cluster)?;
+                check_name("selector.namespace", &s.namespace, 63)?;
+                if s.label_selector.trim().is_empty() {
+                    return Err(Status::invalid_argument(
+                        "selector.label_selector is required for a drain or restore (an empty one would take every \
+                         pod of the namespace): name the pods, e.g. app=web",
+                    ));
+                }
+                let sel = LabelSelector::parse(&s.label_selector).map_err(Status::invalid_argument)?;
+                self.authorize(c, verb, &cluster, &s.namespace)?;
+                self.live(&cluster)?;
+                let mut pods: Vec<PodView> = self
+                    .engine
+                    .pods
+                    .iter()
+                    .filter(|p| p.cluster == cluster && p.namespace == s.namespace && sel.matches(&p.labels))
+                    .map(|p| p.clone())
+                    .collect();
+                if pods.is_empty() {
+                    return Err(Status::not_found(format!(
+                        "no pod in namespace {:?} of cluster {cluster:?} matches {:?}",
+                        s.namespace, s.label_selector
+                    )));
+                }
+                if pods.len() > self.cfg.max_selected_pods {
+                    return Err(Status::invalid_argument(format!(
+                        "selector {:?} matches {} pods; one request may name at most {} (api.maxSelectedPods): \
+                         narrow the selector",
+                        s.label_selector,
+                        pods.len(),
+                        self.cfg.max_selected_pods
+                    )));
+                }
+                pods.sort_by(|a, b| a.name.cmp(&b.name));
+                Ok(Resolved {
+                    what: format!("pods {cluster}/{}/{{{}}}", s.namespace, s.label_selector),
+                    cluster,
+                    pods,
+                    uid: None,
+                    etag: None,
+                })
+            }
+            T::Endpoint(_) => Err(Status::unimplemented(
+                "endpoint drains (addresses outside Kubernetes) are not available in this version: drain pods or \
+                 selectors",
+            )),
+        }
+    }
+
+    /// AIP-155: the first answer to `(caller, request_id)`, computed once by `run` (a
+    /// failure is not remembered: the request may be tried again). A repeat with other
+    /// content is refused.
+    async fn once<F, Fut>(
+        &self,
+        c: &Caller,
+        request_id: &str,
+        fingerprint: [u8; 32],
+        run: F,
+    ) -> Result<pb::Operation, Status>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<pb::Operation, Status>>,
+    {
+        if request_id.is_empty() {
+            return run().await;
+        }
+        let key = (c.who.user.clone(), request_id.to_string());
+        if self.remembered.len() >= REQUEST_ID_CAP {
+            self.remembered.retain(|_, r| r.at.elapsed() < REQUEST_ID_TTL);
+        }
+        let entry = {
+            let mut e = self.remembered.entry(key).or_insert_with(|| {
+                Arc::new(Remembered {
+                    fingerprint,
+                    at: Instant::now(),
+                    answer: tokio::sync::OnceCell::new(),
+                })
+            });
+            if e.at.elapsed() >= REQUEST_ID_TTL {
+                *e = Arc::new(Remembered {
+                    fingerprint,
+                    at: Instant::now(),
+                    answer: tokio::sync::OnceCell::new(),
+                });
+            }
+            e.clone()
+        };
+        if entry.fingerprint != fingerprint {
+            return Err(Status::invalid_argument(format!(
+                "request_id {request_id:?} was used for a different request: use a new id for a new request"
+            )));
+        }
+        let mut first = false;
+        let answer = entry
+            .answer
+            .get_or_try_init(|| {
+                first = true;
+                run()
+            })
+            .await?
+            .clone();
+        Ok(pb::Operation {
+            replayed: !first,
+            ..answer
+        })
+    }
+
+    /// One audit line per mutating call.
+    #[allow(clippy::too_many_arguments)]
+    fn audit(
+        &self,
+        c: &Caller,
+        verb: &str,
+        what: &str,
+        reason: &str,
+        request_id: &str,
+        validate_only: bool,
+        result: &Result<pb::Operation, Status>,
+    ) {
+        let (code, message) = match result {
+            Ok(op) if op.replayed => ("OK".to_string(), "replayed".to_string()),
+            Ok(op) => ("OK".to_string(), op.plan.join("; ")),
+            Err(s) => (format!("{:?}", s.code()), s.message().to_string()),
+        };
+        tracing::info!(
+            target: "sluice::audit",
+            who = %c.who.user,
+            groups = %c.who.groups.join(","),
+            via = c.who.via,
+            verb,
+            target = what,
+            reason,
+            request_id,
+            validate_only,
+            result = %code,
+            detail = %message,
+            trace_id = %c.trace_id,
+            "audit"
+        );
+    }
+
+    async fn drain_or_restore(
+        &self,
+        c: &Caller,
+        verb: ApiVerb,
+        r: &Resolved,
+        reason: &str,
+        request_id: &str,
+        validate_only: bool,
+    ) -> Result<pb::Operation, Status> {
+        let mut plan = Vec::new();
+        let mut act = Vec::new();
+        for p in &r.pods {
+            let signals = crate::planner::drain_signals(p);
+            match verb {
+                ApiVerb::Drain => {
+                    if p.desired.as_deref() == Some("drained") {
+                        plan.push(format!("{}: drain already asked ({})", p.display(), signals.join(", ")));
+                    } else {
+                        let bound = !self.engine.bindings_for(p).is_empty() || p.ledger_annotation.is_some();
+                        plan.push(format!(
+                            "{}: record sluice.dev/desired=drained{}",
+                            p.display(),
+                            if bound {
+                                ""
+                            } else {
+                                " (no TrafficBinding selects it: nothing to take out)"
+                            }
+                        ));
+                        act.push(p);
+                    }
+                }
+                _ => {
+                    let others: Vec<&String> = signals.iter().filter(|s| *s != "desired").collect();
+                    if !others.is_empty() {
+                        return Err(Status::failed_precondition(format!(
+                            "{} cannot be restored: it is also drained by {} (Sluice restores it when {} ends); \
+                             nothing was changed",
+                            p.display(),
+                            join(&others),
+                            if others.len() == 1 { "that" } else { "they" }
+                        )));
+                    }
+                    if p.desired.is_some() {
+                        plan.push(format!("{}: remove sluice.dev/desired", p.display()));
+                        act.push(p);
+                    } else {
+                        plan.push(format!("{}: no drain asked; nothing to withdraw", p.display()));
+                    }
+                }
+            }
+        }
+        let mut pods: Vec<pb::PodTraffic> = r.pods.iter().map(traffic).collect();
+        if !validate_only && !act.is_empty() {
+            let writer = &self.engine.clusters[&r.cluster].writer;
+            let by = DesiredBy {
+                by: c.who.user.clone(),
+                why: reason.to_string(),
+                at: crate::model::status::now_text(),
+                request_id: request_id.to_string(),
+            };
+            let by = serde_json::to_string(&by).expect("serializes");
+            type Write<'a> =
+                Pin<Box<dyn std::future::Future<Output = (PodView, Result<Written, WriteError>)> + Send + 'a>>;
+            let (by, tp, etag) = (by.as_str(), c.traceparent.as_deref(), r.etag.as_deref());
+            let writes: Vec<Write<'_>> = act
+                .iter()
+                .map(|p| {
+                    let p = (*p).clone();
+                    Box::pin(async move {
+                        let res = match verb {
+                            ApiVerb::Drain => {
+                                writer
+                                    .request_desired(&p.namespace, &p.name, &p.uid, etag, by, tp)
+                                    .await
+                            }
+                            _ => writer.withdraw_desired(&p.namespace, &p.name, &p.uid, etag, tp).await,
+                        };
+                        (p, res)
+                    }) as Write<'_>
+                })
+                .collect();
+            let results = futures::stream::iter(writes)
+                .buffer_unordered(16)
+                .collect::<Vec<_>>()
+                .await;
+            let mut failed = Vec::new();
+            let mut first_error = None;
+            for (p, res) in results {
+                match res {
+                    Ok(w) => {
+                        self.engine.update_view(&r.cluster, w.pod());
+                        if let Some(v) = PodView::from_pod(&r.cluster, w.pod()) {
+                            if let Some(slot) = pods.iter_mut().find(|x| x.uid == v.uid) {
+                                *slot = traffic(&v);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        failed.push(format!("{}: {e}", p.display()));
+                        first_error.get_or_insert(write_status(e, r.uid.as_deref()));
+                    }
+                }
+            }
+            if let Some(e) = first_error {
+                let done = act.len() - failed.len();
+                let message = if r.pods.len() == 1 {
+                    e.message().to_string()
+                } else {
+                    format!(
+                        "written on {done} of {} pods; failed: {} (retry: the written pods are not written again)",
+                        act.len(),
+                        failed.join("; ")
+                    )
+                };
+                return Err(Status::new(e.code(), message));
+            }
+        }
+        Ok(pb::Operation {
+            request_id: request_id.to_string(),
+            validate_only,
+            plan,
+            pods,
+            trace_id: c.trace_id.clone(),
+            replayed: false,
+        })
+    }
+
+    /// Streams the answer, then (with `wait`) progress until every pod reaches the goal
+    /// or the wait ends.
+    fn progress(
+        &self,
+        answer: pb::Operation,
+        wait: Option<Duration>,
+        verb: ApiVerb,
+        mut updates: Option<tokio::sync::broadcast::Receiver<PodUpdate>>,
+    ) -> Stream_<pb::Progress> {
+        let engine = self.engine.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            let mut state: HashMap<String, pb::PodTraffic> =
+                answer.pods.iter().map(|p| (p.uid.clone(), p.clone())).collect();
+            let goal = |t: &pb::PodTraffic, engine: &Engine| reached(engine, verb, t);
+            let done_now = |s: &HashMap<String, pb::PodTraffic>| s.values().all(|t| goal(t, &engine));
+            let first = pb::Progress {
+                pods: answer.pods.clone(),
+                done: done_now(&state),
+                operation: Some(answer.clone()),
+                timed_out: false,
+            };
+            let finished = first.done || wait.is_none() || answer.validate_only;
+            if tx.send(Ok(first)).await.is_err() || finished {
+                return;
+            }
+            let (Some(wait), Some(updates)) = (wait, updates.as_mut()) else {
+                return;
+            };
+            let deadline = tokio::time::Instant::now() + wait;
+            // Catch what changed between the answer and the subscription.
+            let mut changed = refresh(&engine, &mut state);
+            loop {
+                if !changed.is_empty() {
+                    let done = done_now(&state);
+                    let msg = pb::Progress {
+                        operation: None,
+                        pods: std::mem::take(&mut changed),
+                        done,
+                        timed_out: false,
+                    };
+                    if tx.send(Ok(msg)).await.is_err() || done {
+                        return;
+                    }
+                }
+                match tokio::time::timeout_at(deadline, updates.recv()).await {
+                    Err(_) => {
+                        let _ = tx
+                            .send(Ok(pb::Progress {
+                                operation: None,
+                                pods: state.values().cloned().collect(),
+                                done: false,
+                                timed_out: true,
+                            }))
+                            .await;
+                        return;
+                    }
+                    Ok(Ok(PodUpdate::Changed(v))) => {
+                        if let Some(known) = state.get_mut(&v.uid) {
+                            let t = traffic(&v);
+                            if differs(known, &t) {
+                                *known = t.clone();
+                                changed.push(t);
+                            }
+                        }
+                    }
+                    Ok(Ok(PodUpdate::Deleted(v))) => {
+                        if let Some(known) = state.get_mut(&v.uid) {
+                            // A pod deleted after its drain (or during it: its traffic is
+                            // gone with it): drained for good.
+                            let mut t = traffic(&v);
+                            t.state = "deleted".into();
+                            *known = t.clone();
+                            changed.push(t);
+                        }
+                    }
+                    Ok(Err(RecvError::Lagged(_))) => changed = refresh(&engine, &mut state),
+                    Ok(Err(RecvError::Closed)) => return,
+                }
+            }
+        });
+        Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+    }
+}
+
+/// Whether a pod reached what the call asked for.
+fn reached(engine: &Engine, verb: ApiVerb, t: &pb::PodTraffic) -> bool {
+    let unbound = t.state == "unbound"
+        || (t.state.is_empty()
+            && engine
+                .pod_by_name(&t.cluster, &t.namespace, &t.name)
+                .is_some_and(|p| engine.bindings_for(&p).is_empty() && p.ledger_annotation.is_none()));
+    match verb {
+        ApiVerb::Drain => matches!(t.state.as_str(), "drained" | "released" | "deleted") || unbound,
+        _ => (t.state == "serving" && t.gate == "True") || unbound,
+    }
+}
+
+/// The pods of `state` as the view has them now; answers those that changed.
+fn refresh(engine: &Engine, state: &mut HashMap<String, pb::PodTraffic>) -> Vec<pb::PodTraffic> {
+    let mut out = Vec::new();
+    for known in state.values_mut() {
+        let now = engine
+            .pods
+            .get(&crate::model::PodKey {
+                cluster: known.cluster.clone(),
+                uid: known.uid.clone(),
+            })
+            .map(|p| traffic(&p));
+        let t = match now {
+            Some(t) => t,
+            None if known.state == "deleted" => continue,
+            None => pb::PodTraffic {
+                state: "deleted".into(),
+                ..known.clone()
+            },
+        };
+        if differs(known, &t) {
+            *known = t.clone();
+            out.push(t);
+        }
+    }
+    out
+}
+
+/// A change worth telling a watcher (the etag alone changes with every write).
+fn differs(a: &pb::PodTraffic, b: &pb::PodTraffic) -> bool {
+    pb::PodTraffic {
+        etag: String::new(),
+        ..a.clone()
+    } != pb::PodTraffic {
+        etag: String::new(),
+        ..b.clone()
+    }
+}
+
+fn fingerprint(m: &impl Message) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, &m.encode_to_vec());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+fn join(v: &[impl AsRef<str>]) -> String {
+    v.iter().map(|s| s.as_ref()).collect::<Vec<_>>().join(", ")
+}
+
+fn not_found(cluster: &str, ns: &str, name: &str) -> Status {
+    Status::not_found(format!("no pod {ns}/{name} in cluster {cluster:?}"))
+}
+
+/// A DNS label (namespace, at most 63) or subdomain (pod name, at most 253).
+fn check_name(field: &str, v: &str, max: usize) -> Result<(), Status> {
+    let ok = !v.is_empty()
+        && v.len() <= max
+        && v.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || (max > 63 && c == b'.'))
+        && v.as_bytes()[0].is_ascii_alphanumeric()
+        && v.as_bytes()[v.len() - 1].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "{field} {v:?} is not a valid name (lowercase letters, digits and '-'{}, at most {max} characters)",
+            if max > 63 { ", '.'" } else { "" }
+        )))
+    }
+}
+
+fn check_mutation(reason: &str, request_id: &str) -> Result<(), Status> {
+    if reason.trim().is_empty() {
+        return Err(Status::invalid_argument(
+            "reason is required: say why (it is kept in the audit line and on the pod)",
+        ));
+    }
+    if reason.len() > MAX_REASON {
+        return Err(Status::invalid_argument(format!(
+            "reason is {} bytes; at most {MAX_REASON}",
+            reason.len()
+        )));
+    }
+    if request_id.len() > MAX_REQUEST_ID
+        || !request_id
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'))
+    {
+        return Err(Status::invalid_argument(format!(
+            "request_id must be at most {MAX_REQUEST_ID} letters, digits, '-', '_', '.', ':' (a UUID is best)"
+        )));
+    }
+    Ok(())
+}
+
+fn wait_of(wait: bool, seconds: u32) -> Result<Option<Duration>, Status> {
+    if !wait {
+        if seconds != 0 {
+            return Err(Status::invalid_argument(
+                "wait_seconds is set but wait is false: set wait, or drop wait_seconds",
+            ));
+        }
+        return Ok(None);
+    }
+    let s = if seconds == 0 { DEFAULT_WAIT } else { seconds };
+    if s > MAX_WAIT {
+        return Err(Status::invalid_argument(format!(
+            "wait_seconds {s} is above {MAX_WAIT}: wait again with Watch for longer"
+        )));
+    }
+    Ok(Some(Duration::from_secs(u64::from(s))))
+}
+
+/// A pod write's failure, as a status.
+fn write_status(e: WriteError, uid: Option<&str>) -> Status {
+    match e {
+        WriteError::Precondition(m) => Status::aborted(m),
+        WriteError::NotLeader(m) => Status::unavailable(format!("not written: this gateway is {m}")),
+        WriteError::Ledger(e) => Status::failed_precondition(e.to_string()),
+        WriteError::Kube(kube::Error::Api(s)) if s.code == 404 => {
+            if uid.is_some() || s.message.contains("no longer the pod") {
+                Status::aborted(s.message.clone())
+            } else {
+                Status::not_found(s.message.clone())
+            }
+        }
+        WriteError::Kube(kube::Error::Api(s)) if s.code == 403 => Status::failed_precondition(format!(
+            "the API server refused the write ({}): grant the gateway's ServiceAccount patch on pods",
+            s.message
+        )),
+        WriteError::Kube(e) => Status::unavailable(format!("the API server did not take the write: {e}; try again")),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::sluice_server::Sluice for ApiService {
+    type DrainStream = Stream_<pb::Progress>;
+    type RestoreStream = Stream_<pb::Progress>;
+    type WatchStream = Stream_<pb::WatchEvent>;
+
+    async fn drain(&self, req: Request<pb::DrainRequest>) -> Result<Response<Self::DrainStream>, Status> {
+        let c = self.caller(&req).await?;
+        let m = req.into_inner();
+        let fp = fingerprint(&m);
+        self.mutate(
+            &c,
+            ApiVerb::Drain,
+            m.target.as_ref(),
+            &m.reason,
+            &m.request_id,
+            m.validate_only,
+            (m.wait, m.wait_seconds),
+            fp,
+        )
+        .await
+    }
+
+    async fn restore(&self, req: Request<pb::RestoreRequest>) -> Result<Response<Self::RestoreStream>, Status> {
+        let c = self.caller(&req).await?;
+        let m = req.into_inner();
+        let fp = fingerprint(&m);
+        self.mutate(
+            &c,
+            ApiVerb::Restore,
+            m.target.as_ref(),
+            &m.reason,
+            &m.request_id,
+            m.validate_only,
+            (m.wait, m.wait_seconds),
+            fp,
+        )
+        .await
+    }
+
+    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::PodTraffic>, Status> {
+        let c = self.caller(&req).await?;
+        let p = req
+            .into_inner()
+            .pod
+            .ok_or_else(|| Status::invalid_argument("pod is required"))?;
+        let cluster = self.cluster(&p.cluster)?;
+        check_name("pod.namespace", &p.namespace, 63)?;
+        check_name("pod.name", &p.name, 253)?;
+        self.authorize(&c, ApiVerb::Read, &cluster, &p.namespace)?;
+        self.live(&cluster)?;
+        let pod = self
+            .engine
+            .pod_by_name(&cluster, &p.namespace, &p.name)
+            .filter(|pod| p.uid.is_empty() || pod.uid == p.uid)
+            .ok_or_else(|| not_found(&cluster, &p.namespace, &p.name))?;
+        Ok(Response::new(traffic(&pod)))
+    }
+
+    async fn list(&self, req: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
+        let c = self.caller(&req).await?;
+        let m = req.into_inner();
+        let cluster = if m.cluster.is_empty() {
+            None
+        } else {
+            Some(self.cluster(&m.cluster)?)
+        };
+        if !m.namespace.is_empty() {
+            check_name("namespace", &m.namespace, 63)?;
+        }
+        let sel = LabelSelector::parse(&m.label_selector).map_err(Status::invalid_argument)?;
+        if m.page_size > MAX_PAGE {
+            return Err(Status::invalid_argument(format!(
+                "page_size {} is above {MAX_PAGE}",
+                m.page_size
+            )));
+        }
+        let size = if m.page_size == 0 { DEFAULT_PAGE } else { m.page_size } as usize;
+        match (&cluster, m.namespace.is_empty()) {
+            (Some(cl), false) => self.authorize(&c, ApiVerb::Read, cl, &m.namespace)?,
+            _ if self.rules.allows_some(&c.who, ApiVerb::Read, cluster.as_deref()) => {}
+            _ => {
+                return Err(Status::permission_denied(format!(
+                    "{} may not read anywhere{}: no rule in api.rules allows it",
+                    c.who.user,
+                    cluster
+                        .as_deref()
+                        .map(|c| format!(" in cluster {c:?}"))
+                        .unwrap_or_default()
+                )))
+            }
+        }
+        if let Some(cl) = &cluster {
+            self.live(cl)?;
+        }
+        let after: Option<(String, String, String)> = if m.page_token.is_empty() {
+            None
+        } else {
+            let mut parts = m.page_token.splitn(3, '/');
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some(a), Some(b), Some(c)) => Some((a.into(), b.into(), c.into())),
+                _ => return Err(Status::invalid_argument("page_token is not one this API gave out")),
+            }
+        };
+        let mut rows: Vec<PodView> = self
+            .engine
+            .pods
+            .iter()
+            .filter(|p| cluster.as_ref().is_none_or(|c| &p.cluster == c))
+            .filter(|p| m.namespace.is_empty() || p.namespace == m.namespace)
+            .filter(|p| sel.matches(&p.labels))
+            .filter(|p| {
+                after.as_ref().is_none_or(|a| {
+                    (p.cluster.as_str(), p.namespace.as_str(), p.name.as_str())
+                        > (a.0.as_str(), a.1.as_str(), a.2.as_str())
+                })
+            })
+            .filter(|p| self.rules.allows(&c.who, ApiVerb::Read, &p.cluster, &p.namespace))
+            .filter(|p| {
+                p.status_annotation.is_some()
+                    || p.ledger_annotation.is_some()
+                    || !self.engine.bindings_for(p).is_empty()
+            })
+            .map(|p| p.clone())
+            .collect();
+        rows.sort_by(|a, b| (&a.cluster, &a.namespace, &a.name).cmp(&(&b.cluster, &b.namespace, &b.name)));
+        let next = (rows.len() > size).then(|| {
+            let last = &rows[size - 1];
+            format!("{}/{}/{}", last.cluster, last.namespace, last.name)
+        });
+        rows.truncate(size);
+        Ok(Response::new(pb::ListResponse {
+            pods: rows.iter().map(traffic).collect(),
+            next_page_token: next.unwrap_or_default(),
+        }))
+    }
+
+    async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let c = self.caller(&req).await?;
+        let m = req.into_inner();
+        use pb::target::Target as T;
+        let (cluster, namespace, name, sel) = match m.target.and_then(|t| t.target) {
+            Some(T::Pod(p)) => {
+                let cluster = self.cluster(&p.cluster)?;
+                check_name("pod.namespace", &p.namespace, 63)?;
+                check_name("pod.name", &p.name, 253)?;
+                (cluster, p.namespace, Some(p.name), LabelSelector::default())
+            }
+            Some(T::Selector(s)) => {
+                let cluster = self.cluster(&s.cluster)?;
+                check_name("selector.namespace", &s.namespace, 63)?;
+                let sel = LabelSelector::parse(&s.label_selector).map_err(Status::invalid_argument)?;
+                (cluster, s.namespace, None, sel)
+            }
+            Some(T::Endpoint(_)) => {
+                return Err(Status::unimplemented(
+                    "endpoint drains are not available in this version: watch pods or selectors",
+                ))
+            }
+            None => return Err(Status::invalid_argument("target is required: a pod or a selector")),
+        };
+        self.authorize(&c, ApiVerb::Read, &cluster, &namespace)?;
+        self.live(&cluster)?;
+        let permit = self.watches.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "{} watches are open (api.maxWatches); close one or try again later",
+                self.cfg.max_watches
+            ))
+        })?;
+        let engine = self.engine.clone();
+        let matches = move |p: &PodView| {
+            p.cluster == cluster
+                && p.namespace == namespace
+                && name.as_ref().is_none_or(|n| &p.name == n)
+                && sel.matches(&p.labels)
+        };
+        // Subscribed before the snapshot is taken: nothing falls between.
+        let mut updates = engine.updates.subscribe();
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut sent: BTreeMap<String, pb::PodTraffic> = BTreeMap::new();
+            let snapshot = |engine: &Engine| -> Vec<pb::PodTraffic> {
+                let mut v: Vec<PodView> = engine.pods.iter().filter(|p| matches(p)).map(|p| p.clone()).collect();
+                v.sort_by(|a, b| a.name.cmp(&b.name));
+                v.iter().map(traffic).collect()
+            };
+            for t in snapshot(&engine) {
+                sent.insert(t.uid.clone(), t.clone());
+                let ev = pb::WatchEvent {
+                    r#type: pb::watch_event::Type::Snapshot as i32,
+                    pod: Some(t),
+                };
+                if tx.send(Ok(ev)).await.is_err() {
+                    return;
+                }
+            }
+            if tx
+                .send(Ok(pb::WatchEvent {
+                    r#type: pb::watch_event::Type::Synced as i32,
+                    pod: None,
+                }))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            loop {
+                let events: Vec<pb::WatchEvent> = tokio::select! {
+                    _ = tx.closed() => return,
+                    u = updates.recv() => match u {
+                        Ok(PodUpdate::Changed(v)) if matches(&v) => {
+                            let t = traffic(&v);
+                            match sent.get(&t.uid) {
+                                Some(old) if !differs(old, &t) => vec![],
+                                _ => {
+                                    sent.insert(t.uid.clone(), t.clone());
+                                    vec![pb::WatchEvent { r#type: pb::watch_event::Type::Changed as i32, pod: Some(t) }]
+                                }
+                            }
+                        }
+                        // A pod that no longer matches (its labels changed) leaves the watch.
+                        Ok(PodUpdate::Changed(v)) => match sent.remove(&v.uid) {
+                            Some(_) => vec![pb::WatchEvent { r#type: pb::watch_event::Type::Deleted as i32, pod: Some(traffic(&v)) }],
+                            None => vec![],
+                        },
+                        Ok(PodUpdate::Deleted(v)) => match sent.remove(&v.uid) {
+                            Some(_) => vec![pb::WatchEvent { r#type: pb::watch_event::Type::Deleted as i32, pod: Some(traffic(&v)) }],
+                            None => vec![],
+                        },
+                        // Fell behind: what changed meanwhile is read from the view.
+                        Err(RecvError::Lagged(_)) => {
+                            let now: BTreeMap<String, pb::PodTraffic> =
+                                snapshot(&engine).into_iter().map(|t| (t.uid.clone(), t)).collect();
+                            let mut out = Vec::new();
+                            for (uid, old) in std::mem::take(&mut sent) {
+                                if !now.contains_key(&uid) {
+                                    out.push(pb::WatchEvent { r#type: pb::watch_event::Type::Deleted as i32, pod: Some(old) });
+                                }
+                            }
+                            for (uid, t) in now {
+                                out.push(pb::WatchEvent { r#type: pb::watch_event::Type::Changed as i32, pod: Some(t.clone()) });
+                                sent.insert(uid, t);
+                            }
+                            out
+                        }
+                        Err(RecvError::Closed) => return,
+                    },
+                };
+                for ev in events {
+                    if tx.send(Ok(ev)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn release(&self, req: Request<pb::ReleaseRequest>) -> Result<Response<pb::Operation>, Status> {
+        let c = self.caller(&req).await?;
+        let m = req.into_inner();
+        let what = m
+            .pod
+            .as_ref()
+            .map(|p| format!("pod {}/{}/{} kind {:?}", p.cluster, p.namespace, p.name, m.kind))
+            .unwrap_or_default();
+        let fp = fingerprint(&m);
+        let result = async {
+            check_mutation(&m.reason, &m.request_id)?;
+            let target = pb::Target {
+                target: Some(pb::target::Target::Pod(
+                    m.pod
+                        .clone()
+                        .ok_or_else(|| Status::invalid_argument("pod is required"))?,
+                )),
+            };
+            let r = self.resolve(&c, ApiVerb::Release, Some(&target))?;
+            self.once(&c, &m.request_id, fp, || self.release_pod(&c, &r, &m)).await
+        }
+        .await;
+        self.audit(&c, "release", &what, &m.reason, &m.request_id, m.validate_only, &result);
+        result.map(Response::new)
+    }
+}
+
+impl ApiService {
+    #[allow(clippy::too_many_arguments)]
+    async fn mutate(
+        &self,
+        c: &Caller,
+        verb: ApiVerb,
+        target: Option<&pb::Target>,
+        reason: &str,
+        request_id: &str,
+        validate_only: bool,
+        wait: (bool, u32),
+        fp: [u8; 32],
+    ) -> Result<Response<Stream_<pb::Progress>>, Status> {
+        let mut what = describe_target(target);
+        let mut updates = None;
+        let result = async {
+            check_mutation(reason, request_id)?;
+            let wait = wait_of(wait.0, wait.1)?;
+            let r = self.resolve(c, verb, target)?;
+            what = r.what.clone();
+            // Subscribed before the write: no transition is missed.
+            if wait.is_some() && !validate_only {
+                updates = Some(self.engine.updates.subscribe());
+            }
+            let op = self
+                .once(c, request_id, fp, || {
+                    self.drain_or_restore(c, verb, &r, reason, request_id, validate_only)
+                })
+                .await?;
+            Ok::<_, Status>((op, wait))
+        }
+        .await;
+        let audited = result.as_ref().map(|(op, _)| op.clone()).map_err(Clone::clone);
+        self.audit(c, verb.as_str(), &what, reason, request_id, validate_only, &audited);
+        let (mut op, wait) = result?;
+        if op.replayed {
+            // The pods as they are now, not as the first answer saw them.
+            for p in op.pods.iter_mut() {
+                if let Some(v) = self.engine.pod_by_name(&p.cluster, &p.namespace, &p.name) {
+                    *p = traffic(&v);
+                }
+            }
+        }
+        Ok(Response::new(self.progress(op, wait, verb, updates)))
+    }
+
+    async fn release_pod(&self, c: &Caller, r: &Resolved, m: &pb::ReleaseRequest) -> Result<pb::Operation, Status> {
+        let pod = &r.pods[0];
+        if m.kind == crate::model::ledger::RESERVED_KIND {
+            return Err(Status::invalid_argument(
+                "the ledger guard (sluice.dev/ledger) is never released: it keeps the pod's record until every \
+                 recorded address is out. Release a traffic kind's finalizer (slb, dns, rpc, ...) to let the rollout \
+                 go on",
+            ));
+        }
+        let held = pod.kind_finalizers();
+        let kinds: Vec<String> = if m.kind.is_empty() {
+            held.iter().cloned().collect()
+        } else if held.contains(&m.kind) {
+            vec![m.kind.clone()]
+        } else {
+            return Err(Status::failed_precondition(format!(
+                "{} has no finalizer sluice.dev/{} (it has: {}); nothing to release",
+                pod.display(),
+                m.kind,
+                if held.is_empty() {
+                    "none".to_string()
+                } else {
+                    join(&held.iter().collect::<Vec<_>>())
+                }
+            )));
+        };
+        if kinds.is_empty() {
+            return Err(Status::failed_precondition(format!(
+                "{} holds no traffic finalizer of Sluice's; nothing to release",
+                pod.display()
+            )));
+        }
+        if crate::planner::drain_signals(pod).is_empty() {
+            return Err(Status::failed_precondition(format!(
+                "{} is not being drained: a release only lets a drain's rollout go on without verification \
+                 (drain it first)",
+                pod.display()
+            )));
+        }
+        let plan: Vec<String> = kinds
+            .iter()
+            .map(|k| {
+                format!(
+                    "{}: remove finalizer sluice.dev/{k} WITHOUT verified drain",
+                    pod.display()
+                )
+            })
+            .collect();
+        if !m.validate_only {
+            if !self.engine.authority.may_write() {
+                return Err(Status::unavailable(format!(
+                    "this replica is {}: a release is performed by the leader; send it to the leader (the Service \
+                     routes to ready replicas; retry)",
+                    self.engine.authority.describe()
+                )));
+            }
+            let writer = &self.engine.clusters[&r.cluster].writer;
+            let edit = crate::k8s::MetaEdit {
+                remove_finalizers: kinds.iter().map(|k| crate::model::finalizer(k)).collect(),
+                ..Default::default()
+            };
+            let written = writer
+                .edit(&pod.namespace, &pod.name, &pod.uid, &edit)
+                .await
+                .map_err(|e| write_status(e, Some(&pod.uid)))?;
+            self.engine.update_view(&r.cluster, written.pod());
+            if written.changed() {
+                writer
+                    .event(
+                        &crate::k8s::writer::pod_reference(&pod.namespace, &pod.name, &pod.uid),
+                        true,
+                        "DrainReleased",
+                        "Release",
+                        format!(
+                            "released by {} through the API: {}; finalizer(s) {} removed WITHOUT verified drain; the \
+                             ledger guard stays until every recorded address is out",
+                            c.who.user,
+                            m.reason,
+                            kinds
+                                .iter()
+                                .map(|k| format!("sluice.dev/{k}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    )
+                    .await;
+            }
+            // The worker looks again (it goes on deregistering what the ledger holds).
+            self.engine.kick(pod.key());
+        }
+        let now = self
+            .engine
+            .pod_by_name(&r.cluster, &pod.namespace, &pod.name)
+            .unwrap_or_else(|| pod.clone());
+        Ok(pb::Operation {
+            request_id: m.request_id.clone(),
+            validate_only: m.validate_only,
+            plan,
+            pods: vec![traffic(&now)],
+            trace_id: c.trace_id.clone(),
+            replayed: false,
+        })
+    }
+}
+
+fn describe_target(t: Option<&pb::Target>) -> String {
+    use pb::target::Target as T;
+    match t.and_then(|t| t.target.as_ref()) {
+        Some(T::Pod(p)) => format!("pod {}/{}/{}", p.cluster, p.namespace, p.name),
+        Some(T::Selector(s)) => format!("pods {}/{}/{{{}}}", s.cluster, s.namespace, s.label_selector),
+        Some(T::Endpoint(e)) => format!("endpoint {}:{}", e.address, e.port),
+        None => "(none)".into(),
+    }
+}
