@@ -420,7 +420,10 @@ impl ApiService {
             for (p, res) in results {
                 match res {
                     Ok(w) => {
+                        // Taken into the view at once (a Get answers it), so the watch's
+                        // echo of it changes nothing: the pod is kicked here instead.
                         self.engine.update_view(&r.cluster, w.pod());
+                        self.engine.kick(p.key());
                         if let Some(v) = PodView::from_pod(&r.cluster, w.pod()) {
                             if let Some(slot) = pods.iter_mut().find(|x| x.uid == v.uid) {
                                 *slot = traffic(&v);

@@ -71,7 +71,41 @@ pub struct Issued {
 
 /// Issues a serving certificate for `names` (DNS names or IP addresses) under a fresh CA.
 pub fn issue(names: &[&str]) -> anyhow::Result<Issued> {
+    issue_with_clients(names, &[]).map(|(issued, _)| issued)
+}
+
+/// Like [`issue`], plus client certificates signed by the same CA, one per
+/// `(common name, organizations)`: as kube-apiserver reads a client certificate, the common
+/// name is the user and the organizations its groups. Answers each client's
+/// `(cert_pem, key_pem)`.
+pub fn issue_with_clients(
+    names: &[&str],
+    clients: &[(&str, &[&str])],
+) -> anyhow::Result<(Issued, Vec<(String, String)>)> {
     let (ca_cert, issuer) = certificate_authority("test-ca")?;
+    let mut issued_clients = Vec::new();
+    for (cn, orgs) in clients {
+        let key = KeyPair::generate().context("generating a client key")?;
+        let mut params = CertificateParams::new(Vec::<String>::new()).context("client certificate parameters")?;
+        params.distinguished_name.push(DnType::CommonName, *cn);
+        for o in *orgs {
+            params.distinguished_name.push(DnType::OrganizationName, *o);
+        }
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params
+            .signed_by(&key, &issuer)
+            .context("signing a client certificate")?;
+        issued_clients.push((cert.pem(), key.serialize_pem()));
+    }
+    let issued = issue_under(&ca_cert, &issuer, names)?;
+    Ok((issued, issued_clients))
+}
+
+fn issue_under(
+    ca_cert: &rcgen::Certificate,
+    issuer: &rcgen::Issuer<'static, KeyPair>,
+    names: &[&str],
+) -> anyhow::Result<Issued> {
     let key = KeyPair::generate().context("generating the serving key")?;
     let mut params = CertificateParams::new(Vec::<String>::new()).context("serving certificate parameters")?;
     for n in names {
@@ -84,7 +118,7 @@ pub fn issue(names: &[&str]) -> anyhow::Result<Issued> {
         .distinguished_name
         .push(DnType::CommonName, names.first().copied().unwrap_or("server"));
     let cert = params
-        .signed_by(&key, &issuer)
+        .signed_by(&key, issuer)
         .context("signing the serving certificate")?;
     Ok(Issued {
         ca_pem: ca_cert.pem(),

@@ -1,0 +1,710 @@
+//! The gRPC API end to end: the simulated API server, real HAProxy, the gateway with its
+//! API on TLS; callers authenticated by client certificate, static token and TokenReview.
+
+use std::time::Duration;
+
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+use sluice::demo::Stage;
+use sluice_proto::v1 as pb;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::Code;
+
+mod support;
+use support::*;
+
+/// A stage of two serving pods and a gateway whose API listens on TLS, with:
+/// - `alice` (client certificate, group `sre`): every verb everywhere;
+/// - `ci` (static token): drain and restore in `default`;
+/// - `system:serviceaccount:default:deployer` (ServiceAccount token, TokenReview): read in
+///   `default`.
+pub struct ApiStage {
+    pub stage: Stage,
+    pub gw: sluice::gateway::Gateway,
+    pub ca_pem: String,
+    pub alice: (String, String),
+    /// A certificate for `mallory` from a CA the gateway does not trust.
+    pub stranger: (String, String, String),
+    pub ci_token: String,
+    pub sa_token: String,
+}
+
+const CI_TOKEN: &str = "ci-token-0123456789abcdef";
+
+pub const RULES: &str = "  rules:\n  - groups: [sre]\n    verbs: ['*']\n    namespaces: ['*']\n  - users: [ci]\n    verbs: [drain, restore]\n    namespaces: [default]\n  - users: ['system:serviceaccount:default:*']\n    verbs: [read]\n    namespaces: [default]\n";
+
+impl ApiStage {
+    pub async fn start(extra: &str) -> ApiStage {
+        let stage = Stage::new(2, true).await.expect("stage");
+        let (issued, clients) = kube_sim::tls::issue_with_clients(&["127.0.0.1"], &[("alice", &["sre"][..])]).unwrap();
+        let (_, strangers) = kube_sim::tls::issue_with_clients(&["127.0.0.1"], &[("mallory", &["sre"][..])]).unwrap();
+        let d = &stage.dir;
+        for (f, text) in [
+            ("api.crt", &issued.cert_pem),
+            ("api.key", &issued.key_pem),
+            ("ca.crt", &issued.ca_pem),
+        ] {
+            std::fs::write(d.join(f), text).unwrap();
+        }
+        std::fs::write(d.join("ci.token"), format!("{CI_TOKEN}\n")).unwrap();
+        let text = stage.gateway_config_text(free_addr())
+            + &format!(
+                "api:\n  listen: 127.0.0.1:0\n  tls:\n    certFile: {0}/api.crt\n    keyFile: {0}/api.key\n    clientCAFile: {0}/ca.crt\n  tokens:\n  - user: ci\n    file: {0}/ci.token\n  tokenReview:\n    audiences: [sluice]\n{RULES}{extra}",
+                d.display()
+            );
+        let gw = stage.start_gateway_with(&text).await.expect("gateway");
+        for i in 0..2 {
+            stage.wait_ready(i, T).await.unwrap();
+        }
+        let sa_token = stage
+            .cluster()
+            .issue_service_account_token("default", "deployer", &["sluice"]);
+        ApiStage {
+            gw,
+            ca_pem: issued.ca_pem,
+            alice: clients[0].clone(),
+            stranger: (strangers[0].0.clone(), strangers[0].1.clone(), String::new()),
+            ci_token: CI_TOKEN.into(),
+            sa_token,
+            stage,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.gw.api_addr.unwrap().port())
+    }
+
+    /// A client over TLS, presenting `cert` when given.
+    pub async fn client(&self, cert: Option<&(String, String)>) -> pb::sluice_client::SluiceClient<Channel> {
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.ca_pem));
+        if let Some((c, k)) = cert {
+            tls = tls.identity(Identity::from_pem(c, k));
+        }
+        let ch = Channel::from_shared(self.url())
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect to the API");
+        pb::sluice_client::SluiceClient::new(ch)
+    }
+
+    pub async fn alice(&self) -> pb::sluice_client::SluiceClient<Channel> {
+        self.client(Some(&self.alice)).await
+    }
+}
+
+/// A request with a bearer token.
+pub fn with_token<T>(m: T, token: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(m);
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
+}
+
+pub fn pod(name: &str) -> pb::Target {
+    pb::Target {
+        target: Some(pb::target::Target::Pod(pb::PodRef {
+            namespace: "default".into(),
+            name: name.into(),
+            ..Default::default()
+        })),
+    }
+}
+
+fn drain(name: &str, reason: &str) -> pb::DrainRequest {
+    pb::DrainRequest {
+        target: Some(pod(name)),
+        reason: reason.into(),
+        ..Default::default()
+    }
+}
+
+/// Every message of a Progress stream.
+async fn all(mut s: tonic::Streaming<pb::Progress>) -> Vec<pb::Progress> {
+    let mut out = Vec::new();
+    while let Some(m) = within("progress", s.message()).await.expect("stream") {
+        out.push(m);
+    }
+    out
+}
+
+fn annotations(p: &k8s_openapi::api::core::v1::Pod) -> std::collections::BTreeMap<String, String> {
+    p.metadata.annotations.clone().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_api_drain_waits_for_haproxys_evidence_and_a_restore_serves_again_with_nothing_lost() {
+    let s = ApiStage::start("").await;
+    let stage = &s.stage;
+    wait_status(&stage.pods, "web-1", "serving").await;
+    let mut api = s.alice().await;
+    // A watch opened first sees the whole story.
+    let mut watch = api
+        .watch(pb::WatchRequest {
+            target: Some(pod("web-1")),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let first = within("snapshot", watch.message()).await.unwrap().unwrap();
+    assert_eq!(first.r#type, pb::watch_event::Type::Snapshot as i32);
+    assert_eq!(first.pod.as_ref().unwrap().state, "serving");
+    let synced = within("synced", watch.message()).await.unwrap().unwrap();
+    assert_eq!(synced.r#type, pb::watch_event::Type::Synced as i32);
+
+    let held = hold_in_web(stage, 4, 700).await;
+    let mut r = tonic::Request::new(pb::DrainRequest {
+        wait: true,
+        wait_seconds: 60,
+        ..drain("web-1", "kernel patch")
+    });
+    r.metadata_mut().insert(
+        "traceparent",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+            .parse()
+            .unwrap(),
+    );
+    let progress = all(api.drain(r).await.expect("drain").into_inner()).await;
+    let answer = progress[0].operation.clone().expect("the first message is the answer");
+    assert_eq!(answer.trace_id, "0af7651916cd43dd8448eb211c80319c");
+    assert!(
+        answer.plan[0].contains("record sluice.dev/desired=drained"),
+        "{:?}",
+        answer.plan
+    );
+    let last = progress.last().unwrap();
+    assert!(last.done && !last.timed_out, "{last:?}");
+    // Drained only after HAProxy's last session ended: every held request was answered.
+    for h in held {
+        assert_eq!(within("a held request", h).await.unwrap().unwrap(), 200);
+    }
+    let states: Vec<&str> = progress
+        .iter()
+        .flat_map(|p| p.pods.iter().map(|t| t.state.as_str()))
+        .collect();
+    assert!(
+        states.contains(&"draining"),
+        "progress shows the drain under way: {states:?}"
+    );
+    assert_eq!(*states.last().unwrap(), "drained");
+    let p = stage.get(0).await.unwrap();
+    let a = annotations(&p);
+    assert_eq!(a["sluice.dev/desired"], "drained");
+    let by: serde_json::Value = serde_json::from_str(&a["sluice.dev/desired-by"]).unwrap();
+    assert_eq!(by["by"], "alice");
+    assert_eq!(by["why"], "kernel patch");
+    assert_eq!(
+        a["sluice.dev/traceparent"],
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    );
+    assert_eq!(sluice_state(&p), "drained");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&a["sluice.dev/status"]).unwrap()["traceId"],
+        "0af7651916cd43dd8448eb211c80319c",
+        "the drain runs in the caller's trace"
+    );
+    assert!(stage.status_in("web", 0).await.unwrap().unwrap().starts_with("MAINT"));
+
+    // Get agrees.
+    let got = api
+        .get(pb::GetRequest {
+            pod: Some(pb::PodRef {
+                namespace: "default".into(),
+                name: "web-1".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.state, "drained");
+    assert_eq!(got.requested_by, "alice");
+    assert_eq!(got.drain_signals, vec!["desired".to_string()]);
+
+    let progress = all(api
+        .restore(pb::RestoreRequest {
+            target: Some(pod("web-1")),
+            reason: "patched".into(),
+            wait: true,
+            ..Default::default()
+        })
+        .await
+        .expect("restore")
+        .into_inner())
+    .await;
+    let last = progress.last().unwrap();
+    assert!(last.done, "{last:?}");
+    let p = stage.get(0).await.unwrap();
+    assert_eq!(gate(&p).as_deref(), Some("True"));
+    assert!(!annotations(&p).contains_key("sluice.dev/desired"));
+    assert!(!annotations(&p).contains_key("sluice.dev/desired-by"));
+    assert_eq!(stage.status_in("web", 0).await.unwrap().as_deref(), Some("UP"));
+
+    // The watch saw every transition, in order.
+    let mut seen = vec![];
+    while seen.last().map(String::as_str) != Some("serving") || seen.len() < 3 {
+        let ev = within("a watch event", watch.message()).await.unwrap().unwrap();
+        assert_eq!(ev.r#type, pb::watch_event::Type::Changed as i32);
+        let st = ev.pod.unwrap().state;
+        if seen.last() != Some(&st) {
+            seen.push(st);
+        }
+    }
+    let drained_at = seen.iter().position(|x| x == "drained").expect("drained seen");
+    let draining_at = seen.iter().position(|x| x == "draining").expect("draining seen");
+    let restoring_at = seen.iter().position(|x| x == "restoring").expect("restoring seen");
+    assert!(draining_at < drained_at && drained_at < restoring_at, "{seen:?}");
+    drop(s.gw);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn request_ids_dry_runs_and_preconditions_behave_as_the_aips_say() {
+    let s = ApiStage::start("").await;
+    let stage = &s.stage;
+    let mut api = s.alice().await;
+    let before = stage.get(0).await.unwrap();
+
+    // validate_only: the plan, nothing written.
+    let op = all(api
+        .drain(pb::DrainRequest {
+            validate_only: true,
+            wait: true,
+            ..drain("web-1", "check")
+        })
+        .await
+        .unwrap()
+        .into_inner())
+    .await;
+    assert_eq!(op.len(), 1, "a dry run answers once");
+    let answer = op[0].operation.clone().unwrap();
+    assert!(answer.validate_only && answer.plan[0].contains("record"), "{answer:?}");
+    let after = stage.get(0).await.unwrap();
+    assert_eq!(
+        before.metadata.resource_version, after.metadata.resource_version,
+        "nothing written"
+    );
+
+    // A request id: the second call answers the first answer and writes nothing.
+    let req = pb::DrainRequest {
+        request_id: "0d1c8b9e-1".into(),
+        ..drain("web-1", "node maintenance")
+    };
+    let first = all(api.drain(req.clone()).await.unwrap().into_inner()).await[0]
+        .operation
+        .clone()
+        .unwrap();
+    assert!(!first.replayed);
+    stage.wait_drained(0, T).await.unwrap();
+    wait_status(&stage.pods, "web-1", "drained").await;
+    let settled = stage.get(0).await.unwrap().metadata.resource_version;
+    let again = all(api.drain(req.clone()).await.unwrap().into_inner()).await[0]
+        .operation
+        .clone()
+        .unwrap();
+    assert!(again.replayed, "{again:?}");
+    assert_eq!(again.plan, first.plan, "the first answer");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        stage.get(0).await.unwrap().metadata.resource_version,
+        settled,
+        "a repeat writes nothing"
+    );
+    // The same id for another request is refused.
+    let e = api
+        .drain(pb::DrainRequest {
+            reason: "other".into(),
+            ..req.clone()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("different request"), "{}", e.message());
+
+    // Concurrent repeats of one new id: one write, one first answer.
+    let req2 = pb::RestoreRequest {
+        target: Some(pod("web-1")),
+        reason: "done".into(),
+        request_id: "0d1c8b9e-2".into(),
+        ..Default::default()
+    };
+    let (mut api_a, mut api_b) = (s.alice().await, s.alice().await);
+    let (a, b) = tokio::join!(api_a.restore(req2.clone()), api_b.restore(req2.clone()));
+    let a = all(a.unwrap().into_inner()).await[0].operation.clone().unwrap();
+    let b = all(b.unwrap().into_inner()).await[0].operation.clone().unwrap();
+    assert!(a.replayed != b.replayed, "exactly one of the two ran: {a:?} {b:?}");
+    stage.wait_ready(0, T).await.unwrap();
+
+    // Preconditions: a stale UID or etag is ABORTED, nothing written.
+    let p = stage.get(0).await.unwrap();
+    let mut stale = pb::DrainRequest {
+        target: Some(pb::Target {
+            target: Some(pb::target::Target::Pod(pb::PodRef {
+                namespace: "default".into(),
+                name: "web-1".into(),
+                uid: "00000000-0000-0000-0000-000000000000".into(),
+                ..Default::default()
+            })),
+        }),
+        ..drain("web-1", "x")
+    };
+    let e = api.drain(stale.clone()).await.unwrap_err();
+    assert_eq!(e.code(), Code::Aborted, "{e:?}");
+    stale.target = Some(pb::Target {
+        target: Some(pb::target::Target::Pod(pb::PodRef {
+            namespace: "default".into(),
+            name: "web-1".into(),
+            uid: p.metadata.uid.clone().unwrap(),
+            etag: "1".into(),
+            ..Default::default()
+        })),
+    });
+    let e = api.drain(stale.clone()).await.unwrap_err();
+    assert_eq!(e.code(), Code::Aborted, "{e:?}");
+    assert!(e.message().contains("etag"), "{}", e.message());
+    assert_eq!(
+        stage.get(0).await.unwrap().metadata.resource_version,
+        p.metadata.resource_version
+    );
+
+    // Clear errors for bad requests.
+    for (req, code, says) in [
+        (drain("web-1", ""), Code::InvalidArgument, "reason is required"),
+        (drain("Web_1", "x"), Code::InvalidArgument, "not a valid name"),
+        (drain("web-9", "x"), Code::NotFound, "no pod default/web-9"),
+        (
+            pb::DrainRequest {
+                target: Some(pb::Target {
+                    target: Some(pb::target::Target::Pod(pb::PodRef {
+                        cluster: "mars".into(),
+                        namespace: "default".into(),
+                        name: "web-1".into(),
+                        ..Default::default()
+                    })),
+                }),
+                ..drain("web-1", "x")
+            },
+            Code::InvalidArgument,
+            "unknown cluster \"mars\": this gateway watches demo",
+        ),
+        (
+            pb::DrainRequest {
+                target: Some(pb::Target {
+                    target: Some(pb::target::Target::Selector(pb::Selector {
+                        namespace: "default".into(),
+                        label_selector: "app in web".into(),
+                        ..Default::default()
+                    })),
+                }),
+                ..drain("web-1", "x")
+            },
+            Code::InvalidArgument,
+            "parentheses",
+        ),
+        (
+            pb::DrainRequest {
+                wait_seconds: 10,
+                ..drain("web-1", "x")
+            },
+            Code::InvalidArgument,
+            "wait_seconds is set but wait is false",
+        ),
+        (
+            pb::DrainRequest {
+                request_id: "spaces are not ids".into(),
+                ..drain("web-1", "x")
+            },
+            Code::InvalidArgument,
+            "request_id must be",
+        ),
+    ] {
+        let e = api.drain(req).await.unwrap_err();
+        assert_eq!(e.code(), code, "{e:?}");
+        assert!(e.message().contains(says), "{} should say {says}", e.message());
+    }
+
+    // A restore while another signal drains the pod is refused, nothing changed.
+    stage
+        .pods
+        .patch(
+            "web-2",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"lifecycle.apps.kruise.io/state": "PreparingUpdate"}}})),
+        )
+        .await
+        .unwrap();
+    until("the gateway to see the label", || async {
+        let t = s
+            .alice()
+            .await
+            .get(pb::GetRequest {
+                pod: Some(pb::PodRef {
+                    namespace: "default".into(),
+                    name: "web-2".into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .ok()?
+            .into_inner();
+        t.drain_signals
+            .contains(&"lifecycle:PreparingUpdate".to_string())
+            .then_some(())
+    })
+    .await;
+    let e = api
+        .restore(pb::RestoreRequest {
+            target: Some(pod("web-2")),
+            reason: "no".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("lifecycle:PreparingUpdate"), "{}", e.message());
+
+    // Release: the ledger guard never; a kind's finalizer of a draining pod, with a
+    // Warning Event.
+    let release = |kind: &str| pb::ReleaseRequest {
+        pod: Some(pb::PodRef {
+            namespace: "default".into(),
+            name: "web-2".into(),
+            ..Default::default()
+        }),
+        kind: kind.into(),
+        reason: "stuck backend".into(),
+        ..Default::default()
+    };
+    let e = api.release(release("ledger")).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let e = api
+        .release(pb::ReleaseRequest {
+            reason: String::new(),
+            ..release("slb")
+        })
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("reason is required"), "{}", e.message());
+    let e = api
+        .release(pb::ReleaseRequest {
+            pod: Some(pb::PodRef {
+                namespace: "default".into(),
+                name: "web-1".into(),
+                ..Default::default()
+            }),
+            ..release("slb")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "a serving pod: {e:?}");
+    stage.wait_drained(1, T).await.ok();
+    drop(s.gw);
+}
+
+/// Identity × verb × namespace: what each caller may do, with UNAUTHENTICATED for no or
+/// bad credentials; every mutating call is one audit line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_authorization_matrix_holds_for_certificates_tokens_and_service_accounts() {
+    let s = ApiStage::start("").await;
+    // Another namespace with a pod-less selector: allowed callers get NOT_FOUND (no pod),
+    // refused ones PERMISSION_DENIED, before anything is looked up.
+    enum Who {
+        Alice,
+        Ci,
+        Sa,
+        Stranger,
+        Nobody,
+        BadToken,
+    }
+    let callers = [Who::Alice, Who::Ci, Who::Sa, Who::Stranger, Who::Nobody, Who::BadToken];
+    for who in callers {
+        let (mut api, token) = match who {
+            Who::Alice => (s.alice().await, None),
+            Who::Ci => (s.client(None).await, Some(s.ci_token.clone())),
+            Who::Sa => (s.client(None).await, Some(s.sa_token.clone())),
+            Who::Stranger => {
+                // A certificate of an unknown CA fails the handshake (or the call).
+                let c = (s.stranger.0.clone(), s.stranger.1.clone());
+                let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&s.ca_pem));
+                tls = tls.identity(Identity::from_pem(&c.0, &c.1));
+                let ch = Channel::from_shared(s.url())
+                    .unwrap()
+                    .tls_config(tls)
+                    .unwrap()
+                    .connect()
+                    .await;
+                match ch {
+                    Err(_) => continue,
+                    Ok(ch) => (pb::sluice_client::SluiceClient::new(ch), None),
+                }
+            }
+            Who::Nobody => (s.client(None).await, None),
+            Who::BadToken => (s.client(None).await, Some("not-a-token-at-all-really".to_string())),
+        };
+        let name = match who {
+            Who::Alice => "alice",
+            Who::Ci => "ci",
+            Who::Sa => "sa",
+            Who::Stranger => "stranger",
+            Who::Nobody => "nobody",
+            Who::BadToken => "bad-token",
+        };
+        let req = |m| match &token {
+            Some(t) => with_token(m, t),
+            None => tonic::Request::new(m),
+        };
+        for ns in ["default", "bank"] {
+            let target = pb::Target {
+                target: Some(pb::target::Target::Pod(pb::PodRef {
+                    namespace: ns.into(),
+                    name: "web-1".into(),
+                    ..Default::default()
+                })),
+            };
+            let get = api
+                .get(req_of(
+                    &token,
+                    pb::GetRequest {
+                        pod: Some(pb::PodRef {
+                            namespace: ns.into(),
+                            name: "web-1".into(),
+                            ..Default::default()
+                        }),
+                    },
+                ))
+                .await
+                .map(|_| ());
+            let dr = api
+                .drain(req(pb::DrainRequest {
+                    target: Some(target.clone()),
+                    reason: "matrix".into(),
+                    validate_only: true,
+                    ..Default::default()
+                }))
+                .await
+                .map(|_| ());
+            let rs = api
+                .restore(req_of(
+                    &token,
+                    pb::RestoreRequest {
+                        target: Some(target.clone()),
+                        reason: "matrix".into(),
+                        validate_only: true,
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .map(|_| ());
+            let rl = api
+                .release(req_of(
+                    &token,
+                    pb::ReleaseRequest {
+                        pod: Some(pb::PodRef {
+                            namespace: ns.into(),
+                            name: "web-1".into(),
+                            ..Default::default()
+                        }),
+                        reason: "matrix".into(),
+                        validate_only: true,
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .map(|_| ());
+            // What each may do: (read, drain, restore, release).
+            let may = match (name, ns) {
+                ("alice", _) => [true; 4],
+                ("ci", "default") => [false, true, true, false],
+                ("sa", "default") => [true, false, false, false],
+                _ => [false; 4],
+            };
+            let unauth = matches!(name, "nobody" | "bad-token" | "stranger");
+            for (verb, got, allowed) in [
+                ("read", &get, may[0]),
+                ("drain", &dr, may[1]),
+                ("restore", &rs, may[2]),
+                ("release", &rl, may[3]),
+            ] {
+                let code = got.as_ref().err().map(|e| e.code()).unwrap_or(Code::Ok);
+                if name == "stranger" {
+                    // Its certificate fails the TLS handshake: the connection is refused.
+                    assert!(
+                        matches!(
+                            code,
+                            Code::Unauthenticated | Code::Cancelled | Code::Unavailable | Code::Unknown
+                        ),
+                        "{name} {verb} in {ns}: {got:?}"
+                    );
+                } else if unauth {
+                    assert_eq!(code, Code::Unauthenticated, "{name} {verb} in {ns}: {got:?}");
+                } else if allowed {
+                    assert!(
+                        !matches!(code, Code::PermissionDenied | Code::Unauthenticated),
+                        "{name} may {verb} in {ns}: {got:?}"
+                    );
+                } else {
+                    assert_eq!(code, Code::PermissionDenied, "{name} may not {verb} in {ns}: {got:?}");
+                }
+            }
+        }
+    }
+    drop(s.gw);
+}
+
+fn req_of<T>(token: &Option<String>, m: T) -> tonic::Request<T> {
+    match token {
+        Some(t) => with_token(m, t),
+        None => tonic::Request::new(m),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_rate_limit_and_the_watch_cap_refuse_with_resource_exhausted() {
+    let s = ApiStage::start("  rateLimit:\n    perSecond: 1\n    burst: 3\n  maxWatches: 2\n").await;
+    let mut api = s.alice().await;
+    let get = || pb::GetRequest {
+        pod: Some(pb::PodRef {
+            namespace: "default".into(),
+            name: "web-1".into(),
+            ..Default::default()
+        }),
+    };
+    let mut codes = vec![];
+    for _ in 0..5 {
+        codes.push(api.get(get()).await.err().map(|e| e.code()).unwrap_or(Code::Ok));
+    }
+    assert_eq!(&codes[..3], &[Code::Ok; 3]);
+    assert_eq!(codes[4], Code::ResourceExhausted, "{codes:?}");
+    // Another identity has its own bucket.
+    let mut ci = s.client(None).await;
+    let e = ci.get(with_token(get(), &s.ci_token)).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "limited by its rules only: {e:?}");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let w1 = api
+        .watch(pb::WatchRequest {
+            target: Some(pod("web-1")),
+        })
+        .await
+        .expect("watch 1");
+    let w2 = api
+        .watch(pb::WatchRequest {
+            target: Some(pod("web-2")),
+        })
+        .await;
+    let w2 = match w2 {
+        Ok(w) => w,
+        Err(e) => panic!("second watch: {e:?}"),
+    };
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let e = api
+        .watch(pb::WatchRequest {
+            target: Some(pod("web-1")),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("maxWatches"), "{}", e.message());
+    drop((w1, w2));
+    drop(s.gw);
+}
