@@ -20,7 +20,12 @@ use support::*;
 ///   `default`.
 pub struct ApiStage {
     pub stage: Stage,
-    pub gw: sluice::gateway::Gateway,
+    /// The gateway in this process, or `sluice run` (`proc`).
+    pub gw: Option<sluice::gateway::Gateway>,
+    pub proc: Option<Gw>,
+    pub api_addr: std::net::SocketAddr,
+    /// `sluice run`'s log (JSON lines), when it runs as a process.
+    pub log: std::path::PathBuf,
     pub ca_pem: String,
     pub alice: (String, String),
     /// A certificate for `mallory` from a CA the gateway does not trust.
@@ -35,6 +40,11 @@ pub const RULES: &str = "  rules:\n  - groups: [sre]\n    verbs: ['*']\n    name
 
 impl ApiStage {
     pub async fn start(extra: &str) -> ApiStage {
+        Self::start_as(extra, false).await
+    }
+
+    /// `process`: the gateway runs as `sluice run --log-format json`, its log in `log`.
+    pub async fn start_as(extra: &str, process: bool) -> ApiStage {
         let stage = Stage::new(2, true).await.expect("stage");
         let (issued, clients) = kube_sim::tls::issue_with_clients(&["127.0.0.1"], &[("alice", &["sre"][..])]).unwrap();
         let (_, strangers) = kube_sim::tls::issue_with_clients(&["127.0.0.1"], &[("mallory", &["sre"][..])]).unwrap();
@@ -47,12 +57,41 @@ impl ApiStage {
             std::fs::write(d.join(f), text).unwrap();
         }
         std::fs::write(d.join("ci.token"), format!("{CI_TOKEN}\n")).unwrap();
-        let text = stage.gateway_config_text(free_addr())
+        let health = free_addr();
+        let listen = if process {
+            free_addr().to_string()
+        } else {
+            "127.0.0.1:0".to_string()
+        };
+        let text = stage.gateway_config_text(health)
             + &format!(
-                "api:\n  listen: 127.0.0.1:0\n  tls:\n    certFile: {0}/api.crt\n    keyFile: {0}/api.key\n    clientCAFile: {0}/ca.crt\n  tokens:\n  - user: ci\n    file: {0}/ci.token\n  tokenReview:\n    audiences: [sluice]\n{RULES}{extra}",
+                "api:\n  listen: {listen}\n  tls:\n    certFile: {0}/api.crt\n    keyFile: {0}/api.key\n    clientCAFile: {0}/ca.crt\n  tokens:\n  - user: ci\n    file: {0}/ci.token\n  tokenReview:\n    audiences: [sluice]\n{RULES}{extra}",
                 d.display()
             );
-        let gw = stage.start_gateway_with(&text).await.expect("gateway");
+        let log = d.join("gateway.log");
+        let (gw, proc, api_addr) = if process {
+            let cfg = d.join("gateway.yaml");
+            std::fs::write(&cfg, &text).unwrap();
+            let child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+                .args(["run", "--log-format", "json", "--config"])
+                .arg(&cfg)
+                .env("RUST_LOG", "info")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .expect("sluice starts");
+            let gw = Gw(child);
+            until("the gateway's /readyz", || async {
+                let r = health_get(health, "/readyz").await?;
+                r.starts_with("HTTP/1.1 200").then_some(())
+            })
+            .await;
+            (None, Some(gw), listen.parse().unwrap())
+        } else {
+            let gw = stage.start_gateway_with(&text).await.expect("gateway");
+            let addr = gw.api_addr.unwrap();
+            (Some(gw), None, addr)
+        };
         for i in 0..2 {
             stage.wait_ready(i, T).await.unwrap();
         }
@@ -61,6 +100,9 @@ impl ApiStage {
             .issue_service_account_token("default", "deployer", &["sluice"]);
         ApiStage {
             gw,
+            proc,
+            api_addr,
+            log,
             ca_pem: issued.ca_pem,
             alice: clients[0].clone(),
             stranger: (strangers[0].0.clone(), strangers[0].1.clone(), String::new()),
@@ -71,7 +113,7 @@ impl ApiStage {
     }
 
     pub fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.gw.api_addr.unwrap().port())
+        format!("https://127.0.0.1:{}", self.api_addr.port())
     }
 
     /// A client over TLS, presenting `cert` when given.
@@ -256,7 +298,6 @@ async fn an_api_drain_waits_for_haproxys_evidence_and_a_restore_serves_again_wit
     let draining_at = seen.iter().position(|x| x == "draining").expect("draining seen");
     let restoring_at = seen.iter().position(|x| x == "restoring").expect("restoring seen");
     assert!(draining_at < drained_at && drained_at < restoring_at, "{seen:?}");
-    drop(s.gw);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -499,7 +540,6 @@ async fn request_ids_dry_runs_and_preconditions_behave_as_the_aips_say() {
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "a serving pod: {e:?}");
     stage.wait_drained(1, T).await.ok();
-    drop(s.gw);
 }
 
 /// Identity × verb × namespace: what each caller may do, with UNAUTHENTICATED for no or
@@ -649,7 +689,6 @@ async fn the_authorization_matrix_holds_for_certificates_tokens_and_service_acco
             }
         }
     }
-    drop(s.gw);
 }
 
 fn req_of<T>(token: &Option<String>, m: T) -> tonic::Request<T> {
@@ -706,5 +745,251 @@ async fn the_rate_limit_and_the_watch_cap_refuse_with_resource_exhausted() {
     assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
     assert!(e.message().contains("maxWatches"), "{}", e.message());
     drop((w1, w2));
-    drop(s.gw);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_release_lets_the_rollout_go_on_while_the_ledger_keeps_the_record() {
+    let s = ApiStage::start("").await;
+    let stage = &s.stage;
+    let mut api = s.alice().await;
+    // Long requests on both pods: web-1's drain cannot be verified for a while.
+    let held = hold_in_web(stage, 4, 4000).await;
+    all(api.drain(drain("web-1", "node going away")).await.unwrap().into_inner()).await;
+    wait_status(&stage.pods, "web-1", "draining").await;
+    let plan = api
+        .release(pb::ReleaseRequest {
+            pod: Some(pb::PodRef {
+                namespace: "default".into(),
+                name: "web-1".into(),
+                ..Default::default()
+            }),
+            kind: "slb".into(),
+            reason: "the node is being reclaimed now".into(),
+            validate_only: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        plan.plan[0].contains("remove finalizer sluice.dev/slb WITHOUT verified drain"),
+        "{plan:?}"
+    );
+    assert!(
+        finalizers(&stage.get(0).await.unwrap()).contains(&"sluice.dev/slb".to_string()),
+        "a dry run"
+    );
+    api.release(pb::ReleaseRequest {
+        pod: Some(pb::PodRef {
+            namespace: "default".into(),
+            name: "web-1".into(),
+            ..Default::default()
+        }),
+        kind: "slb".into(),
+        reason: "the node is being reclaimed now".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("release");
+    let f = finalizers(&stage.get(0).await.unwrap());
+    assert!(!f.contains(&"sluice.dev/slb".to_string()), "{f:?}");
+    assert!(f.contains(&"sluice.dev/ledger".to_string()), "the guard stays: {f:?}");
+    let note = wait_event(&stage.client, "web-1", "DrainReleased").await;
+    assert!(
+        note.contains("alice") && note.contains("the node is being reclaimed now"),
+        "{note}"
+    );
+    // Sluice goes on: once the sessions end, the address leaves the ledger and the guard goes.
+    for h in held {
+        within("a held request", h).await.unwrap().unwrap();
+    }
+    until("the ledger to empty", || async {
+        let p = stage.get(0).await.ok()?;
+        (!finalizers(&p).contains(&"sluice.dev/ledger".to_string())).then_some(())
+    })
+    .await;
+}
+
+/// `sluice` with `args` against the stage's API (TLS, its CA), as `alice` (client
+/// certificate) or with a token in SLUICE_TOKEN; answers (exit code, stdout, stderr).
+async fn cli(s: &ApiStage, args: &[&str], who: Cli) -> (i32, String, String) {
+    let d = &s.stage.dir;
+    std::fs::write(d.join("alice.crt"), &s.alice.0).unwrap();
+    std::fs::write(d.join("alice.key"), &s.alice.1).unwrap();
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"));
+    cmd.args(args)
+        .arg("--api")
+        .arg(s.url())
+        .arg("--ca")
+        .arg(d.join("ca.crt"))
+        .env_remove("SLUICE_TOKEN")
+        .env_remove("SLUICE_API");
+    match who {
+        Cli::Alice => {
+            cmd.arg("--cert")
+                .arg(d.join("alice.crt"))
+                .arg("--key")
+                .arg(d.join("alice.key"));
+        }
+        Cli::Token(t) => {
+            cmd.env("SLUICE_TOKEN", t);
+        }
+        Cli::Nobody => {}
+    }
+    let out = within("the sluice command", cmd.output()).await.expect("sluice runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+enum Cli {
+    Alice,
+    Token(String),
+    Nobody,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cli_drives_the_api_with_documented_exit_codes_and_every_mutation_is_audited() {
+    let s = ApiStage::start_as("", true).await;
+    let stage = &s.stage;
+    wait_status(&stage.pods, "web-1", "serving").await;
+
+    let (code, out, err) = cli(
+        &s,
+        &["drain", "web-1", "--reason", "cli drain", "--wait", "-o", "json"],
+        Cli::Alice,
+    )
+    .await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON lines"))
+        .collect();
+    assert_eq!(lines[0]["requestId"], "", "the answer first: {}", lines[0]);
+    assert!(lines[0]["plan"][0]
+        .as_str()
+        .unwrap()
+        .contains("record sluice.dev/desired=drained"));
+    assert_eq!(lines.last().unwrap()["done"], true, "{out}");
+    assert_eq!(sluice_state(&stage.get(0).await.unwrap()), "drained");
+
+    let (code, out, _) = cli(&s, &["get", "default/web-1", "-o", "json"], Cli::Alice).await;
+    assert_eq!(code, 0);
+    let got: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(got["state"], "drained");
+    assert_eq!(got["requestedBy"], "alice");
+    let (code, out, _) = cli(&s, &["list", "-o", "yaml"], Cli::Alice).await;
+    assert_eq!(code, 0);
+    let listed: serde_json::Value = serde_yaml::from_str(out.trim_start_matches("---\n")).unwrap();
+    let names: Vec<&str> = listed["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["web-1", "web-2"]);
+
+    let (code, out, err) = cli(
+        &s,
+        &["restore", "web-1", "--reason", "cli restore", "--wait"],
+        Cli::Alice,
+    )
+    .await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("remove sluice.dev/desired") && out.contains("done: every pod is serving"),
+        "{out}"
+    );
+    assert_eq!(gate(&stage.get(0).await.unwrap()).as_deref(), Some("True"));
+
+    // The wait ends before the drain does: exit 2, and the drain goes on.
+    let held = hold_in_web(stage, 4, 3000).await;
+    let (code, _, err) = cli(
+        &s,
+        &["drain", "web-2", "--reason", "short wait", "--wait", "--timeout", "1"],
+        Cli::Alice,
+    )
+    .await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("the wait ended before every pod was drained"), "{err}");
+    for h in held {
+        within("a held request", h).await.unwrap().unwrap();
+    }
+    stage.wait_drained(1, T).await.unwrap();
+
+    // Documented exit codes for what goes wrong.
+    let ci = Cli::Token(s.ci_token.clone());
+    for (args, who, want, says) in [
+        (vec!["release", "web-2", "--reason", "no"], ci, 4, "PermissionDenied"),
+        (vec!["get", "web-1"], Cli::Nobody, 4, "no credentials"),
+        (
+            vec!["drain", "web-9", "--reason", "x"],
+            Cli::Alice,
+            6,
+            "no pod default/web-9",
+        ),
+        (
+            vec!["drain", "web-1", "--reason", " "],
+            Cli::Alice,
+            64,
+            "reason is required",
+        ),
+        (vec!["drain", "web-1"], Cli::Alice, 64, "--reason"),
+        (
+            vec!["drain", "web-1", "--reason", "x", "--uid", "not-the-uid"],
+            Cli::Alice,
+            5,
+            "precondition",
+        ),
+        (
+            vec!["restore", "web-2", "--reason", "x", "--cluster", "mars"],
+            Cli::Alice,
+            64,
+            "unknown cluster",
+        ),
+    ] {
+        let (code, out, err) = cli(&s, &args, who).await;
+        assert_eq!(code, want, "{args:?}: {out}\n{err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let unreachable = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["get", "web-1", "--api", "http://127.0.0.1:9"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(unreachable.status.code(), Some(69));
+
+    // One audit line per mutating call: who, what, why, result, trace id.
+    let log = std::fs::read_to_string(&s.log).unwrap();
+    let audit: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "sluice::audit")
+        .collect();
+    let summary: Vec<(String, String, String, String)> = audit
+        .iter()
+        .map(|a| {
+            let f = &a["fields"];
+            let s = |k: &str| f[k].as_str().map(String::from).unwrap_or_else(|| f[k].to_string());
+            (s("who"), s("verb"), s("reason"), s("result"))
+        })
+        .collect();
+    let want: Vec<(String, String, String, String)> = [
+        ("alice", "drain", "cli drain", "OK"),
+        ("alice", "restore", "cli restore", "OK"),
+        ("alice", "drain", "short wait", "OK"),
+        ("ci", "release", "no", "PermissionDenied"),
+        ("alice", "drain", "x", "NotFound"),
+        ("alice", "drain", " ", "InvalidArgument"),
+        ("alice", "drain", "x", "Aborted"),
+        ("alice", "restore", "x", "InvalidArgument"),
+    ]
+    .iter()
+    .map(|(a, b, c, d)| (a.to_string(), b.to_string(), c.to_string(), d.to_string()))
+    .collect();
+    assert_eq!(summary, want, "{audit:#?}");
+    assert_eq!(audit[0]["fields"]["target"], "pod demo/default/web-1");
+    assert!(audit[0]["fields"].get("trace_id").is_some());
 }

@@ -103,6 +103,26 @@ impl ApiService {
         })
     }
 
+    /// [`ApiService::caller`] for a mutating call: a caller refused here (no or bad
+    /// credentials, rate limited) is audited too.
+    async fn mutating_caller<T>(&self, req: &Request<T>, verb: &str, what: String) -> Result<Caller, Status> {
+        let refused = match self.caller(req).await {
+            Ok(c) => return Ok(c),
+            Err(e) => e,
+        };
+        let anonymous = Caller {
+            who: Identity {
+                user: "(unauthenticated)".into(),
+                groups: vec![],
+                via: "none",
+            },
+            traceparent: None,
+            trace_id: String::new(),
+        };
+        self.audit(&anonymous, verb, &what, "", "", false, &Err(refused.clone()));
+        Err(refused)
+    }
+
     fn authorize(&self, c: &Caller, verb: ApiVerb, cluster: &str, namespace: &str) -> Result<(), Status> {
         if self.rules.allows(&c.who, verb, cluster, namespace) {
             Ok(())
@@ -699,7 +719,9 @@ impl pb::sluice_server::Sluice for ApiService {
     type WatchStream = Stream_<pb::WatchEvent>;
 
     async fn drain(&self, req: Request<pb::DrainRequest>) -> Result<Response<Self::DrainStream>, Status> {
-        let c = self.caller(&req).await?;
+        let c = self
+            .mutating_caller(&req, "drain", describe_target(req.get_ref().target.as_ref()))
+            .await?;
         let m = req.into_inner();
         let fp = fingerprint(&m);
         self.mutate(
@@ -716,7 +738,9 @@ impl pb::sluice_server::Sluice for ApiService {
     }
 
     async fn restore(&self, req: Request<pb::RestoreRequest>) -> Result<Response<Self::RestoreStream>, Status> {
-        let c = self.caller(&req).await?;
+        let c = self
+            .mutating_caller(&req, "restore", describe_target(req.get_ref().target.as_ref()))
+            .await?;
         let m = req.into_inner();
         let fp = fingerprint(&m);
         self.mutate(
@@ -952,7 +976,9 @@ impl pb::sluice_server::Sluice for ApiService {
     }
 
     async fn release(&self, req: Request<pb::ReleaseRequest>) -> Result<Response<pb::Operation>, Status> {
-        let c = self.caller(&req).await?;
+        let c = self
+            .mutating_caller(&req, "release", describe_ref(req.get_ref().pod.as_ref()))
+            .await?;
         let m = req.into_inner();
         let what = m
             .pod
@@ -1127,6 +1153,11 @@ impl ApiService {
             replayed: false,
         })
     }
+}
+
+fn describe_ref(p: Option<&pb::PodRef>) -> String {
+    p.map(|p| format!("pod {}/{}/{}", p.cluster, p.namespace, p.name))
+        .unwrap_or_else(|| "(none)".into())
 }
 
 fn describe_target(t: Option<&pb::Target>) -> String {
