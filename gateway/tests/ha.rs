@@ -341,3 +341,130 @@ async fn a_prestop_call_or_an_eviction_answered_by_the_standby_waits_for_the_lea
         .count();
     assert_eq!(by_b, 2, "the standby wrote the two requests only");
 }
+
+/// The API on a standby: reads answer from its own view; a Drain is a request (recorded on
+/// the pod, the leader drains); a Release is refused with UNAVAILABLE (the leader performs
+/// it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_api_of_a_standby_answers_reads_takes_drains_and_refuses_releases() {
+    use sluice_proto::v1 as pb;
+    let stage = Stage::new(2, true).await.expect("stage");
+    let (a_cfg, a_health) = replica(&stage, "gw-a", LEASE);
+    let (b_cfg, b_health) = replica(&stage, "gw-b", LEASE);
+    let api = free_addr();
+    std::fs::write(stage.dir.join("op.token"), "operator-token-0123456789").unwrap();
+    let text = std::fs::read_to_string(&b_cfg).unwrap()
+        + &format!(
+            "api:\n  listen: {api}\n  insecure: true\n  tokens:\n  - user: op\n    file: {}\n  rules:\n  - users: [op]\n    verbs: ['*']\n    namespaces: ['*']\n",
+            stage.dir.join("op.token").display()
+        );
+    std::fs::write(&b_cfg, text).unwrap();
+    let _a = spawn_gateway(&a_cfg, a_health).await;
+    wait_holder(&stage, "gw-a").await;
+    let _b = spawn_gateway(&b_cfg, b_health).await;
+    for i in 0..2 {
+        stage.wait_ready(i, T).await.unwrap();
+    }
+    let mut client = pb::sluice_client::SluiceClient::connect(format!("http://{api}"))
+        .await
+        .expect("connect");
+    fn req<T>(m: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(m);
+        r.metadata_mut()
+            .insert("authorization", "Bearer operator-token-0123456789".parse().unwrap());
+        r
+    }
+    let pod = |name: &str| pb::PodRef {
+        namespace: "default".into(),
+        name: name.into(),
+        ..Default::default()
+    };
+    let got = client
+        .get(req(pb::GetRequest { pod: Some(pod("web-1")) }))
+        .await
+        .expect("a standby answers reads")
+        .into_inner();
+    assert_eq!(got.gate, "True");
+    let mut progress = client
+        .drain(req(pb::DrainRequest {
+            target: Some(pb::Target {
+                target: Some(pb::target::Target::Pod(pod("web-1"))),
+            }),
+            reason: "through the standby".into(),
+            wait: true,
+            ..Default::default()
+        }))
+        .await
+        .expect("a standby takes a drain request")
+        .into_inner();
+    let mut done = false;
+    while let Some(p) = within("progress", progress.message()).await.unwrap() {
+        done |= p.done;
+    }
+    assert!(done, "the standby reports the leader's drain");
+    assert!(!holds_sluice_finalizer(&stage.get(0).await.unwrap()));
+    let e = client
+        .release(req(pb::ReleaseRequest {
+            pod: Some(pod("web-1")),
+            reason: "x".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    // web-1 is drained already: FAILED_PRECONDITION is checked first; web-2 is not draining.
+    assert!(
+        matches!(e.code(), tonic::Code::FailedPrecondition | tonic::Code::Unavailable),
+        "{e:?}"
+    );
+    stage
+        .pods
+        .patch(
+            "web-2",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"metadata": {"annotations": {"sluice.dev/desired": "drained"}}})),
+        )
+        .await
+        .unwrap();
+    let held = hold_in_web(&stage, 2, 3000).await;
+    until("web-2 to be asked to drain, in the standby's view", || async {
+        let t = client
+            .clone()
+            .get(req(pb::GetRequest { pod: Some(pod("web-2")) }))
+            .await
+            .ok()?
+            .into_inner();
+        // (web-1 holds the budget's one slot: web-2 waits for it.)
+        matches!(t.state.as_str(), "waiting-for-budget" | "starting-drain" | "draining").then_some(())
+    })
+    .await;
+    let e = client
+        .release(req(pb::ReleaseRequest {
+            pod: Some(pod("web-2")),
+            kind: "slb".into(),
+            reason: "x".into(),
+            ..Default::default()
+        }))
+        .await;
+    if let Err(e) = e {
+        // (When web-2 drained before the call, nothing is left to release.)
+        assert!(
+            e.code() == tonic::Code::Unavailable && e.message().contains("send it to the leader")
+                || e.code() == tonic::Code::FailedPrecondition,
+            "{e:?}"
+        );
+    } else {
+        panic!("a standby performed a release");
+    }
+    for h in held {
+        let _ = within("a held request", h).await;
+    }
+    let by_b: Vec<String> = stage
+        .cluster()
+        .faults()
+        .write_log()
+        .into_iter()
+        .filter(|w| w.manager == "gw-b")
+        .map(|w| w.uri)
+        .collect();
+    assert_eq!(by_b.len(), 1, "the standby wrote only the drain request: {by_b:?}");
+}

@@ -572,8 +572,15 @@ fn reached(engine: &Engine, verb: ApiVerb, t: &pb::PodTraffic) -> bool {
             && engine
                 .pod_by_name(&t.cluster, &t.namespace, &t.name)
                 .is_some_and(|p| engine.bindings_for(&p).is_empty() && p.ledger_annotation.is_none()));
+    // The status is written before the finalizers go: a drain is over once they have.
+    let kind_finalizers = t.finalizers.iter().any(|f| f != crate::model::LEDGER_FINALIZER);
     match verb {
-        ApiVerb::Drain => matches!(t.state.as_str(), "drained" | "released" | "deleted") || unbound,
+        ApiVerb::Drain => match t.state.as_str() {
+            "deleted" => true,
+            "drained" => t.finalizers.is_empty(),
+            "released" => !kind_finalizers,
+            _ => unbound,
+        },
         _ => (t.state == "serving" && t.gate == "True") || unbound,
     }
 }
