@@ -993,3 +993,61 @@ async fn the_cli_drives_the_api_with_documented_exit_codes_and_every_mutation_is
     assert_eq!(audit[0]["fields"]["target"], "pod demo/default/web-1");
     assert!(audit[0]["fields"].get("trace_id").is_some());
 }
+
+/// An independent client in another language: Python grpcio, its stubs generated here
+/// from the proto, drives drain → watch → restore and the AIP rules, while requests flow
+/// through HAProxy (none may fail).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_python_grpcio_client_drives_drain_watch_restore_and_the_aip_rules() {
+    let python = std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let s = ApiStage::start("").await;
+    let stage = &s.stage;
+    wait_status(&stage.pods, "web-1", "serving").await;
+    let d = &stage.dir;
+    let stubs = d.join("stubs");
+    std::fs::create_dir_all(&stubs).unwrap();
+    let proto = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto");
+    let gen = std::process::Command::new(&python)
+        .args(["-m", "grpc_tools.protoc", "-I"])
+        .arg(&proto)
+        .arg(format!("--python_out={}", stubs.display()))
+        .arg(format!("--grpc_python_out={}", stubs.display()))
+        .arg(proto.join("sluice/v1/sluice.proto"))
+        .output()
+        .expect("python runs");
+    assert!(
+        gen.status.success(),
+        "generating the stubs with {python} (scripts/test.sh installs grpcio-tools): {}",
+        String::from_utf8_lossy(&gen.stderr)
+    );
+    std::fs::write(d.join("py.crt"), &s.alice.0).unwrap();
+    std::fs::write(d.join("py.key"), &s.alice.1).unwrap();
+    std::fs::write(d.join("ca.pem"), &s.ca_pem).unwrap();
+    let held = hold_in_web(stage, 4, 600).await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/api_client.py");
+    let out = within(
+        "the Python client",
+        tokio::process::Command::new(&python)
+            .arg(&script)
+            .arg(&stubs)
+            .arg(format!("127.0.0.1:{}", s.api_addr.port()))
+            .arg(d.join("ca.pem"))
+            .arg(d.join("py.crt"))
+            .arg(d.join("py.key"))
+            .arg("web-1")
+            .output(),
+    )
+    .await
+    .expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim().lines().last().unwrap()).unwrap();
+    assert_eq!(summary["ok"], true);
+    for h in held {
+        assert_eq!(within("a held request", h).await.unwrap().unwrap(), 200);
+    }
+}

@@ -380,7 +380,9 @@ async fn the_api_of_a_standby_answers_reads_takes_drains_and_refuses_releases() 
         ..Default::default()
     };
     let got = client
-        .get(req(pb::GetRequest { pod: Some(pod("web-1")) }))
+        .get(req(pb::GetRequest {
+            pod: Some(pod("web-1")),
+        }))
         .await
         .expect("a standby answers reads")
         .into_inner();
@@ -421,7 +423,9 @@ async fn the_api_of_a_standby_answers_reads_takes_drains_and_refuses_releases() 
         .patch(
             "web-2",
             &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(serde_json::json!({"metadata": {"annotations": {"sluice.dev/desired": "drained"}}})),
+            &kube::api::Patch::Merge(
+                serde_json::json!({"metadata": {"annotations": {"sluice.dev/desired": "drained"}}}),
+            ),
         )
         .await
         .unwrap();
@@ -429,7 +433,9 @@ async fn the_api_of_a_standby_answers_reads_takes_drains_and_refuses_releases() 
     until("web-2 to be asked to drain, in the standby's view", || async {
         let t = client
             .clone()
-            .get(req(pb::GetRequest { pod: Some(pod("web-2")) }))
+            .get(req(pb::GetRequest {
+                pod: Some(pod("web-2")),
+            }))
             .await
             .ok()?
             .into_inner();
