@@ -6,5 +6,6 @@ mod api;
 mod cluster;
 mod common;
 mod crd;
+mod tokenreview;
 mod watch;
 mod zero_values;
