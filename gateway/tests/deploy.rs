@@ -388,11 +388,13 @@ async fn the_role_allows_every_request_the_gateway_makes() {
         cert.display(),
         key.display()
     );
+    let api = "api:\n  listen: 127.0.0.1:0\n  insecure: true\n  tokenReview: {}\n  rules:\n  - users: ['*']\n    verbs: ['*']\n    namespaces: ['*']\n";
     let text = stage.gateway_config_yaml(health, "", "  instance: gw-rbac\n").replace(
         &format!("  health: {health}\n"),
         &format!("  health: {health}\n  prestop: 127.0.0.1:0\n"),
     ) + lease
-        + &admission;
+        + &admission
+        + api;
     let gw = stage.start_gateway_with(&text).await.expect("gateway");
     let webhook: k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration =
         serde_json::from_value(serde_json::json!({
@@ -427,6 +429,21 @@ async fn the_role_allows_every_request_the_gateway_makes() {
     // (kube-rs retries the 429 by itself: one attempt is enough here.)
     let pods = stage.pods.clone();
     let _ = tokio::time::timeout(Duration::from_secs(3), pods.evict("web-1", &Default::default())).await;
+    // An API call with a ServiceAccount token (a TokenReview).
+    let token = stage.cluster().issue_service_account_token("default", "ci", &[]);
+    let mut client = sluice_proto::v1::sluice_client::SluiceClient::connect(format!("http://{}", gw.api_addr.unwrap()))
+        .await
+        .unwrap();
+    let mut get = tonic::Request::new(sluice_proto::v1::GetRequest {
+        pod: Some(sluice_proto::v1::PodRef {
+            namespace: "default".into(),
+            name: "web-1".into(),
+            ..Default::default()
+        }),
+    });
+    get.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    client.get(get).await.expect("a reviewed token reads");
     let mut spec = stage.binding_spec(stage.port, &[("haproxy", "web")]);
     spec["port"] = serde_json::json!(0);
     stage.put_binding("web", spec).await.unwrap();
@@ -455,6 +472,7 @@ async fn the_role_allows_every_request_the_gateway_makes() {
         ("sluice.dev", "trafficbindings/status", "patch"),
         ("coordination.k8s.io", "leases", "update"),
         ("policy", "poddisruptionbudgets", "list"),
+        ("authentication.k8s.io", "tokenreviews", "create"),
     ] {
         assert!(
             used.contains(&(needed.0.to_string(), needed.1.to_string(), needed.2.to_string())),

@@ -22,14 +22,21 @@ async fn a_service_account_token_is_reviewed_with_its_user_groups_and_audiences(
     let api: Api<TokenReview> = Api::all(client(&cluster).await);
     let token = cluster.issue_service_account_token("shop", "deployer", &["sluice"]);
 
-    let ok = api.create(&PostParams::default(), &review(&token, &["sluice"])).await.unwrap();
+    let ok = api
+        .create(&PostParams::default(), &review(&token, &["sluice"]))
+        .await
+        .unwrap();
     let status = ok.status.unwrap();
     assert_eq!(status.authenticated, Some(true));
     let user = status.user.unwrap();
     assert_eq!(user.username.as_deref(), Some("system:serviceaccount:shop:deployer"));
     assert_eq!(
         user.groups.unwrap(),
-        ["system:serviceaccounts", "system:serviceaccounts:shop", "system:authenticated"]
+        [
+            "system:serviceaccounts",
+            "system:serviceaccounts:shop",
+            "system:authenticated"
+        ]
     );
     assert!(user.uid.is_some_and(|u| !u.is_empty()));
     assert_eq!(status.audiences.unwrap(), ["sluice"]);
@@ -55,5 +62,8 @@ async fn a_service_account_token_is_reviewed_with_its_user_groups_and_audiences(
 
     // An empty token is a bad request.
     let e = fails(api.create(&PostParams::default(), &review("", &[]))).await;
-    assert_eq!(summary(&e), (400, "BadRequest", "token is required for TokenReview in authentication"));
+    assert_eq!(
+        summary(&e),
+        (400, "BadRequest", "token is required for TokenReview in authentication")
+    );
 }
