@@ -48,6 +48,24 @@ pub struct Config {
     /// The gRPC drain/restore API (`sluice.v1.Sluice`; absent: off).
     #[serde(default)]
     pub api: Option<ApiConfig>,
+    /// Tenant isolation, by adapter instance: which namespaces may use it and which
+    /// backends / DNS names / services each may name. An adapter without an entry is open
+    /// to every namespace.
+    #[serde(default)]
+    pub tenants: std::collections::BTreeMap<String, Vec<TenantRule>>,
+}
+
+/// Namespaces (a trailing `*` matches a prefix) and the resources they may name through
+/// one adapter instance: backends (HAProxy), DNS names (RFC 2136, PowerDNS), services or
+/// interfaces (registries), matched against `param` — the adapter's first required
+/// target parameter unless set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TenantRule {
+    pub namespaces: Vec<String>,
+    pub names: Vec<String>,
+    #[serde(default)]
+    pub param: Option<String>,
 }
 
 /// The gRPC API: where it listens, how callers prove who they are, and what each may do.
@@ -764,6 +782,33 @@ impl Config {
         if let Some(api) = &self.api {
             self.validate_api(api)?;
         }
+        for (name, rules) in &self.tenants {
+            if !self.adapters.iter().any(|a| a.name() == name) {
+                return Err((
+                    format!("tenants.{name}"),
+                    format!("{name:?} is not one of the adapters"),
+                ));
+            }
+            if rules.is_empty() {
+                return Err((
+                    format!("tenants.{name}"),
+                    "name at least one rule (namespaces and names), or remove the entry to leave the adapter open"
+                        .into(),
+                ));
+            }
+            for (i, r) in rules.iter().enumerate() {
+                if r.namespaces.is_empty()
+                    || r.names.is_empty()
+                    || r.namespaces.iter().chain(&r.names).any(|x| x.is_empty())
+                {
+                    return Err((
+                        format!("tenants.{name}[{i}]"),
+                        "namespaces and names must each list at least one non-empty pattern (a trailing * matches a prefix)"
+                            .into(),
+                    ));
+                }
+            }
+        }
         if let Some(e) = &self.telemetry.otlp_endpoint {
             if !(e.starts_with("http://") || e.starts_with("https://")) {
                 return Err((
@@ -847,6 +892,38 @@ fn is_name(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn api_and_tenants_mistakes_name_the_field_and_what_to_do() {
+        let base = "clusters:\n- name: east\n  kubeconfig: /k\nadapters:\n- kind: haproxy\n  name: lb\n  endpoint: unix:/run/haproxy.sock\n";
+        for (extra, field, says) in [
+            ("api:\n  listen: 0.0.0.0:7443\n  insecure: true\n  tokens: [{user: a, file: /t}]\n", "api.insecure", "only on a loopback"),
+            ("api:\n  listen: 127.0.0.1:7443\n  tokens: [{user: a, file: /t}]\n", "api.tls", "required"),
+            ("api:\n  listen: 127.0.0.1:7443\n  insecure: true\n", "api", "no way to authenticate"),
+            (
+                "api:\n  listen: 127.0.0.1:7443\n  insecure: true\n  tokens: [{user: a, file: /t}]\n  rules: [{users: [a], verbs: [drain], namespaces: [x], clusters: [west]}]\n",
+                "api.rules[0].clusters",
+                "\"west\" is not one of the clusters",
+            ),
+            (
+                "api:\n  listen: 127.0.0.1:7443\n  insecure: true\n  tokens: [{user: a, file: /t}]\n  rules: [{verbs: [drain], namespaces: [x]}]\n",
+                "api.rules[0].users",
+                "at least one user or group",
+            ),
+            ("tenants:\n  dns: [{namespaces: [a], names: [b]}]\n", "tenants.dns", "not one of the adapters"),
+            ("tenants:\n  lb: [{namespaces: [], names: [b]}]\n", "tenants.lb[0]", "at least one"),
+        ] {
+            let e = Config::parse(&format!("{base}{extra}"), "t.yaml").unwrap_err();
+            assert_eq!(e.field, field, "{extra}: {e}");
+            assert!(e.problem.contains(says), "{extra}: {e}");
+        }
+        let ok = Config::parse(
+            &format!("{base}api:\n  listen: 127.0.0.1:7443\n  insecure: true\n  tokens: [{{user: a, file: /t}}]\ntenants:\n  lb: [{{namespaces: [shop], names: [web]}}]\n"),
+            "t.yaml",
+        )
+        .unwrap();
+        assert_eq!(ok.tenants["lb"][0].names, ["web"]);
+    }
 
     #[test]
     fn valid_config_parses() {

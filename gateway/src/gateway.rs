@@ -113,7 +113,9 @@ impl Gateway {
             );
             clients.insert(c.name.clone(), client);
         }
+        let tenancy = crate::tenancy::Tenancy::build(&cfg.tenants, &adapters)?;
         let engine = Engine::new(cfg.engine.clone(), handles.clone(), adapters.clone(), authority.clone());
+        let _ = engine.tenancy.set(tenancy);
         let review_client = cfg
             .api
             .as_ref()

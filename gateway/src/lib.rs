@@ -35,3 +35,4 @@ pub mod model;
 pub mod planner;
 pub mod prestop;
 pub mod telemetry;
+pub mod tenancy;

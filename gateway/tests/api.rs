@@ -1051,3 +1051,48 @@ async fn a_python_grpcio_client_drives_drain_watch_restore_and_the_aip_rules() {
         assert_eq!(within("a held request", h).await.unwrap().unwrap(), 200);
     }
 }
+
+/// Tenant isolation: an adapter instance names the namespaces that may use it and the
+/// backends each may name. A binding naming another team's backend is Invalid with the
+/// reason (its pods keep their traffic as it is), and an API drain of its pods is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_namespace_cannot_put_its_pods_into_another_teams_backend() {
+    let s = ApiStage::start("tenants:\n  haproxy:\n  - namespaces: [default]\n    names: [web]\n").await;
+    let stage = &s.stage;
+    wait_status(&stage.pods, "web-1", "serving").await;
+    // Another team's backend, `payments`: the binding is refused, the pods keep serving.
+    stage
+        .put_binding("web", stage.binding_spec(stage.port, &[("haproxy", "payments")]))
+        .await
+        .unwrap();
+    let note = wait_event(&stage.client, "web", "InvalidBinding").await;
+    assert!(
+        note.contains("namespace \"default\" may not name backend \"payments\" of adapter \"haproxy\"")
+            && note.contains("allows it: web"),
+        "{note}"
+    );
+    let e = s.alice().await.drain(drain("web-1", "move")).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(
+        e.message().contains("may not name backend \"payments\""),
+        "{}",
+        e.message()
+    );
+    assert_eq!(
+        stage.status_in("web", 0).await.unwrap().as_deref(),
+        Some("UP"),
+        "nothing moved"
+    );
+    // Its own backend again: valid.
+    stage
+        .put_binding("web", stage.binding_spec(stage.port, &[("haproxy", "web")]))
+        .await
+        .unwrap();
+    until("the binding to be valid again", || async {
+        let b: kube::Api<sluice::binding::TrafficBinding> = kube::Api::namespaced(stage.client.clone(), "default");
+        let tb = b.get("web").await.ok()?;
+        let cond = serde_json::to_value(&tb).ok()?["status"]["conditions"][0]["status"].clone();
+        (cond == "True").then_some(())
+    })
+    .await;
+}

@@ -362,6 +362,15 @@ impl ApiService {
         let mut plan = Vec::new();
         let mut act = Vec::new();
         for p in &r.pods {
+            // A binding Sluice cannot use (a typo, a backend its namespace may not name)
+            // holds the pod as it is: say so rather than record a drain that cannot happen.
+            if let Some((name, why)) = self.engine.invalid_binding_for(p) {
+                return Err(Status::failed_precondition(format!(
+                    "{}: TrafficBinding {name} is invalid ({why}); Sluice holds the pod's traffic as it is until the \
+                     binding is fixed",
+                    p.display()
+                )));
+            }
             let signals = crate::planner::drain_signals(p);
             match verb {
                 ApiVerb::Drain => {

@@ -114,6 +114,8 @@ pub struct Engine {
     names: DashMap<(String, String, String), String>,
     /// Every change of a pod's view, for API watches (sent only while one listens).
     pub updates: tokio::sync::broadcast::Sender<PodUpdate>,
+    /// Which namespaces may name which backends of which adapter (set once at start).
+    pub tenancy: std::sync::OnceLock<crate::tenancy::Tenancy>,
 }
 
 /// A change of the engine's view of a pod.
@@ -175,6 +177,7 @@ impl Engine {
             metrics: Arc::default(),
             names: DashMap::new(),
             updates: tokio::sync::broadcast::channel(UPDATES_BACKLOG).0,
+            tenancy: std::sync::OnceLock::new(),
         })
     }
 
@@ -290,6 +293,21 @@ impl Engine {
             .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
+    }
+
+    /// An invalid binding that selects the pod (its name and reason), if any.
+    pub fn invalid_binding_for(&self, pod: &PodView) -> Option<(String, String)> {
+        self.bindings.iter().find_map(|b| {
+            let (cluster, ns, name) = b.key();
+            match b.value() {
+                BindingState::Invalid(i)
+                    if *cluster == pod.cluster && *ns == pod.namespace && selects(b.value(), pod) =>
+                {
+                    Some((name.clone(), i.reason.clone()))
+                }
+                _ => None,
+            }
+        })
     }
 
     /// The budgets a pod's drain needs a slot of.

@@ -274,7 +274,20 @@ async fn apply_binding(
     b: &DynamicObject,
 ) {
     let k = key(&cluster.name, b);
-    let state = match decode(&cluster.name, b, adapters, engine.cfg.default_deadline_seconds) {
+    let decoded = decode(&cluster.name, b, adapters, engine.cfg.default_deadline_seconds).and_then(|resolved| {
+        // Tenant isolation: a namespace names only the backends its tenants rule allows.
+        let Some(t) = engine.tenancy.get() else {
+            return Ok(resolved);
+        };
+        let ns = b.metadata.namespace.as_deref().unwrap_or("");
+        for (i, target) in resolved.targets.iter().enumerate() {
+            if let Err(why) = t.check(ns, target.adapter.name(), &target.params) {
+                return Err((Some(resolved.selector.clone()), format!("targets[{i}]: {why}")));
+            }
+        }
+        Ok(resolved)
+    });
+    let state = match decoded {
         Ok(resolved) => BindingState::Valid(resolved),
         Err((selector, reason)) => {
             warn!(cluster = %cluster.name, binding = %k.2, problem = %reason, "Invalid TrafficBinding.");
