@@ -100,8 +100,12 @@ pub struct TrafficBindingStatus {
     pub pods_missing_gate: Vec<String>,
 }
 
-/// The CRD as YAML (`sluice crd`).
+/// The CRDs as YAML (`sluice crd`): TrafficBinding, then EndpointDrain.
 pub fn crd_yaml() -> String {
     use kube::CustomResourceExt;
-    serde_yaml::to_string(&TrafficBinding::crd()).expect("CRD serializes")
+    format!(
+        "{}---\n{}",
+        serde_yaml::to_string(&TrafficBinding::crd()).expect("CRD serializes"),
+        serde_yaml::to_string(&crate::endpoint::EndpointDrain::crd()).expect("CRD serializes")
+    )
 }

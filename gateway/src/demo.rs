@@ -336,6 +336,9 @@ impl SimCluster {
         crds.create(&PostParams::default(), &TrafficBinding::crd())
             .await
             .context("installing the CRD")?;
+        crds.create(&PostParams::default(), &crate::endpoint::EndpointDrain::crd())
+            .await
+            .context("installing the EndpointDrain CRD")?;
         Ok(SimCluster {
             name: name.into(),
             pods: Api::namespaced(client.clone(), "default"),
@@ -382,12 +385,22 @@ impl Stage {
     /// waits for Sluice (see [`Stage::start_gateway`]). Clusters are named `demo`, `west`,
     /// `east-2`, ….
     pub async fn with_clusters(pods: usize, sluice: bool, clusters: usize) -> anyhow::Result<Stage> {
+        Stage::build(pods, sluice, clusters, 0).await
+    }
+
+    /// `pods` pods and `vms` servers outside Kubernetes (hosts `pods`, `pods + 1`, … of
+    /// [`Stage::ips`]: HAProxy sends them traffic like the pods, no pod has their address).
+    pub async fn with_vms(pods: usize, vms: usize) -> anyhow::Result<Stage> {
+        Stage::build(pods, true, 1, vms).await
+    }
+
+    async fn build(pods: usize, sluice: bool, clusters: usize, vms: usize) -> anyhow::Result<Stage> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let haproxy_bin = ensure_haproxy()?;
         let dir = std::env::temp_dir().join(format!("sluice-stage-{}-{}", std::process::id(), rand::random::<u32>()));
         std::fs::create_dir_all(&dir)?;
         // Pods: 127.0.0.11, .12, … all on one port, as real pods share a container port.
-        let ips: Vec<IpAddr> = (0..pods).map(|i| IpAddr::from([127, 0, 0, 11 + i as u8])).collect();
+        let ips: Vec<IpAddr> = (0..pods + vms).map(|i| IpAddr::from([127, 0, 0, 11 + i as u8])).collect();
         let (port, addrs, backends) = start_backends(&ips).await?;
         let frontend = SocketAddr::from(([127, 0, 0, 1], free_port("127.0.0.1")?));
         let haproxy = start_haproxy(&haproxy_bin, &dir, frontend.port(), &addrs).await?;

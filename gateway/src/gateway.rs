@@ -146,6 +146,11 @@ impl Gateway {
                 adapters.clone(),
                 bindings_synced.clone(),
             )));
+            tasks.push(tokio::spawn(crate::endpoint::watch_endpoints(
+                engine.clone(),
+                cluster.clone(),
+                client.clone(),
+            )));
             tasks.push(tokio::spawn(crate::k8s::watch::watch_pods(
                 engine.clone(),
                 cluster.clone(),

@@ -26,6 +26,7 @@ pub mod client;
 pub mod config;
 pub mod conformance_cmd;
 pub mod demo;
+pub mod endpoint;
 pub mod engine;
 pub mod gateway;
 pub mod k8s;

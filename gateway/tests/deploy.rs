@@ -444,6 +444,32 @@ async fn the_role_allows_every_request_the_gateway_makes() {
     get.metadata_mut()
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
     client.get(get).await.expect("a reviewed token reads");
+    // An endpoint drain through the API (a record created; its status written).
+    let mut drain = tonic::Request::new(sluice_proto::v1::DrainRequest {
+        target: Some(sluice_proto::v1::Target {
+            target: Some(sluice_proto::v1::target::Target::Endpoint(sluice_proto::v1::Endpoint {
+                namespace: "default".into(),
+                address: "127.0.0.99".into(),
+                port: 80,
+                targets: vec![sluice_proto::v1::AdapterTarget {
+                    adapter: "haproxy".into(),
+                    params_json: r#"{"backend":"web"}"#.into(),
+                }],
+                ..Default::default()
+            })),
+        }),
+        reason: "rbac".into(),
+        ..Default::default()
+    });
+    drain
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    client.drain(drain).await.expect("an endpoint drain");
+    let records: kube::Api<sluice::endpoint::EndpointDrain> = kube::Api::namespaced(stage.client.clone(), "default");
+    until("the record's status", || async {
+        records.get("ep-127-0-0-99-80").await.ok()?.status.map(|_| ())
+    })
+    .await;
     let mut spec = stage.binding_spec(stage.port, &[("haproxy", "web")]);
     spec["port"] = serde_json::json!(0);
     stage.put_binding("web", spec).await.unwrap();
@@ -473,6 +499,9 @@ async fn the_role_allows_every_request_the_gateway_makes() {
         ("coordination.k8s.io", "leases", "update"),
         ("policy", "poddisruptionbudgets", "list"),
         ("authentication.k8s.io", "tokenreviews", "create"),
+        ("sluice.dev", "endpointdrains", "create"),
+        ("sluice.dev", "endpointdrains", "watch"),
+        ("sluice.dev", "endpointdrains/status", "patch"),
     ] {
         assert!(
             used.contains(&(needed.0.to_string(), needed.1.to_string(), needed.2.to_string())),

@@ -182,5 +182,41 @@ pub fn traffic(p: &PodView) -> pb::PodTraffic {
         requested_by: by.by,
         request_reason: by.why,
         etag: p.resource_version.clone(),
+        kind: "pod".into(),
+    }
+}
+
+/// An EndpointDrain record's state as the API answers it (`kind: endpoint`).
+pub fn endpoint_traffic(cluster: &str, e: &crate::endpoint::EndpointDrain) -> pb::PodTraffic {
+    let status = e.status.clone().unwrap_or_default();
+    pb::PodTraffic {
+        cluster: cluster.to_string(),
+        namespace: e.metadata.namespace.clone().unwrap_or_default(),
+        name: e.metadata.name.clone().unwrap_or_default(),
+        uid: e.metadata.uid.clone().unwrap_or_default(),
+        ip: e.spec.address.clone(),
+        // A status about an older request says nothing of this one yet.
+        state: if status.desired == Some(e.spec.desired) && status.observed_generation == e.metadata.generation {
+            status.state
+        } else {
+            String::new()
+        },
+        last_transition: status.last_transition,
+        trace_id: crate::telemetry::TraceParent::parse(&e.spec.traceparent)
+            .map(|t| format!("{:032x}", t.trace_id))
+            .unwrap_or_default(),
+        targets: status.targets.into_iter().collect(),
+        blocked: status.blocked,
+        problems: vec![],
+        gate: String::new(),
+        finalizers: vec![],
+        drain_signals: match e.spec.desired {
+            crate::endpoint::Desired::Drained => vec!["desired".into()],
+            crate::endpoint::Desired::Serving => vec![],
+        },
+        requested_by: e.spec.requested_by.clone(),
+        request_reason: e.spec.reason.clone(),
+        etag: e.metadata.resource_version.clone().unwrap_or_default(),
+        kind: "endpoint".into(),
     }
 }

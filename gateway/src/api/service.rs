@@ -63,6 +63,8 @@ struct Caller {
 struct Resolved {
     cluster: String,
     pods: Vec<PodView>,
+    /// An endpoint target: the record's namespace, name and the spec asked for.
+    endpoint: Option<(String, String, crate::endpoint::EndpointDrainSpec)>,
     /// The pod reference's preconditions (a single pod only).
     uid: Option<String>,
     etag: Option<String>,
@@ -204,6 +206,7 @@ impl ApiService {
                     what: format!("pod {}", pod.display()),
                     cluster,
                     pods: vec![pod],
+                    endpoint: None,
                     uid: (!p.uid.is_empty()).then(|| p.uid.clone()),
                     etag: (!p.etag.is_empty()).then(|| p.etag.clone()),
                 })
@@ -247,14 +250,104 @@ impl ApiService {
                     what: format!("pods {cluster}/{}/{{{}}}", s.namespace, s.label_selector),
                     cluster,
                     pods,
+                    endpoint: None,
                     uid: None,
                     etag: None,
                 })
             }
-            T::Endpoint(_) => Err(Status::unimplemented(
-                "endpoint drains (addresses outside Kubernetes) are not available in this version: drain pods or \
-                 selectors",
-            )),
+            T::Endpoint(e) => {
+                let cluster = self.cluster(&e.cluster)?;
+                check_name("endpoint.namespace", &e.namespace, 63)?;
+                self.authorize(c, verb, &cluster, &e.namespace)?;
+                if let Some(problem) = self.engine.endpoint_problems.get(&cluster) {
+                    return Err(Status::failed_precondition(problem.clone()));
+                }
+                let ip: std::net::IpAddr = e.address.parse().map_err(|_| {
+                    Status::invalid_argument(format!("endpoint.address {:?} is not an IP address", e.address))
+                })?;
+                if e.port == 0 || e.port > 65535 {
+                    return Err(Status::invalid_argument(format!(
+                        "endpoint.port {} is not a port number (1-65535)",
+                        e.port
+                    )));
+                }
+                let name = crate::endpoint::record_name(&ip, e.port as u16);
+                let existing = self
+                    .engine
+                    .endpoints
+                    .get(&(cluster.clone(), e.namespace.clone(), name.clone()))
+                    .map(|r| r.clone());
+                let mut targets = Vec::new();
+                for (i, t) in e.targets.iter().enumerate() {
+                    let params: BTreeMap<String, String> = if t.params_json.trim().is_empty() {
+                        BTreeMap::new()
+                    } else {
+                        serde_json::from_str(&t.params_json).map_err(|err| {
+                            Status::invalid_argument(format!(
+                                "endpoint.targets[{i}].params_json must be a JSON object of strings, e.g. \
+                                 {{\"backend\":\"web\"}}: {err}"
+                            ))
+                        })?
+                    };
+                    if let Some(Err(why)) = self.engine.tenancy.get().map(|x| x.check(&e.namespace, &t.adapter, &params)) {
+                        return Err(Status::permission_denied(format!("endpoint.targets[{i}]: {why}")));
+                    }
+                    targets.push(crate::binding::BindingTarget {
+                        adapter: t.adapter.clone(),
+                        params,
+                    });
+                }
+                // A Restore may leave the targets out: the record's are used.
+                if targets.is_empty() && verb == ApiVerb::Restore {
+                    if let Some(r) = &existing {
+                        targets = r.spec.targets.clone();
+                    }
+                }
+                let spec = crate::endpoint::EndpointDrainSpec {
+                    address: ip.to_string(),
+                    port: i32::from(e.port as u16),
+                    targets,
+                    desired: if verb == ApiVerb::Drain {
+                        crate::endpoint::Desired::Drained
+                    } else {
+                        crate::endpoint::Desired::Serving
+                    },
+                    deadline_seconds: None,
+                    settle_seconds: 0,
+                    requested_by: c.who.user.clone(),
+                    reason: String::new(),
+                    traceparent: c.traceparent.clone().unwrap_or_default(),
+                };
+                if verb == ApiVerb::Restore && existing.is_none() {
+                    return Err(Status::not_found(format!(
+                        "no EndpointDrain record for {} in namespace {:?} of cluster {cluster:?}: nothing was drained \
+                         through Sluice",
+                        std::net::SocketAddr::new(ip, e.port as u16),
+                        e.namespace
+                    )));
+                }
+                crate::endpoint::check(&self.engine, &e.namespace, &spec)
+                    .map_err(|why| Status::invalid_argument(format!("endpoint: {why}")))?;
+                if let Some(p) = self
+                    .engine
+                    .pods
+                    .iter()
+                    .find(|p| p.cluster == cluster && p.ip == Some(ip) && !p.host_network)
+                {
+                    return Err(Status::invalid_argument(format!(
+                        "endpoint.address {ip} is pod {}'s: drain the pod instead",
+                        p.display()
+                    )));
+                }
+                Ok(Resolved {
+                    what: format!("endpoint {cluster}/{}/{name}", e.namespace),
+                    cluster,
+                    pods: vec![],
+                    endpoint: Some((e.namespace.clone(), name, spec)),
+                    uid: None,
+                    etag: None,
+                })
+            }
         }
     }
 
@@ -359,6 +452,11 @@ impl ApiService {
         request_id: &str,
         validate_only: bool,
     ) -> Result<pb::Operation, Status> {
+        if let Some(endpoint) = &r.endpoint {
+            return self
+                .endpoint_op(c, &r.cluster, endpoint, reason, request_id, validate_only)
+                .await;
+        }
         let mut plan = Vec::new();
         let mut act = Vec::new();
         for p in &r.pods {
@@ -565,6 +663,18 @@ impl ApiService {
                             changed.push(t);
                         }
                     }
+                    Ok(Ok(PodUpdate::Endpoint { cluster, record, deleted })) => {
+                        if let Some(known) = state.get_mut(record.metadata.uid.as_deref().unwrap_or("")) {
+                            let mut t = super::endpoint_traffic(&cluster, &record);
+                            if deleted {
+                                t.state = "deleted".into();
+                            }
+                            if differs(known, &t) {
+                                *known = t.clone();
+                                changed.push(t);
+                            }
+                        }
+                    }
                     Ok(Err(RecvError::Lagged(_))) => changed = refresh(&engine, &mut state),
                     Ok(Err(RecvError::Closed)) => return,
                 }
@@ -576,6 +686,12 @@ impl ApiService {
 
 /// Whether a pod reached what the call asked for.
 fn reached(engine: &Engine, verb: ApiVerb, t: &pb::PodTraffic) -> bool {
+    if t.kind == "endpoint" {
+        return match verb {
+            ApiVerb::Drain => matches!(t.state.as_str(), "drained" | "deleted"),
+            _ => t.state == "serving",
+        };
+    }
     let unbound = t.state == "unbound"
         || (t.state.is_empty()
             && engine
@@ -598,13 +714,20 @@ fn reached(engine: &Engine, verb: ApiVerb, t: &pb::PodTraffic) -> bool {
 fn refresh(engine: &Engine, state: &mut HashMap<String, pb::PodTraffic>) -> Vec<pb::PodTraffic> {
     let mut out = Vec::new();
     for known in state.values_mut() {
-        let now = engine
-            .pods
-            .get(&crate::model::PodKey {
-                cluster: known.cluster.clone(),
-                uid: known.uid.clone(),
-            })
-            .map(|p| traffic(&p));
+        let now = if known.kind == "endpoint" {
+            engine
+                .endpoints
+                .get(&(known.cluster.clone(), known.namespace.clone(), known.name.clone()))
+                .map(|e| super::endpoint_traffic(&known.cluster, &e))
+        } else {
+            engine
+                .pods
+                .get(&crate::model::PodKey {
+                    cluster: known.cluster.clone(),
+                    uid: known.uid.clone(),
+                })
+                .map(|p| traffic(&p))
+        };
         let t = match now {
             Some(t) => t,
             None if known.state == "deleted" => continue,
@@ -873,25 +996,34 @@ impl pb::sluice_server::Sluice for ApiService {
         let c = self.caller(&req).await?;
         let m = req.into_inner();
         use pb::target::Target as T;
-        let (cluster, namespace, name, sel) = match m.target.and_then(|t| t.target) {
+        // `endpoint`: the watch follows one EndpointDrain record (`name`), not pods.
+        let (cluster, namespace, name, sel, endpoint) = match m.target.and_then(|t| t.target) {
             Some(T::Pod(p)) => {
                 let cluster = self.cluster(&p.cluster)?;
                 check_name("pod.namespace", &p.namespace, 63)?;
                 check_name("pod.name", &p.name, 253)?;
-                (cluster, p.namespace, Some(p.name), LabelSelector::default())
+                (cluster, p.namespace, Some(p.name), LabelSelector::default(), false)
             }
             Some(T::Selector(s)) => {
                 let cluster = self.cluster(&s.cluster)?;
                 check_name("selector.namespace", &s.namespace, 63)?;
                 let sel = LabelSelector::parse(&s.label_selector).map_err(Status::invalid_argument)?;
-                (cluster, s.namespace, None, sel)
+                (cluster, s.namespace, None, sel, false)
             }
-            Some(T::Endpoint(_)) => {
-                return Err(Status::unimplemented(
-                    "endpoint drains are not available in this version: watch pods or selectors",
-                ))
+            Some(T::Endpoint(e)) => {
+                let cluster = self.cluster(&e.cluster)?;
+                check_name("endpoint.namespace", &e.namespace, 63)?;
+                let ip: std::net::IpAddr = e.address.parse().map_err(|_| {
+                    Status::invalid_argument(format!("endpoint.address {:?} is not an IP address", e.address))
+                })?;
+                let port = u16::try_from(e.port)
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| Status::invalid_argument("endpoint.port is not a port number (1-65535)"))?;
+                let name = crate::endpoint::record_name(&ip, port);
+                (cluster, e.namespace, Some(name), LabelSelector::default(), true)
             }
-            None => return Err(Status::invalid_argument("target is required: a pod or a selector")),
+            None => return Err(Status::invalid_argument("target is required: a pod, a selector or an endpoint")),
         };
         self.authorize(&c, ApiVerb::Read, &cluster, &namespace)?;
         self.live(&cluster)?;
@@ -902,12 +1034,21 @@ impl pb::sluice_server::Sluice for ApiService {
             ))
         })?;
         let engine = self.engine.clone();
+        let record_key = (cluster.clone(), namespace.clone(), name.clone().unwrap_or_default());
         let matches = move |p: &PodView| {
-            p.cluster == cluster
+            !endpoint
+                && p.cluster == cluster
                 && p.namespace == namespace
                 && name.as_ref().is_none_or(|n| &p.name == n)
                 && sel.matches(&p.labels)
         };
+        let is_record = move |c: &str, r: &crate::endpoint::EndpointDrain| {
+            endpoint
+                && c == record_key.0
+                && r.metadata.namespace.as_deref() == Some(record_key.1.as_str())
+                && r.metadata.name.as_deref() == Some(record_key.2.as_str())
+        };
+
         // Subscribed before the snapshot is taken: nothing falls between.
         let mut updates = engine.updates.subscribe();
         let (tx, rx) = tokio::sync::mpsc::channel(256);
@@ -917,7 +1058,15 @@ impl pb::sluice_server::Sluice for ApiService {
             let snapshot = |engine: &Engine| -> Vec<pb::PodTraffic> {
                 let mut v: Vec<PodView> = engine.pods.iter().filter(|p| matches(p)).map(|p| p.clone()).collect();
                 v.sort_by(|a, b| a.name.cmp(&b.name));
-                v.iter().map(traffic).collect()
+                let mut out: Vec<pb::PodTraffic> = v.iter().map(traffic).collect();
+                out.extend(
+                    engine
+                        .endpoints
+                        .iter()
+                        .filter(|e| is_record(&e.key().0, e.value()))
+                        .map(|e| super::endpoint_traffic(&e.key().0, e.value())),
+                );
+                out
             };
             for t in snapshot(&engine) {
                 sent.insert(t.uid.clone(), t.clone());
@@ -962,18 +1111,37 @@ impl pb::sluice_server::Sluice for ApiService {
                             Some(_) => vec![pb::WatchEvent { r#type: pb::watch_event::Type::Deleted as i32, pod: Some(traffic(&v)) }],
                             None => vec![],
                         },
+                        Ok(PodUpdate::Endpoint { cluster, record, deleted }) if is_record(&cluster, &record) => {
+                            let t = super::endpoint_traffic(&cluster, &record);
+                            if deleted {
+                                sent.remove(&t.uid);
+                                vec![pb::WatchEvent { r#type: pb::watch_event::Type::Deleted as i32, pod: Some(t) }]
+                            } else {
+                                match sent.get(&t.uid) {
+                                    Some(old) if !differs(old, &t) => vec![],
+                                    _ => {
+                                        sent.insert(t.uid.clone(), t.clone());
+                                        vec![pb::WatchEvent { r#type: pb::watch_event::Type::Changed as i32, pod: Some(t) }]
+                                    }
+                                }
+                            }
+                        }
+                        Ok(PodUpdate::Endpoint { .. }) => vec![],
                         // Fell behind: what changed meanwhile is read from the view.
                         Err(RecvError::Lagged(_)) => {
                             let now: BTreeMap<String, pb::PodTraffic> =
                                 snapshot(&engine).into_iter().map(|t| (t.uid.clone(), t)).collect();
                             let mut out = Vec::new();
-                            for (uid, old) in std::mem::take(&mut sent) {
+                            let old_sent = std::mem::take(&mut sent);
+                            for (uid, old) in old_sent.clone() {
                                 if !now.contains_key(&uid) {
                                     out.push(pb::WatchEvent { r#type: pb::watch_event::Type::Deleted as i32, pod: Some(old) });
                                 }
                             }
                             for (uid, t) in now {
-                                out.push(pb::WatchEvent { r#type: pb::watch_event::Type::Changed as i32, pod: Some(t.clone()) });
+                                if old_sent.get(&uid).is_none_or(|old| differs(old, &t)) {
+                                    out.push(pb::WatchEvent { r#type: pb::watch_event::Type::Changed as i32, pod: Some(t.clone()) });
+                                }
                                 sent.insert(uid, t);
                             }
                             out
@@ -1183,5 +1351,135 @@ fn describe_target(t: Option<&pb::Target>) -> String {
         Some(T::Selector(s)) => format!("pods {}/{}/{{{}}}", s.cluster, s.namespace, s.label_selector),
         Some(T::Endpoint(e)) => format!("endpoint {}:{}", e.address, e.port),
         None => "(none)".into(),
+    }
+}
+
+impl ApiService {
+    /// A Drain or Restore of an address outside Kubernetes: creates or updates its
+    /// EndpointDrain record (a request: any replica but a shadow writes it; the leader's
+    /// controller acts on it).
+    #[allow(clippy::too_many_arguments)]
+    async fn endpoint_op(
+        &self,
+        c: &Caller,
+        cluster: &str,
+        endpoint: &(String, String, crate::endpoint::EndpointDrainSpec),
+        reason: &str,
+        request_id: &str,
+        validate_only: bool,
+    ) -> Result<pb::Operation, Status> {
+        use crate::endpoint::{Desired, EndpointDrain};
+        let (namespace, name, spec) = endpoint;
+        let mut spec = spec.clone();
+        spec.reason = reason.to_string();
+        let key = (cluster.to_string(), namespace.clone(), name.clone());
+        let existing = self.engine.endpoints.get(&key).map(|e| e.clone());
+        let addr = format!("{}:{}", spec.address, spec.port);
+        let plan = match (&existing, spec.desired) {
+            (Some(e), desired) if e.spec.targets != spec.targets => {
+                let status = e.status.clone().unwrap_or_default();
+                let serving = e.spec.desired == Desired::Serving && status.state == "serving";
+                if !serving {
+                    return Err(Status::failed_precondition(format!(
+                        "EndpointDrain {namespace}/{name} records other targets for {addr} and is not serving: restore \
+                         it with its own targets first (or leave the targets out of the Restore)"
+                    )));
+                }
+                format!(
+                    "{cluster}/{namespace}/{name}: record {addr} as {} in new targets",
+                    if desired == Desired::Drained { "drained" } else { "serving" }
+                )
+            }
+            (Some(e), desired) if e.spec.desired == desired => {
+                format!("{cluster}/{namespace}/{name}: {addr} already asked to be {desired:?}")
+            }
+            (Some(_), Desired::Drained) => format!("{cluster}/{namespace}/{name}: drain {addr} (desired Drained)"),
+            (Some(_), Desired::Serving) => format!("{cluster}/{namespace}/{name}: restore {addr} (desired Serving)"),
+            (None, _) => format!(
+                "{cluster}/{namespace}/{name}: record EndpointDrain and drain {addr} from {} target(s)",
+                spec.targets.len()
+            ),
+        };
+        let mut pods = existing
+            .as_ref()
+            .map(|e| vec![super::endpoint_traffic(cluster, e)])
+            .unwrap_or_default();
+        let unchanged = existing
+            .as_ref()
+            .is_some_and(|e| e.spec.desired == spec.desired && e.spec.targets == spec.targets);
+        if !validate_only && !unchanged {
+            if self.engine.authority.role() == crate::authority::Role::Shadow {
+                return Err(Status::unavailable("not written: this gateway is a shadow"));
+            }
+            let client = self.engine.clusters[cluster].writer.client().clone();
+            let api: kube::Api<EndpointDrain> = kube::Api::namespaced(client, namespace);
+            let params = kube::api::PatchParams {
+                field_manager: Some(self.engine.cfg.instance.clone()),
+                ..Default::default()
+            };
+            let written = match &existing {
+                None => {
+                    let record = EndpointDrain::new(name, spec.clone());
+                    match api.create(&kube::api::PostParams::default(), &record).await {
+                        Ok(w) => w,
+                        Err(kube::Error::Api(s)) if s.code == 409 => {
+                            return Err(Status::aborted(format!(
+                                "EndpointDrain {namespace}/{name} was created meanwhile; try again"
+                            )))
+                        }
+                        Err(e) => return Err(kube_status(e)),
+                    }
+                }
+                Some(e) => {
+                    let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+                        {"op": "test", "path": "/metadata/uid", "value": e.metadata.uid},
+                        {"op": "test", "path": "/metadata/resourceVersion", "value": e.metadata.resource_version},
+                        {"op": "replace", "path": "/spec", "value": spec},
+                    ]))
+                    .expect("a JSON patch");
+                    match api.patch(name, &params, &kube::api::Patch::Json::<()>(patch)).await {
+                        Ok(w) => w,
+                        Err(kube::Error::Api(s)) if s.code == 422 || s.code == 409 => {
+                            return Err(Status::aborted(format!(
+                                "EndpointDrain {namespace}/{name} changed meanwhile; read it again and retry"
+                            )))
+                        }
+                        Err(e) => return Err(kube_status(e)),
+                    }
+                }
+            };
+            crate::endpoint::apply_written(&self.engine, cluster, written.clone());
+            crate::endpoint::kick(&self.engine, key);
+            pods = vec![super::endpoint_traffic(cluster, &written)];
+        }
+        if pods.is_empty() {
+            // A dry run of a new record: what it would be.
+            let mut record = EndpointDrain::new(name, spec);
+            record.metadata.namespace = Some(namespace.clone());
+            pods = vec![super::endpoint_traffic(cluster, &record)];
+        }
+        Ok(pb::Operation {
+            request_id: request_id.to_string(),
+            validate_only,
+            plan: vec![plan],
+            pods,
+            trace_id: c.trace_id.clone(),
+            replayed: false,
+        })
+    }
+}
+
+fn kube_status(e: kube::Error) -> Status {
+    match e {
+        kube::Error::Api(s) if s.code == 403 => Status::failed_precondition(format!(
+            "the API server refused the write ({}): grant the gateway's ServiceAccount create and patch on \
+             endpointdrains",
+            s.message
+        )),
+        kube::Error::Api(s) if s.code == 404 => Status::failed_precondition(format!(
+            "the EndpointDrain CRD is not installed ({}): run `sluice crd | kubectl apply -f -`",
+            s.message
+        )),
+        e => Status::unavailable(format!("the API server did not take the write: {e}; try again")),
     }
 }

@@ -116,13 +116,24 @@ pub struct Engine {
     pub updates: tokio::sync::broadcast::Sender<PodUpdate>,
     /// Which namespaces may name which backends of which adapter (set once at start).
     pub tenancy: std::sync::OnceLock<crate::tenancy::Tenancy>,
+    /// The EndpointDrain records of every cluster (see `crate::endpoint`).
+    pub endpoints: DashMap<crate::endpoint::EndpointKey, Arc<crate::endpoint::EndpointDrain>>,
+    /// Records with a worker running; `true`: look again when done.
+    pub(crate) endpoint_workers: DashMap<crate::endpoint::EndpointKey, Arc<AtomicBool>>,
+    /// Clusters whose EndpointDrain records cannot be watched, and why.
+    pub endpoint_problems: DashMap<String, String>,
 }
 
-/// A change of the engine's view of a pod.
+/// A change of the engine's view of a pod (or of an EndpointDrain record).
 #[derive(Debug, Clone)]
 pub enum PodUpdate {
     Changed(Arc<PodView>),
     Deleted(Arc<PodView>),
+    Endpoint {
+        cluster: String,
+        record: Arc<crate::endpoint::EndpointDrain>,
+        deleted: bool,
+    },
 }
 
 /// Updates kept for a watcher that lags; one that falls further behind starts over from
@@ -178,6 +189,9 @@ impl Engine {
             names: DashMap::new(),
             updates: tokio::sync::broadcast::channel(UPDATES_BACKLOG).0,
             tenancy: std::sync::OnceLock::new(),
+            endpoints: DashMap::new(),
+            endpoint_workers: DashMap::new(),
+            endpoint_problems: DashMap::new(),
         })
     }
 
@@ -193,6 +207,15 @@ impl Engine {
                 uid,
             })
             .map(|p| p.clone())
+    }
+
+    /// Tells API watches of a record's change.
+    pub fn publish_endpoint(&self, cluster: &str, record: Arc<crate::endpoint::EndpointDrain>, deleted: bool) {
+        self.publish(|| PodUpdate::Endpoint {
+            cluster: cluster.to_string(),
+            record,
+            deleted,
+        });
     }
 
     fn publish(&self, update: impl FnOnce() -> PodUpdate) {
@@ -463,6 +486,9 @@ impl Engine {
         };
         for c in &synced {
             self.kick_cluster(c, false);
+        }
+        for c in self.clusters.keys() {
+            crate::endpoint::kick_cluster(self, c);
         }
     }
 

@@ -157,6 +157,21 @@ pub async fn sweep(engine: &Engine) -> Vec<(TargetId, Listed)> {
             }
         }
     }
+    // An EndpointDrain record claims its address in its targets.
+    for e in engine.endpoints.iter() {
+        let (Ok(ip), Ok(port)) = (e.spec.address.parse(), u16::try_from(e.spec.port)) else {
+            continue;
+        };
+        for t in &e.spec.targets {
+            scopes.insert((t.adapter.clone(), t.params.clone()));
+            recorded.insert(TargetId {
+                adapter: t.adapter.clone(),
+                params: t.params.clone(),
+                ip,
+                port,
+            });
+        }
+    }
     let mut out = Vec::new();
     for (name, params) in scopes {
         let Some(adapter) = engine.adapters.get(&name) else {
