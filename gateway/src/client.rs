@@ -62,13 +62,21 @@ pub struct PodsArg {
     /// The pod: NAME or NAMESPACE/NAME.
     #[arg(
         value_name = "POD",
-        required_unless_present = "selector",
-        conflicts_with = "selector"
+        required_unless_present_any = ["selector", "endpoint"],
+        conflicts_with_all = ["selector", "endpoint"]
     )]
     pub pod: Option<String>,
     /// A label selector instead of a pod (e.g. app=web,tier in (a,b)).
-    #[arg(short = 'l', long = "selector")]
+    #[arg(short = 'l', long = "selector", conflicts_with = "endpoint")]
     pub selector: Option<String>,
+    /// An address outside Kubernetes instead of a pod, IP:PORT (its record lives in
+    /// --namespace).
+    #[arg(long, value_name = "IP:PORT")]
+    pub endpoint: Option<String>,
+    /// With --endpoint: where the address is registered, ADAPTER:key=value,… (repeat for
+    /// more; a restore may leave it out).
+    #[arg(long = "target", value_name = "ADAPTER:PARAMS", requires = "endpoint")]
+    pub targets: Vec<String>,
     #[arg(short = 'n', long, default_value = "default")]
     pub namespace: String,
     /// The cluster (may be left out when the gateway watches one).
@@ -257,9 +265,44 @@ fn request<T>(m: T, token: &Option<String>) -> Result<tonic::Request<T>, Failure
     Ok(r)
 }
 
-fn target(p: &PodsArg, m: Option<&Mutation>) -> pb::Target {
+fn target(p: &PodsArg, m: Option<&Mutation>) -> Result<pb::Target, Failure> {
     use pb::target::Target as T;
-    pb::Target {
+    if let Some(ep) = &p.endpoint {
+        let addr: std::net::SocketAddr = ep.parse().map_err(|_| {
+            Failure(
+                EXIT_INVALID,
+                format!("--endpoint {ep:?}: expected IP:PORT (e.g. 10.0.0.5:8080)"),
+            )
+        })?;
+        let mut targets = Vec::new();
+        for t in &p.targets {
+            let (adapter, params) = t.split_once(':').unwrap_or((t.as_str(), ""));
+            let mut map = serde_json::Map::new();
+            for kv in params.split(',').filter(|s| !s.is_empty()) {
+                let (k, v) = kv.split_once('=').ok_or_else(|| {
+                    Failure(
+                        EXIT_INVALID,
+                        format!("--target {t:?}: parameters are key=value, e.g. haproxy:backend=web"),
+                    )
+                })?;
+                map.insert(k.to_string(), Value::String(v.to_string()));
+            }
+            targets.push(pb::AdapterTarget {
+                adapter: adapter.to_string(),
+                params_json: Value::Object(map).to_string(),
+            });
+        }
+        return Ok(pb::Target {
+            target: Some(T::Endpoint(pb::Endpoint {
+                cluster: p.cluster.clone(),
+                namespace: p.namespace.clone(),
+                address: addr.ip().to_string(),
+                port: u32::from(addr.port()),
+                targets,
+            })),
+        });
+    }
+    Ok(pb::Target {
         target: Some(match (&p.pod, &p.selector) {
             (Some(pod), _) => {
                 let (namespace, name) = split_pod(pod, &p.namespace);
@@ -277,7 +320,7 @@ fn target(p: &PodsArg, m: Option<&Mutation>) -> pb::Target {
                 label_selector: sel.clone().unwrap_or_default(),
             }),
         }),
-    }
+    })
 }
 
 /// A pod's traffic state as JSON (also what `-o yaml` prints).
@@ -350,7 +393,7 @@ async fn run_inner(conn: &Connection, cmd: ApiCommand) -> Result<u8, Failure> {
     match cmd {
         ApiCommand::Drain { pods, m, wait, timeout } => {
             let r = pb::DrainRequest {
-                target: Some(target(&pods, Some(&m))),
+                target: Some(target(&pods, Some(&m))?),
                 reason: m.reason.clone(),
                 request_id: m.request_id.clone().unwrap_or_default(),
                 validate_only: m.dry_run,
@@ -362,7 +405,7 @@ async fn run_inner(conn: &Connection, cmd: ApiCommand) -> Result<u8, Failure> {
         }
         ApiCommand::Restore { pods, m, wait, timeout } => {
             let r = pb::RestoreRequest {
-                target: Some(target(&pods, Some(&m))),
+                target: Some(target(&pods, Some(&m))?),
                 reason: m.reason.clone(),
                 request_id: m.request_id.clone().unwrap_or_default(),
                 validate_only: m.dry_run,
@@ -439,7 +482,7 @@ async fn run_inner(conn: &Connection, cmd: ApiCommand) -> Result<u8, Failure> {
             let mut stream = api
                 .watch(request(
                     pb::WatchRequest {
-                        target: Some(target(&pods, None)),
+                        target: Some(target(&pods, None)?),
                     },
                     &token,
                 )?)

@@ -400,7 +400,9 @@ impl Stage {
         let dir = std::env::temp_dir().join(format!("sluice-stage-{}-{}", std::process::id(), rand::random::<u32>()));
         std::fs::create_dir_all(&dir)?;
         // Pods: 127.0.0.11, .12, … all on one port, as real pods share a container port.
-        let ips: Vec<IpAddr> = (0..pods + vms).map(|i| IpAddr::from([127, 0, 0, 11 + i as u8])).collect();
+        let ips: Vec<IpAddr> = (0..pods + vms)
+            .map(|i| IpAddr::from([127, 0, 0, 11 + i as u8]))
+            .collect();
         let (port, addrs, backends) = start_backends(&ips).await?;
         let frontend = SocketAddr::from(([127, 0, 0, 1], free_port("127.0.0.1")?));
         let haproxy = start_haproxy(&haproxy_bin, &dir, frontend.port(), &addrs).await?;

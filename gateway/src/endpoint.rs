@@ -131,7 +131,10 @@ pub fn check(engine: &Engine, namespace: &str, spec: &EndpointDrainSpec) -> Resu
         return Err(format!("targets: 1 to 16 are needed, not {}", spec.targets.len()));
     }
     if !(0..=3600).contains(&spec.settle_seconds) {
-        return Err(format!("settleSeconds {} is out of range (0 to 3600)", spec.settle_seconds));
+        return Err(format!(
+            "settleSeconds {} is out of range (0 to 3600)",
+            spec.settle_seconds
+        ));
     }
     if spec.deadline_seconds.is_some_and(|d| !(1..=86_400).contains(&d)) {
         return Err("deadlineSeconds is out of range (1 to 86400)".into());
@@ -163,7 +166,11 @@ pub fn check(engine: &Engine, namespace: &str, spec: &EndpointDrainSpec) -> Resu
 /// `kind/adapter/k=v,… ip:port`: a target's name in the status.
 fn target_name(kind: &str, adapter: &str, params: &BTreeMap<String, String>, ip: IpAddr, port: u16) -> String {
     let p: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    format!("{kind}/{adapter}/{} {}", p.join(","), std::net::SocketAddr::new(ip, port))
+    format!(
+        "{kind}/{adapter}/{} {}",
+        p.join(","),
+        std::net::SocketAddr::new(ip, port)
+    )
 }
 
 /// Watches the EndpointDrain records of one cluster into the engine, and kicks their
@@ -195,9 +202,7 @@ pub async fn watch_endpoints(engine: Arc<Engine>, cluster: Arc<ClusterHandle>, c
                 Ok(Event::InitDone) => {
                     let keep: std::collections::HashSet<EndpointKey> =
                         buffer.iter().filter_map(|e| key_of(&cluster.name, e)).collect();
-                    engine
-                        .endpoints
-                        .retain(|k, _| k.0 != cluster.name || keep.contains(k));
+                    engine.endpoints.retain(|k, _| k.0 != cluster.name || keep.contains(k));
                     for e in std::mem::take(&mut buffer) {
                         apply(&engine, &cluster.name, e);
                     }
@@ -218,7 +223,8 @@ pub async fn watch_endpoints(engine: Arc<Engine>, cluster: Arc<ClusterHandle>, c
                 Err(e) => {
                     let problem = match crate::k8s::watch::explain(&cluster.name, "endpointdrains", &e) {
                         Some(p) => p,
-                        None if matches!(&e, watcher::Error::InitialListFailed(kube::Error::Api(s)) if s.code == 404) => {
+                        None if matches!(&e, watcher::Error::InitialListFailed(kube::Error::Api(s)) if s.code == 404) =>
+                        {
                             format!(
                                 "cluster {}: the EndpointDrain CRD is not installed (endpointdrains.sluice.dev not \
                                  found): run `sluice crd | kubectl apply -f -`; endpoint drains are refused until then",
@@ -242,15 +248,20 @@ pub async fn watch_endpoints(engine: Arc<Engine>, cluster: Arc<ClusterHandle>, c
 }
 
 fn key_of(cluster: &str, e: &EndpointDrain) -> Option<EndpointKey> {
-    Some((cluster.to_string(), e.metadata.namespace.clone()?, e.metadata.name.clone()?))
+    Some((
+        cluster.to_string(),
+        e.metadata.namespace.clone()?,
+        e.metadata.name.clone()?,
+    ))
 }
 
 fn apply(engine: &Arc<Engine>, cluster: &str, e: EndpointDrain) {
     let Some(k) = key_of(cluster, &e) else { return };
     let e = Arc::new(e);
-    let changed = engine.endpoints.get(&k).is_none_or(|old| {
-        old.metadata.resource_version != e.metadata.resource_version
-    });
+    let changed = engine
+        .endpoints
+        .get(&k)
+        .is_none_or(|old| old.metadata.resource_version != e.metadata.resource_version);
     if !changed {
         return;
     }
@@ -382,7 +393,7 @@ async fn work(engine: &Arc<Engine>, key: &EndpointKey) {
                 .targets
                 .get(&name)
                 .is_some_and(|s| s.starts_with(&format!("{goal:?}")));
-            let act = first && !(was_at_goal && !new_op) || advance.get(&name).copied().unwrap_or(false);
+            let act = first && (new_op || !was_at_goal) || advance.get(&name).copied().unwrap_or(false);
             if act {
                 if !engine.authority.may_write() {
                     return;
@@ -407,7 +418,10 @@ async fn work(engine: &Arc<Engine>, key: &EndpointKey) {
             };
             match observed {
                 Ok(o) => {
-                    advance.insert(name.clone(), o.advance || (!drain && o.state != TrafficState::Serving && !act));
+                    advance.insert(
+                        name.clone(),
+                        o.advance || (!drain && o.state != TrafficState::Serving && !act),
+                    );
                     let mut at_goal = o.state == goal;
                     if drain && at_goal {
                         let since = *drained_since.entry(name.clone()).or_insert_with(Instant::now);
@@ -538,7 +552,9 @@ async fn write_status(
             }
             apply_written(engine, &cluster.name, written);
         }
-        Err(e) => warn!(endpoint = %format!("{}/{ns}/{name}", cluster.name), error = %e, "Could not write the EndpointDrain status."),
+        Err(e) => {
+            warn!(endpoint = %format!("{}/{ns}/{name}", cluster.name), error = %e, "Could not write the EndpointDrain status.")
+        }
     }
 }
 
@@ -546,7 +562,12 @@ async fn write_status(
 pub fn apply_written(engine: &Arc<Engine>, cluster: &str, e: EndpointDrain) {
     let Some(k) = key_of(cluster, &e) else { return };
     let newer = engine.endpoints.get(&k).is_none_or(|old| {
-        let v = |x: &EndpointDrain| x.metadata.resource_version.as_deref().and_then(|r| r.parse::<u64>().ok());
+        let v = |x: &EndpointDrain| {
+            x.metadata
+                .resource_version
+                .as_deref()
+                .and_then(|r| r.parse::<u64>().ok())
+        };
         match (v(&old), v(&e)) {
             (Some(a), Some(b)) => a < b,
             _ => true,

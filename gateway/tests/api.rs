@@ -1096,3 +1096,277 @@ async fn a_namespace_cannot_put_its_pods_into_another_teams_backend() {
     })
     .await;
 }
+
+/// An address outside Kubernetes (a VM behind the same HAProxy backend as the pods) is
+/// drained through the API; its record survives a SIGKILL of the gateway mid-drain, the
+/// restarted gateway finishes the drain on HAProxy's evidence (no request lost), and a
+/// Restore puts it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_endpoint_outside_kubernetes_drains_durably_across_a_gateway_restart() {
+    use sluice::endpoint::EndpointDrain;
+    let stage = Stage::with_vms(2, 1).await.expect("stage");
+    let vm = stage.ips[2];
+    std::fs::write(stage.dir.join("op.token"), "operator-token-0123456789").unwrap();
+    let (health, api) = (free_addr(), free_addr());
+    let cfg = stage.dir.join("gw.yaml");
+    std::fs::write(
+        &cfg,
+        stage.gateway_config_text(health)
+            + &format!(
+                "api:\n  listen: {api}\n  insecure: true\n  tokens:\n  - user: op\n    file: {}\n  rules:\n  - users: [op]\n    verbs: ['*']\n    namespaces: ['*']\n",
+                stage.dir.join("op.token").display()
+            ),
+    )
+    .unwrap();
+    let gw = spawn_gateway(&cfg, health).await;
+    for i in 0..2 {
+        stage.wait_ready(i, T).await.unwrap();
+    }
+    assert_eq!(stage.status_in("web", 2).await.unwrap().as_deref(), Some("UP"));
+    let endpoint = pb::Target {
+        target: Some(pb::target::Target::Endpoint(pb::Endpoint {
+            namespace: "default".into(),
+            address: vm.to_string(),
+            port: u32::from(stage.port),
+            targets: vec![pb::AdapterTarget {
+                adapter: "haproxy".into(),
+                params_json: r#"{"backend":"web"}"#.into(),
+            }],
+            ..Default::default()
+        })),
+    };
+    let client = || async {
+        pb::sluice_client::SluiceClient::connect(format!("http://{api}"))
+            .await
+            .expect("connect")
+    };
+    // Requests on every server, the VM's among them, held for 2.5 s.
+    let held = hold_timed(stage.frontend, 9, 2500).await;
+    until("HAProxy to count sessions on the VM", || async {
+        let s = stage.servers("web").await.ok()?;
+        s.values()
+            .any(|(a, _, scur)| a.starts_with(&vm.to_string()) && *scur > 0)
+            .then_some(())
+    })
+    .await;
+    let answer = all(client()
+        .await
+        .drain(with_token(
+            pb::DrainRequest {
+                target: Some(endpoint.clone()),
+                reason: "VM kernel patch".into(),
+                ..Default::default()
+            },
+            "operator-token-0123456789",
+        ))
+        .await
+        .expect("endpoint drain")
+        .into_inner())
+    .await;
+    let op = answer[0].operation.clone().unwrap();
+    assert_eq!(op.pods[0].kind, "endpoint");
+    assert!(op.plan[0].contains("record EndpointDrain"), "{op:?}");
+    let name = op.pods[0].name.clone();
+    let records: kube::Api<EndpointDrain> = kube::Api::namespaced(stage.client.clone(), "default");
+    until("the record to say draining", || async {
+        let r = records.get(&name).await.ok()?;
+        (r.status?.state == "draining").then_some(())
+    })
+    .await;
+    // SIGKILL mid-drain, start again: the record says what to finish.
+    drop(gw);
+    assert!(
+        stage.status_in("web", 2).await.unwrap().unwrap().starts_with("MAINT")
+            || stage.status_in("web", 2).await.unwrap().unwrap().starts_with("DRAIN"),
+        "taken out before the kill"
+    );
+    let _gw = spawn_gateway(&cfg, health).await;
+    let drained = until("the restarted gateway to verify the drain", || async {
+        let r = records.get(&name).await.ok()?;
+        let s = r.status?;
+        (s.state == "drained").then_some(s)
+    })
+    .await;
+    let evidence = drained.targets.values().next().unwrap().clone();
+    assert!(evidence.starts_with("Drained"), "{evidence}");
+    let servers = stage.servers("web").await.unwrap();
+    let (_, status, scur) = servers
+        .values()
+        .find(|(a, _, _)| a.starts_with(&vm.to_string()))
+        .unwrap();
+    assert!(status.starts_with("MAINT") && *scur == 0, "{status} {scur}");
+    for h in held {
+        assert_eq!(
+            within("a held request", h).await.unwrap().status,
+            200,
+            "no request lost"
+        );
+    }
+    // Restore (the record's targets), waited for.
+    let progress = all(client()
+        .await
+        .restore(with_token(
+            pb::RestoreRequest {
+                target: Some(pb::Target {
+                    target: Some(pb::target::Target::Endpoint(pb::Endpoint {
+                        namespace: "default".into(),
+                        address: vm.to_string(),
+                        port: u32::from(stage.port),
+                        ..Default::default()
+                    })),
+                }),
+                reason: "patched".into(),
+                wait: true,
+                ..Default::default()
+            },
+            "operator-token-0123456789",
+        ))
+        .await
+        .expect("endpoint restore")
+        .into_inner())
+    .await;
+    assert!(progress.last().unwrap().done, "{progress:?}");
+    assert_eq!(stage.status_in("web", 2).await.unwrap().as_deref(), Some("UP"));
+    let r = records.get(&name).await.unwrap();
+    assert_eq!(r.spec.requested_by, "op");
+    assert_eq!(r.status.unwrap().state, "serving");
+
+    // The same through the command line, with a watch of the record open meanwhile.
+    let mut watch = client()
+        .await
+        .watch(with_token(
+            pb::WatchRequest {
+                target: Some(endpoint.clone()),
+            },
+            "operator-token-0123456789",
+        ))
+        .await
+        .expect("watch the record")
+        .into_inner();
+    let first = within("snapshot", watch.message()).await.unwrap().unwrap();
+    assert_eq!(first.pod.unwrap().state, "serving");
+    let ep = format!("{vm}:{}", stage.port);
+    for (verb, goal) in [("drain", "drained"), ("restore", "serving")] {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args([
+                verb,
+                "--endpoint",
+                &ep,
+                "--target",
+                "haproxy:backend=web",
+                "--reason",
+                "cli",
+                "--wait",
+            ])
+            .args(["--api", &format!("http://{api}")])
+            .env("SLUICE_TOKEN", "operator-token-0123456789")
+            .output()
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains(&format!("done: every pod is {goal}")), "{text}");
+    }
+    let mut seen = vec![];
+    while seen.last().map(String::as_str) != Some("serving") || seen.len() < 3 {
+        let ev = within("a watch event", watch.message()).await.unwrap().unwrap();
+        let Some(pod) = ev.pod else { continue };
+        let st = pod.state;
+        if !st.is_empty() && seen.last() != Some(&st) {
+            seen.push(st);
+        }
+    }
+    assert!(seen.contains(&"drained".to_string()), "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn endpoint_requests_that_cannot_work_are_refused_with_what_to_fix() {
+    let s = ApiStage::start("tenants:\n  haproxy:\n  - namespaces: [default]\n    names: [web]\n").await;
+    let mut api = s.alice().await;
+    let ep = |address: &str, adapter: &str, params: &str| pb::Target {
+        target: Some(pb::target::Target::Endpoint(pb::Endpoint {
+            namespace: "default".into(),
+            address: address.into(),
+            port: 8080,
+            targets: vec![pb::AdapterTarget {
+                adapter: adapter.into(),
+                params_json: params.into(),
+            }],
+            ..Default::default()
+        })),
+    };
+    let pod_ip = s.stage.ips[0].to_string();
+    for (target, code, says) in [
+        (
+            ep("10.0.0.x", "haproxy", r#"{"backend":"web"}"#),
+            Code::InvalidArgument,
+            "not an IP address",
+        ),
+        (
+            ep("10.0.0.5", "nginx", r#"{"backend":"web"}"#),
+            Code::InvalidArgument,
+            "no adapter instance \"nginx\"",
+        ),
+        (
+            ep("10.0.0.5", "haproxy", r#"{"backend": 1}"#),
+            Code::InvalidArgument,
+            "JSON object of strings",
+        ),
+        (
+            ep("10.0.0.5", "haproxy", r#"{}"#),
+            Code::InvalidArgument,
+            "params.backend: required",
+        ),
+        (
+            ep("10.0.0.5", "haproxy", r#"{"backend":"payments"}"#),
+            Code::PermissionDenied,
+            "may not name backend \"payments\"",
+        ),
+        (
+            ep(&pod_ip, "haproxy", r#"{"backend":"web"}"#),
+            Code::InvalidArgument,
+            "drain the pod instead",
+        ),
+    ] {
+        let e = api
+            .drain(pb::DrainRequest {
+                target: Some(target),
+                reason: "x".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), code, "{e:?}");
+        assert!(e.message().contains(says), "{} should say {says}", e.message());
+    }
+    let e = api
+        .restore(pb::RestoreRequest {
+            target: Some(ep("10.0.0.5", "haproxy", r#"{"backend":"web"}"#)),
+            reason: "x".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    // A dry run shows the record it would write, and writes none.
+    let dry = all(api
+        .drain(pb::DrainRequest {
+            target: Some(ep("10.0.0.5", "haproxy", r#"{"backend":"web"}"#)),
+            reason: "x".into(),
+            validate_only: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner())
+    .await;
+    let op = dry[0].operation.clone().unwrap();
+    assert_eq!(op.pods[0].name, "ep-10-0-0-5-8080");
+    let records: kube::Api<sluice::endpoint::EndpointDrain> = kube::Api::namespaced(s.stage.client.clone(), "default");
+    assert!(records.get_opt("ep-10-0-0-5-8080").await.unwrap().is_none());
+}

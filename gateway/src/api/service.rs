@@ -289,7 +289,27 @@ impl ApiService {
                             ))
                         })?
                     };
-                    if let Some(Err(why)) = self.engine.tenancy.get().map(|x| x.check(&e.namespace, &t.adapter, &params)) {
+                    let adapter = self.engine.adapters.get(&t.adapter).ok_or_else(|| {
+                        Status::invalid_argument(format!(
+                            "endpoint.targets[{i}].adapter: no adapter instance {:?} (known: {})",
+                            t.adapter,
+                            join(&self.engine.adapters.keys().collect::<Vec<_>>())
+                        ))
+                    })?;
+                    for p in adapter.capabilities().required_params {
+                        if !params.contains_key(&p) {
+                            return Err(Status::invalid_argument(format!(
+                                "endpoint.targets[{i}].params.{p}: required by adapter {:?}",
+                                t.adapter
+                            )));
+                        }
+                    }
+                    if let Some(Err(why)) = self
+                        .engine
+                        .tenancy
+                        .get()
+                        .map(|x| x.check(&e.namespace, &t.adapter, &params))
+                    {
                         return Err(Status::permission_denied(format!("endpoint.targets[{i}]: {why}")));
                     }
                     targets.push(crate::binding::BindingTarget {
@@ -663,7 +683,11 @@ impl ApiService {
                             changed.push(t);
                         }
                     }
-                    Ok(Ok(PodUpdate::Endpoint { cluster, record, deleted })) => {
+                    Ok(Ok(PodUpdate::Endpoint {
+                        cluster,
+                        record,
+                        deleted,
+                    })) => {
                         if let Some(known) = state.get_mut(record.metadata.uid.as_deref().unwrap_or("")) {
                             let mut t = super::endpoint_traffic(&cluster, &record);
                             if deleted {
@@ -1023,7 +1047,11 @@ impl pb::sluice_server::Sluice for ApiService {
                 let name = crate::endpoint::record_name(&ip, port);
                 (cluster, e.namespace, Some(name), LabelSelector::default(), true)
             }
-            None => return Err(Status::invalid_argument("target is required: a pod, a selector or an endpoint")),
+            None => {
+                return Err(Status::invalid_argument(
+                    "target is required: a pod, a selector or an endpoint",
+                ))
+            }
         };
         self.authorize(&c, ApiVerb::Read, &cluster, &namespace)?;
         self.live(&cluster)?;
@@ -1387,7 +1415,11 @@ impl ApiService {
                 }
                 format!(
                     "{cluster}/{namespace}/{name}: record {addr} as {} in new targets",
-                    if desired == Desired::Drained { "drained" } else { "serving" }
+                    if desired == Desired::Drained {
+                        "drained"
+                    } else {
+                        "serving"
+                    }
                 )
             }
             (Some(e), desired) if e.spec.desired == desired => {
