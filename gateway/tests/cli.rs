@@ -47,13 +47,19 @@ fn invalid_config_is_one_line_and_exit_64() {
 }
 
 #[test]
-fn crd_prints_the_traffic_binding_definition() {
+fn crd_prints_the_traffic_binding_and_endpoint_drain_definitions() {
+    use serde::Deserialize;
     let out = sluice(&["crd"]);
     assert!(out.status.success());
-    let crd: serde_json::Value = serde_yaml::from_slice(&out.stdout).expect("YAML");
-    assert_eq!(crd["metadata"]["name"], "trafficbindings.sluice.dev");
-    assert_eq!(crd["spec"]["versions"][0]["name"], "v1alpha1");
-    assert!(crd["spec"]["versions"][0]["subresources"]["status"].is_object());
+    let crds: Vec<serde_json::Value> = serde_yaml::Deserializer::from_slice(&out.stdout)
+        .map(|d| serde_json::Value::deserialize(d).expect("YAML"))
+        .collect();
+    let names: Vec<&str> = crds.iter().map(|c| c["metadata"]["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["trafficbindings.sluice.dev", "endpointdrains.sluice.dev"]);
+    for crd in &crds {
+        assert_eq!(crd["spec"]["versions"][0]["name"], "v1alpha1");
+        assert!(crd["spec"]["versions"][0]["subresources"]["status"].is_object());
+    }
 }
 
 #[test]
@@ -120,6 +126,12 @@ fn every_command_has_help_and_bad_arguments_exit_64_naming_the_flag() {
         vec!["crd", "--help"],
         vec!["adapter", "conformance", "--help"],
         vec!["demo", "--help"],
+        vec!["drain", "--help"],
+        vec!["restore", "--help"],
+        vec!["get", "--help"],
+        vec!["list", "--help"],
+        vec!["watch", "--help"],
+        vec!["release", "--help"],
     ] {
         let out = sluice(&args);
         assert_eq!(out.status.code(), Some(0), "{args:?}");
@@ -139,6 +151,14 @@ fn every_command_has_help_and_bad_arguments_exit_64_naming_the_flag() {
         (vec!["run"], "--config"),
         (vec!["run", "--config", "x", "--log-format", "xml"], "--log-format"),
         (vec!["adapter", "conformance", "--kind", "slb"], "--endpoint"),
+        (vec!["drain", "web-1"], "--reason"),
+        (vec!["drain", "--reason", "x"], "<POD>"),
+        (vec!["drain", "web-1", "-l", "app=web", "--reason", "x"], "--selector"),
+        (
+            vec!["restore", "--target", "lb:backend=web", "--reason", "x"],
+            "--endpoint",
+        ),
+        (vec!["list", "-o", "xml"], "--output"),
     ] {
         let out = sluice(&args);
         assert_eq!(out.status.code(), Some(64), "{args:?}");
