@@ -26,6 +26,8 @@ pub struct ApiStage {
     pub api_addr: std::net::SocketAddr,
     /// `sluice run`'s log (JSON lines), when it runs as a process.
     pub log: std::path::PathBuf,
+    /// The gateway's configuration.
+    pub config: String,
     pub ca_pem: String,
     pub alice: (String, String),
     /// A certificate for `mallory` from a CA the gateway does not trust.
@@ -103,6 +105,7 @@ impl ApiStage {
             proc,
             api_addr,
             log,
+            config: text,
             ca_pem: issued.ca_pem,
             alice: clients[0].clone(),
             stranger: (strangers[0].0.clone(), strangers[0].1.clone(), String::new()),
@@ -352,6 +355,42 @@ async fn request_ids_dry_runs_and_preconditions_behave_as_the_aips_say() {
         settled,
         "a repeat writes nothing"
     );
+    // A replica that never saw the first call (a restart, another replica: here a shadow
+    // with an API of its own) recognises the repeat from the pod's record.
+    let other = stage
+        .start_gateway_with(
+            &s.config
+                .replace(&format!("listen:\n  health: "), "shadow: true\nlisten:\n  health: ")
+                .replace(
+                    &format!("  health: {}", health_of(&s.config)),
+                    &format!("  health: {}", free_addr()),
+                ),
+        )
+        .await
+        .expect("a second gateway");
+    let url = format!("https://127.0.0.1:{}", other.api_addr.unwrap().port());
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&s.ca_pem))
+        .identity(Identity::from_pem(&s.alice.0, &s.alice.1));
+    let ch = Channel::from_shared(url)
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let elsewhere = all(pb::sluice_client::SluiceClient::new(ch)
+        .drain(req.clone())
+        .await
+        .unwrap()
+        .into_inner())
+    .await[0]
+        .operation
+        .clone()
+        .unwrap();
+    assert!(elsewhere.replayed, "{elsewhere:?}");
+    assert_eq!(elsewhere.plan, first.plan);
+    drop(other);
     // The same id for another request is refused.
     let e = api
         .drain(pb::DrainRequest {
@@ -1369,4 +1408,13 @@ async fn endpoint_requests_that_cannot_work_are_refused_with_what_to_fix() {
     assert_eq!(op.pods[0].name, "ep-10-0-0-5-8080");
     let records: kube::Api<sluice::endpoint::EndpointDrain> = kube::Api::namespaced(s.stage.client.clone(), "default");
     assert!(records.get_opt("ep-10-0-0-5-8080").await.unwrap().is_none());
+}
+
+/// The `listen.health` address of a configuration text.
+fn health_of(config: &str) -> String {
+    config
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("health: "))
+        .expect("listen.health")
+        .to_string()
 }

@@ -424,7 +424,7 @@ impl ApiService {
             .await?
             .clone();
         Ok(pb::Operation {
-            replayed: !first,
+            replayed: answer.replayed || !first,
             ..answer
         })
     }
@@ -476,6 +476,28 @@ impl ApiService {
             return self
                 .endpoint_op(c, &r.cluster, endpoint, reason, request_id, validate_only)
                 .await;
+        }
+        // A repeat this replica does not remember (it restarted, or another replica took the
+        // first call): every pod records the drain under this request id.
+        if verb == ApiVerb::Drain
+            && !request_id.is_empty()
+            && r.pods.iter().all(|p| {
+                p.desired.as_deref() == Some("drained")
+                    && DesiredBy::parse(p.desired_by.as_deref()).is_some_and(|b| b.request_id == request_id)
+            })
+        {
+            return Ok(pb::Operation {
+                request_id: request_id.to_string(),
+                validate_only,
+                plan: r
+                    .pods
+                    .iter()
+                    .map(|p| format!("{}: record sluice.dev/desired=drained", p.display()))
+                    .collect(),
+                pods: r.pods.iter().map(traffic).collect(),
+                trace_id: c.trace_id.clone(),
+                replayed: true,
+            });
         }
         let mut plan = Vec::new();
         let mut act = Vec::new();
