@@ -360,7 +360,7 @@ async fn request_ids_dry_runs_and_preconditions_behave_as_the_aips_say() {
     let other = stage
         .start_gateway_with(
             &s.config
-                .replace(&format!("listen:\n  health: "), "shadow: true\nlisten:\n  health: ")
+                .replace("listen:\n  health: ", "shadow: true\nlisten:\n  health: ")
                 .replace(
                     &format!("  health: {}", health_of(&s.config)),
                     &format!("  health: {}", free_addr()),
