@@ -38,7 +38,7 @@ pub struct ApiStage {
 
 const CI_TOKEN: &str = "ci-token-0123456789abcdef";
 
-pub const RULES: &str = "  rules:\n  - groups: [sre]\n    verbs: ['*']\n    namespaces: ['*']\n  - users: [ci]\n    verbs: [drain, restore]\n    namespaces: [default]\n  - users: ['system:serviceaccount:default:*']\n    verbs: [read]\n    namespaces: [default]\n";
+pub const RULES: &str = "  rules:\n  - groups: [sre]\n    verbs: ['*']\n    namespaces: ['*']\n  - users: [ci]\n    verbs: [drain, restore]\n    clusters: [demo]\n    namespaces: [default]\n  - users: ['system:serviceaccount:default:*']\n    verbs: [read]\n    namespaces: [default]\n";
 
 impl ApiStage {
     pub async fn start(extra: &str) -> ApiStage {
@@ -47,7 +47,12 @@ impl ApiStage {
 
     /// `process`: the gateway runs as `sluice run --log-format json`, its log in `log`.
     pub async fn start_as(extra: &str, process: bool) -> ApiStage {
-        let stage = Stage::new(2, true).await.expect("stage");
+        Self::start_in(extra, process, 1).await
+    }
+
+    /// Two pods over `clusters` clusters (`demo`, `west`: web-1 in demo, web-2 in west).
+    pub async fn start_in(extra: &str, process: bool, clusters: usize) -> ApiStage {
+        let stage = Stage::with_clusters(2, true, clusters).await.expect("stage");
         let (issued, clients) = kube_sim::tls::issue_with_clients(&["127.0.0.1"], &[("alice", &["sre"][..])]).unwrap();
         let (_, strangers) = kube_sim::tls::issue_with_clients(&["127.0.0.1"], &[("mallory", &["sre"][..])]).unwrap();
         let d = &stage.dir;
@@ -252,6 +257,8 @@ async fn an_api_drain_waits_for_haproxys_evidence_and_a_restore_serves_again_wit
     );
     assert!(stage.status_in("web", 0).await.unwrap().unwrap().starts_with("MAINT"));
 
+    let started = wait_event(&stage.client, "web-1", "DrainStarted").await;
+    assert!(started.contains("(asked by alice: kernel patch)"), "{started}");
     // Get agrees.
     let got = api
         .get(pb::GetRequest {
@@ -415,6 +422,7 @@ async fn request_ids_dry_runs_and_preconditions_behave_as_the_aips_say() {
     let b = all(b.unwrap().into_inner()).await[0].operation.clone().unwrap();
     assert!(a.replayed != b.replayed, "exactly one of the two ran: {a:?} {b:?}");
     stage.wait_ready(0, T).await.unwrap();
+    wait_status(&stage.pods, "web-1", "serving").await;
 
     // Preconditions: a stale UID or etag is ABORTED, nothing written.
     let p = stage.get(0).await.unwrap();
@@ -581,11 +589,11 @@ async fn request_ids_dry_runs_and_preconditions_behave_as_the_aips_say() {
     stage.wait_drained(1, T).await.ok();
 }
 
-/// Identity × verb × namespace: what each caller may do, with UNAUTHENTICATED for no or
-/// bad credentials; every mutating call is one audit line.
+/// Identity × verb × namespace × cluster: what each caller may do, with UNAUTHENTICATED for
+/// no or bad credentials.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_authorization_matrix_holds_for_certificates_tokens_and_service_accounts() {
-    let s = ApiStage::start("").await;
+    let s = ApiStage::start_in("", false, 2).await;
     // Another namespace with a pod-less selector: allowed callers get NOT_FOUND (no pod),
     // refused ones PERMISSION_DENIED, before anything is looked up.
     enum Who {
@@ -633,23 +641,25 @@ async fn the_authorization_matrix_holds_for_certificates_tokens_and_service_acco
             Some(t) => with_token(m, t),
             None => tonic::Request::new(m),
         };
-        for ns in ["default", "bank"] {
+        for (cluster, ns, pod) in [
+            ("demo", "default", "web-1"),
+            ("west", "default", "web-2"),
+            ("demo", "bank", "web-1"),
+        ] {
+            let pod_ref = pb::PodRef {
+                cluster: cluster.into(),
+                namespace: ns.into(),
+                name: pod.into(),
+                ..Default::default()
+            };
             let target = pb::Target {
-                target: Some(pb::target::Target::Pod(pb::PodRef {
-                    namespace: ns.into(),
-                    name: "web-1".into(),
-                    ..Default::default()
-                })),
+                target: Some(pb::target::Target::Pod(pod_ref.clone())),
             };
             let get = api
                 .get(req_of(
                     &token,
                     pb::GetRequest {
-                        pod: Some(pb::PodRef {
-                            namespace: ns.into(),
-                            name: "web-1".into(),
-                            ..Default::default()
-                        }),
+                        pod: Some(pod_ref.clone()),
                     },
                 ))
                 .await
@@ -679,11 +689,7 @@ async fn the_authorization_matrix_holds_for_certificates_tokens_and_service_acco
                 .release(req_of(
                     &token,
                     pb::ReleaseRequest {
-                        pod: Some(pb::PodRef {
-                            namespace: ns.into(),
-                            name: "web-1".into(),
-                            ..Default::default()
-                        }),
+                        pod: Some(pod_ref.clone()),
                         reason: "matrix".into(),
                         validate_only: true,
                         ..Default::default()
@@ -692,10 +698,10 @@ async fn the_authorization_matrix_holds_for_certificates_tokens_and_service_acco
                 .await
                 .map(|_| ());
             // What each may do: (read, drain, restore, release).
-            let may = match (name, ns) {
-                ("alice", _) => [true; 4],
-                ("ci", "default") => [false, true, true, false],
-                ("sa", "default") => [true, false, false, false],
+            let may = match (name, cluster, ns) {
+                ("alice", _, _) => [true; 4],
+                ("ci", "demo", "default") => [false, true, true, false],
+                ("sa", _, "default") => [true, false, false, false],
                 _ => [false; 4],
             };
             let unauth = matches!(name, "nobody" | "bad-token" | "stranger");
@@ -713,17 +719,21 @@ async fn the_authorization_matrix_holds_for_certificates_tokens_and_service_acco
                             code,
                             Code::Unauthenticated | Code::Cancelled | Code::Unavailable | Code::Unknown
                         ),
-                        "{name} {verb} in {ns}: {got:?}"
+                        "{name} {verb} in {cluster}/{ns}: {got:?}"
                     );
                 } else if unauth {
-                    assert_eq!(code, Code::Unauthenticated, "{name} {verb} in {ns}: {got:?}");
+                    assert_eq!(code, Code::Unauthenticated, "{name} {verb} in {cluster}/{ns}: {got:?}");
                 } else if allowed {
                     assert!(
                         !matches!(code, Code::PermissionDenied | Code::Unauthenticated),
-                        "{name} may {verb} in {ns}: {got:?}"
+                        "{name} may {verb} in {cluster}/{ns}: {got:?}"
                     );
                 } else {
-                    assert_eq!(code, Code::PermissionDenied, "{name} may not {verb} in {ns}: {got:?}");
+                    assert_eq!(
+                        code,
+                        Code::PermissionDenied,
+                        "{name} may not {verb} in {cluster}/{ns}: {got:?}"
+                    );
                 }
             }
         }
@@ -1417,4 +1427,63 @@ fn health_of(config: &str) -> String {
         .find_map(|l| l.trim().strip_prefix("health: "))
         .expect("listen.health")
         .to_string()
+}
+
+/// gRPC health answers SERVING once every cluster has synced; reflection lists the
+/// service (so grpcurl works); an oversized request is refused before it is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn health_and_reflection_answer_and_oversized_requests_are_refused() {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let s = ApiStage::start("").await;
+    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&s.ca_pem));
+    let ch = Channel::from_shared(s.url())
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let status = until("SERVING", || async {
+        let r = HealthClient::new(ch.clone())
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: "sluice.v1.Sluice".into(),
+            })
+            .await
+            .ok()?
+            .into_inner();
+        (r.status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32).then_some(r.status)
+    })
+    .await;
+    assert_eq!(status, 1);
+    let mut reflection = ServerReflectionClient::new(ch.clone());
+    let mut answers = reflection
+        .server_reflection_info(futures::stream::iter([
+            tonic_reflection::pb::v1::ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            },
+        ]))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("{answer:?}")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.contains(&"sluice.v1.Sluice".to_string()), "{names:?}");
+    // Bounded: a reason past 1 KiB, a message past maxRequestBytes (64 KiB).
+    let mut api = s.alice().await;
+    let e = api.drain(drain("web-1", &"x".repeat(2000))).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    let e = api.drain(drain("web-1", &"x".repeat(70 * 1024))).await.unwrap_err();
+    assert!(matches!(e.code(), Code::OutOfRange | Code::ResourceExhausted), "{e:?}");
+    assert_eq!(
+        sluice_state(&s.stage.get(0).await.unwrap()),
+        "serving",
+        "nothing drained"
+    );
 }

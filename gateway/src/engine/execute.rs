@@ -65,12 +65,20 @@ impl Worker<'_> {
             }
             info!("Drain started.");
             let what: Vec<String> = targets.iter().map(|t| format!("{} {}", t.kind, t.id)).collect();
+            // Asked through the API: who and why go into the Event too.
+            let asked = pod
+                .desired
+                .as_deref()
+                .filter(|d| *d == "drained")
+                .and_then(|_| crate::api::DesiredBy::parse(pod.desired_by.as_deref()))
+                .map(|b| format!(" (asked by {}: {})", b.by, b.why))
+                .unwrap_or_default();
             self.event(
                 pod,
                 false,
                 "DrainStarted",
                 "Drain",
-                format!("draining {}", what.join(", ")),
+                format!("draining {}{asked}", what.join(", ")),
             )
             .await;
         }
