@@ -63,9 +63,21 @@ pub struct Config {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TenantRule {
     pub namespaces: Vec<String>,
+    /// Resource names: exact, a prefix ending in `*`, or a suffix starting with `*`
+    /// (`*.shop.example.com`).
     pub names: Vec<String>,
     #[serde(default)]
     pub param: Option<String>,
+    /// Other target parameters these namespaces may set (any other is refused: a
+    /// parameter can change what the adapter touches, e.g. an etcd `key` or a Nacos
+    /// `namespace`).
+    #[serde(default)]
+    pub params: Vec<String>,
+    /// Addresses outside Kubernetes these namespaces may drain and restore through the
+    /// adapter (EndpointDrain), as CIDRs (`10.2.0.0/16`, `2001:db8::/48`). None: no
+    /// endpoint (an adapter without a tenants entry takes no endpoint at all).
+    #[serde(default)]
+    pub endpoints: Vec<String>,
 }
 
 /// The gRPC API: where it listens, how callers prove who they are, and what each may do.
@@ -797,6 +809,14 @@ impl Config {
                 ));
             }
             for (i, r) in rules.iter().enumerate() {
+                for c in &r.endpoints {
+                    if crate::tenancy::Cidr::parse(c).is_none() {
+                        return Err((
+                            format!("tenants.{name}[{i}].endpoints"),
+                            format!("{c:?} is not a CIDR (e.g. 10.2.0.0/16 or 2001:db8::/48)"),
+                        ));
+                    }
+                }
                 if r.namespaces.is_empty()
                     || r.names.is_empty()
                     || r.namespaces.iter().chain(&r.names).any(|x| x.is_empty())

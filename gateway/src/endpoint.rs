@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::watcher::{self, Event};
-use kube::{Client, CustomResource};
+use kube::{Client, CustomResource, ResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sluice_adapter::{PodRef, Target, TrafficState};
@@ -97,10 +97,21 @@ pub struct EndpointDrainStatus {
     pub blocked: Vec<String>,
 }
 
-/// The record's name for an address and port: one record per address in a namespace.
+/// The finalizer a record carries: it goes only once the address is verified drained, so
+/// deleting a record first takes its address out (never leaves a registration without a
+/// record).
+pub const ENDPOINT_FINALIZER: &str = "sluice.dev/endpoint";
+
+/// The record's name for an address and port (one name per address and port, never shared:
+/// `ep-10-0-0-5-8080`, `ep-v6-20010db8000000000000000000000005-8080`).
 pub fn record_name(address: &IpAddr, port: u16) -> String {
-    let a = address.to_string().replace([':', '.'], "-");
-    format!("ep-{}-{port}", a.trim_matches('-'))
+    match address {
+        IpAddr::V4(a) => {
+            let o = a.octets();
+            format!("ep-{}-{}-{}-{}-{port}", o[0], o[1], o[2], o[3])
+        }
+        IpAddr::V6(a) => format!("ep-v6-{:032x}-{port}", u128::from(*a)),
+    }
 }
 
 /// The key of a record in the engine: (cluster, namespace, name).
@@ -153,11 +164,13 @@ pub fn check(engine: &Engine, namespace: &str, spec: &EndpointDrainSpec) -> Resu
                 return Err(format!("targets[{i}].params.{p}: required by adapter {:?}", t.adapter));
             }
         }
-        if let Some(tenancy) = engine.tenancy.get() {
-            tenancy
-                .check(namespace, &t.adapter, &t.params)
-                .map_err(|why| format!("targets[{i}]: {why}"))?;
-        }
+        engine
+            .tenancy
+            .get()
+            .cloned()
+            .unwrap_or_default()
+            .check_endpoint(namespace, &t.adapter, &t.params, ip)
+            .map_err(|why| format!("targets[{i}]: {why}"))?;
         targets.push((t.adapter.clone(), t.params.clone()));
     }
     Ok(Checked { ip, port, targets })
@@ -257,14 +270,11 @@ fn key_of(cluster: &str, e: &EndpointDrain) -> Option<EndpointKey> {
 
 fn apply(engine: &Arc<Engine>, cluster: &str, e: EndpointDrain) {
     let Some(k) = key_of(cluster, &e) else { return };
-    let e = Arc::new(e);
-    let changed = engine
-        .endpoints
-        .get(&k)
-        .is_none_or(|old| old.metadata.resource_version != e.metadata.resource_version);
-    if !changed {
+    // Only a newer version: a late event must not undo what the worker wrote since.
+    if !engine.endpoints.get(&k).is_none_or(|old| newer(&old, &e)) {
         return;
     }
+    let e = Arc::new(e);
     engine.endpoints.insert(k.clone(), e.clone());
     engine.publish_endpoint(cluster, e, false);
     kick(engine, k);
@@ -339,18 +349,28 @@ async fn work(engine: &Arc<Engine>, key: &EndpointKey) {
         let spec = &record.spec;
         let status = record.status.clone().unwrap_or_default();
         let generation = record.metadata.generation;
-        let new_op = status.desired != Some(spec.desired) || status.started_at.is_empty();
+        // A record being deleted first takes its address out: its finalizer goes only then.
+        let deleting = record.metadata.deletion_timestamp.is_some();
+        let desired = if deleting { Desired::Drained } else { spec.desired };
+        let new_op = status.desired != Some(desired) || status.started_at.is_empty();
+        // Paused: no new operation starts (one under way goes on).
+        if new_op && engine.authority.paused() {
+            return;
+        }
         let started_at = if new_op {
             crate::model::status::now_text()
         } else {
             status.started_at.clone()
         };
-        let checked = match check(engine, &key.1, spec) {
+        let checked = match check(engine, &key.1, spec).and_then(|c| match conflict(engine, key, &record) {
+            Some(why) => Err(why),
+            None => Ok(c),
+        }) {
             Ok(c) => c,
             Err(why) => {
                 let next = EndpointDrainStatus {
                     state: "blocked".into(),
-                    desired: Some(spec.desired),
+                    desired: Some(desired),
                     observed_generation: generation,
                     started_at,
                     last_transition: transition(&status, "blocked"),
@@ -361,7 +381,13 @@ async fn work(engine: &Arc<Engine>, key: &EndpointKey) {
                 return;
             }
         };
-        let drain = spec.desired == Desired::Drained;
+        if !deleting
+            && !record.finalizers().iter().any(|f| f == ENDPOINT_FINALIZER)
+            && !set_finalizer(engine, &cluster, &record, true).await
+        {
+            return;
+        }
+        let drain = desired == Desired::Drained;
         let mut targets = BTreeMap::new();
         let mut blocked = Vec::new();
         let mut all_done = true;
@@ -395,10 +421,15 @@ async fn work(engine: &Arc<Engine>, key: &EndpointKey) {
                 .is_some_and(|s| s.starts_with(&format!("{goal:?}")));
             let act = first && (new_op || !was_at_goal) || advance.get(&name).copied().unwrap_or(false);
             if act {
+                let _permit = engine.permit(adapter_name).await;
+                // Asked right before the call, as for pods: a leader past its renew deadline
+                // stops here, a call never outlives that deadline, and a shutdown waits for
+                // it before it hands the lease over.
                 if !engine.authority.may_write() {
                     return;
                 }
-                let _permit = engine.permit(adapter_name).await;
+                let _in_flight = crate::engine::InFlight::new(&engine.in_flight);
+                let timeout = engine.authority.remaining().map_or(timeout, |left| timeout.min(left));
                 let call = if drain {
                     crate::engine::error::bounded(adapter_name, timeout, adapter.deregister(&target)).await
                 } else {
@@ -473,7 +504,7 @@ async fn work(engine: &Arc<Engine>, key: &EndpointKey) {
         };
         let next = EndpointDrainStatus {
             state: state.into(),
-            desired: Some(spec.desired),
+            desired: Some(desired),
             observed_generation: generation,
             started_at,
             last_transition: transition(&status, state),
@@ -482,6 +513,9 @@ async fn work(engine: &Arc<Engine>, key: &EndpointKey) {
         };
         write_status(engine, &cluster, &record, &status, next).await;
         if all_done {
+            if deleting {
+                set_finalizer(engine, &cluster, &record, false).await;
+            }
             return;
         }
         // Look again sooner while the drain is young, then less often (2 % of the wait,
@@ -561,21 +595,105 @@ async fn write_status(
 /// Takes a record as written (newer than what the watch delivered) into the view.
 pub fn apply_written(engine: &Arc<Engine>, cluster: &str, e: EndpointDrain) {
     let Some(k) = key_of(cluster, &e) else { return };
-    let newer = engine.endpoints.get(&k).is_none_or(|old| {
-        let v = |x: &EndpointDrain| {
-            x.metadata
-                .resource_version
-                .as_deref()
-                .and_then(|r| r.parse::<u64>().ok())
-        };
-        match (v(&old), v(&e)) {
-            (Some(a), Some(b)) => a < b,
-            _ => true,
-        }
-    });
-    if newer {
+    if engine.endpoints.get(&k).is_none_or(|old| newer(&old, &e)) {
         let e = Arc::new(e);
         engine.endpoints.insert(k, e.clone());
         engine.publish_endpoint(cluster, e, false);
+    }
+}
+
+/// Whether `b` is a later version of the record than `a` (resourceVersions are the
+/// store's revision on every etcd-backed API server; anything else counts as newer).
+fn newer(a: &EndpointDrain, b: &EndpointDrain) -> bool {
+    if a.metadata.uid != b.metadata.uid {
+        return true;
+    }
+    let v = |x: &EndpointDrain| {
+        x.metadata
+            .resource_version
+            .as_deref()
+            .and_then(|r| r.parse::<u64>().ok())
+    };
+    match (v(a), v(b)) {
+        (Some(x), Some(y)) => x < y,
+        _ => a.metadata.resource_version != b.metadata.resource_version,
+    }
+}
+
+/// A pod with this address, or another record of it (the older one, or the first by name,
+/// keeps it): the record must not act, or the two would undo each other.
+pub fn conflict(engine: &Engine, key: &EndpointKey, record: &EndpointDrain) -> Option<String> {
+    let ip: IpAddr = record.spec.address.parse().ok()?;
+    if let Some(p) = engine
+        .pods
+        .iter()
+        .find(|p| p.cluster == key.0 && p.ip == Some(ip) && !p.host_network)
+    {
+        return Some(format!("address {ip} is pod {}'s: drain the pod instead", p.display()));
+    }
+    let mine = (record.metadata.creation_timestamp.clone(), key.clone());
+    engine.endpoints.iter().find_map(|e| {
+        let other = e.key();
+        if other == key || other.0 != key.0 || e.spec.port != record.spec.port {
+            return None;
+        }
+        if e.spec.address.parse::<IpAddr>().ok() != Some(ip) {
+            return None;
+        }
+        let theirs = (e.metadata.creation_timestamp.clone(), other.clone());
+        // A record not created yet (the API's probe) yields to any existing one.
+        (record.metadata.uid.is_none() || theirs < mine).then(|| {
+            format!(
+                "{ip}:{} is already recorded by EndpointDrain {}/{}: one record per address and port",
+                record.spec.port, other.1, other.2
+            )
+        })
+    })
+}
+
+/// Adds (`add`) or removes the record's finalizer, guarded by its UID and its finalizers
+/// as read; answers whether the record now has what was asked.
+async fn set_finalizer(engine: &Arc<Engine>, cluster: &ClusterHandle, record: &EndpointDrain, add: bool) -> bool {
+    if !engine.authority.may_write() {
+        return false;
+    }
+    let (Some(ns), Some(name), Some(uid)) = (
+        record.metadata.namespace.as_deref(),
+        record.metadata.name.as_deref(),
+        record.metadata.uid.as_deref(),
+    ) else {
+        return false;
+    };
+    let current = record.metadata.finalizers.clone().unwrap_or_default();
+    let mut next: Vec<String> = current.iter().filter(|f| *f != ENDPOINT_FINALIZER).cloned().collect();
+    if add {
+        next.push(ENDPOINT_FINALIZER.to_string());
+    }
+    let mut ops = vec![serde_json::json!({"op": "test", "path": "/metadata/uid", "value": uid})];
+    match &record.metadata.finalizers {
+        Some(_) => {
+            ops.push(serde_json::json!({"op": "test", "path": "/metadata/finalizers", "value": current}));
+            ops.push(serde_json::json!({"op": "replace", "path": "/metadata/finalizers", "value": next}));
+        }
+        None => ops.push(serde_json::json!({"op": "add", "path": "/metadata/finalizers", "value": next})),
+    }
+    let patch: json_patch::Patch = serde_json::from_value(serde_json::Value::Array(ops)).expect("a JSON patch");
+    let api: Api<EndpointDrain> = Api::namespaced(cluster.writer.client().clone(), ns);
+    let params = PatchParams {
+        field_manager: Some(engine.cfg.instance.clone()),
+        ..Default::default()
+    };
+    match api.patch(name, &params, &Patch::Json::<()>(patch)).await {
+        Ok(written) => {
+            if !add {
+                info!(endpoint = %format!("{}/{ns}/{name}", cluster.name), "Endpoint drained; its record may go.");
+            }
+            apply_written(engine, &cluster.name, written);
+            true
+        }
+        Err(e) => {
+            warn!(endpoint = %format!("{}/{ns}/{name}", cluster.name), error = %e, "Could not write the record's finalizer.");
+            false
+        }
     }
 }

@@ -16,10 +16,49 @@ use crate::config::TenantRule;
 #[derive(Debug, Clone, Default)]
 pub struct Tenancy(BTreeMap<String, (String, Vec<TenantRule>)>);
 
+/// `*` alone matches anything; `abc*` a prefix; `*.example.com` a suffix; else equality.
 fn glob(pattern: &str, value: &str) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    if let Some(suffix) = pattern.strip_prefix('*') {
+        return value.ends_with(suffix);
+    }
     match pattern.strip_suffix('*') {
         Some(prefix) => value.starts_with(prefix),
         None => pattern == value,
+    }
+}
+
+/// An address block (`10.2.0.0/16`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    net: std::net::IpAddr,
+    bits: u8,
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> Option<Cidr> {
+        let (a, b) = s.split_once('/')?;
+        let net: std::net::IpAddr = a.parse().ok()?;
+        let bits: u8 = b.parse().ok()?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        (bits <= max).then_some(Cidr { net, bits })
+    }
+
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let (a, b, width) = match (self.net, ip) {
+            (std::net::IpAddr::V4(n), std::net::IpAddr::V4(i)) => {
+                (u128::from(u32::from(n)), u128::from(u32::from(i)), 32)
+            }
+            (std::net::IpAddr::V6(n), std::net::IpAddr::V6(i)) => (u128::from(n), u128::from(i), 128),
+            _ => return false,
+        };
+        if self.bits == 0 {
+            return true;
+        }
+        let shift = width - u32::from(self.bits);
+        (a >> shift) == (b >> shift)
     }
 }
 
@@ -50,6 +89,41 @@ impl Tenancy {
         Ok(Tenancy(out))
     }
 
+    /// Whether `namespace` may drain and restore the address `ip` outside Kubernetes
+    /// through `adapter` with `params`: only what a tenants rule allows (`endpoints`), never
+    /// through an adapter without a tenants entry.
+    pub fn check_endpoint(
+        &self,
+        namespace: &str,
+        adapter: &str,
+        params: &BTreeMap<String, String>,
+        ip: std::net::IpAddr,
+    ) -> Result<(), String> {
+        if !self.0.contains_key(adapter) {
+            return Err(format!(
+                "adapter {adapter:?} takes no endpoint: give it a tenants entry whose rule names the namespace and \
+                 the addresses it may drain (endpoints: [CIDR])"
+            ));
+        }
+        self.check(namespace, adapter, params)?;
+        let (_, rules) = &self.0[adapter];
+        let allowed = rules.iter().any(|r| {
+            r.namespaces.iter().any(|n| glob(n, namespace))
+                && r.endpoints
+                    .iter()
+                    .filter_map(|c| Cidr::parse(c))
+                    .any(|c| c.contains(ip))
+        });
+        if allowed {
+            Ok(())
+        } else {
+            Err(format!(
+                "namespace {namespace:?} may not drain address {ip} through adapter {adapter:?} (no tenants.{adapter} \
+                 rule for it lists a block holding it in endpoints)"
+            ))
+        }
+    }
+
     /// Whether a target of `namespace` may use `adapter` with `params`; the error says
     /// what is refused and what is allowed.
     pub fn check(&self, namespace: &str, adapter: &str, params: &BTreeMap<String, String>) -> Result<(), String> {
@@ -67,6 +141,19 @@ impl Tenancy {
             ));
         }
         if mine.iter().any(|r| r.names.iter().any(|n| glob(n, value))) {
+            // Any other parameter can change what is touched: only those a rule lists.
+            for k in params.keys().filter(|k| *k != param) {
+                if !mine.iter().any(|r| r.params.iter().any(|p| p == k)) {
+                    return Err(format!(
+                        "namespace {namespace:?} may not set parameter {k:?} of adapter {adapter:?} (tenants.{adapter} \
+                         lets it set: {param}{})",
+                        mine.iter()
+                            .flat_map(|r| r.params.iter())
+                            .map(|p| format!(", {p}"))
+                            .collect::<String>()
+                    ));
+                }
+            }
             return Ok(());
         }
         let allowed: Vec<&str> = mine.iter().flat_map(|r| r.names.iter().map(String::as_str)).collect();
@@ -86,7 +173,49 @@ mod tests {
             namespaces: ns.iter().map(|s| s.to_string()).collect(),
             names: names.iter().map(|s| s.to_string()).collect(),
             param: None,
+            params: vec![],
+            endpoints: vec![],
         }
+    }
+
+    #[test]
+    fn other_parameters_endpoints_and_suffix_names_are_checked() {
+        let mut shop = rule(&["shop"], &["*.shop.example.com"]);
+        shop.params = vec!["ttl".into()];
+        shop.endpoints = vec!["10.2.0.0/16".into()];
+        let t = Tenancy(BTreeMap::from([("dns".to_string(), ("name".to_string(), vec![shop]))]));
+        let p = |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        assert!(t
+            .check("shop", "dns", &p(&[("name", "web.shop.example.com"), ("ttl", "30")]))
+            .is_ok());
+        let e = t
+            .check(
+                "shop",
+                "dns",
+                &p(&[("name", "web.shop.example.com"), ("zone", "bank.example.com")]),
+            )
+            .unwrap_err();
+        assert!(e.contains("may not set parameter \"zone\""), "{e}");
+        assert!(t.check("shop", "dns", &p(&[("name", "web.bank.example.com")])).is_err());
+        let web = p(&[("name", "web.shop.example.com")]);
+        assert!(t
+            .check_endpoint("shop", "dns", &web, "10.2.3.4".parse().unwrap())
+            .is_ok());
+        let e = t
+            .check_endpoint("shop", "dns", &web, "10.3.0.1".parse().unwrap())
+            .unwrap_err();
+        assert!(e.contains("may not drain address 10.3.0.1"), "{e}");
+        let e = t
+            .check_endpoint("shop", "lb", &web, "10.2.3.4".parse().unwrap())
+            .unwrap_err();
+        assert!(e.contains("takes no endpoint"), "{e}");
+        assert!(Cidr::parse("2001:db8::/32")
+            .unwrap()
+            .contains("2001:db8::5".parse().unwrap()));
+        assert!(!Cidr::parse("10.0.0.0/8")
+            .unwrap()
+            .contains("2001:db8::5".parse().unwrap()));
+        assert!(Cidr::parse("10.0.0.0/33").is_none());
     }
 
     #[test]

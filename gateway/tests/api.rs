@@ -314,6 +314,7 @@ async fn an_api_drain_waits_for_haproxys_evidence_and_a_restore_serves_again_wit
 async fn request_ids_dry_runs_and_preconditions_behave_as_the_aips_say() {
     let s = ApiStage::start("").await;
     let stage = &s.stage;
+    wait_status(&stage.pods, "web-1", "serving").await;
     let mut api = s.alice().await;
     let before = stage.get(0).await.unwrap();
 
@@ -1162,7 +1163,7 @@ async fn an_endpoint_outside_kubernetes_drains_durably_across_a_gateway_restart(
         &cfg,
         stage.gateway_config_text(health)
             + &format!(
-                "api:\n  listen: {api}\n  insecure: true\n  tokens:\n  - user: op\n    file: {}\n  rules:\n  - users: [op]\n    verbs: ['*']\n    namespaces: ['*']\n",
+                "api:\n  listen: {api}\n  insecure: true\n  tokens:\n  - user: op\n    file: {}\n  rules:\n  - users: [op]\n    verbs: ['*']\n    namespaces: ['*']\ntenants:\n  haproxy:\n  - namespaces: [default]\n    names: [web]\n    endpoints: [127.0.0.0/24]\n",
                 stage.dir.join("op.token").display()
             ),
     )
@@ -1335,7 +1336,7 @@ async fn an_endpoint_outside_kubernetes_drains_durably_across_a_gateway_restart(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn endpoint_requests_that_cannot_work_are_refused_with_what_to_fix() {
-    let s = ApiStage::start("tenants:\n  haproxy:\n  - namespaces: [default]\n    names: [web]\n").await;
+    let s = ApiStage::start("tenants:\n  haproxy:\n  - namespaces: [default]\n    names: [web]\n    endpoints: [10.0.0.0/8, 127.0.0.0/24]\n").await;
     let mut api = s.alice().await;
     let ep = |address: &str, adapter: &str, params: &str| pb::Target {
         target: Some(pb::target::Target::Endpoint(pb::Endpoint {
@@ -1380,6 +1381,16 @@ async fn endpoint_requests_that_cannot_work_are_refused_with_what_to_fix() {
             ep(&pod_ip, "haproxy", r#"{"backend":"web"}"#),
             Code::InvalidArgument,
             "drain the pod instead",
+        ),
+        (
+            ep("192.168.1.5", "haproxy", r#"{"backend":"web"}"#),
+            Code::PermissionDenied,
+            "may not drain address 192.168.1.5",
+        ),
+        (
+            ep("10.0.0.5", "haproxy", r#"{"backend":"web","server":"x"}"#),
+            Code::PermissionDenied,
+            "may not set parameter \"server\"",
         ),
     ] {
         let e = api
@@ -1485,5 +1496,93 @@ async fn health_and_reflection_answer_and_oversized_requests_are_refused() {
         sluice_state(&s.stage.get(0).await.unwrap()),
         "serving",
         "nothing drained"
+    );
+}
+
+/// An endpoint record goes only after its address is verified drained (its finalizer);
+/// one address and port has one record; a record's targets change only once drained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_endpoint_record_is_drained_before_it_goes_and_is_never_shared() {
+    use sluice::endpoint::EndpointDrain;
+    let stage = Stage::with_vms(1, 1).await.expect("stage");
+    let vm = stage.ips[1];
+    std::fs::write(stage.dir.join("op.token"), "operator-token-0123456789").unwrap();
+    let text = stage.gateway_config_text(free_addr())
+        + &format!(
+            "api:\n  listen: 127.0.0.1:0\n  insecure: true\n  tokens:\n  - user: op\n    file: {}\n  rules:\n  - users: [op]\n    verbs: ['*']\n    namespaces: ['*']\ntenants:\n  haproxy:\n  - namespaces: [default, other]\n    names: [web]\n    endpoints: [127.0.0.0/24]\n",
+            stage.dir.join("op.token").display()
+        );
+    let gw = stage.start_gateway_with(&text).await.expect("gateway");
+    stage.wait_ready(0, T).await.unwrap();
+    let mut api = pb::sluice_client::SluiceClient::connect(format!("http://{}", gw.api_addr.unwrap()))
+        .await
+        .unwrap();
+    let ep = |ns: &str, backend: &str| pb::Target {
+        target: Some(pb::target::Target::Endpoint(pb::Endpoint {
+            namespace: ns.into(),
+            address: vm.to_string(),
+            port: u32::from(stage.port),
+            targets: vec![pb::AdapterTarget {
+                adapter: "haproxy".into(),
+                params_json: format!(r#"{{"backend":"{backend}"}}"#),
+            }],
+            ..Default::default()
+        })),
+    };
+    let drain = |t: pb::Target| {
+        with_token(
+            pb::DrainRequest {
+                target: Some(t),
+                reason: "x".into(),
+                ..Default::default()
+            },
+            "operator-token-0123456789",
+        )
+    };
+    // Serving first (a Restore needs a record: a drain, then a restore).
+    all(api.drain(drain(ep("default", "web"))).await.unwrap().into_inner()).await;
+    let name = sluice::endpoint::record_name(&vm, stage.port);
+    let records: kube::Api<EndpointDrain> = kube::Api::namespaced(stage.client.clone(), "default");
+    until("drained", || async {
+        (records.get(&name).await.ok()?.status?.state == "drained").then_some(())
+    })
+    .await;
+    assert!(records
+        .get(&name)
+        .await
+        .unwrap()
+        .metadata
+        .finalizers
+        .unwrap()
+        .contains(&"sluice.dev/endpoint".into()));
+    // One record per address and port, cluster-wide.
+    let e = api.drain(drain(ep("other", "web"))).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(
+        e.message().contains("already recorded by EndpointDrain default/"),
+        "{}",
+        e.message()
+    );
+    let restore = with_token(
+        pb::RestoreRequest {
+            target: Some(ep("default", "web")),
+            reason: "x".into(),
+            wait: true,
+            ..Default::default()
+        },
+        "operator-token-0123456789",
+    );
+    let p = all(api.restore(restore).await.unwrap().into_inner()).await;
+    assert!(p.last().unwrap().done);
+    assert_eq!(stage.status_in("web", 1).await.unwrap().as_deref(), Some("UP"));
+    // Deleting the record of a serving address drains it first; then the record goes.
+    records.delete(&name, &Default::default()).await.unwrap();
+    until("the record to go", || async {
+        records.get_opt(&name).await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(
+        stage.status_in("web", 1).await.unwrap().unwrap().starts_with("MAINT"),
+        "drained before the record went"
     );
 }

@@ -388,7 +388,7 @@ async fn the_role_allows_every_request_the_gateway_makes() {
         cert.display(),
         key.display()
     );
-    let api = "api:\n  listen: 127.0.0.1:0\n  insecure: true\n  tokenReview: {}\n  rules:\n  - users: ['*']\n    verbs: ['*']\n    namespaces: ['*']\n";
+    let api = "api:\n  listen: 127.0.0.1:0\n  insecure: true\n  tokenReview: {}\n  rules:\n  - users: ['*']\n    verbs: ['*']\n    namespaces: ['*']\ntenants:\n  haproxy:\n  - namespaces: ['*']\n    names: ['*']\n    endpoints: [127.0.0.0/24]\n";
     let text = stage.gateway_config_yaml(health, "", "  instance: gw-rbac\n").replace(
         &format!("  health: {health}\n"),
         &format!("  health: {health}\n  prestop: 127.0.0.1:0\n"),

@@ -45,7 +45,12 @@ struct Reviewer {
     audiences: Vec<String>,
     ttl: Duration,
     cache: DashMap<Digest, (Instant, Result<Identity, String>)>,
+    /// Reviews in flight at once: random tokens cannot flood the API server through us.
+    in_flight: tokio::sync::Semaphore,
 }
+
+/// Token reviews in flight at most.
+const MAX_REVIEWS: usize = 32;
 
 impl Authenticator {
     /// Reads the token files; `review_client` is the client of `tokenReview.cluster`.
@@ -77,6 +82,7 @@ impl Authenticator {
                 audiences: r.audiences.clone(),
                 ttl: Duration::from_secs(r.cache_seconds),
                 cache: DashMap::new(),
+                in_flight: tokio::sync::Semaphore::new(MAX_REVIEWS),
             }),
             _ => None,
         };
@@ -128,6 +134,11 @@ impl Authenticator {
             },
             ..Default::default()
         };
+        let Ok(_permit) = r.in_flight.try_acquire() else {
+            return Err(Status::unavailable(format!(
+                "{MAX_REVIEWS} token reviews are in flight; try again"
+            )));
+        };
         let api: Api<TokenReview> = Api::all(r.client.clone());
         let answer = tokio::time::timeout(Duration::from_secs(5), api.create(&PostParams::default(), &review))
             .await
@@ -156,13 +167,17 @@ impl Authenticator {
                 status.error.map(|e| format!(": {e}")).unwrap_or_default()
             )),
         };
+        // Full: expired answers go, then refusals; the identities of good tokens stay (a
+        // flood of random tokens evicts nothing valid), and a new answer is not kept.
         if r.cache.len() >= REVIEW_CACHE_CAP {
             r.cache.retain(|_, v| v.0.elapsed() < r.ttl);
-            if r.cache.len() >= REVIEW_CACHE_CAP {
-                r.cache.clear();
-            }
         }
-        r.cache.insert(d, (Instant::now(), result.clone()));
+        if r.cache.len() >= REVIEW_CACHE_CAP {
+            r.cache.retain(|_, v| v.1.is_ok());
+        }
+        if r.cache.len() < REVIEW_CACHE_CAP {
+            r.cache.insert(d, (Instant::now(), result.clone()));
+        }
         result.map_err(Status::unauthenticated)
     }
 }

@@ -25,7 +25,9 @@ use crate::model::PodView;
 /// How long a request id's answer is kept (AIP-155 asks for at least an hour).
 const REQUEST_ID_TTL: Duration = Duration::from_secs(3600);
 /// Request ids remembered at most (per replica).
-const REQUEST_ID_CAP: usize = 100_000;
+const REQUEST_ID_CAP: usize = 50_000;
+/// Request ids remembered at most per identity.
+const REQUEST_ID_PER_IDENTITY: usize = 5_000;
 const MAX_REASON: usize = 1024;
 const MAX_REQUEST_ID: usize = 128;
 const DEFAULT_WAIT: u32 = 300;
@@ -48,6 +50,8 @@ pub struct ApiService {
     auth: Authenticator,
     rules: Rules,
     limiter: RateLimiter,
+    /// Calls per source address, before authentication (5× the per-identity rate).
+    peers: RateLimiter,
     remembered: DashMap<(String, String), Arc<Remembered>>,
     watches: Arc<Semaphore>,
 }
@@ -77,6 +81,7 @@ impl ApiService {
             auth: Authenticator::new(&cfg, review_client)?,
             rules: Rules::new(cfg.rules.clone()),
             limiter: RateLimiter::new(cfg.rate_limit.per_second, cfg.rate_limit.burst),
+            peers: RateLimiter::new(cfg.rate_limit.per_second * 5.0, cfg.rate_limit.burst.saturating_mul(5)),
             remembered: DashMap::new(),
             watches: Arc::new(Semaphore::new(cfg.max_watches)),
             engine,
@@ -85,6 +90,11 @@ impl ApiService {
     }
 
     async fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        // Per source address first: calls with made-up credentials are bounded too (each
+        // unknown token may cost a TokenReview).
+        if let Some(peer) = req.remote_addr() {
+            self.peers.take(&format!("address {}", peer.ip()))?;
+        }
         let who = self.auth.identify(req).await?;
         self.limiter.take(&who.user)?;
         let traceparent = req
@@ -259,6 +269,7 @@ impl ApiService {
                 let cluster = self.cluster(&e.cluster)?;
                 check_name("endpoint.namespace", &e.namespace, 63)?;
                 self.authorize(c, verb, &cluster, &e.namespace)?;
+                self.live(&cluster)?;
                 if let Some(problem) = self.engine.endpoint_problems.get(&cluster) {
                     return Err(Status::failed_precondition(problem.clone()));
                 }
@@ -304,12 +315,8 @@ impl ApiService {
                             )));
                         }
                     }
-                    if let Some(Err(why)) = self
-                        .engine
-                        .tenancy
-                        .get()
-                        .map(|x| x.check(&e.namespace, &t.adapter, &params))
-                    {
+                    let tenancy = self.engine.tenancy.get().cloned().unwrap_or_default();
+                    if let Err(why) = tenancy.check_endpoint(&e.namespace, &t.adapter, &params, ip) {
                         return Err(Status::permission_denied(format!("endpoint.targets[{i}]: {why}")));
                     }
                     targets.push(crate::binding::BindingTarget {
@@ -371,13 +378,16 @@ impl ApiService {
         }
     }
 
-    /// AIP-155: the first answer to `(caller, request_id)`, computed once by `run` (a
-    /// failure is not remembered: the request may be tried again). A repeat with other
-    /// content is refused.
+    /// AIP-155: the first answer to `(caller, request_id)`, computed once by `run`. A
+    /// failure is not remembered (the request may be tried again, also corrected); a dry run
+    /// is never remembered; a repeat with other content (or another method) is refused.
+    /// What is kept is the answer's plan and the pods' names (a replay answers the pods as
+    /// they are now), within a hard cap overall and per identity.
     async fn once<F, Fut>(
         &self,
         c: &Caller,
         request_id: &str,
+        validate_only: bool,
         fingerprint: [u8; 32],
         run: F,
     ) -> Result<pb::Operation, Status>
@@ -385,15 +395,31 @@ impl ApiService {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<pb::Operation, Status>>,
     {
-        if request_id.is_empty() {
+        if request_id.is_empty() || validate_only {
             return run().await;
         }
         let key = (c.who.user.clone(), request_id.to_string());
-        if self.remembered.len() >= REQUEST_ID_CAP {
-            self.remembered.retain(|_, r| r.at.elapsed() < REQUEST_ID_TTL);
+        if !self.remembered.contains_key(&key) {
+            if self.remembered.len() >= REQUEST_ID_PER_IDENTITY {
+                self.remembered.retain(|_, r| r.at.elapsed() < REQUEST_ID_TTL);
+                let mine = self.remembered.iter().filter(|e| e.key().0 == c.who.user).count();
+                if mine >= REQUEST_ID_PER_IDENTITY {
+                    return Err(Status::resource_exhausted(format!(
+                        "{mine} request ids of {} are remembered from the last hour (at most \
+                         {REQUEST_ID_PER_IDENTITY}): retry later, or without a request_id",
+                        c.who.user
+                    )));
+                }
+            }
+            if self.remembered.len() >= REQUEST_ID_CAP {
+                return Err(Status::resource_exhausted(format!(
+                    "{REQUEST_ID_CAP} request ids are remembered from the last hour: retry later, or without a \
+                     request_id"
+                )));
+            }
         }
         let entry = {
-            let mut e = self.remembered.entry(key).or_insert_with(|| {
+            let mut e = self.remembered.entry(key.clone()).or_insert_with(|| {
                 Arc::new(Remembered {
                     fingerprint,
                     at: Instant::now(),
@@ -415,18 +441,67 @@ impl ApiService {
             )));
         }
         let mut first = false;
+        let mut full = None;
         let answer = entry
             .answer
             .get_or_try_init(|| {
                 first = true;
-                run()
+                async {
+                    let op = run().await?;
+                    full = Some(op.clone());
+                    // Kept small: the pods by name only.
+                    Ok::<_, Status>(pb::Operation {
+                        pods: op
+                            .pods
+                            .iter()
+                            .map(|p| pb::PodTraffic {
+                                cluster: p.cluster.clone(),
+                                namespace: p.namespace.clone(),
+                                name: p.name.clone(),
+                                uid: p.uid.clone(),
+                                kind: p.kind.clone(),
+                                ..Default::default()
+                            })
+                            .collect(),
+                        ..op
+                    })
+                }
             })
-            .await?
-            .clone();
+            .await;
+        let answer = match answer {
+            Ok(a) => a.clone(),
+            Err(e) => {
+                // Not remembered: the same id may be used again.
+                self.remembered
+                    .remove_if(&key, |_, r| Arc::ptr_eq(r, &entry) && r.answer.get().is_none());
+                return Err(e);
+            }
+        };
+        if let Some(op) = full {
+            return Ok(op);
+        }
         Ok(pb::Operation {
-            replayed: answer.replayed || !first,
+            replayed: true,
+            pods: answer.pods.iter().map(|p| self.current(p)).collect(),
             ..answer
         })
+    }
+
+    /// A pod's (or an endpoint record's) traffic state as the view has it now; the
+    /// reference itself when it is gone.
+    fn current(&self, p: &pb::PodTraffic) -> pb::PodTraffic {
+        let now = if p.kind == "endpoint" {
+            self.engine
+                .endpoints
+                .get(&(p.cluster.clone(), p.namespace.clone(), p.name.clone()))
+                .map(|e| super::endpoint_traffic(&p.cluster, &e))
+        } else {
+            self.engine
+                .pod_by_name(&p.cluster, &p.namespace, &p.name)
+                .filter(|v| v.uid == p.uid)
+                .map(|v| traffic(&v))
+        };
+        now.unwrap_or_else(|| p.clone())
     }
 
     /// One audit line per mutating call.
@@ -637,10 +712,12 @@ impl ApiService {
         wait: Option<Duration>,
         verb: ApiVerb,
         mut updates: Option<tokio::sync::broadcast::Receiver<PodUpdate>>,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> Stream_<pb::Progress> {
         let engine = self.engine.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
+            let _permit = permit;
             let mut state: HashMap<String, pb::PodTraffic> =
                 answer.pods.iter().map(|p| (p.uid.clone(), p.clone())).collect();
             let goal = |t: &pb::PodTraffic, engine: &Engine| reached(engine, verb, t);
@@ -674,7 +751,12 @@ impl ApiService {
                         return;
                     }
                 }
-                match tokio::time::timeout_at(deadline, updates.recv()).await {
+                // A caller gone ends the wait at once (not at its next message).
+                let next = tokio::select! {
+                    _ = tx.closed() => return,
+                    next = tokio::time::timeout_at(deadline, updates.recv()) => next,
+                };
+                match next {
                     Err(_) => {
                         let _ = tx
                             .send(Ok(pb::Progress {
@@ -801,8 +883,13 @@ fn differs(a: &pb::PodTraffic, b: &pb::PodTraffic) -> bool {
     }
 }
 
-fn fingerprint(m: &impl Message) -> [u8; 32] {
-    let d = ring::digest::digest(&ring::digest::SHA256, &m.encode_to_vec());
+/// The request's identity for AIP-155: the method and the message.
+fn fingerprint(method: &str, m: &impl Message) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(method.as_bytes());
+    ctx.update(&[0]);
+    ctx.update(&m.encode_to_vec());
+    let d = ctx.finish();
     let mut out = [0u8; 32];
     out.copy_from_slice(d.as_ref());
     out
@@ -908,7 +995,7 @@ impl pb::sluice_server::Sluice for ApiService {
             .mutating_caller(&req, "drain", describe_target(req.get_ref().target.as_ref()))
             .await?;
         let m = req.into_inner();
-        let fp = fingerprint(&m);
+        let fp = fingerprint("Drain", &m);
         self.mutate(
             &c,
             ApiVerb::Drain,
@@ -927,7 +1014,7 @@ impl pb::sluice_server::Sluice for ApiService {
             .mutating_caller(&req, "restore", describe_target(req.get_ref().target.as_ref()))
             .await?;
         let m = req.into_inner();
-        let fp = fingerprint(&m);
+        let fp = fingerprint("Restore", &m);
         self.mutate(
             &c,
             ApiVerb::Restore,
@@ -1219,7 +1306,7 @@ impl pb::sluice_server::Sluice for ApiService {
             .as_ref()
             .map(|p| format!("pod {}/{}/{} kind {:?}", p.cluster, p.namespace, p.name, m.kind))
             .unwrap_or_default();
-        let fp = fingerprint(&m);
+        let fp = fingerprint("Release", &m);
         let result = async {
             check_mutation(&m.reason, &m.request_id)?;
             let target = pb::Target {
@@ -1230,7 +1317,8 @@ impl pb::sluice_server::Sluice for ApiService {
                 )),
             };
             let r = self.resolve(&c, ApiVerb::Release, Some(&target))?;
-            self.once(&c, &m.request_id, fp, || self.release_pod(&c, &r, &m)).await
+            self.once(&c, &m.request_id, m.validate_only, fp, || self.release_pod(&c, &r, &m))
+                .await
         }
         .await;
         self.audit(&c, "release", &what, &m.reason, &m.request_id, m.validate_only, &result);
@@ -1253,17 +1341,25 @@ impl ApiService {
     ) -> Result<Response<Stream_<pb::Progress>>, Status> {
         let mut what = describe_target(target);
         let mut updates = None;
+        let mut permit = None;
         let result = async {
             check_mutation(reason, request_id)?;
             let wait = wait_of(wait.0, wait.1)?;
             let r = self.resolve(c, verb, target)?;
             what = r.what.clone();
-            // Subscribed before the write: no transition is missed.
+            // Subscribed before the write: no transition is missed. A waiting stream counts
+            // as a watch (api.maxWatches).
             if wait.is_some() && !validate_only {
+                permit = Some(self.watches.clone().try_acquire_owned().map_err(|_| {
+                    Status::resource_exhausted(format!(
+                        "{} watches and waits are open (api.maxWatches): ask without wait, or try again later",
+                        self.cfg.max_watches
+                    ))
+                })?);
                 updates = Some(self.engine.updates.subscribe());
             }
             let op = self
-                .once(c, request_id, fp, || {
+                .once(c, request_id, validate_only, fp, || {
                     self.drain_or_restore(c, verb, &r, reason, request_id, validate_only)
                 })
                 .await?;
@@ -1272,16 +1368,8 @@ impl ApiService {
         .await;
         let audited = result.as_ref().map(|(op, _)| op.clone()).map_err(Clone::clone);
         self.audit(c, verb.as_str(), &what, reason, request_id, validate_only, &audited);
-        let (mut op, wait) = result?;
-        if op.replayed {
-            // The pods as they are now, not as the first answer saw them.
-            for p in op.pods.iter_mut() {
-                if let Some(v) = self.engine.pod_by_name(&p.cluster, &p.namespace, &p.name) {
-                    *p = traffic(&v);
-                }
-            }
-        }
-        Ok(Response::new(self.progress(op, wait, verb, updates)))
+        let (op, wait) = result?;
+        Ok(Response::new(self.progress(op, wait, verb, updates, permit)))
     }
 
     async fn release_pod(&self, c: &Caller, r: &Resolved, m: &pb::ReleaseRequest) -> Result<pb::Operation, Status> {
@@ -1425,14 +1513,38 @@ impl ApiService {
         let key = (cluster.to_string(), namespace.clone(), name.clone());
         let existing = self.engine.endpoints.get(&key).map(|e| e.clone());
         let addr = format!("{}:{}", spec.address, spec.port);
+        if let Some(e) = &existing {
+            if e.spec.address.parse::<std::net::IpAddr>().ok() != spec.address.parse().ok() {
+                return Err(Status::failed_precondition(format!(
+                    "EndpointDrain {namespace}/{name} records address {}, not {}",
+                    e.spec.address, spec.address
+                )));
+            }
+            if e.metadata.deletion_timestamp.is_some() {
+                return Err(Status::failed_precondition(format!(
+                    "EndpointDrain {namespace}/{name} is being deleted: its address is drained first, then the record \
+                     goes; ask again once it is gone"
+                )));
+            }
+            // What the record's owner set stays (the API does not carry them).
+            spec.settle_seconds = e.spec.settle_seconds;
+            spec.deadline_seconds = e.spec.deadline_seconds;
+        } else {
+            let probe = EndpointDrain::new(name, spec.clone());
+            if let Some(why) = crate::endpoint::conflict(&self.engine, &key, &probe) {
+                return Err(Status::failed_precondition(why));
+            }
+        }
         let plan = match (&existing, spec.desired) {
             (Some(e), desired) if e.spec.targets != spec.targets => {
+                // Other targets only once the old ones are verified drained: what they
+                // registered is never left without a record.
                 let status = e.status.clone().unwrap_or_default();
-                let serving = e.spec.desired == Desired::Serving && status.state == "serving";
-                if !serving {
+                let drained = e.spec.desired == Desired::Drained && status.state == "drained";
+                if !drained {
                     return Err(Status::failed_precondition(format!(
-                        "EndpointDrain {namespace}/{name} records other targets for {addr} and is not serving: restore \
-                         it with its own targets first (or leave the targets out of the Restore)"
+                        "EndpointDrain {namespace}/{name} records other targets for {addr}: drain it with its own \
+                         targets first (a Restore may leave the targets out)"
                     )));
                 }
                 format!(
@@ -1473,7 +1585,8 @@ impl ApiService {
             };
             let written = match &existing {
                 None => {
-                    let record = EndpointDrain::new(name, spec.clone());
+                    let mut record = EndpointDrain::new(name, spec.clone());
+                    record.metadata.finalizers = Some(vec![crate::endpoint::ENDPOINT_FINALIZER.to_string()]);
                     match api.create(&kube::api::PostParams::default(), &record).await {
                         Ok(w) => w,
                         Err(kube::Error::Api(s)) if s.code == 409 => {
