@@ -198,8 +198,34 @@ fn split_pod(pod: &str, namespace: &str) -> (String, String) {
 }
 
 /// Connects, with TLS unless the address is http://.
+/// `--api` is https://, or http:// to a loopback address only (plaintext carries the token
+/// in the clear). Checked before anything is sent.
+pub fn check_api(api: &str) -> Result<(), String> {
+    if api.starts_with("https://") {
+        return Ok(());
+    }
+    let Some(rest) = api.strip_prefix("http://") else {
+        return Err(format!("--api {api:?} must start with https:// or http://"));
+    };
+    let host = rest.split('/').next().unwrap_or("");
+    let host = if host.starts_with('[') {
+        host.split(']').next().unwrap_or("").trim_start_matches('[')
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        Ok(())
+    } else {
+        Err(format!(
+            "--api {api:?}: plaintext only to a loopback address; use https:// with --ca"
+        ))
+    }
+}
+
 async fn connect(c: &Connection) -> Result<(Channel, Option<String>), Failure> {
     let invalid = |m: String| Failure(EXIT_INVALID, m);
+    check_api(&c.api).map_err(invalid)?;
     let mut endpoint = Channel::from_shared(c.api.clone()).map_err(|e| invalid(format!("--api {:?}: {e}", c.api)))?;
     if c.api.starts_with("https://") {
         let mut tls = ClientTlsConfig::new();
@@ -605,4 +631,29 @@ async fn follow(out: Output, mut stream: tonic::Streaming<pb::Progress>, goal: &
         }
     }
     Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plaintext_goes_only_to_loopback() {
+        for ok in [
+            "https://sluice.sluice.svc:7443",
+            "http://127.0.0.1:7443",
+            "http://localhost:1",
+            "http://[::1]:7443",
+        ] {
+            assert!(check_api(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://10.0.0.1:7443",
+            "http://sluice.example.com",
+            "ftp://x",
+            "http://[2001:db8::1]:1",
+        ] {
+            assert!(check_api(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -399,6 +399,17 @@ async fn request_ids_dry_runs_and_preconditions_behave_as_the_aips_say() {
     assert!(elsewhere.replayed, "{elsewhere:?}");
     assert_eq!(elsewhere.plan, first.plan);
     drop(other);
+    // The same id for another method (a Restore) is another request: refused, not replayed.
+    let e = api
+        .restore(pb::RestoreRequest {
+            target: req.target.clone(),
+            reason: req.reason.clone(),
+            request_id: req.request_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     // The same id for another request is refused.
     let e = api
         .drain(pb::DrainRequest {
