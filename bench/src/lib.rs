@@ -90,3 +90,32 @@ pub fn hold(front: std::net::SocketAddr, ms: u64) -> tokio::task::JoinHandle<boo
         matches!(s.send_request(req).await, Ok(r) if r.status() == 200)
     })
 }
+
+/// Waits until HAProxy counts a session on `server` of backend `web`, then samples it every
+/// millisecond: the task answers the instant its last session was gone.
+pub async fn session_end(stage: &sluice::demo::Stage, server: &str) -> Result<tokio::task::JoinHandle<Instant>> {
+    let haproxy = stage.haproxy();
+    let t = Instant::now();
+    loop {
+        let rows = haproxy.show_stat_servers("web").await?;
+        if rows.iter().any(|r| r.svname() == server && r.scur() > 0) {
+            break;
+        }
+        if t.elapsed() > WAIT {
+            bail!("HAProxy never counted a session on {server}");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let haproxy = stage.haproxy();
+    let server = server.to_string();
+    Ok(tokio::spawn(async move {
+        loop {
+            if let Ok(rows) = haproxy.show_stat_servers("web").await {
+                if rows.iter().any(|r| r.svname() == server && r.scur() == 0) {
+                    return Instant::now();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }))
+}

@@ -412,32 +412,32 @@ pub async fn run(conn: Connection, cmd: ApiCommand) -> u8 {
     }
 }
 
+/// A Drain or Restore request (same fields) from the command line.
+macro_rules! mutation_request {
+    ($message:ident, $pods:expr, $m:expr, $wait:expr, $timeout:expr) => {
+        pb::$message {
+            target: Some(target(&$pods, Some(&$m))?),
+            reason: $m.reason.clone(),
+            request_id: $m.request_id.clone().unwrap_or_default(),
+            validate_only: $m.dry_run,
+            wait: $wait,
+            wait_seconds: if $wait { $timeout } else { 0 },
+        }
+    };
+}
+
 async fn run_inner(conn: &Connection, cmd: ApiCommand) -> Result<u8, Failure> {
     let (channel, token) = connect(conn).await?;
     let mut api = pb::sluice_client::SluiceClient::new(channel);
     let out = conn.output;
     match cmd {
         ApiCommand::Drain { pods, m, wait, timeout } => {
-            let r = pb::DrainRequest {
-                target: Some(target(&pods, Some(&m))?),
-                reason: m.reason.clone(),
-                request_id: m.request_id.clone().unwrap_or_default(),
-                validate_only: m.dry_run,
-                wait,
-                wait_seconds: if wait { timeout } else { 0 },
-            };
+            let r = mutation_request!(DrainRequest, pods, m, wait, timeout);
             let stream = api.drain(request(r, &token)?).await?.into_inner();
             follow(out, stream, "drained").await
         }
         ApiCommand::Restore { pods, m, wait, timeout } => {
-            let r = pb::RestoreRequest {
-                target: Some(target(&pods, Some(&m))?),
-                reason: m.reason.clone(),
-                request_id: m.request_id.clone().unwrap_or_default(),
-                validate_only: m.dry_run,
-                wait,
-                wait_seconds: if wait { timeout } else { 0 },
-            };
+            let r = mutation_request!(RestoreRequest, pods, m, wait, timeout);
             let stream = api.restore(request(r, &token)?).await?.into_inner();
             follow(out, stream, "serving").await
         }

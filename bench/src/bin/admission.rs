@@ -126,7 +126,6 @@ async fn main() -> Result<()> {
     );
 
     // 2. Bound deletes: admitted after HAProxy's evidence.
-    let haproxy = stage.haproxy();
     let mut after = Vec::new();
     for r in 0..rounds {
         let held = {
@@ -147,30 +146,7 @@ async fn main() -> Result<()> {
             })
         };
         // Wait for HAProxy to count the session, then sample it every millisecond.
-        let t = Instant::now();
-        loop {
-            let rows = haproxy.show_stat_servers("web").await?;
-            if rows.iter().any(|r| r.svname() == "web-1" && r.scur() > 0) {
-                break;
-            }
-            if t.elapsed() > WAIT {
-                bail!("HAProxy never counted the held request");
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        let sampler = {
-            let haproxy = stage.haproxy();
-            tokio::spawn(async move {
-                loop {
-                    if let Ok(rows) = haproxy.show_stat_servers("web").await {
-                        if rows.iter().any(|r| r.svname() == "web-1" && r.scur() == 0) {
-                            return Instant::now();
-                        }
-                    }
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-            })
-        };
+        let sampler = sluice_bench::session_end(&stage, "web-1").await?;
         stage.pods.delete("web-1", &DeleteParams::default()).await?;
         let admitted = Instant::now();
         let gone = sampler.await?;

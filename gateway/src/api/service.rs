@@ -991,41 +991,11 @@ impl pb::sluice_server::Sluice for ApiService {
     type WatchStream = Stream_<pb::WatchEvent>;
 
     async fn drain(&self, req: Request<pb::DrainRequest>) -> Result<Response<Self::DrainStream>, Status> {
-        let c = self
-            .mutating_caller(&req, "drain", describe_target(req.get_ref().target.as_ref()))
-            .await?;
-        let m = req.into_inner();
-        let fp = fingerprint("Drain", &m);
-        self.mutate(
-            &c,
-            ApiVerb::Drain,
-            m.target.as_ref(),
-            &m.reason,
-            &m.request_id,
-            m.validate_only,
-            (m.wait, m.wait_seconds),
-            fp,
-        )
-        .await
+        self.mutation(req).await
     }
 
     async fn restore(&self, req: Request<pb::RestoreRequest>) -> Result<Response<Self::RestoreStream>, Status> {
-        let c = self
-            .mutating_caller(&req, "restore", describe_target(req.get_ref().target.as_ref()))
-            .await?;
-        let m = req.into_inner();
-        let fp = fingerprint("Restore", &m);
-        self.mutate(
-            &c,
-            ApiVerb::Restore,
-            m.target.as_ref(),
-            &m.reason,
-            &m.request_id,
-            m.validate_only,
-            (m.wait, m.wait_seconds),
-            fp,
-        )
-        .await
+        self.mutation(req).await
     }
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::PodTraffic>, Status> {
@@ -1326,7 +1296,65 @@ impl pb::sluice_server::Sluice for ApiService {
     }
 }
 
+/// What a Drain and a Restore request share.
+trait Mutation: Message + Send + 'static {
+    const METHOD: &'static str;
+    const VERB: ApiVerb;
+    fn target(&self) -> Option<&pb::Target>;
+    fn reason(&self) -> &str;
+    fn request_id(&self) -> &str;
+    fn validate_only(&self) -> bool;
+    fn wait(&self) -> (bool, u32);
+}
+
+macro_rules! mutation {
+    ($message:ty, $method:literal, $verb:expr) => {
+        impl Mutation for $message {
+            const METHOD: &'static str = $method;
+            const VERB: ApiVerb = $verb;
+            fn target(&self) -> Option<&pb::Target> {
+                self.target.as_ref()
+            }
+            fn reason(&self) -> &str {
+                &self.reason
+            }
+            fn request_id(&self) -> &str {
+                &self.request_id
+            }
+            fn validate_only(&self) -> bool {
+                self.validate_only
+            }
+            fn wait(&self) -> (bool, u32) {
+                (self.wait, self.wait_seconds)
+            }
+        }
+    };
+}
+
+mutation!(pb::DrainRequest, "Drain", ApiVerb::Drain);
+mutation!(pb::RestoreRequest, "Restore", ApiVerb::Restore);
+
 impl ApiService {
+    /// A Drain or a Restore: authenticated (and audited when refused), then [`Self::mutate`].
+    async fn mutation<M: Mutation>(&self, req: Request<M>) -> Result<Response<Stream_<pb::Progress>>, Status> {
+        let c = self
+            .mutating_caller(&req, M::VERB.as_str(), describe_target(req.get_ref().target()))
+            .await?;
+        let m = req.into_inner();
+        let fp = fingerprint(M::METHOD, &m);
+        self.mutate(
+            &c,
+            M::VERB,
+            m.target(),
+            m.reason(),
+            m.request_id(),
+            m.validate_only(),
+            m.wait(),
+            fp,
+        )
+        .await
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn mutate(
         &self,
