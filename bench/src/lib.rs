@@ -62,6 +62,18 @@ pub async fn ready(health: std::net::SocketAddr) -> bool {
     buf.starts_with("HTTP/1.1 200")
 }
 
+/// The `p` quantile (0 to 1) of `v`, nearest rank.
+pub fn percentile(v: &[Duration], p: f64) -> Duration {
+    let mut v = v.to_vec();
+    v.sort();
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// A duration in milliseconds.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
 /// The median (the upper one of an even count).
 pub fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();

@@ -31,6 +31,18 @@ fn replica(stage: &Stage, name: &str, extra: &str) -> (std::path::PathBuf, std::
     (path, health)
 }
 
+/// The URIs `manager` wrote to, in order (the simulator's write log).
+fn writes_by(stage: &Stage, manager: &str) -> Vec<String> {
+    stage
+        .cluster()
+        .faults()
+        .write_log()
+        .into_iter()
+        .filter(|w| w.manager == manager)
+        .map(|w| w.uri)
+        .collect()
+}
+
 /// Waits until `name` holds the lease.
 async fn wait_holder(stage: &Stage, name: &str) {
     until(&format!("{name} to hold the lease"), || async {
@@ -289,14 +301,7 @@ async fn a_prestop_call_or_an_eviction_answered_by_the_standby_waits_for_the_lea
     for h in held {
         assert_eq!(within("a held request", h).await.unwrap().expect("answered"), 200);
     }
-    let by_b: Vec<String> = stage
-        .cluster()
-        .faults()
-        .write_log()
-        .into_iter()
-        .filter(|w| w.manager == "gw-b")
-        .map(|w| w.uri)
-        .collect();
+    let by_b = writes_by(&stage, "gw-b");
     assert_eq!(by_b.len(), 1, "the standby wrote only the request: {by_b:?}");
 
     // web-1, drained by its preStop, goes (its budget slot with it).
@@ -332,14 +337,8 @@ async fn a_prestop_call_or_an_eviction_answered_by_the_standby_waits_for_the_lea
     for h in held {
         assert_eq!(within("a held request", h).await.unwrap().expect("answered"), 200);
     }
-    let by_b = stage
-        .cluster()
-        .faults()
-        .write_log()
-        .into_iter()
-        .filter(|w| w.manager == "gw-b")
-        .count();
-    assert_eq!(by_b, 2, "the standby wrote the two requests only");
+    let by_b = writes_by(&stage, "gw-b");
+    assert_eq!(by_b.len(), 2, "the standby wrote the two requests only: {by_b:?}");
 }
 
 /// The API on a standby: reads answer from its own view; a Drain is a request (recorded on
@@ -464,13 +463,6 @@ async fn the_api_of_a_standby_answers_reads_takes_drains_and_refuses_releases() 
     for h in held {
         let _ = within("a held request", h).await;
     }
-    let by_b: Vec<String> = stage
-        .cluster()
-        .faults()
-        .write_log()
-        .into_iter()
-        .filter(|w| w.manager == "gw-b")
-        .map(|w| w.uri)
-        .collect();
+    let by_b = writes_by(&stage, "gw-b");
     assert_eq!(by_b.len(), 1, "the standby wrote only the drain request: {by_b:?}");
 }

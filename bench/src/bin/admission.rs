@@ -24,15 +24,7 @@ use sluice::demo::Stage;
 const HOLD_MS: u64 = 300;
 const WAIT: Duration = Duration::from_secs(60);
 
-fn percentile(v: &[Duration], p: f64) -> Duration {
-    let mut v = v.to_vec();
-    v.sort();
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
+use sluice_bench::{ms, percentile};
 
 async fn install(stage: &Stage, url: &str, ca_pem: &str) -> Result<()> {
     let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);

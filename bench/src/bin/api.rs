@@ -37,15 +37,7 @@ const HOLD_MS: u64 = 300;
 const TOKEN: &str = "bench-token-0123456789abcdef";
 const WAIT: Duration = Duration::from_secs(60);
 
-fn percentile(v: &[Duration], p: f64) -> Duration {
-    let mut v = v.to_vec();
-    v.sort();
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
+use sluice_bench::{ms, percentile};
 
 fn req<T>(m: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(m);
