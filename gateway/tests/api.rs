@@ -602,10 +602,12 @@ async fn request_ids_dry_runs_and_preconditions_behave_as_the_aips_say() {
 }
 
 /// Identity × verb × namespace × cluster: what each caller may do, with UNAUTHENTICATED for
-/// no or bad credentials.
+/// no or bad credentials; every mutating call, allowed or not, is one audit line of the
+/// real `sluice` process, in order, with who and the result.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_authorization_matrix_holds_for_certificates_tokens_and_service_accounts() {
-    let s = ApiStage::start_in("", false, 2).await;
+    let s = ApiStage::start_in("", true, 2).await;
+    let mut expected: Vec<(String, String, String)> = Vec::new();
     // Another namespace with a pod-less selector: allowed callers get NOT_FOUND (no pod),
     // refused ones PERMISSION_DENIED, before anything is looked up.
     enum Who {
@@ -724,6 +726,20 @@ async fn the_authorization_matrix_holds_for_certificates_tokens_and_service_acco
                 ("release", &rl, may[3]),
             ] {
                 let code = got.as_ref().err().map(|e| e.code()).unwrap_or(Code::Ok);
+                // A call that reached the API as a mutation is audited.
+                if verb != "read" && (name != "stranger" || code == Code::Unauthenticated) {
+                    let who = match name {
+                        "alice" | "ci" => name.to_string(),
+                        "sa" => "system:serviceaccount:default:deployer".to_string(),
+                        _ => "(unauthenticated)".to_string(),
+                    };
+                    let result = if code == Code::Ok {
+                        "OK".to_string()
+                    } else {
+                        format!("{code:?}")
+                    };
+                    expected.push((who, verb.to_string(), result));
+                }
                 if name == "stranger" {
                     // Its certificate fails the TLS handshake: the connection is refused.
                     assert!(
@@ -750,6 +766,23 @@ async fn the_authorization_matrix_holds_for_certificates_tokens_and_service_acco
             }
         }
     }
+    let log = std::fs::read_to_string(&s.log).unwrap();
+    let audited: Vec<(String, String, String)> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "sluice::audit")
+        .map(|v| {
+            let f = &v["fields"];
+            let s = |k: &str| f[k].as_str().unwrap_or_default().to_string();
+            (s("who"), s("verb"), s("result"))
+        })
+        .collect();
+    assert_eq!(
+        expected.len(),
+        45,
+        "5 callers reach the API × 3 places × 3 mutating verbs"
+    );
+    assert_eq!(audited, expected);
 }
 
 fn req_of<T>(token: &Option<String>, m: T) -> tonic::Request<T> {
