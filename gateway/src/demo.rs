@@ -30,6 +30,10 @@ pub mod load;
 pub struct DemoOptions {
     pub pods: usize,
     pub sluice: bool,
+    /// Without Sluice: the common practice instead of a verified drain — the pod's server
+    /// is taken out of HAProxy as its termination starts (what an ingress controller does
+    /// when the endpoint goes), then a fixed preStop-style sleep before the pod stops.
+    pub sleep: Option<Duration>,
     /// Concurrent keep-alive client connections.
     pub clients: usize,
     /// Print progress lines.
@@ -49,6 +53,10 @@ pub struct DemoArgs {
     /// The same rollout without Sluice (pods stop as their update starts): see it lose requests.
     #[arg(long)]
     pub no_sluice: bool,
+    /// The same rollout without Sluice, the common practice: each pod is taken out of the
+    /// load balancer as its update starts, and stops after this many seconds.
+    #[arg(long, value_name = "SECONDS", conflicts_with = "no_sluice")]
+    pub sleep: Option<u64>,
     /// Print only the summary line.
     #[arg(long)]
     pub quiet: bool,
@@ -58,7 +66,8 @@ impl From<DemoArgs> for DemoOptions {
     fn from(a: DemoArgs) -> DemoOptions {
         DemoOptions {
             pods: a.pods as usize,
-            sluice: !a.no_sluice,
+            sluice: !a.no_sluice && a.sleep.is_none(),
+            sleep: a.sleep.map(Duration::from_secs),
             clients: a.clients as usize,
             verbose: !a.quiet,
         }
@@ -70,6 +79,7 @@ impl Default for DemoOptions {
         DemoOptions {
             pods: 6,
             sluice: true,
+            sleep: None,
             clients: 8,
             verbose: true,
         }
@@ -81,6 +91,8 @@ impl Default for DemoOptions {
 pub struct Summary {
     pub requests: u64,
     pub failed: u64,
+    /// The longest request answered during the run (ms, at the client).
+    pub longest_inflight_ms: u64,
     pub drain_ms: Vec<u64>,
     pub rollout_s: f64,
 }
@@ -731,6 +743,14 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Summary> {
             // OpenKruise: the pod enters PreparingDelete and waits for the hook's finalizers.
             stage.set_kruise_state(i, "PreparingDelete").await?;
             stage.wait_drained(i, Duration::from_secs(60)).await?;
+        } else if let Some(sleep) = opts.sleep {
+            // The endpoint leaves the load balancer (no new request goes there), then the
+            // fixed wait a preStop sleep gives, whatever is still in flight.
+            stage
+                .haproxy()
+                .raw(&format!("set server web/{name} state drain"))
+                .await?;
+            tokio::time::sleep(sleep).await;
         }
         let drained = t0.elapsed();
         drain_ms.push(drained.as_millis() as u64);
@@ -738,6 +758,12 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Summary> {
         stage.wait_ready(i, Duration::from_secs(60)).await?;
         if opts.sluice {
             stage.set_kruise_state(i, "Normal").await?;
+        } else if opts.sleep.is_some() {
+            stage
+                .haproxy()
+                .raw(&format!("set server web/{name} state ready"))
+                .await?;
+            tokio::time::sleep(Duration::from_millis(300)).await;
         } else {
             // Without a gate, Ready says nothing about the load balancer; give it a moment
             // as a rolling update's minReadySeconds would.
@@ -755,10 +781,12 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<Summary> {
     }
     let rollout_s = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let longest_inflight_ms = load.longest_ms.load(std::sync::atomic::Ordering::SeqCst);
     let (requests, failed) = load.finish().await;
     Ok(Summary {
         requests,
         failed,
+        longest_inflight_ms,
         drain_ms,
         rollout_s,
     })

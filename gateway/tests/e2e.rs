@@ -21,6 +21,7 @@ async fn rollout_under_load_loses_nothing_with_sluice_and_loses_requests_without
         clients: 10,
         verbose: false,
         sluice: true,
+        sleep: None,
     })
     .await
     .expect("demo with Sluice");
@@ -33,6 +34,7 @@ async fn rollout_under_load_loses_nothing_with_sluice_and_loses_requests_without
         clients: 10,
         verbose: false,
         sluice: false,
+        sleep: None,
     })
     .await
     .expect("demo without Sluice");

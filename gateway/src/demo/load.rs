@@ -43,6 +43,7 @@ pub async fn client(
     stop: Arc<AtomicBool>,
     requests: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
+    longest: Arc<AtomicU64>,
 ) {
     let mut sender: Option<Sender> = None;
     while !stop.load(Ordering::SeqCst) {
@@ -74,7 +75,11 @@ pub async fn client(
                 _ => false,
             }
         };
+        let started = std::time::Instant::now();
         let ok = tokio::time::timeout(REQUEST_TIMEOUT, exchange).await.unwrap_or(false);
+        if ok {
+            longest.fetch_max(started.elapsed().as_millis() as u64, Ordering::SeqCst);
+        }
         requests.fetch_add(1, Ordering::SeqCst);
         if !ok {
             failed.fetch_add(1, Ordering::SeqCst);
@@ -88,6 +93,8 @@ pub struct Load {
     stop: Arc<AtomicBool>,
     pub requests: Arc<AtomicU64>,
     pub failed: Arc<AtomicU64>,
+    /// The longest request answered, in ms (its time in flight, at the client).
+    pub longest_ms: Arc<AtomicU64>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -97,13 +104,24 @@ impl Load {
         let stop = Arc::new(AtomicBool::new(false));
         let requests = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
+        let longest_ms = Arc::new(AtomicU64::new(0));
         let tasks = (0..clients)
-            .map(|id| tokio::spawn(client(front, id, stop.clone(), requests.clone(), failed.clone())))
+            .map(|id| {
+                tokio::spawn(client(
+                    front,
+                    id,
+                    stop.clone(),
+                    requests.clone(),
+                    failed.clone(),
+                    longest_ms.clone(),
+                ))
+            })
             .collect();
         Load {
             stop,
             requests,
             failed,
+            longest_ms,
             tasks,
         }
     }
