@@ -18,4 +18,8 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 export PATH="$PATH:/usr/sbin"
-exec cargo run --release -q -p sluice-gateway --bin sluice -- demo "$@"
+# The first build takes several minutes on a fresh machine (cargo shows its progress);
+# later runs start at once.
+echo "demo.sh: building (release; the first build takes several minutes)…"
+cargo build --release -p sluice-gateway --bin sluice
+exec target/release/sluice demo "$@"

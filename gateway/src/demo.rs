@@ -57,9 +57,13 @@ pub struct DemoArgs {
     /// load balancer as its update starts, and stops after this many seconds.
     #[arg(long, value_name = "SECONDS", conflicts_with = "no_sluice")]
     pub sleep: Option<u64>,
-    /// Print only the summary line.
+    /// Print only the summary line(s).
     #[arg(long)]
     pub quiet: bool,
+    /// With Sluice, the demo then rolls the same pods without it, so both summaries stand
+    /// side by side; this skips that second rollout.
+    #[arg(long)]
+    pub no_compare: bool,
 }
 
 impl From<DemoArgs> for DemoOptions {

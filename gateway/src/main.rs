@@ -228,16 +228,35 @@ async fn main() -> ExitCode {
             if std::env::var_os("RUST_LOG").is_some() {
                 init_tracing();
             }
-            match sluice::demo::run(args.into()).await {
-                Ok(summary) => {
-                    println!("{}", summary.line());
-                    ExitCode::SUCCESS
-                }
+            let compare = !args.no_sluice && args.sleep.is_none() && !args.no_compare;
+            let opts: sluice::demo::DemoOptions = args.into();
+            let with = match sluice::demo::run(opts.clone()).await {
+                Ok(summary) => summary,
                 Err(e) => {
                     eprintln!("sluice demo: {e:#}");
-                    ExitCode::FAILURE
+                    return ExitCode::FAILURE;
+                }
+            };
+            println!("{}", with.line());
+            if compare {
+                // The same rollout without Sluice, so the difference is on one screen.
+                if opts.verbose {
+                    println!("demo: the same rollout without Sluice (each pod stops as its update starts):");
+                }
+                let without = sluice::demo::DemoOptions {
+                    sluice: false,
+                    sleep: None,
+                    ..opts
+                };
+                match sluice::demo::run(without).await {
+                    Ok(summary) => println!("without Sluice: {}", summary.line()),
+                    Err(e) => {
+                        eprintln!("sluice demo (without Sluice): {e:#}");
+                        return ExitCode::FAILURE;
+                    }
                 }
             }
+            ExitCode::SUCCESS
         }
     }
 }
