@@ -250,11 +250,6 @@ async fn connect(c: &Connection) -> Result<(Channel, Option<String>), Failure> {
             tls = tls.domain_name(name.clone());
         }
         endpoint = endpoint.tls_config(tls).map_err(|e| invalid(format!("TLS: {e}")))?;
-    } else if !c.api.starts_with("http://") {
-        return Err(invalid(format!(
-            "--api {:?} must start with https:// or http://",
-            c.api
-        )));
     }
     let channel = endpoint
         .connect_timeout(Duration::from_secs(5))

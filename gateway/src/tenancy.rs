@@ -16,17 +16,12 @@ use crate::config::TenantRule;
 #[derive(Debug, Clone, Default)]
 pub struct Tenancy(BTreeMap<String, (String, Vec<TenantRule>)>);
 
-/// `*` alone matches anything; `abc*` a prefix; `*.example.com` a suffix; else equality.
+/// The rules' patterns (`*` anything, `abc*` a prefix, else equality), plus a suffix:
+/// `*.example.com`.
 fn glob(pattern: &str, value: &str) -> bool {
-    if pattern == "*" {
-        return true;
-    }
-    if let Some(suffix) = pattern.strip_prefix('*') {
-        return value.ends_with(suffix);
-    }
-    match pattern.strip_suffix('*') {
-        Some(prefix) => value.starts_with(prefix),
-        None => pattern == value,
+    match pattern.strip_prefix('*') {
+        Some(suffix) if !suffix.is_empty() => value.ends_with(suffix),
+        _ => crate::api::auth::glob(pattern, value),
     }
 }
 

@@ -79,20 +79,7 @@ impl ApiStage {
         let (gw, proc, api_addr) = if process {
             let cfg = d.join("gateway.yaml");
             std::fs::write(&cfg, &text).unwrap();
-            let child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-                .args(["run", "--log-format", "json", "--config"])
-                .arg(&cfg)
-                .env("RUST_LOG", "info")
-                .stdout(std::process::Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .expect("sluice starts");
-            let gw = Gw(child);
-            until("the gateway's /readyz", || async {
-                let r = health_get(health, "/readyz").await?;
-                r.starts_with("HTTP/1.1 200").then_some(())
-            })
-            .await;
+            let gw = spawn_gateway_args(&cfg, health, Some(&log), &["--log-format", "json"]).await;
             (None, Some(gw), listen.parse().unwrap())
         } else {
             let gw = stage.start_gateway_with(&text).await.expect("gateway");

@@ -207,7 +207,7 @@ fn by_certificate(der: &[u8]) -> Result<Identity, Status> {
 }
 
 /// `pattern` matches `value`: equal, `*`, or a prefix ending in `*`.
-fn glob(pattern: &str, value: &str) -> bool {
+pub(crate) fn glob(pattern: &str, value: &str) -> bool {
     match pattern.strip_suffix('*') {
         Some(prefix) => value.starts_with(prefix),
         None => pattern == value,
@@ -295,11 +295,6 @@ impl RateLimiter {
 pub fn review_client(cfg: &ApiConfig, clients: &BTreeMap<String, kube::Client>, first: &str) -> Option<kube::Client> {
     let r = cfg.token_review.as_ref()?;
     clients.get(r.cluster.as_deref().unwrap_or(first)).cloned()
-}
-
-/// The identity as the audit line and messages print it.
-pub fn describe(who: &Identity) -> String {
-    who.user.clone()
 }
 
 #[cfg(test)]

@@ -273,16 +273,7 @@ impl ApiService {
                 if let Some(problem) = self.engine.endpoint_problems.get(&cluster) {
                     return Err(Status::failed_precondition(problem.clone()));
                 }
-                let ip: std::net::IpAddr = e.address.parse().map_err(|_| {
-                    Status::invalid_argument(format!("endpoint.address {:?} is not an IP address", e.address))
-                })?;
-                if e.port == 0 || e.port > 65535 {
-                    return Err(Status::invalid_argument(format!(
-                        "endpoint.port {} is not a port number (1-65535)",
-                        e.port
-                    )));
-                }
-                let name = crate::endpoint::record_name(&ip, e.port as u16);
+                let (ip, port, name) = endpoint_record(e)?;
                 let existing = self
                     .engine
                     .endpoints
@@ -332,7 +323,7 @@ impl ApiService {
                 }
                 let spec = crate::endpoint::EndpointDrainSpec {
                     address: ip.to_string(),
-                    port: i32::from(e.port as u16),
+                    port: i32::from(port),
                     targets,
                     desired: if verb == ApiVerb::Drain {
                         crate::endpoint::Desired::Drained
@@ -349,7 +340,7 @@ impl ApiService {
                     return Err(Status::not_found(format!(
                         "no EndpointDrain record for {} in namespace {:?} of cluster {cluster:?}: nothing was drained \
                          through Sluice",
-                        std::net::SocketAddr::new(ip, e.port as u16),
+                        std::net::SocketAddr::new(ip, port),
                         e.namespace
                     )));
                 }
@@ -1116,14 +1107,7 @@ impl pb::sluice_server::Sluice for ApiService {
             Some(T::Endpoint(e)) => {
                 let cluster = self.cluster(&e.cluster)?;
                 check_name("endpoint.namespace", &e.namespace, 63)?;
-                let ip: std::net::IpAddr = e.address.parse().map_err(|_| {
-                    Status::invalid_argument(format!("endpoint.address {:?} is not an IP address", e.address))
-                })?;
-                let port = u16::try_from(e.port)
-                    .ok()
-                    .filter(|p| *p > 0)
-                    .ok_or_else(|| Status::invalid_argument("endpoint.port is not a port number (1-65535)"))?;
-                let name = crate::endpoint::record_name(&ip, port);
+                let (_, _, name) = endpoint_record(&e)?;
                 (cluster, e.namespace, Some(name), LabelSelector::default(), true)
             }
             None => {
@@ -1503,6 +1487,19 @@ impl ApiService {
             replayed: false,
         })
     }
+}
+
+/// An endpoint's address, port and record name; the error says which is malformed.
+fn endpoint_record(e: &pb::Endpoint) -> Result<(std::net::IpAddr, u16, String), Status> {
+    let ip: std::net::IpAddr = e
+        .address
+        .parse()
+        .map_err(|_| Status::invalid_argument(format!("endpoint.address {:?} is not an IP address", e.address)))?;
+    let port = u16::try_from(e.port)
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| Status::invalid_argument(format!("endpoint.port {} is not a port number (1-65535)", e.port)))?;
+    Ok((ip, port, crate::endpoint::record_name(&ip, port)))
 }
 
 fn describe_ref(p: Option<&pb::PodRef>) -> String {
