@@ -165,10 +165,7 @@ pub fn check(engine: &Engine, namespace: &str, spec: &EndpointDrainSpec) -> Resu
             }
         }
         engine
-            .tenancy
-            .get()
-            .cloned()
-            .unwrap_or_default()
+            .tenancy()
             .check_endpoint(namespace, &t.adapter, &t.params, ip)
             .map_err(|why| format!("targets[{i}]: {why}"))?;
         targets.push((t.adapter.clone(), t.params.clone()));

@@ -115,7 +115,10 @@ impl Gateway {
         }
         let tenancy = crate::tenancy::Tenancy::build(&cfg.tenants, &adapters)?;
         let engine = Engine::new(cfg.engine.clone(), handles.clone(), adapters.clone(), authority.clone());
-        let _ = engine.tenancy.set(tenancy);
+        engine
+            .tenancy
+            .set(tenancy)
+            .map_err(|_| anyhow::anyhow!("tenancy rules were read before they were set"))?;
         let review_client = cfg
             .api
             .as_ref()

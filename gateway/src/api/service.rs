@@ -306,8 +306,11 @@ impl ApiService {
                             )));
                         }
                     }
-                    let tenancy = self.engine.tenancy.get().cloned().unwrap_or_default();
-                    if let Err(why) = tenancy.check_endpoint(&e.namespace, &t.adapter, &params, ip) {
+                    if let Err(why) = self
+                        .engine
+                        .tenancy()
+                        .check_endpoint(&e.namespace, &t.adapter, &params, ip)
+                    {
                         return Err(Status::permission_denied(format!("endpoint.targets[{i}]: {why}")));
                     }
                     targets.push(crate::binding::BindingTarget {

@@ -195,6 +195,12 @@ impl Engine {
         })
     }
 
+    /// The tenancy rules (none configured: every adapter open to bindings, none to
+    /// endpoints), without a copy.
+    pub fn tenancy(&self) -> &crate::tenancy::Tenancy {
+        self.tenancy.get_or_init(crate::tenancy::Tenancy::default)
+    }
+
     /// The pod of this name, as the engine sees it.
     pub fn pod_by_name(&self, cluster: &str, namespace: &str, name: &str) -> Option<PodView> {
         let uid = self
