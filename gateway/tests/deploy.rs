@@ -248,6 +248,7 @@ impl sluice_adapter::Adapter for Declared {
         sluice_adapter::Capabilities {
             kind: self.1.into(),
             required_params: vec![self.2.into()],
+            shared_reads: false,
         }
     }
     async fn register(&self, _: &sluice_adapter::Target) -> sluice_adapter::Result<()> {

@@ -180,6 +180,11 @@ pub struct Capabilities {
     pub kind: String,
     /// Target parameters the adapter requires, e.g. `["backend"]`.
     pub required_params: Vec<String>,
+    /// `observe` calls made at the same time share the adapter's reads (one read of a
+    /// backend answers every target in it) and are bounded inside the adapter, so the
+    /// engine does not hold one of the instance's call slots per waiting observation.
+    /// `false` for an adapter whose every observation is a call of its own.
+    pub shared_reads: bool,
 }
 
 /// Whether retrying a failed call can help.

@@ -143,6 +143,7 @@ impl Adapter for RemoteAdapter {
         Capabilities {
             kind: self.cfg.adapter_kind.clone(),
             required_params: self.cfg.required_params.clone(),
+            shared_reads: false,
         }
     }
 

@@ -102,6 +102,48 @@ struct Snapshot {
     servers: Vec<ServerState>,
     stats: Vec<crate::parse::StatRow>,
     conns: Vec<crate::parse::ServerConn>,
+    /// Server name → its row in `servers`, `stats` and `conns`: thousands of targets look
+    /// themselves up in one snapshot, so a lookup is not a scan.
+    by_name: HashMap<String, Rows>,
+    /// Address → rows in `servers` (static mode finds a server by address).
+    by_addr: HashMap<(std::net::IpAddr, u16), Vec<usize>>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Rows {
+    server: Option<usize>,
+    stat: Option<usize>,
+    conn: Option<usize>,
+}
+
+impl Snapshot {
+    fn new(servers: Vec<ServerState>, stats: Vec<crate::parse::StatRow>, conns: Vec<crate::parse::ServerConn>) -> Self {
+        let mut by_name: HashMap<String, Rows> = HashMap::with_capacity(servers.len());
+        let mut by_addr: HashMap<(std::net::IpAddr, u16), Vec<usize>> = HashMap::with_capacity(servers.len());
+        for (i, s) in servers.iter().enumerate() {
+            by_name.entry(s.name.clone()).or_default().server.get_or_insert(i);
+            if let Ok(ip) = s.addr.parse() {
+                by_addr.entry((ip, s.port)).or_default().push(i);
+            }
+        }
+        for (i, r) in stats.iter().enumerate() {
+            if let Some(rows) = by_name.get_mut(r.svname()) {
+                rows.stat.get_or_insert(i);
+            }
+        }
+        for (i, c) in conns.iter().enumerate() {
+            if let Some(rows) = by_name.get_mut(c.server.as_str()) {
+                rows.conn.get_or_insert(i);
+            }
+        }
+        Snapshot {
+            servers,
+            stats,
+            conns,
+            by_name,
+            by_addr,
+        }
+    }
 }
 
 /// The reads of one backend, shared: every call that asks while no read has started joins
@@ -133,7 +175,7 @@ impl HaproxyAdapter {
         config
             .validate()
             .map_err(|e| AdapterError::permanent(format!("slb adapter '{}': {e}", config.name)))?;
-        let client = RuntimeClient::new(config.endpoint.clone(), config.timeout);
+        let client = RuntimeClient::with_connections(config.endpoint.clone(), config.timeout, config.connections);
         Ok(HaproxyAdapter {
             config,
             client,
@@ -170,7 +212,7 @@ impl HaproxyAdapter {
             let servers = self.client.show_servers_state(backend).await?;
             let stats = self.client.show_stat_servers(backend).await?;
             let conns = self.client.show_servers_conn(backend).await?;
-            Ok::<_, AdapterError>(std::sync::Arc::new(Snapshot { servers, stats, conns }))
+            Ok::<_, AdapterError>(std::sync::Arc::new(Snapshot::new(servers, stats, conns)))
         };
         let result = read.await;
         let _ = flight.result.set(result.clone());
@@ -292,11 +334,16 @@ impl HaproxyAdapter {
 
     /// Finds the target's server in a snapshot of the backend (`None`: absent).
     fn locate_in(&self, snap: &Snapshot, backend: &str, target: &Target) -> Result<Option<ServerState>> {
-        // By reference: a backend of thousands of servers is searched, not copied.
-        let servers = snap.servers.iter();
+        // Through the snapshot's index: a backend of thousands of servers is not scanned
+        // once per target.
         if self.dynamic() {
             let name = dynamic_server_name(target.ip, target.port);
-            let Some(srv) = servers.clone().find(|s| s.name == name).cloned() else {
+            let Some(srv) = snap
+                .by_name
+                .get(&name)
+                .and_then(|r| r.server)
+                .map(|i| snap.servers[i].clone())
+            else {
                 return Ok(None);
             };
             if !same_addr(&srv, target) {
@@ -309,7 +356,12 @@ impl HaproxyAdapter {
             }
             return Ok(Some(srv));
         }
-        let mut matching = servers.filter(|s| same_addr(s, target));
+        let at = snap
+            .by_addr
+            .get(&(target.ip, target.port))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let mut matching = at.iter().map(|&i| &snap.servers[i]);
         let first = matching.next().cloned();
         if let Some(second) = matching.next() {
             return Err(AdapterError::permanent(format!(
@@ -324,8 +376,9 @@ impl HaproxyAdapter {
 
     /// Reads the counters for a located server.
     fn view(snap: &Snapshot, state: ServerState) -> ServerView {
-        let row = snap.stats.iter().find(|r| r.svname() == state.name);
-        let conn = snap.conns.iter().find(|c| c.server == state.name);
+        let rows = snap.by_name.get(&state.name).copied().unwrap_or_default();
+        let row = rows.stat.map(|i| &snap.stats[i]);
+        let conn = rows.conn.map(|i| &snap.conns[i]);
         ServerView {
             status: row
                 .as_ref()
@@ -469,6 +522,7 @@ impl Adapter for HaproxyAdapter {
         Capabilities {
             kind: "slb".into(),
             required_params: vec!["backend".into()],
+            shared_reads: true,
         }
     }
 

@@ -182,7 +182,7 @@ mod tests {
                 op_state: op,
                 admin: AdminFlags(admin),
                 check_state: 6,
-                fields: Default::default(),
+                row: Default::default(),
             },
             status: "X".into(),
             check_status: "L4OK".into(),

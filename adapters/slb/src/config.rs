@@ -60,7 +60,17 @@ pub struct HaproxyConfig {
     pub timeout: Duration,
     /// Backends a target may select; empty means any backend of this HAProxy.
     pub allowed_backends: Vec<String>,
+    /// Runtime API connections kept open and used at once (each in prompt mode, one
+    /// command at a time): the bound on what Sluice asks of the stats socket, however many
+    /// pods are drained together.
+    pub connections: usize,
 }
+
+/// Default for [`HaproxyConfig::connections`].
+pub const DEFAULT_CONNECTIONS: usize = 4;
+/// Upper bound for [`HaproxyConfig::connections`] (HAProxy's CLI serves each connection
+/// in turn; more only queue in its accept backlog).
+pub const MAX_CONNECTIONS: usize = 64;
 
 impl HaproxyConfig {
     /// A static-mode config with defaults: no escalation, 2 s timeout, any backend.
@@ -73,6 +83,7 @@ impl HaproxyConfig {
             shutdown_sessions_on_escalate: false,
             timeout: DEFAULT_TIMEOUT,
             allowed_backends: Vec::new(),
+            connections: DEFAULT_CONNECTIONS,
         }
     }
 
@@ -83,6 +94,12 @@ impl HaproxyConfig {
         }
         if self.timeout.is_zero() {
             return Err("`timeoutSeconds` must be greater than 0".into());
+        }
+        if !(1..=MAX_CONNECTIONS).contains(&self.connections) {
+            return Err(format!(
+                "`connections` must be between 1 and {MAX_CONNECTIONS} (runtime API connections kept open), not {}",
+                self.connections
+            ));
         }
         if self.shutdown_sessions_on_escalate && self.escalate_after.is_none() {
             return Err("`shutdownSessionsOnEscalate` needs `escalateAfterSeconds`".into());
@@ -140,6 +157,7 @@ struct RawConfig {
     timeout_seconds: Option<f64>,
     #[serde(default)]
     allowed_backends: Vec<String>,
+    connections: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -189,6 +207,7 @@ impl TryFrom<RawConfig> for HaproxyConfig {
                 None => DEFAULT_TIMEOUT,
             },
             allowed_backends: raw.allowed_backends,
+            connections: raw.connections.unwrap_or(DEFAULT_CONNECTIONS),
         };
         config.validate()?;
         Ok(config)
@@ -230,6 +249,13 @@ mod tests {
         assert!(c.shutdown_sessions_on_escalate);
         assert_eq!(c.timeout, Duration::from_secs(1));
         assert!(c.backend_allowed("web") && !c.backend_allowed("payments"));
+        assert_eq!(c.connections, DEFAULT_CONNECTIONS);
+        assert_eq!(
+            parse("name: lb\nendpoint: unix:/x.sock\nconnections: 8\n")
+                .unwrap()
+                .connections,
+            8
+        );
     }
 
     #[test]
@@ -250,6 +276,8 @@ mod tests {
             ),
             ("timeoutSeconds: 0\n", "greater than 0"),
             ("escalateAfterSeconds: -1\n", "non-negative"),
+            ("connections: 0\n", "between 1 and 64"),
+            ("connections: 65\n", "between 1 and 64"),
         ] {
             let err = parse(&format!("{base}{extra}")).unwrap_err();
             assert!(err.contains(needle), "{extra:?}: {err}");

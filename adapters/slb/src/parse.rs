@@ -9,22 +9,99 @@
 //!   last column expands to one value per thread — and is missing altogether for dynamic
 //!   servers (no idle pool) — so columns are matched by position only up to `idle_cur`.
 //!
-//! Rows keep every column by name, so callers can read columns this crate has no typed
-//! accessor for.
+//! Rows keep every column, read by name, so callers can read columns this crate has no
+//! typed accessor for. A row is two allocations (its values in one string, and where each
+//! ends) and shares its answer's header: a backend of thousands of servers is parsed at
+//! every poll, and a map of ~80 strings per `show stat` row made that poll's cost
+//! allocation.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
-/// One `show stat` row, keyed by column name (`pxname`, `svname`, `scur`, `status`, ...).
+/// The columns of one answer, shared by its rows.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Columns {
+    names: Vec<String>,
+    index: HashMap<String, usize>,
+}
+
+impl Columns {
+    fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> Arc<Columns> {
+        let names: Vec<String> = names.into_iter().map(String::from).collect();
+        let mut index = HashMap::with_capacity(names.len());
+        for (i, n) in names.iter().enumerate() {
+            // The first of a repeated name wins, as a map built in order would not: HAProxy
+            // repeats none.
+            index.entry(n.clone()).or_insert(i);
+        }
+        Arc::new(Columns { names, index })
+    }
+}
+
+/// One row of a tabular answer: every column's raw value, by name.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Row {
+    columns: Arc<Columns>,
+    /// The values one after the other.
+    text: String,
+    /// Where each value ends in `text` (value `i` is `ends[i-1]..ends[i]`).
+    ends: Vec<u32>,
+}
+
+impl Row {
+    fn new(columns: Arc<Columns>) -> Row {
+        let n = columns.names.len();
+        Row {
+            columns,
+            text: String::new(),
+            ends: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, value: &str) {
+        self.text.push_str(value);
+        self.ends.push(self.text.len() as u32);
+    }
+
+    /// The value of column `i`, if the row has one.
+    fn at(&self, i: usize) -> Option<&str> {
+        let end = *self.ends.get(i)? as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        Some(&self.text[start..end])
+    }
+
+    /// A column's raw value (`None`: no such column, or the row is shorter).
+    pub fn get(&self, column: &str) -> Option<&str> {
+        self.at(*self.columns.index.get(column)?)
+    }
+
+    /// Every column with a name, and its value.
+    pub fn fields(&self) -> BTreeMap<String, String> {
+        self.columns
+            .names
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| !n.is_empty())
+            .filter_map(|(i, n)| Some((n.clone(), self.at(i)?.to_string())))
+            .collect()
+    }
+}
+
+/// One `show stat` row, read by column name (`pxname`, `svname`, `scur`, `status`, ...).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StatRow {
-    /// Column name → raw value (empty when HAProxy left the field empty).
-    pub fields: BTreeMap<String, String>,
+    row: Row,
 }
 
 impl StatRow {
-    /// A column's raw value.
+    /// A column's raw value (empty when HAProxy left the field empty).
     pub fn get(&self, column: &str) -> Option<&str> {
-        self.fields.get(column).map(String::as_str)
+        self.row.get(column)
+    }
+
+    /// Every column by name.
+    pub fn fields(&self) -> BTreeMap<String, String> {
+        self.row.fields()
     }
 
     /// The proxy (backend/frontend) name.
@@ -55,42 +132,48 @@ pub fn parse_stat_csv(text: &str) -> Result<Vec<StatRow>, String> {
     let header = header
         .strip_prefix("# ")
         .ok_or_else(|| format!("no `# ` CSV header in {header:?}"))?;
-    let columns = split_csv(header);
-    if columns.first().map(String::as_str) != Some("pxname") {
+    let mut header_row = Row::new(Arc::new(Columns::default()));
+    split_csv(header, &mut header_row);
+    let names: Vec<&str> = (0..header_row.ends.len()).filter_map(|i| header_row.at(i)).collect();
+    if names.first().copied() != Some("pxname") {
         return Err(format!("unexpected CSV header {header:?}"));
     }
+    let columns = Columns::new(names);
     Ok(lines
         .map(|line| {
-            let fields = columns
-                .iter()
-                .zip(split_csv(line))
-                .filter(|(name, _)| !name.is_empty())
-                .map(|(name, value)| (name.clone(), value))
-                .collect();
-            StatRow { fields }
+            let mut row = Row::new(columns.clone());
+            split_csv(line, &mut row);
+            StatRow { row }
         })
         .collect())
 }
 
-/// Splits one CSV line, honouring double quotes (`""` inside quotes is a quote).
-fn split_csv(line: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
+/// Splits one CSV line into `row`, honouring double quotes (`""` inside quotes is a quote).
+fn split_csv(line: &str, row: &mut Row) {
+    row.text.reserve(line.len());
     let mut quoted = false;
     let mut chars = line.chars().peekable();
     while let Some(c) = chars.next() {
         match c {
             '"' if quoted && chars.peek() == Some(&'"') => {
-                cur.push('"');
+                row.text.push('"');
                 chars.next();
             }
             '"' => quoted = !quoted,
-            ',' if !quoted => out.push(std::mem::take(&mut cur)),
-            c => cur.push(c),
+            ',' if !quoted => row.ends.push(row.text.len() as u32),
+            c => row.text.push(c),
         }
     }
-    out.push(cur);
-    out
+    row.ends.push(row.text.len() as u32);
+}
+
+/// A row of space-separated values.
+fn split_words(line: &str, columns: &Arc<Columns>) -> Row {
+    let mut row = Row::new(columns.clone());
+    for v in line.split_whitespace().take(columns.names.len()) {
+        row.push(v);
+    }
+    row
 }
 
 /// Administrative flags (`srv_admin_state`, HAProxy's `SRV_ADMF_*`).
@@ -180,8 +263,8 @@ pub struct ServerState {
     pub admin: AdminFlags,
     /// `srv_check_state` (`CHK_ST_*` bits).
     pub check_state: u32,
-    /// Every column by name.
-    pub fields: BTreeMap<String, String>,
+    /// Every column.
+    pub row: Row,
 }
 
 impl ServerState {
@@ -207,18 +290,13 @@ pub fn parse_servers_state(text: &str) -> Result<Vec<ServerState>, String> {
         .next()
         .and_then(|h| h.strip_prefix("# "))
         .ok_or("missing `# be_id ...` header")?;
-    let columns: Vec<&str> = header.split_whitespace().collect();
+    let columns = Columns::new(header.split_whitespace());
     lines
         .map(|line| {
-            let fields: BTreeMap<String, String> = columns
-                .iter()
-                .zip(line.split_whitespace())
-                .map(|(c, v)| (c.to_string(), v.to_string()))
-                .collect();
+            let row = split_words(line, &columns);
             let text = |c: &str| {
-                fields
-                    .get(c)
-                    .cloned()
+                row.get(c)
+                    .map(String::from)
                     .ok_or_else(|| format!("row lacks `{c}`: {line:?}"))
             };
             let num = |c: &str| {
@@ -236,7 +314,7 @@ pub fn parse_servers_state(text: &str) -> Result<Vec<ServerState>, String> {
                 op_state: OpState::from_code(num("srv_op_state")?),
                 admin: AdminFlags(num("srv_admin_state")?),
                 check_state: num("srv_check_state")?,
-                fields,
+                row: row.clone(),
             })
         })
         .collect()
@@ -253,8 +331,8 @@ pub struct ServerConn {
     pub used_cur: u64,
     /// Idle pooled connections (`idle_cur`) — not traffic, ignored by drain evidence.
     pub idle_cur: u64,
-    /// Every column up to `idle_cur` by name.
-    pub fields: BTreeMap<String, String>,
+    /// Every column up to `idle_cur`.
+    pub row: Row,
 }
 
 /// Parses `show servers conn BE`.
@@ -264,28 +342,23 @@ pub fn parse_servers_conn(text: &str) -> Result<Vec<ServerConn>, String> {
         .next()
         .and_then(|h| h.strip_prefix("# "))
         .ok_or("missing `# bkname/svname ...` header")?;
-    let columns: Vec<&str> = header
+    let names: Vec<&str> = header
         .split_whitespace()
         .take_while(|c| !c.starts_with("idle_per_thr"))
         .collect();
-    if columns.first() != Some(&"bkname/svname") {
+    if names.first() != Some(&"bkname/svname") {
         return Err(format!("unexpected header {header:?}"));
     }
+    let columns = Columns::new(names);
     lines
         .map(|line| {
-            let fields: BTreeMap<String, String> = columns
-                .iter()
-                .zip(line.split_whitespace())
-                .map(|(c, v)| (c.to_string(), v.to_string()))
-                .collect();
-            let id = fields
-                .get("bkname/svname")
-                .ok_or_else(|| format!("empty row {line:?}"))?;
+            let row = split_words(line, &columns);
+            let id = row.get("bkname/svname").ok_or_else(|| format!("empty row {line:?}"))?;
             let (backend, server) = id
                 .split_once('/')
                 .ok_or_else(|| format!("bad `bkname/svname` in {line:?}"))?;
             let num = |c: &str| -> Result<u64, String> {
-                let v = fields.get(c).ok_or_else(|| format!("row lacks `{c}`: {line:?}"))?;
+                let v = row.get(c).ok_or_else(|| format!("row lacks `{c}`: {line:?}"))?;
                 v.parse().map_err(|e| format!("bad `{c}` in {line:?}: {e}"))
             };
             Ok(ServerConn {
@@ -293,7 +366,7 @@ pub fn parse_servers_conn(text: &str) -> Result<Vec<ServerConn>, String> {
                 server: server.to_string(),
                 used_cur: num("used_cur")?,
                 idle_cur: num("idle_cur")?,
-                fields: fields.clone(),
+                row: row.clone(),
             })
         })
         .collect()
@@ -347,7 +420,10 @@ mod tests {
         assert_eq!((rows[0].pxname(), rows[0].svname(), rows[0].scur()), ("web", "s1", 3));
         assert_eq!(rows[0].status(), "DRAIN");
         assert_eq!(rows[0].get("check_desc"), Some("a, \"b\""));
-        assert!(!rows[0].fields.contains_key(""));
+        assert!(!rows[0].fields().contains_key(""));
+        assert_eq!(rows[0].fields().len(), 5);
+        assert_eq!(rows[1].get("check_desc"), Some(""));
+        assert_eq!(rows[1].get("nope"), None);
         assert!(parse_stat_csv("No such proxy.\n").is_err());
     }
 }

@@ -1,9 +1,21 @@
 //! A client for the HAProxy runtime API (the "stats socket").
 //!
-//! One command (or one `;`-separated command line) per connection: connect, write the
-//! line, read to EOF, all under a per-call timeout. The socket is spoken to directly with
-//! tokio — measured here, one `set server` takes ~0.1 ms on a unix socket, against ~5.7 ms
-//! through a `socat` subprocess.
+//! Connections are kept open in HAProxy's prompt mode and reused, at most
+//! [`RuntimeClient::connections`] of them at once: a command line (one command, or several
+//! joined with `;`) is written and its answer read up to the prompt that follows each
+//! command, all under a per-call timeout. A pool, not a connection per command: with
+//! thousands of pods drained together, a connection each overflows the socket's accept
+//! backlog (HAProxy refuses with `Resource temporarily unavailable`), and HAProxy serves one
+//! connection's commands in turn anyway. The socket is spoken to directly with tokio —
+//! measured here, one `set server` takes ~0.1 ms on a unix socket, against ~5.7 ms through
+//! a `socat` subprocess.
+//!
+//! A connection that fails, times out or is abandoned mid-answer is closed, never reused
+//! (its next answer would belong to the wrong command). HAProxy may close a connection
+//! (its `stats timeout`, which HAProxy 2.6 applies to prompt-mode connections only at
+//! times, a reload, `shutdown session`): idle ones older than [`IDLE_REUSE`] are not
+//! reused, and a command whose reused connection turns out closed before any answer is sent
+//! once more on a fresh one (HAProxy read nothing from it then).
 //!
 //! HAProxy answers in free text; [`crate::error`] maps the texts HAProxy 2.6 prints to a
 //! typed [`RuntimeError`] that says whether retrying can help.
@@ -13,16 +25,27 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::Semaphore;
 
 use crate::error::{check_command, check_query, validate_name, Call, RuntimeError};
 use crate::parse::{self, ServerConn, ServerState, StatRow};
 
-/// Default per-call timeout (connect + write + read to EOF).
+/// Default per-call timeout (waiting for a connection, connect, write, read the answer).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// An idle connection older than this is closed instead of reused (HAProxy's default
+/// `stats timeout` is 10 s).
+pub const IDLE_REUSE: Duration = Duration::from_secs(5);
+
+/// What ends each command's answer in prompt mode (the answer text itself ends in `\n`,
+/// and no answer of the commands sent here has a line starting with `> `).
+const PROMPT: &[u8] = b"\n> ";
 
 /// Where the runtime API listens.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -115,28 +138,86 @@ impl Health {
     }
 }
 
-/// A HAProxy runtime API client; cheap to clone.
+/// A HAProxy runtime API client; cheap to clone (clones share the connections).
 #[derive(Debug, Clone)]
 pub struct RuntimeClient {
     endpoint: Endpoint,
     timeout: Duration,
-    /// Command lines sent (one connection each), for figures and tests.
-    sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    pool: Arc<Pool>,
+}
+
+/// The open connections of a client and its clones.
+#[derive(Debug)]
+struct Pool {
+    /// One permit per connection in use: the bound on connections open at once.
+    slots: Semaphore,
+    connections: usize,
+    idle: Mutex<Vec<Conn>>,
+    /// Command lines sent, for figures and tests.
+    sent: AtomicU64,
+    /// Connections opened, for figures and tests.
+    opened: AtomicU64,
+}
+
+/// One connection in prompt mode.
+struct Conn {
+    stream: Box<dyn Io>,
+    idle_since: Instant,
+}
+
+impl fmt::Debug for Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn").field("idle_since", &self.idle_since).finish()
+    }
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Io for T {}
+
+/// How one attempt of a command line failed.
+enum Failure {
+    /// The connection was closed before any byte of the answer: HAProxy did not read the
+    /// line (its idle timeout closed a pooled connection).
+    ClosedBeforeAnswer(io::Error),
+    Other(io::Error),
 }
 
 impl RuntimeClient {
-    /// A client for `endpoint`; every call is bounded by `timeout`.
+    /// A client for `endpoint` with [`crate::config::DEFAULT_CONNECTIONS`] connections;
+    /// every call is bounded by `timeout`.
     pub fn new(endpoint: Endpoint, timeout: Duration) -> Self {
+        Self::with_connections(endpoint, timeout, crate::config::DEFAULT_CONNECTIONS)
+    }
+
+    /// A client that keeps at most `connections` (at least 1) connections open at once.
+    pub fn with_connections(endpoint: Endpoint, timeout: Duration, connections: usize) -> Self {
+        let connections = connections.max(1);
         RuntimeClient {
             endpoint,
             timeout,
-            sent: Default::default(),
+            pool: Arc::new(Pool {
+                slots: Semaphore::new(connections),
+                connections,
+                idle: Mutex::new(Vec::new()),
+                sent: AtomicU64::new(0),
+                opened: AtomicU64::new(0),
+            }),
         }
     }
 
     /// How many command lines this client (and its clones) has sent.
     pub fn sent(&self) -> u64 {
-        self.sent.load(std::sync::atomic::Ordering::Relaxed)
+        self.pool.sent.load(Ordering::Relaxed)
+    }
+
+    /// How many connections this client (and its clones) has opened.
+    pub fn opened(&self) -> u64 {
+        self.pool.opened.load(Ordering::Relaxed)
+    }
+
+    /// The most connections open at once.
+    pub fn connections(&self) -> usize {
+        self.pool.connections
     }
 
     /// The endpoint this client talks to.
@@ -144,35 +225,44 @@ impl RuntimeClient {
         &self.endpoint
     }
 
-    /// Sends one command line and returns HAProxy's raw answer, without interpreting it.
+    /// Sends one command line and returns HAProxy's raw answer, without interpreting it:
+    /// the answers of its `;`-separated commands one after the other, as HAProxy prints
+    /// them outside prompt mode.
     pub async fn raw(&self, line: &str) -> Result<String, RuntimeError> {
-        self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.pool.sent.fetch_add(1, Ordering::Relaxed);
         let endpoint = self.endpoint.to_string();
         let call = async {
-            let result = match &self.endpoint {
-                Endpoint::Unix(path) => match UnixStream::connect(path).await {
-                    Ok(stream) => roundtrip(stream, line).await,
-                    Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                        return Err(RuntimeError::AccessDenied {
-                            endpoint: endpoint.clone(),
-                        });
+            let _slot = self
+                .pool
+                .slots
+                .acquire()
+                .await
+                .expect("the pool's semaphore is never closed");
+            // Commands are separated by `;` (names and options never contain one).
+            let commands = line.split(';').count();
+            let mut reused = self.take_idle();
+            let answer = loop {
+                let was_reused = reused.is_some();
+                let mut conn = match reused.take() {
+                    Some(conn) => conn,
+                    None => self.connect().await.map_err(|e| self.io_error(&endpoint, e))?,
+                };
+                match exchange(&mut conn.stream, line, commands).await {
+                    Ok(answer) => {
+                        conn.idle_since = Instant::now();
+                        self.pool.idle.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+                        break answer;
                     }
-                    Err(e) => Err(e),
-                },
-                Endpoint::Tcp(addr) => match TcpStream::connect(addr).await {
-                    Ok(stream) => {
-                        let _ = stream.set_nodelay(true);
-                        roundtrip(stream, line).await
+                    // A pooled connection HAProxy had closed: once more on a fresh one.
+                    Err(Failure::ClosedBeforeAnswer(_)) if was_reused => continue,
+                    Err(Failure::ClosedBeforeAnswer(e) | Failure::Other(e)) => {
+                        return Err(self.io_error(&endpoint, e));
                     }
-                    Err(e) => Err(e),
-                },
+                }
             };
-            let bytes = result.map_err(|e| RuntimeError::Unreachable {
-                endpoint: endpoint.clone(),
-                reason: e.to_string(),
-            })?;
-            String::from_utf8(bytes).map_err(|_| self.malformed(line, "the answer is not UTF-8".into()))
+            String::from_utf8(answer).map_err(|_| self.malformed(line, "the answer is not UTF-8".into()))
         };
+        // A call cut short drops the connection it held: it is never reused.
         match tokio::time::timeout(self.timeout, call).await {
             Ok(result) => result,
             Err(_) => Err(RuntimeError::Timeout {
@@ -180,6 +270,45 @@ impl RuntimeClient {
                 command: line.to_string(),
                 timeout: self.timeout,
             }),
+        }
+    }
+
+    /// An idle connection young enough to reuse; older ones are closed.
+    fn take_idle(&self) -> Option<Conn> {
+        let mut idle = self.pool.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.retain(|c| c.idle_since.elapsed() < IDLE_REUSE);
+        idle.pop()
+    }
+
+    /// A new connection, switched to prompt mode.
+    async fn connect(&self) -> io::Result<Conn> {
+        let mut stream: Box<dyn Io> = match &self.endpoint {
+            Endpoint::Unix(path) => Box::new(UnixStream::connect(path).await?),
+            Endpoint::Tcp(addr) => {
+                let stream = TcpStream::connect(addr).await?;
+                let _ = stream.set_nodelay(true);
+                Box::new(stream)
+            }
+        };
+        self.pool.opened.fetch_add(1, Ordering::Relaxed);
+        exchange(&mut stream, "prompt", 1).await.map_err(|f| match f {
+            Failure::ClosedBeforeAnswer(e) | Failure::Other(e) => e,
+        })?;
+        Ok(Conn {
+            stream,
+            idle_since: Instant::now(),
+        })
+    }
+
+    fn io_error(&self, endpoint: &str, e: io::Error) -> RuntimeError {
+        if e.kind() == io::ErrorKind::PermissionDenied {
+            return RuntimeError::AccessDenied {
+                endpoint: endpoint.to_string(),
+            };
+        }
+        RuntimeError::Unreachable {
+            endpoint: endpoint.to_string(),
+            reason: e.to_string(),
         }
     }
 
@@ -330,19 +459,90 @@ impl RuntimeClient {
     }
 }
 
-async fn roundtrip<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, line: &str) -> io::Result<Vec<u8>> {
+/// Writes `line` on a connection in prompt mode and reads the answers of its `commands`
+/// commands, each ended by a prompt; returns them without the prompts.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
+    stream: &mut S,
+    line: &str,
+    commands: usize,
+) -> Result<Vec<u8>, Failure> {
     let mut request = String::with_capacity(line.len() + 1);
     request.push_str(line);
     request.push('\n');
-    stream.write_all(request.as_bytes()).await?;
+    if let Err(e) = stream.write_all(request.as_bytes()).await {
+        return Err(match e.kind() {
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => Failure::ClosedBeforeAnswer(e),
+            _ => Failure::Other(e),
+        });
+    }
     let mut answer = Vec::with_capacity(1024);
-    stream.read_to_end(&mut answer).await?;
-    Ok(answer)
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut prompts = 0;
+    loop {
+        let n = match stream.read(&mut buf).await {
+            Ok(n) => n,
+            Err(e) if answer.is_empty() && e.kind() == io::ErrorKind::ConnectionReset => {
+                return Err(Failure::ClosedBeforeAnswer(e))
+            }
+            Err(e) => return Err(Failure::Other(e)),
+        };
+        if n == 0 {
+            let e = io::Error::new(io::ErrorKind::UnexpectedEof, "HAProxy closed the connection mid-answer");
+            return Err(if answer.is_empty() {
+                Failure::ClosedBeforeAnswer(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "HAProxy closed the connection",
+                ))
+            } else {
+                Failure::Other(e)
+            });
+        }
+        let from = answer.len().saturating_sub(PROMPT.len() - 1);
+        answer.extend_from_slice(&buf[..n]);
+        prompts += count_prompts(&answer[from..]);
+        // A prompt can only end the stream of answers: nothing follows the last one.
+        if prompts >= commands && answer.ends_with(PROMPT) {
+            return Ok(strip_prompts(&answer));
+        }
+    }
+}
+
+/// How many prompts (`\n> `) a slice holds.
+fn count_prompts(bytes: &[u8]) -> usize {
+    bytes.windows(PROMPT.len()).filter(|w| *w == PROMPT).count()
+}
+
+/// The answers without their prompts: `\n> ` becomes `\n`, which is what HAProxy prints
+/// between answers outside prompt mode.
+fn strip_prompts(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i..].starts_with(PROMPT) {
+            out.push(b'\n');
+            i += PROMPT.len();
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prompts_are_counted_and_stripped() {
+        let answer = b"\n> No such server.\n\n> # bkname/svname\ndyn/a 2/1\n\n> ";
+        assert_eq!(count_prompts(answer), 3);
+        assert_eq!(
+            strip_prompts(answer),
+            b"\nNo such server.\n\n# bkname/svname\ndyn/a 2/1\n\n".to_vec()
+        );
+        assert_eq!(strip_prompts(b"Server deleted.\n> "), b"Server deleted.\n".to_vec());
+    }
 
     #[test]
     fn endpoints_parse_and_display() {

@@ -25,6 +25,7 @@ impl Adapter for Memory {
         Capabilities {
             kind: "rpc".into(),
             required_params: vec![],
+            shared_reads: false,
         }
     }
     async fn register(&self, _: &Target) -> sluice_adapter::Result<()> {

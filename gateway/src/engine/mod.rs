@@ -84,6 +84,10 @@ pub struct Engine {
     pub adapters: BTreeMap<String, Arc<dyn Adapter>>,
     /// Calls in flight per adapter instance.
     limits: BTreeMap<String, Arc<Semaphore>>,
+    /// Adapter instances whose observations share reads and are bounded inside the
+    /// adapter ([`sluice_adapter::Capabilities::shared_reads`]): an observation of theirs
+    /// takes no call slot.
+    shared_reads: std::collections::BTreeSet<String>,
     /// Workers running at once.
     running: Arc<Semaphore>,
     pub pods: DashMap<PodKey, PodView>,
@@ -167,7 +171,13 @@ impl Engine {
             .keys()
             .map(|k| (k.clone(), Arc::new(Semaphore::new(cfg.adapter_concurrency.max(1)))))
             .collect();
+        let shared_reads = adapters
+            .iter()
+            .filter(|(_, a)| a.capabilities().shared_reads)
+            .map(|(k, _)| k.clone())
+            .collect();
         Arc::new(Engine {
+            shared_reads,
             running: Arc::new(Semaphore::new(cfg.max_workers.max(1))),
             cfg,
             clusters,
@@ -621,6 +631,16 @@ impl Engine {
         self.adapter_calls.fetch_add(1, Ordering::Relaxed);
         let limit = self.limits.get(adapter)?.clone();
         limit.acquire_owned().await.ok()
+    }
+
+    /// A permit for one `observe` call: none for an adapter that shares its reads (its
+    /// waiting observations join one read instead of queueing for slots one by one).
+    pub(crate) async fn observe_permit(&self, adapter: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if self.shared_reads.contains(adapter) {
+            self.adapter_calls.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        self.permit(adapter).await
     }
 }
 

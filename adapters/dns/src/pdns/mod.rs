@@ -121,6 +121,7 @@ impl Adapter for PowerDnsAdapter {
         Capabilities {
             kind: "dns".into(),
             required_params: vec!["name".into()],
+            shared_reads: false,
         }
     }
 

@@ -138,6 +138,7 @@ impl Adapter for Rfc2136Adapter {
         Capabilities {
             kind: "dns".into(),
             required_params: vec!["name".into()],
+            shared_reads: false,
         }
     }
 

@@ -225,6 +225,7 @@ impl Adapter for EtcdAdapter {
         Capabilities {
             kind: "rpc".into(),
             required_params: vec!["service".into()],
+            shared_reads: false,
         }
     }
 

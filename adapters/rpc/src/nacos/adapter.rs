@@ -154,6 +154,7 @@ impl Adapter for NacosAdapter {
         Capabilities {
             kind: "rpc".into(),
             required_params: vec!["service".into()],
+            shared_reads: false,
         }
     }
 

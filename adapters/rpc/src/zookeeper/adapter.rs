@@ -200,6 +200,7 @@ impl Adapter for ZookeeperDubboAdapter {
         Capabilities {
             kind: "rpc".into(),
             required_params: vec!["interface".into()],
+            shared_reads: false,
         }
     }
 

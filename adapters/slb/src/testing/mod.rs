@@ -185,7 +185,7 @@ impl Haproxy {
     pub async fn stat(&self, backend: &str, server: &str) -> Option<BTreeMap<String, String>> {
         let client = RuntimeClient::new(self.unix_endpoint(), Duration::from_secs(2));
         let rows = client.show_stat_servers(backend).await.expect("show stat");
-        rows.into_iter().find(|r| r.svname() == server).map(|r| r.fields)
+        rows.into_iter().find(|r| r.svname() == server).map(|r| r.fields())
     }
 
     /// The `status` column of `backend/server` (`""` when absent).
@@ -251,7 +251,8 @@ pub fn stable_servers_state(text: &str) -> Result<String, String> {
     Ok(rows
         .into_iter()
         .map(|row| {
-            row.fields
+            row.row
+                .fields()
                 .iter()
                 .filter(|(column, _)| !VOLATILE_STATE_COLUMNS.contains(&column.as_str()))
                 .map(|(column, value)| match column.as_str() {
