@@ -441,7 +441,7 @@ async fn work(engine: &Arc<Engine>, key: &EndpointKey) {
                 }
             }
             let observed = {
-                let _permit = engine.observe_permit(adapter_name).await;
+                let _permit = engine.permit(adapter_name).await;
                 crate::engine::error::bounded(adapter_name, timeout, adapter.observe(&target)).await
             };
             match observed {

@@ -180,10 +180,13 @@ pub struct Capabilities {
     pub kind: String,
     /// Target parameters the adapter requires, e.g. `["backend"]`.
     pub required_params: Vec<String>,
-    /// `observe` calls made at the same time share the adapter's reads (one read of a
-    /// backend answers every target in it) and are bounded inside the adapter, so the
-    /// engine does not hold one of the instance's call slots per waiting observation.
-    /// `false` for an adapter whose every observation is a call of its own.
+    /// Calls made at the same time share the adapter's reads (one read of a backend
+    /// answers every target in it, and `register`/`deregister` locate their target in such
+    /// a read too), and the adapter bounds what it sends on its own (a connection pool):
+    /// the engine then holds none of the instance's call slots (`adapterConcurrency`) for
+    /// them, since a slot held through the wait for a shared read lets only a few calls at
+    /// a time make progress. `false` for an adapter whose every call is a request of its
+    /// own, which the engine bounds.
     pub shared_reads: bool,
 }
 

@@ -93,6 +93,8 @@ pub struct HaproxyAdapter {
     config: HaproxyConfig,
     client: RuntimeClient,
     memory: Mutex<HashMap<String, Memory>>,
+    /// When `memory` was last swept of entries nobody asked about.
+    swept: Mutex<Instant>,
     flights: Mutex<HashMap<String, Flights>>,
 }
 
@@ -180,6 +182,7 @@ impl HaproxyAdapter {
             config,
             client,
             memory: Mutex::new(HashMap::new()),
+            swept: Mutex::new(Instant::now()),
             flights: Mutex::new(HashMap::new()),
         })
     }
@@ -275,7 +278,13 @@ impl HaproxyAdapter {
         let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         if !memory.contains_key(key) {
-            memory.retain(|_, m| now.duration_since(m.touched) < RETAIN);
+            // At most once a second: a sweep per new entry made thousands of targets
+            // drained together cost a scan each.
+            let mut swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
+            if now.duration_since(*swept) >= Duration::from_secs(1) {
+                *swept = now;
+                memory.retain(|_, m| now.duration_since(m.touched) < RETAIN);
+            }
         }
         let m = memory.entry(key.to_string()).or_insert_with(|| Memory {
             started: None,

@@ -70,12 +70,17 @@ fn failed_calls(gw: &sluice::gateway::Gateway, adapter: &str) -> u64 {
 #[tokio::main]
 async fn main() -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut n = 2000usize;
+    let mut n = 5000usize;
+    let mut engine = String::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--pods" => n = args.next().context("--pods N")?.parse()?,
-            other => bail!("unknown argument {other} (usage: mass-haproxy [--pods N])"),
+            "--max-workers" => {
+                let w: usize = args.next().context("--max-workers N")?.parse()?;
+                engine = format!("  maxWorkers: {w}\n");
+            }
+            other => bail!("unknown argument {other} (usage: mass-haproxy [--pods N] [--max-workers N])"),
         }
     }
     let stage = Stage::new(1, true).await?;
@@ -92,7 +97,7 @@ async fn main() -> Result<()> {
         "- kind: haproxy\n  name: haproxy-dyn\n  endpoint: unix:{}\n  mode: dynamic\n  check: false\n",
         stage.dir.join("haproxy.sock").display()
     );
-    let text = stage.gateway_config_yaml(health, &adapter, "");
+    let text = stage.gateway_config_yaml(health, &adapter, &engine);
     let gw = stage.start_gateway_with(&text).await?;
     let kubelet = stage.cluster().kubelet().context("kubelet-lite")?;
 

@@ -84,9 +84,8 @@ pub struct Engine {
     pub adapters: BTreeMap<String, Arc<dyn Adapter>>,
     /// Calls in flight per adapter instance.
     limits: BTreeMap<String, Arc<Semaphore>>,
-    /// Adapter instances whose observations share reads and are bounded inside the
-    /// adapter ([`sluice_adapter::Capabilities::shared_reads`]): an observation of theirs
-    /// takes no call slot.
+    /// Adapter instances whose calls share reads and are bounded inside the adapter
+    /// ([`sluice_adapter::Capabilities::shared_reads`]): a call of theirs takes no slot.
     shared_reads: std::collections::BTreeSet<String>,
     /// Workers running at once.
     running: Arc<Semaphore>,
@@ -626,21 +625,16 @@ impl Engine {
         }
     }
 
-    /// A permit for one call to an adapter instance.
+    /// A permit for one call to an adapter instance: none for an adapter that shares its
+    /// reads and bounds its own calls (its calls wait for a shared read of the backend, and
+    /// holding a slot through that wait would let a few calls at a time make progress).
     pub(crate) async fn permit(&self, adapter: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
         self.adapter_calls.fetch_add(1, Ordering::Relaxed);
-        let limit = self.limits.get(adapter)?.clone();
-        limit.acquire_owned().await.ok()
-    }
-
-    /// A permit for one `observe` call: none for an adapter that shares its reads (its
-    /// waiting observations join one read instead of queueing for slots one by one).
-    pub(crate) async fn observe_permit(&self, adapter: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
         if self.shared_reads.contains(adapter) {
-            self.adapter_calls.fetch_add(1, Ordering::Relaxed);
             return None;
         }
-        self.permit(adapter).await
+        let limit = self.limits.get(adapter)?.clone();
+        limit.acquire_owned().await.ok()
     }
 }
 

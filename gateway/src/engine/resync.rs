@@ -272,7 +272,7 @@ async fn drain_orphan(engine: &Arc<Engine>, id: &TargetId, listed: &Listed) {
             }
         }
         let observed = {
-            let _permit = engine.observe_permit(&id.adapter).await;
+            let _permit = engine.permit(&id.adapter).await;
             bounded(&id.adapter, timeout, adapter.observe(&target)).await
         };
         match observed {

@@ -455,7 +455,7 @@ impl Worker<'_> {
     /// Observes one target (`None`: no adapter instance to ask).
     async fn observe(&self, t: &PodTarget) -> Option<Result<Observation, StepError>> {
         let adapter = t.adapter.as_ref()?;
-        let _permit = self.engine.observe_permit(adapter.name()).await;
+        let _permit = self.engine.permit(adapter.name()).await;
         let span = info_span!("observe", adapter = adapter.name(), target = %t.target.addr(),
             "sluice.adapter" = adapter.name(), "sluice.kind" = %t.kind, "sluice.binding" = %t.binding,
             "sluice.state" = tracing::field::Empty, "sluice.evidence" = tracing::field::Empty,
