@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every benchmark (release build) and writes its output to bench/results/<name>.txt,
-# headed by the command, the commit, the date and the machine. Then regenerates the
-# README's benchmark section from those files (between the bench:begin / bench:end
-# markers): the figures in the README are never typed by hand.
+# headed by the command, the commit, the date and the machine, and the JSON objects it
+# printed (one line each) to bench/results/<name>.json. Then regenerates the benchmark
+# section of README.md and bench/README.md from those files (between the bench:begin /
+# bench:end markers): the figures there are never typed by hand.
 #
 #   scripts/bench.sh              # every benchmark
 #   scripts/bench.sh dns-drain    # some of them
@@ -40,6 +41,7 @@ for b in "${benches[@]}"; do
     echo "$body"
   } >"$out"
   cat "$out"
+  grep '^{' <<<"$body" >"bench/results/$b.json" || rm -f "bench/results/$b.json"
   [ "$status" -eq 0 ] || failed+=("$b")
 done
 
@@ -60,11 +62,13 @@ trap 'rm -f "$section"' EXIT
   done
   echo "<!-- bench:end -->"
 } >"$section"
-awk -v section="$section" '
-  /<!-- bench:begin/ { while ((getline line < section) > 0) print line; skip = 1; next }
-  /<!-- bench:end -->/ { skip = 0; next }
-  !skip { print }' README.md >README.md.new
-mv README.md.new README.md
+for doc in README.md bench/README.md; do
+  awk -v section="$section" '
+    /<!-- bench:begin/ { while ((getline line < section) > 0) print line; close(section); skip = 1; next }
+    /<!-- bench:end -->/ { skip = 0; next }
+    !skip { print }' "$doc" >"$doc.new"
+  mv "$doc.new" "$doc"
+done
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "bench.sh: missed their targets: ${failed[*]}"

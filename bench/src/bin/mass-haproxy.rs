@@ -8,7 +8,8 @@
 //! commands the adapter sent, and the adapter calls that failed (socket errors among them).
 //! Target (from the scale issue): each phase under 10 s with no failed call.
 //!
-//! `cargo run --release -p sluice-bench --bin mass-haproxy [-- --pods N]`
+//! `cargo run --release -p sluice-bench --bin mass-haproxy [-- --pods N --max-workers N]` prints
+//! the phases, one JSON object and the verdict; `--json`: the JSON object only.
 
 use std::time::{Duration, Instant};
 
@@ -72,15 +73,17 @@ async fn main() -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut n = 5000usize;
     let mut engine = String::new();
+    let mut json = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
+            "--json" => json = true,
             "--pods" => n = args.next().context("--pods N")?.parse()?,
             "--max-workers" => {
                 let w: usize = args.next().context("--max-workers N")?.parse()?;
                 engine = format!("  maxWorkers: {w}\n");
             }
-            other => bail!("unknown argument {other} (usage: mass-haproxy [--pods N] [--max-workers N])"),
+            other => bail!("unknown argument {other} (usage: mass-haproxy [--pods N] [--max-workers N] [--json])"),
         }
     }
     let stage = Stage::new(1, true).await?;
@@ -115,10 +118,15 @@ async fn main() -> Result<()> {
         p.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_some()
     })
     .await?;
-    println!(
+    let say = |line: String| {
+        if !json {
+            println!("{line}");
+        }
+    };
+    say(format!(
         "{n} pods created and started in {:.1} s",
         created.elapsed().as_secs_f64()
-    );
+    ));
     for i in 0..n {
         kubelet
             .set_containers_ready("default", &format!("mass-{i}"), true)
@@ -127,11 +135,11 @@ async fn main() -> Result<()> {
     let registered = until_all(&stage, n, "registered", gate_true).await?;
     let after_register = failed_calls(&gw, "haproxy-dyn");
     let servers = stage.haproxy().show_servers_state("dyn").await?.len();
-    println!(
+    say(format!(
         "registration: {n} pods serving behind one backend in {:.1} s ({servers} servers in HAProxy), failed adapter \
          calls {after_register}",
         registered.as_secs_f64()
-    );
+    ));
 
     // Evacuation: every pod asked to drain at once.
     let asked = Instant::now();
@@ -146,25 +154,38 @@ async fn main() -> Result<()> {
     let evac_total = asked.elapsed().max(evacuated);
     let failed = failed_calls(&gw, "haproxy-dyn");
     let left = stage.haproxy().show_servers_state("dyn").await?.len();
-    println!(
+    say(format!(
         "evacuation: {n} pods drained in {:.1} s after being asked at once ({left} servers left in HAProxy), failed \
          adapter calls {}",
         evac_total.as_secs_f64(),
         failed - after_register
-    );
+    ));
     for l in gw.engine.metrics.encode().lines() {
         if l.starts_with("sluice_adapter_calls_total{") && l.contains("haproxy-dyn") && !l.contains("result=\"ok\"") {
-            println!("  failed: {l}");
+            say(format!("  failed: {l}"));
         }
     }
+    let commands = gw
+        .engine
+        .metrics
+        .encode()
+        .lines()
+        .filter(|l| l.starts_with("sluice_adapter_calls_total{") && l.contains("haproxy-dyn"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum::<u64>();
     let pass = registered < Duration::from_secs(10) && evac_total < Duration::from_secs(10) && failed == 0;
     println!(
+        "{}",
+        json!({"pods": n, "register_s": registered.as_secs_f64(), "evacuation_s": evac_total.as_secs_f64(),
+               "failed_calls": failed, "adapter_calls": commands, "pass": pass})
+    );
+    say(format!(
         "mass-haproxy {n} pods: registered in {:.1} s, evacuated in {:.1} s [target < 10 s each], failed adapter \
          calls {failed} [target 0]: {}",
         registered.as_secs_f64(),
         evac_total.as_secs_f64(),
         if pass { "PASS" } else { "FAIL" }
-    );
+    ));
     if !pass {
         bail!("missed targets");
     }

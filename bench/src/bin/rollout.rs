@@ -16,6 +16,7 @@
 //! `rollouts`; `rollout_s` is their median, `failed` and `requests` their sums).
 //!
 //! `cargo run --release -p sluice-bench --bin rollout [-- --pods N --clients N --sleep-seconds S --sluice-requests N]`
+//! prints the table, one JSON object per mode, and the verdict; `--json`: the JSON objects only.
 
 use std::time::Duration;
 
@@ -33,14 +34,19 @@ fn quantile(mut v: Vec<u64>, p: f64) -> u64 {
 async fn main() -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let (mut pods, mut clients, mut sleep, mut wanted) = (6usize, 64usize, 15u64, 100_000u64);
+    let mut json = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
+            "--json" => json = true,
             "--pods" => pods = args.next().context("--pods N")?.parse()?,
             "--clients" => clients = args.next().context("--clients N")?.parse()?,
             "--sleep-seconds" => sleep = args.next().context("--sleep-seconds S")?.parse()?,
             "--sluice-requests" => wanted = args.next().context("--sluice-requests N")?.parse()?,
-            other => bail!("unknown argument {other} (usage: rollout [--pods N] [--clients N] [--sleep-seconds S])"),
+            other => bail!(
+                "unknown argument {other} (usage: rollout [--pods N] [--clients N] [--sleep-seconds S] \
+                 [--sluice-requests N] [--json])"
+            ),
         }
     }
     let mut results: Vec<(&str, Summary, usize)> = Vec::new();
@@ -71,8 +77,10 @@ async fn main() -> Result<()> {
         total.rollout_s = rollouts[rollouts.len() / 2];
         results.push((mode, total, rollouts.len()));
     }
-    println!("mode    rollouts  requests  failed  drain_p50_ms  drain_p99_ms  longest_inflight_ms  rollout_s");
-    for (mode, s, n) in &results {
+    for (mode, s, n) in results.iter().filter(|_| !json) {
+        if *mode == "none" {
+            println!("mode    rollouts  requests  failed  drain_p50_ms  drain_p99_ms  longest_inflight_ms  rollout_s");
+        }
         println!(
             "{mode:<7} {n:>8}  {:>8}  {:>6}  {:>12}  {:>12}  {:>19}  {:>9.1}",
             s.requests,
@@ -120,11 +128,13 @@ async fn main() -> Result<()> {
         ),
     ];
     let pass = checks.iter().all(|(ok, _)| *ok);
-    println!(
-        "rollout: {}: {}",
-        checks.iter().map(|(_, s)| s.as_str()).collect::<Vec<_>>().join("; "),
-        if pass { "PASS" } else { "FAIL" }
-    );
+    if !json {
+        println!(
+            "rollout: {}: {}",
+            checks.iter().map(|(_, s)| s.as_str()).collect::<Vec<_>>().join("; "),
+            if pass { "PASS" } else { "FAIL" }
+        );
+    }
     if !pass {
         bail!("missed targets");
     }
