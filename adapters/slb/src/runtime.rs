@@ -151,6 +151,9 @@ pub struct RuntimeClient {
 struct Pool {
     /// One permit per connection in use: the bound on connections open at once.
     slots: Semaphore,
+    /// Writes take one of these first: one connection is always left to reads, so the
+    /// reads every waiting call depends on never queue behind thousands of writes.
+    write_slots: Semaphore,
     connections: usize,
     idle: Mutex<Vec<Conn>>,
     /// Command lines sent, for figures and tests.
@@ -197,6 +200,7 @@ impl RuntimeClient {
             timeout,
             pool: Arc::new(Pool {
                 slots: Semaphore::new(connections),
+                write_slots: Semaphore::new(connections.saturating_sub(1).max(1)),
                 connections,
                 idle: Mutex::new(Vec::new()),
                 sent: AtomicU64::new(0),
@@ -229,9 +233,23 @@ impl RuntimeClient {
     /// the answers of its `;`-separated commands one after the other, as HAProxy prints
     /// them outside prompt mode.
     pub async fn raw(&self, line: &str) -> Result<String, RuntimeError> {
+        self.send(line, true).await
+    }
+
+    /// [`Self::raw`] for a read-only command line, which may use the connection writes
+    /// leave to reads.
+    async fn raw_read(&self, line: &str) -> Result<String, RuntimeError> {
+        self.send(line, false).await
+    }
+
+    async fn send(&self, line: &str, write: bool) -> Result<String, RuntimeError> {
         self.pool.sent.fetch_add(1, Ordering::Relaxed);
         let endpoint = self.endpoint.to_string();
         let call = async {
+            let _write = match write {
+                true => Some(self.pool.write_slots.acquire().await.expect("never closed")),
+                false => None,
+            };
             let _slot = self
                 .pool
                 .slots
@@ -314,7 +332,7 @@ impl RuntimeClient {
 
     /// A read-only command: known error texts become errors, anything else is returned.
     async fn query(&self, line: &str, backend: Option<&str>) -> Result<String, RuntimeError> {
-        let answer = self.raw(line).await?;
+        let answer = self.raw_read(line).await?;
         let endpoint = self.endpoint.to_string();
         check_query(
             &answer,
