@@ -109,8 +109,11 @@ pub async fn watch_pods(
                     for k in gone {
                         engine.forget(&k);
                     }
+                    drop(fresh);
                     let mut changed = Vec::new();
-                    for v in buffer.drain(..) {
+                    // Taken, not drained: a drained Vec keeps its capacity (a view per pod
+                    // of the whole list) for the watch's life.
+                    for v in std::mem::take(&mut buffer) {
                         let key = v.key();
                         if engine.observe_pod(v) {
                             changed.push(key);
