@@ -60,17 +60,19 @@ pub struct HaproxyConfig {
     pub timeout: Duration,
     /// Backends a target may select; empty means any backend of this HAProxy.
     pub allowed_backends: Vec<String>,
-    /// Runtime API connections kept open and used at once (each in prompt mode, one
-    /// command at a time): the bound on what Sluice asks of the stats socket, however many
-    /// pods are drained together.
+    /// Runtime API connections open at once: `connections − 1` kept open for writes (in
+    /// prompt mode, one command at a time each) and one for reads (a new one per read).
+    /// The bound on what Sluice asks of the stats socket, however many pods are drained
+    /// together; keep it below the socket's `maxconn` (10 by default) with room for
+    /// operators' tools and other replicas.
     pub connections: usize,
 }
 
 /// Default for [`HaproxyConfig::connections`].
 pub const DEFAULT_CONNECTIONS: usize = 4;
-/// Upper bound for [`HaproxyConfig::connections`] (HAProxy's CLI serves each connection
-/// in turn; more only queue in its accept backlog).
-pub const MAX_CONNECTIONS: usize = 64;
+/// Upper bound for [`HaproxyConfig::connections`]: HAProxy's stats socket accepts 10
+/// connections by default (`stats maxconn`), and more only queue in its accept backlog.
+pub const MAX_CONNECTIONS: usize = 8;
 
 impl HaproxyConfig {
     /// A static-mode config with defaults: no escalation, 2 s timeout, any backend.
@@ -95,9 +97,10 @@ impl HaproxyConfig {
         if self.timeout.is_zero() {
             return Err("`timeoutSeconds` must be greater than 0".into());
         }
-        if !(1..=MAX_CONNECTIONS).contains(&self.connections) {
+        if !(2..=MAX_CONNECTIONS).contains(&self.connections) {
             return Err(format!(
-                "`connections` must be between 1 and {MAX_CONNECTIONS} (runtime API connections kept open), not {}",
+                "`connections` must be between 2 and {MAX_CONNECTIONS} (runtime API connections open at once: \
+                 one for reads, the rest kept open for writes), not {}",
                 self.connections
             ));
         }
@@ -276,8 +279,8 @@ mod tests {
             ),
             ("timeoutSeconds: 0\n", "greater than 0"),
             ("escalateAfterSeconds: -1\n", "non-negative"),
-            ("connections: 0\n", "between 1 and 64"),
-            ("connections: 65\n", "between 1 and 64"),
+            ("connections: 1\n", "between 2 and 8"),
+            ("connections: 9\n", "between 2 and 8"),
         ] {
             let err = parse(&format!("{base}{extra}")).unwrap_err();
             assert!(err.contains(needle), "{extra:?}: {err}");

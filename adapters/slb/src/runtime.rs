@@ -1,21 +1,29 @@
 //! A client for the HAProxy runtime API (the "stats socket").
 //!
-//! Connections are kept open in HAProxy's prompt mode and reused, at most
-//! [`RuntimeClient::connections`] of them at once: a command line (one command, or several
-//! joined with `;`) is written and its answer read up to the prompt that follows each
-//! command, all under a per-call timeout. A pool, not a connection per command: with
-//! thousands of pods drained together, a connection each overflows the socket's accept
-//! backlog (HAProxy refuses with `Resource temporarily unavailable`), and HAProxy serves one
-//! connection's commands in turn anyway. The socket is spoken to directly with tokio —
+//! Writes go over a few connections kept open in HAProxy's prompt mode and reused, at
+//! most `connections − 1` of them: a command line (one command, or several joined with `;`)
+//! is written and its answer read up to the prompt that follows each command, all under a
+//! per-call timeout. A pool, not a connection per command: with thousands of pods drained
+//! together, a connection each overflows the socket's accept backlog (HAProxy refuses with
+//! `Resource temporarily unavailable`), and HAProxy serves one connection's commands in
+//! turn anyway.
+//!
+//! Reads — the evidence a drain is verified on — never reuse a connection: each is one
+//! command on a connection of its own, read to its end, one read at a time. A connection
+//! opened before a reload keeps talking to the old, stopping HAProxy process (whose
+//! frontends are closed, so its servers show no sessions); evidence from it could verify a
+//! drain the new process never saw. Reads are few — one per backend per poll serves every
+//! target in it — so a connection each costs little. So at most `connections` are open.
+//!
+//! A pooled connection that fails, times out, is abandoned mid-answer, or has bytes waiting
+//! after its answer is closed, never reused (its next answer would belong to the wrong
+//! command). HAProxy may close a connection (its `stats timeout`, which HAProxy 2.6 applies
+//! to prompt-mode connections only at times, a reload, `shutdown session`): idle ones older
+//! than [`IDLE_REUSE`] and any older than [`MAX_AGE`] are not reused, and a command whose
+//! reused connection turns out closed before any answer is sent once more on a fresh one
+//! (HAProxy read nothing from it then). The socket is spoken to directly with tokio —
 //! measured here, one `set server` takes ~0.1 ms on a unix socket, against ~5.7 ms through
 //! a `socat` subprocess.
-//!
-//! A connection that fails, times out or is abandoned mid-answer is closed, never reused
-//! (its next answer would belong to the wrong command). HAProxy may close a connection
-//! (its `stats timeout`, which HAProxy 2.6 applies to prompt-mode connections only at
-//! times, a reload, `shutdown session`): idle ones older than [`IDLE_REUSE`] are not
-//! reused, and a command whose reused connection turns out closed before any answer is sent
-//! once more on a fresh one (HAProxy read nothing from it then).
 //!
 //! HAProxy answers in free text; [`crate::error`] maps the texts HAProxy 2.6 prints to a
 //! typed [`RuntimeError`] that says whether retrying can help.
@@ -29,6 +37,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::Semaphore;
@@ -42,6 +51,10 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 /// An idle connection older than this is closed instead of reused (HAProxy's default
 /// `stats timeout` is 10 s).
 pub const IDLE_REUSE: Duration = Duration::from_secs(5);
+
+/// A pooled connection is not reused past this age, however busy: after a reload, writes
+/// reach the new HAProxy process within this long.
+pub const MAX_AGE: Duration = Duration::from_secs(2);
 
 /// What ends each command's answer in prompt mode (the answer text itself ends in `\n`,
 /// and no answer of the commands sent here has a line starting with `> `).
@@ -149,22 +162,23 @@ pub struct RuntimeClient {
 /// The open connections of a client and its clones.
 #[derive(Debug)]
 struct Pool {
-    /// One permit per connection in use: the bound on connections open at once.
-    slots: Semaphore,
-    /// Writes take one of these first: one connection is always left to reads, so the
-    /// reads every waiting call depends on never queue behind thousands of writes.
+    /// One permit per pooled connection in use (`connections − 1`, at least 1).
     write_slots: Semaphore,
+    /// Reads, one at a time on a connection of their own: they never queue behind
+    /// thousands of writes.
+    read_slot: Semaphore,
     connections: usize,
     idle: Mutex<Vec<Conn>>,
     /// Command lines sent, for figures and tests.
     sent: AtomicU64,
-    /// Connections opened, for figures and tests.
+    /// Pooled (write) connections opened, for figures and tests.
     opened: AtomicU64,
 }
 
 /// One connection in prompt mode.
 struct Conn {
     stream: Box<dyn Io>,
+    opened: Instant,
     idle_since: Instant,
 }
 
@@ -199,8 +213,8 @@ impl RuntimeClient {
             endpoint,
             timeout,
             pool: Arc::new(Pool {
-                slots: Semaphore::new(connections),
                 write_slots: Semaphore::new(connections.saturating_sub(1).max(1)),
+                read_slot: Semaphore::new(1),
                 connections,
                 idle: Mutex::new(Vec::new()),
                 sent: AtomicU64::new(0),
@@ -214,12 +228,12 @@ impl RuntimeClient {
         self.pool.sent.load(Ordering::Relaxed)
     }
 
-    /// How many connections this client (and its clones) has opened.
+    /// How many pooled (write) connections this client (and its clones) has opened.
     pub fn opened(&self) -> u64 {
         self.pool.opened.load(Ordering::Relaxed)
     }
 
-    /// The most connections open at once.
+    /// The most connections open at once (pooled ones for writes, plus one read).
     pub fn connections(&self) -> usize {
         self.pool.connections
     }
@@ -229,30 +243,16 @@ impl RuntimeClient {
         &self.endpoint
     }
 
-    /// Sends one command line and returns HAProxy's raw answer, without interpreting it:
-    /// the answers of its `;`-separated commands one after the other, as HAProxy prints
-    /// them outside prompt mode.
+    /// Sends one command line on a pooled connection and returns HAProxy's raw answer,
+    /// without interpreting it: the answers of its `;`-separated commands one after the
+    /// other, as HAProxy prints them outside prompt mode.
     pub async fn raw(&self, line: &str) -> Result<String, RuntimeError> {
-        self.send(line, true).await
-    }
-
-    /// [`Self::raw`] for a read-only command line, which may use the connection writes
-    /// leave to reads.
-    async fn raw_read(&self, line: &str) -> Result<String, RuntimeError> {
-        self.send(line, false).await
-    }
-
-    async fn send(&self, line: &str, write: bool) -> Result<String, RuntimeError> {
         self.pool.sent.fetch_add(1, Ordering::Relaxed);
         let endpoint = self.endpoint.to_string();
         let call = async {
-            let _write = match write {
-                true => Some(self.pool.write_slots.acquire().await.expect("never closed")),
-                false => None,
-            };
             let _slot = self
                 .pool
-                .slots
+                .write_slots
                 .acquire()
                 .await
                 .expect("the pool's semaphore is never closed");
@@ -267,8 +267,14 @@ impl RuntimeClient {
                 };
                 match exchange(&mut conn.stream, line, commands).await {
                     Ok(answer) => {
-                        conn.idle_since = Instant::now();
-                        self.pool.idle.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+                        // Pooled again only when nothing follows the answer: a byte, or
+                        // the end of the stream, waiting there means the connection is
+                        // out of step (or closing), and it is dropped.
+                        let mut probe = [0u8; 1];
+                        if conn.stream.read(&mut probe).now_or_never().is_none() {
+                            conn.idle_since = Instant::now();
+                            self.pool.idle.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+                        }
                         break answer;
                     }
                     // A pooled connection HAProxy had closed: once more on a fresh one.
@@ -291,10 +297,45 @@ impl RuntimeClient {
         }
     }
 
+    /// A read-only command line on a connection of its own, read to its end (see the
+    /// module docs: evidence never comes from a connection opened before a reload).
+    async fn raw_read(&self, line: &str) -> Result<String, RuntimeError> {
+        self.pool.sent.fetch_add(1, Ordering::Relaxed);
+        let endpoint = self.endpoint.to_string();
+        let call = async {
+            let _slot = self
+                .pool
+                .read_slot
+                .acquire()
+                .await
+                .expect("the pool's semaphore is never closed");
+            let answer = match &self.endpoint {
+                Endpoint::Unix(path) => roundtrip(UnixStream::connect(path).await, line).await,
+                Endpoint::Tcp(addr) => {
+                    let stream = TcpStream::connect(addr).await;
+                    if let Ok(s) = &stream {
+                        let _ = s.set_nodelay(true);
+                    }
+                    roundtrip(stream, line).await
+                }
+            }
+            .map_err(|e| self.io_error(&endpoint, e))?;
+            String::from_utf8(answer).map_err(|_| self.malformed(line, "the answer is not UTF-8".into()))
+        };
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(RuntimeError::Timeout {
+                endpoint,
+                command: line.to_string(),
+                timeout: self.timeout,
+            }),
+        }
+    }
+
     /// An idle connection young enough to reuse; older ones are closed.
     fn take_idle(&self) -> Option<Conn> {
         let mut idle = self.pool.idle.lock().unwrap_or_else(|e| e.into_inner());
-        idle.retain(|c| c.idle_since.elapsed() < IDLE_REUSE);
+        idle.retain(|c| c.idle_since.elapsed() < IDLE_REUSE && c.opened.elapsed() < MAX_AGE);
         idle.pop()
     }
 
@@ -314,6 +355,7 @@ impl RuntimeClient {
         })?;
         Ok(Conn {
             stream,
+            opened: Instant::now(),
             idle_since: Instant::now(),
         })
     }
@@ -475,6 +517,18 @@ impl RuntimeClient {
         let cmd = format!("shutdown sessions server {backend}/{server}");
         self.server_commands(backend, server, &[cmd]).await
     }
+}
+
+/// Writes `line` on a new connection outside prompt mode and reads the answer to its end.
+async fn roundtrip<S: AsyncRead + AsyncWrite + Unpin>(stream: io::Result<S>, line: &str) -> io::Result<Vec<u8>> {
+    let mut stream = stream?;
+    let mut request = String::with_capacity(line.len() + 1);
+    request.push_str(line);
+    request.push('\n');
+    stream.write_all(request.as_bytes()).await?;
+    let mut answer = Vec::with_capacity(64 * 1024);
+    stream.read_to_end(&mut answer).await?;
+    Ok(answer)
 }
 
 /// Writes `line` on a connection in prompt mode and reads the answers of its `commands`
