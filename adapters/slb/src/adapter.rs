@@ -212,9 +212,7 @@ impl HaproxyAdapter {
             }
         }
         let read = async {
-            let servers = self.client.show_servers_state(backend).await?;
-            let stats = self.client.show_stat_servers(backend).await?;
-            let conns = self.client.show_servers_conn(backend).await?;
+            let (servers, stats, conns) = self.client.backend_snapshot(backend).await?;
             Ok::<_, AdapterError>(std::sync::Arc::new(Snapshot::new(servers, stats, conns)))
         };
         let result = read.await;

@@ -199,6 +199,14 @@ enum Failure {
     Other(io::Error),
 }
 
+impl Failure {
+    fn into_io(self) -> io::Error {
+        match self {
+            Failure::ClosedBeforeAnswer(e) | Failure::Other(e) => e,
+        }
+    }
+}
+
 impl RuntimeClient {
     /// A client for `endpoint` with [`crate::config::DEFAULT_CONNECTIONS`] connections;
     /// every call is bounded by `timeout`.
@@ -340,7 +348,8 @@ impl RuntimeClient {
     }
 
     /// A new connection, switched to prompt mode.
-    async fn connect(&self) -> io::Result<Conn> {
+    /// A new connection in prompt mode, not counted as pooled.
+    async fn open_prompt(&self) -> io::Result<Box<dyn Io>> {
         let mut stream: Box<dyn Io> = match &self.endpoint {
             Endpoint::Unix(path) => Box::new(UnixStream::connect(path).await?),
             Endpoint::Tcp(addr) => {
@@ -349,10 +358,13 @@ impl RuntimeClient {
                 Box::new(stream)
             }
         };
+        exchange(&mut stream, "prompt", 1).await.map_err(Failure::into_io)?;
+        Ok(stream)
+    }
+
+    async fn connect(&self) -> io::Result<Conn> {
+        let stream = self.open_prompt().await?;
         self.pool.opened.fetch_add(1, Ordering::Relaxed);
-        exchange(&mut stream, "prompt", 1).await.map_err(|f| match f {
-            Failure::ClosedBeforeAnswer(e) | Failure::Other(e) => e,
-        })?;
         Ok(Conn {
             stream,
             opened: Instant::now(),
@@ -373,6 +385,68 @@ impl RuntimeClient {
     }
 
     /// A read-only command: known error texts become errors, anything else is returned.
+    /// The three reads of a backend's servers (`show servers state`, `show stat`, `show
+    /// servers conn`) on one connection of their own, closed after them: one process's
+    /// answers, never a pooled connection's (see the module docs).
+    pub async fn backend_snapshot(
+        &self,
+        backend: &str,
+    ) -> Result<(Vec<ServerState>, Vec<StatRow>, Vec<ServerConn>), RuntimeError> {
+        validate_name("backend", backend)?;
+        let all_digits = backend.bytes().all(|b| b.is_ascii_digit());
+        let lines = [
+            format!("show servers state {backend}"),
+            if all_digits {
+                "show stat".to_string()
+            } else {
+                format!("show stat {backend} 4 -1")
+            },
+            format!("show servers conn {backend}"),
+        ];
+        self.pool.sent.fetch_add(lines.len() as u64, Ordering::Relaxed);
+        let endpoint = self.endpoint.to_string();
+        let call = async {
+            let _slot = self.pool.read_slot.acquire().await.expect("never closed");
+            let mut stream = self.open_prompt().await.map_err(|e| self.io_error(&endpoint, e))?;
+            let mut answers = Vec::with_capacity(lines.len());
+            for line in &lines {
+                let answer = exchange(&mut stream, line, 1)
+                    .await
+                    .map_err(|f| self.io_error(&endpoint, f.into_io()))?;
+                let answer =
+                    String::from_utf8(answer).map_err(|_| self.malformed(line, "the answer is not UTF-8".into()))?;
+                check_query(
+                    &answer,
+                    Call {
+                        endpoint: &endpoint,
+                        command: line,
+                        backend: Some(backend),
+                        server: None,
+                    },
+                )?;
+                answers.push(answer);
+            }
+            Ok::<_, RuntimeError>(answers)
+        };
+        let answers = match tokio::time::timeout(self.timeout, call).await {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(RuntimeError::Timeout {
+                    endpoint,
+                    command: lines.join("; "),
+                    timeout: self.timeout,
+                })
+            }
+        };
+        let servers = parse::parse_servers_state(&answers[0]).map_err(|r| self.malformed(&lines[0], r))?;
+        let mut stats = parse::parse_stat_csv(&answers[1]).map_err(|r| self.malformed(&lines[1], r))?;
+        if all_digits {
+            stats.retain(|r| r.pxname() == backend && r.svname() != "BACKEND" && r.svname() != "FRONTEND");
+        }
+        let conns = parse::parse_servers_conn(&answers[2]).map_err(|r| self.malformed(&lines[2], r))?;
+        Ok((servers, stats, conns))
+    }
+
     async fn query(&self, line: &str, backend: Option<&str>) -> Result<String, RuntimeError> {
         let answer = self.raw_read(line).await?;
         let endpoint = self.endpoint.to_string();
