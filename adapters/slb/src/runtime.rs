@@ -295,11 +295,20 @@ impl RuntimeClient {
             String::from_utf8(answer).map_err(|_| self.malformed(line, "the answer is not UTF-8".into()))
         };
         // A call cut short drops the connection it held: it is never reused.
+        self.bounded(line, call).await
+    }
+
+    /// `call` within the client's timeout.
+    async fn bounded<T>(
+        &self,
+        command: &str,
+        call: impl std::future::Future<Output = Result<T, RuntimeError>>,
+    ) -> Result<T, RuntimeError> {
         match tokio::time::timeout(self.timeout, call).await {
             Ok(result) => result,
             Err(_) => Err(RuntimeError::Timeout {
-                endpoint,
-                command: line.to_string(),
+                endpoint: self.endpoint.to_string(),
+                command: command.to_string(),
                 timeout: self.timeout,
             }),
         }
@@ -330,14 +339,7 @@ impl RuntimeClient {
             .map_err(|e| self.io_error(&endpoint, e))?;
             String::from_utf8(answer).map_err(|_| self.malformed(line, "the answer is not UTF-8".into()))
         };
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(result) => result,
-            Err(_) => Err(RuntimeError::Timeout {
-                endpoint,
-                command: line.to_string(),
-                timeout: self.timeout,
-            }),
-        }
+        self.bounded(line, call).await
     }
 
     /// An idle connection young enough to reuse; older ones are closed.
@@ -428,16 +430,7 @@ impl RuntimeClient {
             }
             Ok::<_, RuntimeError>(answers)
         };
-        let answers = match tokio::time::timeout(self.timeout, call).await {
-            Ok(result) => result?,
-            Err(_) => {
-                return Err(RuntimeError::Timeout {
-                    endpoint,
-                    command: lines.join("; "),
-                    timeout: self.timeout,
-                })
-            }
-        };
+        let answers = self.bounded(&lines.join("; "), call).await?;
         let servers = parse::parse_servers_state(&answers[0]).map_err(|r| self.malformed(&lines[0], r))?;
         let mut stats = parse::parse_stat_csv(&answers[1]).map_err(|r| self.malformed(&lines[1], r))?;
         if all_digits {
