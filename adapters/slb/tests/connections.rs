@@ -187,6 +187,8 @@ async fn after_a_reload_reads_come_from_the_new_process_and_writes_follow() {
         .status()
         .expect("kill -USR2");
     assert!(reload.success());
+    // A deadline of its own: a new worker parses its config and starts under a loaded CI.
+    let deadline = Instant::now() + Duration::from_secs(60);
     let new = loop {
         let now = pid(&client.show_info().await.expect("show info"));
         if now != old {
