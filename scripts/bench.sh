@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/sbin"
 
-all=(sim-scale remote-overhead dns-drain rpc-drain haproxy-drain failover tracing-overhead admission api rollout mass-haproxy)
+all=(sim-scale remote-overhead dns-drain rpc-drain haproxy-drain failover tracing-overhead admission api rollout mass-haproxy scale)
 benches=("$@")
 [ ${#benches[@]} -gt 0 ] || benches=("${all[@]}")
 

@@ -97,7 +97,8 @@ pub struct Engine {
     pub adapter_writes: AtomicU64,
     /// Every adapter call (observe, register, deregister), for tests that bound them.
     pub adapter_calls: AtomicU64,
-    /// Pod workers run to the end (a converged pod's run writes and calls nothing).
+    /// Pods looked at: worker runs to the end, and kicks of pods whose worker would have
+    /// ended at once (`worker::settled`: a converged pod's run writes and calls nothing).
     pub worker_runs: AtomicU64,
     /// Whether this gateway may act now (leader, shadow, paused, stopping).
     pub authority: Arc<crate::authority::Authority>,
@@ -529,6 +530,18 @@ impl Engine {
         }
         // A standby, or a gateway shutting down, starts nothing (the leader does).
         if !self.authority.leading() || self.authority.stopping() {
+            return;
+        }
+        // A pod whose worker would end at once gets none (looked at all the same).
+        if !force
+            && !self.workers.contains_key(&key)
+            && self
+                .pods
+                .get(&key)
+                .map(|p| p.clone())
+                .is_none_or(|pod| worker::settled(self, &key, &pod))
+        {
+            self.worker_runs.fetch_add(1, Ordering::SeqCst);
             return;
         }
         let slot = match self.workers.entry(key.clone()) {

@@ -212,16 +212,31 @@ pub(crate) async fn run(engine: &Arc<Engine>, key: &PodKey, slot: &Slot) {
 
 impl Worker<'_> {
     async fn run_loop(&mut self) {
+        // The worker cap's permit is kept from a pass that moved the operation forward to
+        // the next one, if that follows within the poll interval: an operation under way
+        // goes on before new ones start. Queued again behind every new drain at each pass,
+        // a drain of a zone evacuation took as long as all of them. It is given back
+        // across any longer pause and while the pod only waits for evidence, so pods
+        // waiting or blocked for hours cannot starve new drains.
+        let mut permit = None;
         loop {
             self.slot.dirty.store(false, Ordering::SeqCst);
             let forced = self.slot.force.swap(false, Ordering::SeqCst);
             let next = {
-                let Ok(_permit) = self.engine.running.clone().acquire_owned().await else {
-                    return;
-                };
+                if permit.is_none() {
+                    let Ok(p) = self.engine.running.clone().acquire_owned().await else {
+                        return;
+                    };
+                    permit = Some(p);
+                }
                 let _in_flight = super::InFlight::new(&self.engine.in_flight);
                 self.pass(forced).await
             };
+            let going_on =
+                matches!(next, Next::After(d) if d <= self.engine.cfg.poll_interval()) && self.waiting_since.is_none();
+            if !going_on {
+                permit = None;
+            }
             match next {
                 // The engine runs the pod again if something arrived meanwhile (a new
                 // operation gets a worker, and a span, of its own).
@@ -399,19 +414,17 @@ impl Worker<'_> {
             poll.max(BLOCKED_POLL)
         } else if acted {
             self.waiting_since = None;
-            let first_calls = steps.iter().any(|s| match s {
-                Step::Register(_) => true,
-                // A drain step the adapter said was due (HAProxy: MAINT once sessions are
-                // gone) shows at once: observe again without a poll.
-                Step::Deregister(i) => !matches!(facts.targets[*i].seen, Seen::State { advance: true, .. }),
-                _ => false,
-            });
-            if first_calls || self.replanned.as_deref() == Some(&steps[..]) {
-                // The backend needs a moment to show what changed.
+            if self.replanned.as_deref() == Some(&steps[..]) {
+                // The same steps again right after they were made: the backend needs a
+                // moment to show what changed (and a step it keeps asking for cannot spin
+                // the worker).
                 poll
             } else {
-                // Only pod writes, already in the view (`took`): plan again at once, so the
-                // last write of a drain (its status) follows the finalizers' without a poll.
+                // Plan again at once: pod writes are already in the view (`took`), so the
+                // last write of a drain (its status) follows the finalizers' without a
+                // poll; after an adapter call, its evidence is often there at once (a
+                // registry, a server with no session left). When it is not, the next pass
+                // only waits, and waits are paced.
                 Duration::ZERO
             }
         } else {
@@ -493,20 +506,7 @@ impl Worker<'_> {
     /// Invalid bindings of the pod's namespace: those that select it (by name), and all
     /// of them (their recorded targets are held).
     fn invalid_bindings(&self, pod: &PodView) -> (Vec<String>, Vec<String>) {
-        let mut selecting = Vec::new();
-        let mut names = Vec::new();
-        for b in self.engine.bindings.iter() {
-            let (cluster, ns, name) = b.key();
-            if *cluster != pod.cluster || *ns != pod.namespace || b.valid().is_some() {
-                continue;
-            }
-            names.push(name.clone());
-            if super::selects(&b, pod) {
-                selecting.push(name.clone());
-            }
-        }
-        selecting.sort();
-        (selecting, names)
+        invalid_bindings(self.engine, pod)
     }
 
     fn target_facts(
@@ -789,6 +789,12 @@ impl Worker<'_> {
                 self.took(&written);
                 false
             }
+            // The pod is gone: its last finalizer went and nothing held it. The watch
+            // tells the worker so.
+            Err(e) if e.is_not_found() => {
+                tracing::debug!(error = %e, "The pod is gone; its status is not written.");
+                false
+            }
             // Not remembered as written: the next pass writes it again.
             Err(e) => {
                 warn!(error = %e, "Could not write the status annotation.");
@@ -848,6 +854,53 @@ impl Worker<'_> {
 /// The deadline of a pod's drain or restore: the strictest of its bindings'.
 fn deadline_seconds(bindings: &[Binding], default: u64) -> u64 {
     bindings.iter().map(|b| b.deadline_seconds).min().unwrap_or(default)
+}
+
+/// The invalid bindings of the pod's namespace: those that select it, and every name.
+fn invalid_bindings(engine: &Engine, pod: &PodView) -> (Vec<String>, Vec<String>) {
+    let mut selecting = Vec::new();
+    let mut names = Vec::new();
+    for b in engine.bindings.iter() {
+        let (cluster, ns, name) = b.key();
+        if *cluster != pod.cluster || *ns != pod.namespace || b.valid().is_some() {
+            continue;
+        }
+        names.push(name.clone());
+        if super::selects(&b, pod) {
+            selecting.push(name.clone());
+        }
+    }
+    selecting.sort();
+    (selecting, names)
+}
+
+/// Whether a worker's first pass (not forced) would end at once, writing nothing, calling
+/// no adapter and raising no Event: a pod held for a reason that is no problem (no address
+/// yet, containers not ready), a pod no binding covers with nothing of Sluice's on it, or a
+/// restore its record says is done. A kick of such a pod starts no task: at a cluster's sync
+/// that is nearly every pod, and a task each (a few KiB apiece, for a million pods at once)
+/// was most of the gateway's memory. The budget slot such a pass gives back goes back here.
+pub(super) fn settled(engine: &Engine, key: &PodKey, pod: &PodView) -> bool {
+    let intent = planner::intent(pod);
+    if let Intent::Hold(h) = &intent {
+        return h.problem().is_none();
+    }
+    let ledger = pod.ledger();
+    let bindings = engine.bindings_for(pod);
+    let (invalid_selecting, invalid_names) = invalid_bindings(engine, pod);
+    let entries = ledger.clone().unwrap_or_default();
+    let targets = targets::assemble(pod, &bindings, &entries, &invalid_names, &engine.adapters);
+    let settled =
+        if targets.is_empty() && !pod.holds_sluice_finalizer() && ledger.is_ok() && invalid_selecting.is_empty() {
+            // The pass would report a gate no binding will ever set.
+            !(matches!(intent, Intent::Restore) && pod.has_gate && pod.gate != Some(true))
+        } else {
+            matches!(intent, Intent::Restore) && converged_by_record(pod, &targets, &invalid_selecting)
+        };
+    if settled {
+        engine.budgets.release(key);
+    }
+    settled
 }
 
 /// A restore the pod's record says is done: serving, gate True, every target it should

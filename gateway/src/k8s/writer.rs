@@ -54,6 +54,11 @@ fn check_etag(pod: &Pod, etag: Option<&str>) -> Result<(), WriteError> {
 }
 
 impl WriteError {
+    /// The API server answered 404: the pod is gone.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, WriteError::Kube(kube::Error::Api(s)) if s.code == 404)
+    }
+
     /// Retrying soon can help (a conflict, throttling, the server briefly failing).
     pub fn is_retryable(&self) -> bool {
         match self {

@@ -11,7 +11,7 @@ pub mod status;
 pub use binding::{resolve, Binding, BindingKey, BindingState, Budget, InvalidBinding, ResolvedTarget, Selector};
 pub use ledger::{LedgerEntry, TargetId, LEDGER_ANNOTATION, LEDGER_FINALIZER};
 pub use pod::{
-    drain_request, finalizer, finalizer_kind, prestop_mark, PodKey, PodView, DESIRED_ANNOTATION, DESIRED_BY_ANNOTATION,
-    DOMAIN, DRAIN_REQUEST_ANNOTATION, GATE, KRUISE_STATE, PRESTOP_ANNOTATION,
+    drain_request, finalizer, finalizer_kind, prestop_mark, Labels, PodKey, PodView, DESIRED_ANNOTATION,
+    DESIRED_BY_ANNOTATION, DOMAIN, DRAIN_REQUEST_ANNOTATION, GATE, KRUISE_STATE, PRESTOP_ANNOTATION,
 };
 pub use status::{State, StatusSummary, STATUS_ANNOTATION};

@@ -2,8 +2,6 @@
 //! sentences: `t("slb").recorded().seen(Serving)` is an slb target the ledger records and
 //! its adapter reports serving.
 
-use std::collections::BTreeMap;
-
 use sluice_adapter::TrafficState::{self, *};
 
 use super::*;
@@ -16,7 +14,7 @@ fn pod() -> PodView {
         name: "web-1".into(),
         uid: "u1".into(),
         resource_version: "1".into(),
-        labels: BTreeMap::new(),
+        labels: Default::default(),
         desired: None,
         desired_by: None,
         kruise_state: None,
