@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Event as CoreEvent;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use sluice::demo::{self, DemoOptions, Stage};
 
@@ -225,6 +225,69 @@ async fn converged_restart_makes_no_adapter_writes() {
         converged,
         "a converged restart writes nothing to the pods"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_with_nothing_to_do_get_no_worker_task() {
+    let stage = Stage::new(2, true).await.expect("stage");
+    let gw = stage.start_gateway().await.expect("gateway");
+    for i in 0..2 {
+        stage.wait_ready(i, T).await.expect("ready");
+    }
+    // 300 pods no binding selects, with nothing of Sluice's on them.
+    for i in 0..300 {
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+            "metadata": {"name": format!("other-{i}"), "labels": {"app": "other"}},
+            "spec": {"containers": [{"name": "c", "image": "registry.local/other:1"}]}
+        }))
+        .unwrap();
+        stage.pods.create(&PostParams::default(), &pod).await.unwrap();
+    }
+    until("the gateway to see them", || async {
+        (gw.engine.pods.len() == 302 && gw.engine.busy_pods() == 0).then_some(())
+    })
+    .await;
+    let (started, runs) = (
+        gw.engine.workers_started.load(Ordering::SeqCst),
+        gw.engine.worker_runs.load(Ordering::SeqCst),
+    );
+    // What a cluster's sync, a new leader or a resume does: every pod looked at.
+    gw.engine.kick_all();
+    assert!(
+        gw.engine.worker_runs.load(Ordering::SeqCst) >= runs + 300,
+        "every pod was looked at"
+    );
+    let tasks = gw.engine.workers_started.load(Ordering::SeqCst) - started;
+    assert!(
+        tasks <= 2,
+        "{tasks} worker tasks started: the unbound pods and the converged ones need none"
+    );
+    // A pod with the readiness gate and no binding still gets a worker: it is told why its
+    // gate stays False.
+    let gated: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "metadata": {"name": "gated", "labels": {"app": "nobody"}},
+        "spec": {"containers": [{"name": "c", "image": "registry.local/other:1"}],
+                 "readinessGates": [{"conditionType": "sluice.dev/traffic-ready"}]}
+    }))
+    .unwrap();
+    stage.pods.create(&PostParams::default(), &gated).await.unwrap();
+    until("kubelet-lite to start the gated pod", || async {
+        stage
+            .pods
+            .get("gated")
+            .await
+            .ok()
+            .and_then(|p| p.status?.pod_ip)
+    })
+    .await;
+    stage.clusters[0]
+        .cluster
+        .kubelet()
+        .expect("kubelet-lite is on")
+        .set_containers_ready("default", "gated", true)
+        .expect("containers ready");
+    support::wait_status(&stage.pods, "gated", "unbound").await;
+    drop(gw);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@
 //!   the time from the moment HAProxy shows the pod's last session gone (its `scur` at 0,
 //!   sampled every millisecond) to the delete being admitted. Target: p99 under 20 ms.
 //!
-//! `cargo run --release -p sluice-bench --bin admission [-- --deletes N --rounds N]`
+//! `cargo run --release -p sluice-bench --bin admission [-- --deletes N --rounds N --json]`
 
 use std::time::{Duration, Instant};
 
@@ -65,12 +65,14 @@ async fn unbound_deletes(pods: &Api<Pod>, prefix: &str, n: usize) -> Result<Vec<
 async fn main() -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let (mut deletes, mut rounds) = (300usize, 20usize);
+    let mut json_only = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--deletes" => deletes = args.next().context("--deletes N")?.parse()?,
             "--rounds" => rounds = args.next().context("--rounds N")?.parse()?,
-            other => bail!("unknown argument {other} (usage: admission [--deletes N] [--rounds N])"),
+            "--json" => json_only = true,
+            other => bail!("unknown argument {other} (usage: admission [--deletes N] [--rounds N] [--json])"),
         }
     }
     // Two stages: the same cluster setup with and without the webhook configuration.
@@ -107,7 +109,12 @@ async fn main() -> Result<()> {
     }
     let added_p50 = ms(percentile(&with, 0.5)) - ms(percentile(&without, 0.5));
     let added_p99 = ms(percentile(&with, 0.99)) - ms(percentile(&without, 0.99));
-    println!(
+    let say = |line: String| {
+        if !json_only {
+            println!("{line}");
+        }
+    };
+    say(format!(
         "unbound delete over {} deletes each: with the webhook p50 {:.2} ms p99 {:.2} ms; without p50 {:.2} ms \
          p99 {:.2} ms; added p50 {added_p50:.2} ms, added p99 {added_p99:.2} ms [target < 5 ms]",
         with.len(),
@@ -115,7 +122,7 @@ async fn main() -> Result<()> {
         ms(percentile(&with, 0.99)),
         ms(percentile(&without, 0.5)),
         ms(percentile(&without, 0.99)),
-    );
+    ));
 
     // 2. Bound deletes: admitted after HAProxy's evidence.
     let mut after = Vec::new();
@@ -163,19 +170,27 @@ async fn main() -> Result<()> {
     }
     let p50 = percentile(&after, 0.5);
     let p99 = percentile(&after, 0.99);
-    println!(
+    say(format!(
         "bound delete over {rounds} rounds (a {HOLD_MS} ms request in flight, real HAProxy): admitted after HAProxy's \
          last session ended by p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms [target p99 < 20 ms]",
         ms(p50),
         ms(p99),
         ms(*after.iter().max().unwrap())
-    );
+    ));
     let pass = added_p99 < 5.0 && ms(p99) < 20.0;
     println!(
+        "{}",
+        serde_json::json!({
+            "bench": "admission", "deletes": with.len(), "added_p50_ms": added_p50, "added_p99_ms": added_p99,
+            "rounds": rounds, "admitted_after_evidence_p50_ms": ms(p50), "admitted_after_evidence_p99_ms": ms(p99),
+            "pass": pass
+        })
+    );
+    say(format!(
         "admission: added p99 {added_p99:.2} ms [target < 5 ms], admitted after evidence p99 {:.1} ms [target < 20 ms]: {}",
         ms(p99),
         if pass { "PASS" } else { "FAIL" }
-    );
+    ));
     if !pass {
         bail!("missed targets");
     }

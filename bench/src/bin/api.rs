@@ -18,7 +18,7 @@
 //!   300 ms request), which dominates the spread: use at least the default 10 rounds (a
 //!   3-round run once read 7.1 ms, the next 10-round run 0.3 ms).
 //!
-//! `cargo run --release -p sluice-bench --bin api [-- --calls N --watches N --rounds N]`
+//! `cargo run --release -p sluice-bench --bin api [-- --calls N --watches N --rounds N --json]`
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -110,13 +110,15 @@ async fn hold_and_sample(stage: &Stage) -> Result<(tokio::task::JoinHandle<bool>
 async fn main() -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let (mut calls, mut watches, mut rounds) = (2000usize, 1000usize, 10usize);
+    let mut json_only = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--calls" => calls = args.next().context("--calls N")?.parse()?,
             "--watches" => watches = args.next().context("--watches N")?.parse()?,
             "--rounds" => rounds = args.next().context("--rounds N")?.parse()?,
-            other => bail!("unknown argument {other} (usage: api [--calls N] [--watches N] [--rounds N])"),
+            "--json" => json_only = true,
+            other => bail!("unknown argument {other} (usage: api [--calls N] [--watches N] [--rounds N] [--json])"),
         }
     }
     let stage = Stage::new(1, true).await?;
@@ -162,13 +164,18 @@ async fn main() -> Result<()> {
         rtt.push(t.elapsed());
     }
     let dry_p99 = percentile(&rtt, 0.99);
-    println!(
+    let say = |line: String| {
+        if !json_only {
+            println!("{line}");
+        }
+    };
+    say(format!(
         "validate_only Drain round trip over {calls} calls (TLS, bearer token, loopback): p50 {:.3} ms, p99 {:.3} ms, \
          max {:.3} ms [target p99 < 2 ms]",
         ms(percentile(&rtt, 0.5)),
         ms(dry_p99),
         ms(*rtt.iter().max().unwrap())
-    );
+    ));
 
     // 2. Watch fan-out.
     let mut channels = Vec::new();
@@ -234,14 +241,15 @@ async fn main() -> Result<()> {
             }
         }
     }
-    println!(
+    let spread_p99 = ms(percentile(&delays, 0.99));
+    say(format!(
         "{watches} Watch streams held: {complete} delivered all {} transitions in order; delivery spread p50 {:.2} ms, \
          p99 {:.2} ms, max {:.2} ms [target: every transition to every stream]",
         reference.len(),
         ms(percentile(&delays, 0.5)),
         ms(percentile(&delays, 0.99)),
         ms(*delays.iter().max().unwrap())
-    );
+    ));
     drop(channels);
 
     // 3. API drain vs annotation drain, from HAProxy's evidence to the caller knowing.
@@ -319,7 +327,7 @@ async fn main() -> Result<()> {
         sluice_bench::median(via_annotation.clone()),
     );
     let added = ms(a) - ms(b);
-    println!(
+    say(format!(
         "drain known after HAProxy's last session ended, {rounds} rounds each ({HOLD_MS} ms request in flight): via the \
          API (done message) median {:.1} ms, max {:.1} ms; via the annotation (finalizers gone, seen by a watch) median \
          {:.1} ms, max {:.1} ms; added {added:.1} ms [target < 5 ms]",
@@ -327,14 +335,23 @@ async fn main() -> Result<()> {
         ms(*via_api.iter().max().unwrap()),
         ms(b),
         ms(*via_annotation.iter().max().unwrap())
-    );
+    ));
     let pass = ms(dry_p99) < 2.0 && complete == watches && added < 5.0;
     println!(
+        "{}",
+        serde_json::json!({
+            "bench": "api", "calls": calls, "validate_only_p50_ms": ms(percentile(&rtt, 0.5)),
+            "validate_only_p99_ms": ms(dry_p99), "watches": watches, "watches_complete": complete,
+            "watch_spread_p99_ms": spread_p99, "rounds": rounds, "api_drain_median_ms": ms(a),
+            "annotation_drain_median_ms": ms(b), "api_drain_added_ms": added, "pass": pass
+        })
+    );
+    say(format!(
         "api: validate_only p99 {:.3} ms [< 2 ms], watches complete {complete}/{watches}, API drain added {added:.1} ms \
          [< 5 ms]: {}",
         ms(dry_p99),
         if pass { "PASS" } else { "FAIL" }
-    );
+    ));
     drop(gw);
     if !pass {
         bail!("missed targets");

@@ -2,7 +2,7 @@
 //! `sluice-adapter-dns` test harness), excluding the TTL wait.
 //!
 //! ```text
-//! cargo run --release -p sluice-bench --bin dns-drain -- [--runs N] [--pods N]
+//! cargo run --release -p sluice-bench --bin dns-drain -- [--runs N] [--pods N] [--json]
 //! ```
 //!
 //! Figures, one line each:
@@ -37,17 +37,23 @@ const BULK_LIMIT: Duration = Duration::from_secs(1);
 struct Args {
     runs: usize,
     pods: usize,
+    json: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
-    let mut a = Args { runs: 200, pods: 500 };
+    let mut a = Args {
+        runs: 200,
+        pods: 500,
+        json: false,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut v = || it.next().ok_or_else(|| anyhow::anyhow!("{flag} needs a value"));
         match flag.as_str() {
             "--runs" => a.runs = v()?.parse()?,
             "--pods" => a.pods = v()?.parse()?,
-            other => anyhow::bail!("unknown flag {other}"),
+            "--json" => a.json = true,
+            other => anyhow::bail!("unknown flag {other} (usage: dns-drain [--runs N] [--pods N] [--json])"),
         }
     }
     anyhow::ensure!(
@@ -121,6 +127,11 @@ async fn until_gone(a: &Rfc2136Adapter, t: &Target) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
+    let say = |line: String| {
+        if !args.json {
+            println!("{line}");
+        }
+    };
     let mut solo = Zone::new("bench.test", 60, &["floor IN A 10.9.0.1", "floor IN A 10.9.0.2"]);
     solo.records
         .extend(["drain IN A 10.9.1.1".to_string(), "drain IN A 10.9.1.2".to_string()]);
@@ -159,12 +170,12 @@ async fn main() -> anyhow::Result<()> {
             .await?;
     }
     let floor_median = median(floor.clone());
-    println!(
+    say(format!(
         "dns-drain floor: UPDATE delete + 1 direct query on BIND primary (loopback, n={}): median {:.3} ms, p90 {:.3} ms",
         args.runs,
         ms(floor_median),
         ms(p90(floor))
-    );
+    ));
 
     // 2. The adapter: deregister + observe until no authoritative server answers.
     let a = Rfc2136Adapter::new(config(&bind, "bench.test", &[primary]))?;
@@ -187,14 +198,14 @@ async fn main() -> anyhow::Result<()> {
     if ratio > RATIO_LIMIT {
         missed.push(format!("one drain took {ratio:.2}x the floor (limit {RATIO_LIMIT}x)"));
     }
-    println!(
+    say(format!(
         "dns-drain adapter: deregister + observe until no authoritative server answers (excl. TTL, n={}): median \
          {:.3} ms, p90 {:.3} ms = {ratio:.2}x floor: {} (limit {RATIO_LIMIT}x)",
         args.runs,
         ms(adapter_median),
         ms(p90(runs)),
         if ratio <= RATIO_LIMIT { "PASS" } else { "FAIL" }
-    );
+    ));
 
     // 3. Many pods of one zone at once, verified on the primary and the secondary.
     let secondary = bind.secondary_addr();
@@ -217,7 +228,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let total = start.elapsed();
     let serial_after = sluice_adapter_dns::testing::dig_serial(primary, "bulk.test");
-    println!(
+    say(format!(
         "dns-drain bulk: {} pods in one zone deregistered together + verified absent on 2 authoritative servers \
          (primary + NOTIFY/IXFR secondary, excl. TTL): {:.3} s ({} UPDATE messages, serial {serial} -> \
          {serial_after}, UPDATEs acknowledged after {:.1} ms): {} (limit {:.0} s)",
@@ -227,7 +238,7 @@ async fn main() -> anyhow::Result<()> {
         ms(sent),
         if total < BULK_LIMIT { "PASS" } else { "FAIL" },
         BULK_LIMIT.as_secs_f64()
-    );
+    ));
     if total >= BULK_LIMIT {
         missed.push(format!(
             "the bulk drain took {:.3} s (limit {:.0} s)",
@@ -235,6 +246,14 @@ async fn main() -> anyhow::Result<()> {
             BULK_LIMIT.as_secs_f64()
         ));
     }
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "dns-drain", "runs": args.runs, "floor_median_ms": ms(floor_median),
+            "adapter_median_ms": ms(adapter_median), "ratio": ratio, "bulk_pods": pods.len(),
+            "bulk_s": total.as_secs_f64(), "bulk_updates": a.updates_sent(), "pass": missed.is_empty()
+        })
+    );
     if !missed.is_empty() {
         anyhow::bail!("missed targets: {}", missed.join("; "));
     }

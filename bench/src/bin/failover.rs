@@ -11,7 +11,7 @@
 //! Every round must lose no request. Prints each round, the medians and maxima; exits
 //! non-zero when a target is missed.
 //!
-//! `cargo build --release -p sluice-gateway --bin sluice && cargo run --release -p sluice-bench --bin failover [-- --rounds N]`
+//! `cargo build --release -p sluice-gateway --bin sluice && cargo run --release -p sluice-bench --bin failover [-- --rounds N --json]`
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -164,11 +164,13 @@ async fn round() -> Result<Round> {
 async fn main() -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut rounds = 5usize;
+    let mut json_only = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--rounds" => rounds = args.next().context("--rounds N")?.parse()?,
-            other => bail!("unknown argument {other} (usage: failover [--rounds N])"),
+            "--json" => json_only = true,
+            other => bail!("unknown argument {other} (usage: failover [--rounds N] [--json])"),
         }
     }
     let mut kills = Vec::new();
@@ -176,13 +178,15 @@ async fn main() -> Result<()> {
     let (mut requests, mut failed) = (0, 0);
     for i in 0..rounds {
         let r = round().await?;
-        println!(
+        if !json_only {
+            println!(
             "round {i}: SIGKILL -> standby's first write {:.3} s; SIGTERM -> standby leads {:.3} s; {} requests, {} failed",
             r.kill_to_write.as_secs_f64(),
             r.term_to_lease.as_secs_f64(),
             r.requests,
             r.failed
         );
+        }
         kills.push(r.kill_to_write);
         terms.push(r.term_to_lease);
         requests += r.requests;
@@ -192,6 +196,19 @@ async fn main() -> Result<()> {
     let term_limit = Duration::from_secs(1);
     let (kill_max, term_max) = (*kills.iter().max().unwrap(), *terms.iter().max().unwrap());
     let pass = kill_max <= kill_limit && term_max < term_limit && failed == 0;
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "failover", "rounds": rounds, "lease_s": LEASE_S,
+            "kill_to_first_write_median_s": median(kills.clone()).as_secs_f64(), "kill_to_first_write_max_s": kill_max.as_secs_f64(),
+            "term_to_lease_median_s": median(terms.clone()).as_secs_f64(), "term_to_lease_max_s": term_max.as_secs_f64(),
+            "requests": requests, "failed": failed, "pass": pass
+        })
+    );
+    if json_only {
+        anyhow::ensure!(pass, "missed targets");
+        return Ok(());
+    }
     println!(
         "failover over {rounds} rounds (lease {LEASE_S} s): SIGKILL -> first write median {:.3} s, max {:.3} s \
          [target <= {} s]; SIGTERM -> lease taken median {:.3} s, max {:.3} s [target < 1 s]; {requests} requests, \

@@ -8,7 +8,7 @@
 //! commands the adapter sent, and the adapter calls that failed (socket errors among them).
 //! Target (from the scale issue): each phase under 10 s with no failed call.
 //!
-//! `cargo run --release -p sluice-bench --bin mass-haproxy [-- --pods N --max-workers N]` prints
+//! `cargo run --release -p sluice-bench --bin mass-haproxy [-- --pods N --max-workers N --json]` prints
 //! the phases, one JSON object and the verdict; `--json`: the JSON object only.
 
 use std::time::{Duration, Instant};

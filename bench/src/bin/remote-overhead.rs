@@ -3,7 +3,7 @@
 //! the difference is the protocol alone.
 //!
 //! ```text
-//! cargo run --release -p sluice-bench --bin remote-overhead -- [--calls N]
+//! cargo run --release -p sluice-bench --bin remote-overhead -- [--calls N] [--json]
 //! ```
 //! Target: the remote adapter adds under 1 ms at p99.
 
@@ -64,10 +64,14 @@ async fn measure(a: &dyn Adapter, t: &Target, n: usize) -> Vec<Duration> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut n = 20_000usize;
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if let [flag, v] = args.as_slice() {
-        anyhow::ensure!(flag == "--calls", "usage: remote-overhead [--calls N]");
-        n = v.parse()?;
+    let mut json_only = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        match flag.as_str() {
+            "--calls" => n = args.next().unwrap_or_default().parse()?,
+            "--json" => json_only = true,
+            other => anyhow::bail!("unknown argument {other} (usage: remote-overhead [--calls N] [--json])"),
+        }
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -95,6 +99,21 @@ async fn main() -> anyhow::Result<()> {
     let direct = measure(&Memory, &t, n).await;
     let remote_lat = measure(&remote, &t, n).await;
     let added_p99 = pct(&remote_lat, 0.99).saturating_sub(pct(&direct, 0.99));
+    let pass = added_p99 < Duration::from_millis(1);
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "remote-overhead", "calls": n,
+            "direct_p50_us": us(pct(&direct, 0.5)), "direct_p99_us": us(pct(&direct, 0.99)),
+            "remote_p50_us": us(pct(&remote_lat, 0.5)), "remote_p99_us": us(pct(&remote_lat, 0.99)),
+            "added_p99_us": us(added_p99), "pass": pass
+        })
+    );
+    if json_only {
+        anyhow::ensure!(pass, "missed target: the remote adapter added {added_p99:?} at p99 (limit 1 ms)");
+        return Ok(());
+    }
     println!(
         "remote adapter over loopback: {n} calls; direct p50 {:?} p99 {:?}; remote p50 {:?} p99 {:?} max {:?}; added at p99 {:?} [target < 1 ms: {}]",
         pct(&direct, 0.5),

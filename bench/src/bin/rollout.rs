@@ -15,7 +15,7 @@
 //! on a fresh stage, until that many requests have gone through (the JSON says how many
 //! `rollouts`; `rollout_s` is their median, `failed` and `requests` their sums).
 //!
-//! `cargo run --release -p sluice-bench --bin rollout [-- --pods N --clients N --sleep-seconds S --sluice-requests N]`
+//! `cargo run --release -p sluice-bench --bin rollout [-- --pods N --clients N --sleep-seconds S --sluice-requests N --json]`
 //! prints the table, one JSON object per mode, and the verdict; `--json`: the JSON objects only.
 
 use std::time::Duration;

@@ -13,7 +13,7 @@
 //! Setup between rounds (putting the key / provider back) is not timed. Prints medians and
 //! p90s, and the ratio adapter/floor per registry with PASS at ≤ 3×. Exits non-zero on FAIL.
 //!
-//! `cargo run --release -p sluice-bench --bin rpc-drain [-- --rounds N]`
+//! `cargo run --release -p sluice-bench --bin rpc-drain [-- --rounds N] [--json]`
 
 use std::cell::Cell;
 use std::net::{IpAddr, Ipv4Addr};
@@ -141,10 +141,10 @@ async fn etcd_bench(rounds: usize) -> Result<(Vec<Duration>, Vec<Duration>)> {
         },
     )
     .await?;
-    println!(
+    say(format!(
         "etcd: {:.2} observe calls per round",
         f64::from(polls.get()) / (WARMUP + rounds) as f64
-    );
+    ));
     client.delete(key, None).await?;
     Ok((floor, timed))
 }
@@ -197,24 +197,36 @@ async fn zookeeper_bench(rounds: usize) -> Result<(Vec<Duration>, Vec<Duration>)
         },
     )
     .await?;
-    println!(
+    say(format!(
         "zookeeper: {:.2} observe calls per round",
         f64::from(polls.get()) / (WARMUP + rounds) as f64
-    );
+    ));
     Ok((floor, timed))
 }
 
-fn report(name: &str, mut floor: Vec<Duration>, mut timed: Vec<Duration>) -> bool {
+/// `--json`: the JSON object only.
+static JSON_ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A human line (not with `--json`).
+fn say(line: String) {
+    if !JSON_ONLY.load(std::sync::atomic::Ordering::Relaxed) {
+        println!("{line}");
+    }
+}
+
+/// Prints a registry's figures; answers whether it met the target, and its JSON figures.
+fn report(name: &str, mut floor: Vec<Duration>, mut timed: Vec<Duration>) -> (bool, serde_json::Value) {
     let (f50, f90) = stats(&mut floor);
     let (a50, a90) = stats(&mut timed);
     let ratio = a50 / f50;
     let pass = ratio <= LIMIT;
-    println!(
+    let figures = serde_json::json!({"floor_median_ms": f50, "adapter_median_ms": a50, "ratio": ratio, "pass": pass});
+    say(format!(
         "{name:<10} floor (delete + confirm) median {f50:.3} ms p90 {f90:.3} ms | adapter (deregister + observe \
          until Drained) median {a50:.3} ms p90 {a90:.3} ms | ratio {ratio:.2}x (limit {LIMIT}x) {}",
         if pass { "PASS" } else { "FAIL" }
-    );
-    pass
+    ));
+    (pass, figures)
 }
 
 #[tokio::main]
@@ -224,15 +236,23 @@ async fn main() -> Result<()> {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--rounds" => rounds = args.next().context("--rounds needs a number")?.parse()?,
-            other => bail!("unknown argument {other} (usage: rpc-drain [--rounds N])"),
+            "--json" => JSON_ONLY.store(true, std::sync::atomic::Ordering::Relaxed),
+            other => bail!("unknown argument {other} (usage: rpc-drain [--rounds N] [--json])"),
         }
     }
     anyhow::ensure!(rounds >= 10, "--rounds must be at least 10");
-    println!("rpc-drain: {rounds} rounds per measurement after {WARMUP} warm-up rounds, settle windows excluded");
+    say(format!(
+        "rpc-drain: {rounds} rounds per measurement after {WARMUP} warm-up rounds, settle windows excluded"
+    ));
     let (etcd_floor, etcd_adapter) = etcd_bench(rounds).await?;
     let (zk_floor, zk_adapter) = zookeeper_bench(rounds).await?;
-    let etcd_ok = report("etcd", etcd_floor, etcd_adapter);
-    let zk_ok = report("zookeeper", zk_floor, zk_adapter);
+    let (etcd_ok, etcd) = report("etcd", etcd_floor, etcd_adapter);
+    let (zk_ok, zookeeper) = report("zookeeper", zk_floor, zk_adapter);
+    println!(
+        "{}",
+        serde_json::json!({"bench": "rpc-drain", "rounds": rounds, "etcd": etcd, "zookeeper": zookeeper,
+                           "pass": etcd_ok && zk_ok})
+    );
     if !(etcd_ok && zk_ok) {
         bail!("an adapter is slower than {LIMIT}x its registry's loopback floor");
     }

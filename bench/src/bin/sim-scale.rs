@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p sluice-bench --bin sim-scale -- [--pods N] [--watchers N]
-//!     [--rate WRITES_PER_S] [--seconds S] [--runs N]
+//!     [--rate WRITES_PER_S] [--seconds S] [--runs N] [--json]
 //! ```
 //!
 //! Figures (medians over `--runs`): memory held by the store for N typical pods; a full
@@ -28,6 +28,7 @@ struct Args {
     rate: u64,
     seconds: u64,
     runs: usize,
+    json: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -37,6 +38,7 @@ fn parse_args() -> anyhow::Result<Args> {
         rate: 1000,
         seconds: 10,
         runs: 5,
+        json: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -47,6 +49,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--rate" => a.rate = v()?.parse()?,
             "--seconds" => a.seconds = v()?.parse()?,
             "--runs" => a.runs = v()?.parse()?,
+            "--json" => a.json = true,
             other => anyhow::bail!("unknown flag {other}"),
         }
     }
@@ -126,6 +129,11 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
+    let say = |line: String| {
+        if !args.json {
+            println!("{line}");
+        }
+    };
     let _ = rustls::crypto::ring::default_provider().install_default();
     epoch();
     let rss0 = rss_bytes();
@@ -144,7 +152,7 @@ async fn main() -> anyhow::Result<()> {
     let load_s = t.elapsed().as_secs_f64();
     let rss1 = rss_bytes();
     let store_mib = (rss1.saturating_sub(rss0)) as f64 / (1 << 20) as f64;
-    println!(
+    say(format!(
         "load: pods={} writes={} in {:.1} s; process memory grew {:.0} MiB ({:.0} bytes/pod) [target < 1024 MiB: {}]",
         args.pods,
         args.pods * 2,
@@ -152,7 +160,7 @@ async fn main() -> anyhow::Result<()> {
         store_mib,
         (rss1.saturating_sub(rss0)) as f64 / args.pods as f64,
         if store_mib < 1024.0 { "PASS" } else { "FAIL" }
-    );
+    ));
     let mut missed = Vec::new();
     if store_mib >= 1024.0 {
         missed.push(format!("memory grew {store_mib:.0} MiB (limit 1024 MiB)"));
@@ -174,7 +182,7 @@ async fn main() -> anyhow::Result<()> {
         anyhow::ensure!(buf.starts_with(b"{\"kind\":\"PodList\""), "unexpected list body");
     }
     let raw_med = median(raw.clone());
-    println!(
+    say(format!(
         "list (HTTPS, read to the last byte): {} pods, {:.0} MiB, median {:.3} s over {} runs (min {:.3}, max {:.3}) [target < 2 s: {}]",
         args.pods,
         bytes as f64 / (1 << 20) as f64,
@@ -183,7 +191,7 @@ async fn main() -> anyhow::Result<()> {
         raw.iter().cloned().fold(f64::MAX, f64::min),
         raw.iter().cloned().fold(0.0, f64::max),
         if raw_med < 2.0 { "PASS" } else { "FAIL" }
-    );
+    ));
     if raw_med >= 2.0 {
         missed.push(format!("a full list took {raw_med:.3} s (limit 2 s)"));
     }
@@ -196,11 +204,11 @@ async fn main() -> anyhow::Result<()> {
         typed.push(t.elapsed().as_secs_f64());
         anyhow::ensure!(l.items.len() == args.pods, "list returned {} pods", l.items.len());
     }
-    println!(
-        "list (kube-rs, decoded into Pod): median {:.3} s over {} runs",
-        median(typed),
+    let typed_med = median(typed);
+    say(format!(
+        "list (kube-rs, decoded into Pod): median {typed_med:.3} s over {} runs",
         args.runs
-    );
+    ));
 
     let mut paged = Vec::new();
     for _ in 0..args.runs.min(3) {
@@ -218,9 +226,19 @@ async fn main() -> anyhow::Result<()> {
         anyhow::ensure!(n == args.pods, "pages held {n} pods");
         paged.push(t.elapsed().as_secs_f64());
     }
-    println!("list (kube-rs, pages of 500): median {:.3} s", median(paged));
+    let paged_med = median(paged);
+    say(format!("list (kube-rs, pages of 500): median {paged_med:.3} s"));
 
-    if !fan_out(&cluster, &client, &args).await? {
+    let (fanned, watch) = fan_out(&cluster, &client, &args).await?;
+    println!(
+        "{}",
+        json!({
+            "bench": "sim-scale", "pods": args.pods, "load_s": load_s, "memory_bytes": rss1.saturating_sub(rss0),
+            "list_median_s": raw_med, "list_decoded_median_s": typed_med, "list_paged_median_s": paged_med,
+            "watch": watch, "pass": missed.is_empty() && fanned
+        })
+    );
+    if !fanned {
         missed.push("the watch fan-out lost events, lagged past 1 s at p99 or fell behind the write rate".into());
     }
     anyhow::ensure!(missed.is_empty(), "missed targets: {}", missed.join("; "));
@@ -228,7 +246,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// The watch fan-out; answers whether it met its target.
-async fn fan_out(cluster: &Cluster, client: &kube::Client, args: &Args) -> anyhow::Result<bool> {
+async fn fan_out(cluster: &Cluster, client: &kube::Client, args: &Args) -> anyhow::Result<(bool, Value)> {
     let pods_api = cluster.api("", "v1", "pods").map_err(anyhow::Error::new)?;
     let rv = cluster.state().store().rv();
     let mut tasks = Vec::new();
@@ -304,6 +322,13 @@ async fn fan_out(cluster: &Cluster, client: &kube::Client, args: &Args) -> anyho
     let ms = |n: u64| n as f64 / 1e6;
     let p99 = ms(percentile(&all, 0.99));
     let pass = complete == args.watchers && p99 < 1000.0 && (total as f64 / write_s) >= args.rate as f64 * 0.95;
+    let figures = json!({
+        "watchers": args.watchers, "writes": total, "delivered": all.len(), "complete_watchers": complete,
+        "lag_p50_ms": ms(percentile(&all, 0.5)), "lag_p99_ms": p99, "lag_max_ms": ms(*all.last().unwrap_or(&0))
+    });
+    if args.json {
+        return Ok((pass, figures));
+    }
     println!(
         "watch fan-out: watchers={} writes={} at {:.0}/s delivered={}/{} complete_watchers={}/{} lag_p50_ms={:.2} lag_p99_ms={:.2} lag_max_ms={:.2} [target: every event to every watcher, p99 < 1 s: {}]",
         args.watchers,
@@ -318,5 +343,5 @@ async fn fan_out(cluster: &Cluster, client: &kube::Client, args: &Args) -> anyho
         ms(*all.last().unwrap_or(&0)),
         if pass { "PASS" } else { "FAIL" }
     );
-    Ok(pass)
+    Ok((pass, figures))
 }

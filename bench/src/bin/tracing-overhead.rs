@@ -10,7 +10,7 @@
 //! Target: on/off ratio of the median rollout time at most 1.10, every span-exporting
 //! rollout delivers spans, and no request fails in either mode.
 //!
-//! `cargo build --release -p sluice-gateway --bin sluice && cargo run --release -p sluice-bench --bin tracing-overhead [-- --rounds N --pods N]`
+//! `cargo build --release -p sluice-gateway --bin sluice && cargo run --release -p sluice-bench --bin tracing-overhead [-- --rounds N --pods N --json]`
 
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -149,12 +149,14 @@ async fn main() -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut rounds = 5usize;
     let mut pods = 6usize;
+    let mut json_only = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--rounds" => rounds = args.next().context("--rounds N")?.parse()?,
             "--pods" => pods = args.next().context("--pods N")?.parse()?,
-            other => bail!("unknown argument {other} (usage: tracing-overhead [--rounds N] [--pods N])"),
+            "--json" => json_only = true,
+            other => bail!("unknown argument {other} (usage: tracing-overhead [--rounds N] [--pods N] [--json])"),
         }
     }
     let mut by_mode: [(Vec<Duration>, Vec<Duration>, Vec<Duration>); 2] = Default::default();
@@ -162,7 +164,8 @@ async fn main() -> Result<()> {
     for round in 0..rounds {
         for (m, export) in [false, true].into_iter().enumerate() {
             let r = rollout(pods, export).await?;
-            println!(
+            if !json_only {
+                println!(
                 "round {round} export {}: rollout {:.3} s, drain p50 {:.1} ms, gateway CPU {} ms, {} spans, {} requests, {} failed",
                 if export { "on " } else { "off" },
                 r.rollout.as_secs_f64(),
@@ -172,6 +175,7 @@ async fn main() -> Result<()> {
                 r.requests,
                 r.failed
             );
+            }
             by_mode[m].0.push(r.rollout);
             by_mode[m].1.push(median(r.drains));
             by_mode[m].2.push(r.cpu);
@@ -188,6 +192,20 @@ async fn main() -> Result<()> {
     let (cpu_off, cpu_on) = (median(off.2), median(on.2));
     let ratio = roll_on.as_secs_f64() / roll_off.as_secs_f64();
     let pass = ratio <= 1.10 && failed == 0 && no_spans == 0;
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "tracing-overhead", "rounds": rounds, "pods": pods,
+            "rollout_off_s": roll_off.as_secs_f64(), "rollout_on_s": roll_on.as_secs_f64(), "ratio": ratio,
+            "drain_p50_off_ms": drain_off.as_secs_f64() * 1e3, "drain_p50_on_ms": drain_on.as_secs_f64() * 1e3,
+            "cpu_off_ms": cpu_off.as_millis() as u64, "cpu_on_ms": cpu_on.as_millis() as u64,
+            "requests": requests, "failed": failed, "rollouts_without_spans": no_spans, "pass": pass
+        })
+    );
+    if json_only {
+        anyhow::ensure!(pass, "missed targets");
+        return Ok(());
+    }
     println!(
         "tracing overhead over {rounds} rounds of {pods} pods: rollout median off {:.3} s, on {:.3} s, on/off {ratio:.3} \
          [target <= 1.10]; drain p50 median off {:.1} ms, on {:.1} ms; gateway CPU median off {} ms, on {} ms per \

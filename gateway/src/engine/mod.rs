@@ -100,6 +100,8 @@ pub struct Engine {
     /// Pods looked at: worker runs to the end, and kicks of pods whose worker would have
     /// ended at once (`worker::settled`: a converged pod's run writes and calls nothing).
     pub worker_runs: AtomicU64,
+    /// Worker tasks started.
+    pub workers_started: AtomicU64,
     /// Whether this gateway may act now (leader, shadow, paused, stopping).
     pub authority: Arc<crate::authority::Authority>,
     /// Passes (and orphan deregisters) running now: a shutdown waits for them before it
@@ -190,6 +192,7 @@ impl Engine {
             adapter_writes: Default::default(),
             adapter_calls: Default::default(),
             worker_runs: Default::default(),
+            workers_started: Default::default(),
             authority,
             in_flight: Arc::default(),
             changed: tokio::sync::Notify::new(),
@@ -560,6 +563,7 @@ impl Engine {
                 slot
             }
         };
+        self.workers_started.fetch_add(1, Ordering::Relaxed);
         let engine = self.clone();
         let span = tracing::Span::current();
         tokio::spawn(
