@@ -1,5 +1,6 @@
 //! Disruption budgets and the worker cap under the edges a rollout meets: a binding made
-//! invalid mid-rollout, a drained pod relabelled out of its binding, a worker cap of one.
+//! invalid mid-rollout, a drained pod relabelled out of its binding, a worker cap of one, a
+//! slot given back waking the drain that waits for it.
 //! Pods out of traffic are counted from HAProxy's own server states.
 
 use std::time::Duration;
@@ -168,5 +169,56 @@ async fn waiting_for_the_budget_does_not_use_up_the_drain_deadline() {
         stage.status_in("web", second).await.unwrap().as_deref(),
         Some("UP"),
         "deregistered before it was released"
+    );
+}
+
+/// The instant (the simulator's commit) of the first change of pod `name` after `rv` whose
+/// readiness gate is `value`.
+fn gate_changed_at(stage: &Stage, name: &str, value: &str, rv: u64) -> Option<std::time::Instant> {
+    let store = stage.clusters[0].cluster.state().store();
+    let (events, _) = store.subscribe_from(rv)?;
+    events.iter().find_map(|e| {
+        if e.storage.1 != "pods" || e.obj.name != name {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&e.obj.json).ok()?;
+        let gate = v["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "sluice.dev/traffic-ready")?;
+        (gate["status"] == value).then_some(e.at)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_given_back_wakes_the_drain_waiting_for_it() {
+    let (stage, _gw) = two_pods_serving().await;
+    ask_drain(&stage, "web-1").await;
+    stage
+        .wait_drained(0, T)
+        .await
+        .expect("web-1 drained, holding the budget's one slot");
+    ask_drain(&stage, "web-2").await;
+    wait_status(&stage.pods, "web-2", "waiting-for-budget").await;
+    // Long enough that a drain looking again on its own would look only every few hundred
+    // milliseconds (2 % of the wait so far before; 10 % now, as a safety net).
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let rv = stage.clusters[0].cluster.state().store().rv();
+    stage
+        .pods
+        .patch(
+            "web-1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"sluice.dev/desired": null}}})),
+        )
+        .await
+        .unwrap();
+    wait_gate(&stage.pods, "web-2", "False").await;
+    let back = gate_changed_at(&stage, "web-1", "True", rv).expect("web-1's gate True");
+    let started = gate_changed_at(&stage, "web-2", "False", rv).expect("web-2's gate False");
+    let after = started.saturating_duration_since(back);
+    assert!(
+        after < Duration::from_millis(200),
+        "web-2's drain started {after:?} after web-1 gave its slot back: it was not woken"
     );
 }

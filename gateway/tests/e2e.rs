@@ -266,18 +266,13 @@ async fn pods_with_nothing_to_do_get_no_worker_task() {
     // gate stays False.
     let gated: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
         "metadata": {"name": "gated", "labels": {"app": "nobody"}},
-        "spec": {"containers": [{"name": "c", "image": "registry.local/other:1"}],
+        "spec": {"containers": [{"name": "c", "image": "registry.local/other:1"}], "nodeName": "node-1",
                  "readinessGates": [{"conditionType": "sluice.dev/traffic-ready"}]}
     }))
     .unwrap();
     stage.pods.create(&PostParams::default(), &gated).await.unwrap();
     until("kubelet-lite to start the gated pod", || async {
-        stage
-            .pods
-            .get("gated")
-            .await
-            .ok()
-            .and_then(|p| p.status?.pod_ip)
+        stage.pods.get("gated").await.ok().and_then(|p| p.status?.pod_ip)
     })
     .await;
     stage.clusters[0]

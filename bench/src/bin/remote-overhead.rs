@@ -111,7 +111,10 @@ async fn main() -> anyhow::Result<()> {
         })
     );
     if json_only {
-        anyhow::ensure!(pass, "missed target: the remote adapter added {added_p99:?} at p99 (limit 1 ms)");
+        anyhow::ensure!(
+            pass,
+            "missed target: the remote adapter added {added_p99:?} at p99 (limit 1 ms)"
+        );
         return Ok(());
     }
     println!(

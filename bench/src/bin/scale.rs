@@ -34,7 +34,7 @@
 //!   less the time its adapter calls took (`evacuation_added_p50_ms`,
 //!   `evacuation_added_p99_ms`, target p99 ≤ 20 ms); every event of every cluster checked
 //!   against the bindings' budgets, counted across clusters (`budget_violations`, target 0;
-//!   the default budget is half of what the evacuation asks of each binding).
+//!   the default budget, 2 per binding, is what bounds the drains under way).
 //!
 //! The gateway runs with `maxWorkers: 16` (`--max-workers`): by Little's law the time a
 //! drain takes is the drains under way over the rate the machine completes them, so a
@@ -374,9 +374,9 @@ async fn main() -> Result<()> {
     let serving = adapter.clone();
     tokio::spawn(async move { sluice_adapter_remote::serve(serving, listener).await });
 
-    // A binding's budget (counted across clusters): half of what the evacuation asks of it.
-    let zone_share = args.clusters * (0..args.pods).filter(|&i| bound(&args, i) == Some((0, 0))).count();
-    let budget = args.budget.unwrap_or((zone_share / 2).max(1));
+    // A binding's budget (counted across clusters): small enough that the budgets, not the
+    // worker cap, bound the drains under way.
+    let budget = args.budget.unwrap_or(2);
 
     // The clusters, each with the CRDs and ten bindings.
     let mut clusters = Vec::new();

@@ -7,7 +7,7 @@
 //! restarted gateway gives a slot back to every bound pod whose gate is False
 //! ([`Budgets::retake`]) before any new drain may take one.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 
 use dashmap::DashMap;
@@ -20,6 +20,15 @@ pub struct Budgets {
     holders: DashMap<String, BTreeSet<PodKey>>,
     /// Check-and-take across several budgets is one atomic step.
     take: Mutex<()>,
+    /// Pods waiting for a slot of each budget, oldest first: a slot given back wakes the
+    /// oldest (ten thousand drains waiting for slots do not each look again every second).
+    waiters: Mutex<HashMap<String, Waiters>>,
+}
+
+#[derive(Debug, Default)]
+struct Waiters {
+    queue: VecDeque<PodKey>,
+    queued: HashSet<PodKey>,
 }
 
 /// One budget a pod's drain needs a slot of: its key and its size.
@@ -68,11 +77,39 @@ impl Budgets {
         }
     }
 
-    /// The pod serves again, or is gone: its slots go back.
-    pub fn release(&self, pod: &PodKey) {
+    /// The pod serves again, or is gone: its slots go back. Answers the budgets it held a
+    /// slot of.
+    pub fn release(&self, pod: &PodKey) -> Vec<String> {
+        let mut freed = Vec::new();
         for mut h in self.holders.iter_mut() {
-            h.remove(pod);
+            if h.remove(pod) {
+                freed.push(h.key().clone());
+            }
         }
+        freed
+    }
+
+    /// The pod waits for a slot of each of these budgets (once in each queue).
+    pub fn wait(&self, pod: &PodKey, keys: impl IntoIterator<Item = String>) {
+        let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        for k in keys {
+            let w = waiters.entry(k).or_default();
+            if w.queued.insert(pod.clone()) {
+                w.queue.push_back(pod.clone());
+            }
+        }
+    }
+
+    /// The oldest pod waiting for a slot of `key`, out of its queue.
+    pub fn next_waiter(&self, key: &str) -> Option<PodKey> {
+        let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        let w = waiters.get_mut(key)?;
+        let pod = w.queue.pop_front()?;
+        w.queued.remove(&pod);
+        if w.queue.is_empty() {
+            waiters.remove(key);
+        }
+        Some(pod)
     }
 
     /// Drops holders that are not (any more) known pods: a safety net against a slot

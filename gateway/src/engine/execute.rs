@@ -60,7 +60,7 @@ impl Worker<'_> {
             }
             if !self.engine.pods.contains_key(&self.key) {
                 // Gone while this pass ran (its slots were released then): no slot leaks.
-                self.engine.budgets.release(&self.key);
+                self.engine.release_budget(&self.key);
                 return out;
             }
             info!("Drain started.");
@@ -144,7 +144,7 @@ impl Worker<'_> {
                 Ok(written) => {
                     self.took(&written);
                     // Serving again: the budget slot goes back.
-                    self.engine.budgets.release(&self.key);
+                    self.engine.release_budget(&self.key);
                 }
                 Err(e) => out.failures.push(e.into()),
             }

@@ -392,8 +392,21 @@ impl Engine {
             .count()
     }
 
+    /// Gives a pod's budget slots back and wakes, for each, the oldest pod waiting for it
+    /// (still known; one whose wait is over simply finds nothing to do).
+    pub fn release_budget(self: &Arc<Self>, pod: &PodKey) {
+        for key in self.budgets.release(pod) {
+            while let Some(next) = self.budgets.next_waiter(&key) {
+                if next != *pod && self.pods.contains_key(&next) {
+                    self.kick(next);
+                    break;
+                }
+            }
+        }
+    }
+
     /// Forgets a pod that is gone; its budget slots go back.
-    pub fn forget(&self, key: &PodKey) {
+    pub fn forget(self: &Arc<Self>, key: &PodKey) {
         if let Some((_, gone)) = self.pods.remove(key) {
             self.names.remove_if(
                 &(gone.cluster.clone(), gone.namespace.clone(), gone.name.clone()),
@@ -401,7 +414,7 @@ impl Engine {
             );
             self.publish(|| PodUpdate::Deleted(Arc::new(gone)));
         }
-        self.budgets.release(key);
+        self.release_budget(key);
     }
 
     /// Takes a pod as written by the gateway itself, when newer than what the watch has

@@ -32,6 +32,8 @@ use crate::planner::{self, Facts, Intent, Seen, Step, TargetFact};
 const BLOCKED_POLL: Duration = Duration::from_secs(1);
 /// The longest pause between observations while a drain or restore waits for evidence.
 const MAX_WAIT_POLL: Duration = Duration::from_secs(1);
+/// The longest pause of a drain waiting for a budget slot (a slot given back wakes it).
+const MAX_BUDGET_POLL: Duration = Duration::from_secs(10);
 /// A recorded drain start further in the future than this is not trusted (clock skew
 /// between replicas is seconds, not minutes).
 const FUTURE_SKEW: jiff::SignedDuration = jiff::SignedDuration::from_secs(60);
@@ -292,7 +294,7 @@ impl Worker<'_> {
         if targets.is_empty() && !pod.holds_sluice_finalizer() && ledger.is_ok() && invalid_selecting.is_empty() {
             // No binding covers the pod any more (relabelled, selector edited): no budget
             // counts it, so a slot it held goes back.
-            self.engine.budgets.release(&self.key);
+            self.engine.release_budget(&self.key);
             if matches!(intent, Intent::Restore) && pod.has_gate && pod.gate != Some(true) {
                 let problem = "the pod carries readinessGate sluice.dev/traffic-ready but no valid TrafficBinding \
                                selects it: nothing will set the gate, so it stays NotReady (add a binding, or remove \
@@ -303,7 +305,7 @@ impl Worker<'_> {
             return Next::Exit;
         }
         if matches!(intent, Intent::Restore) && !forced && converged_by_record(&pod, &targets, &invalid_selecting) {
-            self.engine.budgets.release(&self.key);
+            self.engine.release_budget(&self.key);
             return Next::Exit;
         }
         let observations = join_all(targets.iter().map(|t| self.observe(t))).await;
@@ -360,7 +362,7 @@ impl Worker<'_> {
             .await;
         if steps.is_empty() {
             if matches!(intent, Intent::Restore) && pod.gate == Some(true) {
-                self.engine.budgets.release(&self.key);
+                self.engine.release_budget(&self.key);
             }
             if let (Intent::Drain(planner::DrainReason::Requested), Some(until)) = (&intent, pod.drain_request) {
                 // Drained on request (an eviction the webhook held): if the pod is still
@@ -436,6 +438,19 @@ impl Worker<'_> {
             (since.elapsed() / 50).clamp(poll, MAX_WAIT_POLL.max(poll))
         };
         self.replanned = pause.is_zero().then(|| steps.clone());
+        if !acted && steps.contains(&Step::WaitForBudget) {
+            // Woken when a slot is given back (`Engine::release_budget`): the look it
+            // takes on its own (10 % of the wait so far, at most every 10 s) is only a
+            // safety net, so thousands of drains waiting for slots do not each observe
+            // their targets every second.
+            self.engine.budgets.wait(&self.key, needs.iter().map(|n| n.key.clone()));
+            if self.engine.budgets.free(&self.key, &needs) {
+                // Given back between this pass's look and the queueing.
+                return Next::After(Duration::ZERO);
+            }
+            let since = self.waiting_since.unwrap_or_else(Instant::now);
+            return Next::Park((since.elapsed() / 10).clamp(pause, MAX_BUDGET_POLL.max(pause)));
+        }
         Next::After(pause)
     }
 
@@ -880,7 +895,7 @@ fn invalid_bindings(engine: &Engine, pod: &PodView) -> (Vec<String>, Vec<String>
 /// restore its record says is done. A kick of such a pod starts no task: at a cluster's sync
 /// that is nearly every pod, and a task each (a few KiB apiece, for a million pods at once)
 /// was most of the gateway's memory. The budget slot such a pass gives back goes back here.
-pub(super) fn settled(engine: &Engine, key: &PodKey, pod: &PodView) -> bool {
+pub(super) fn settled(engine: &Arc<Engine>, key: &PodKey, pod: &PodView) -> bool {
     let intent = planner::intent(pod);
     if let Intent::Hold(h) = &intent {
         return h.problem().is_none();
@@ -898,7 +913,7 @@ pub(super) fn settled(engine: &Engine, key: &PodKey, pod: &PodView) -> bool {
             matches!(intent, Intent::Restore) && converged_by_record(pod, &targets, &invalid_selecting)
         };
     if settled {
-        engine.budgets.release(key);
+        engine.release_budget(key);
     }
     settled
 }
