@@ -7,6 +7,7 @@
 #
 #   scripts/bench.sh              # every benchmark
 #   scripts/bench.sh dns-drain    # some of them
+#   scripts/bench.sh --readme     # no run: the READMEs' figures again from bench/results/
 #
 # Each benchmark exits non-zero when it misses its target; this script runs the rest and
 # then exits non-zero, naming the ones that missed. The servers are the ones scripts/test.sh
@@ -14,19 +15,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/sbin"
+# A missed target is an error exit, not a crash: no backtrace in the results.
+export RUST_BACKTRACE=0
 
 all=(sim-scale remote-overhead dns-drain rpc-drain haproxy-drain failover tracing-overhead admission api rollout mass-haproxy scale)
 benches=("$@")
 [ ${#benches[@]} -gt 0 ] || benches=("${all[@]}")
-
-cargo build --release -p sluice-bench --bins -p sluice-gateway --bin sluice
+if [ "${benches[0]}" = "--readme" ]; then
+  benches=()
+else
+  cargo build --release -p sluice-bench --bins -p sluice-gateway --bin sluice
+fi
 
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 dirty=$(git status --porcelain 2>/dev/null | grep -qv '^??' && echo " (with uncommitted changes)" || true)
 machine="$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(free -g | awk '/^Mem:/ {print $2}') GiB memory, $(uname -sr)"
 mkdir -p bench/results
 failed=()
-for b in "${benches[@]}"; do
+for b in "${benches[@]+"${benches[@]}"}"; do
   out="bench/results/$b.txt"
   cmd="cargo run --release -p sluice-bench --bin $b"
   echo "bench.sh: $cmd"
@@ -74,4 +80,8 @@ if [ ${#failed[@]} -gt 0 ]; then
   echo "bench.sh: missed their targets: ${failed[*]}"
   exit 1
 fi
-echo "bench.sh: every benchmark met its target"
+if [ ${#benches[@]} -eq 0 ]; then
+  echo "bench.sh: the figures in README.md and bench/README.md are regenerated from bench/results/"
+else
+  echo "bench.sh: every benchmark met its target"
+fi

@@ -83,13 +83,12 @@ async fn main() -> Result<()> {
     let (f, a) = (median(floor), median(drains));
     let ratio = a.as_secs_f64() / f.as_secs_f64();
     let pass = ratio <= RATIO_LIMIT;
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({"runs": runs, "floor_median_ms": ms(f), "adapter_median_ms": ms(a), "ratio": ratio,
-                               "limit": RATIO_LIMIT, "pass": pass})
-        );
-    } else {
+    println!(
+        "{}",
+        serde_json::json!({"bench": "haproxy-drain", "runs": runs, "floor_median_ms": ms(f),
+                           "adapter_median_ms": ms(a), "ratio": ratio, "limit": RATIO_LIMIT, "pass": pass})
+    );
+    if !json {
         println!(
             "haproxy-drain floor: drain + show stat + maint + show servers state, bare commands on an open connection \
              (unix socket, n={runs}): median {:.3} ms",

@@ -125,6 +125,11 @@ impl Budgets {
         self.holders.iter().map(|h| (h.key().clone(), h.len())).collect()
     }
 
+    /// Whether the pod holds a slot of `key`.
+    pub fn holds_key(&self, key: &str, pod: &PodKey) -> bool {
+        self.holders.get(key).is_some_and(|h| h.contains(pod))
+    }
+
     /// Pods holding a slot of `key`.
     pub fn count(&self, key: &str) -> usize {
         self.holders.get(key).map(|h| h.len()).unwrap_or(0)
@@ -163,6 +168,27 @@ mod tests {
         b.release(&pod("a"));
         b.release(&pod("b"));
         assert!(b.try_take(&pod("c"), &both, false));
+    }
+
+    #[test]
+    fn waiters_queue_once_each_oldest_first_and_a_release_names_what_it_freed() {
+        let b = Budgets::default();
+        let web = [need("ns/web", 1)];
+        assert!(b.try_take(&pod("a"), &web, false));
+        for p in ["b", "c", "b"] {
+            b.wait(&pod(p), ["ns/web".to_string()]);
+        }
+        assert_eq!(b.release(&pod("a")), vec!["ns/web".to_string()]);
+        assert_eq!(b.release(&pod("a")), Vec::<String>::new(), "nothing held any more");
+        assert_eq!(b.next_waiter("ns/web"), Some(pod("b")));
+        assert_eq!(b.next_waiter("ns/web"), Some(pod("c")), "b was queued once");
+        assert_eq!(b.next_waiter("ns/web"), None);
+        b.wait(&pod("b"), ["ns/web".to_string()]);
+        assert_eq!(
+            b.next_waiter("ns/web"),
+            Some(pod("b")),
+            "queued again after it was woken"
+        );
     }
 
     #[test]

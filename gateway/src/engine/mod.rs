@@ -392,12 +392,13 @@ impl Engine {
             .count()
     }
 
-    /// Gives a pod's budget slots back and wakes, for each, the oldest pod waiting for it
-    /// (still known; one whose wait is over simply finds nothing to do).
+    /// Gives a pod's budget slots back and wakes, for each, the oldest pod still waiting for
+    /// it (known, and not holding a slot of it already: a drain that got its slot by its
+    /// own look stays queued until a release passes it over).
     pub fn release_budget(self: &Arc<Self>, pod: &PodKey) {
         for key in self.budgets.release(pod) {
             while let Some(next) = self.budgets.next_waiter(&key) {
-                if next != *pod && self.pods.contains_key(&next) {
+                if next != *pod && self.pods.contains_key(&next) && !self.budgets.holds_key(&key, &next) {
                     self.kick(next);
                     break;
                 }
