@@ -63,7 +63,7 @@ trap 'rm -f "$section"' EXIT
     echo "\`$(sed -n 's/^# command: //p' "$f")\` — commit $(sed -n 's/^# commit: //p' "$f"), $(sed -n 's/^# date: //p' "$f"), $(sed -n 's/^# machine: //p' "$f"):"
     echo
     echo '```'
-    grep -v '^#' "$f" | grep -E 'PASS|FAIL|median|p50' || true
+    grep -v -e '^#' -e '^{' "$f" | grep -E 'PASS|FAIL|median|p50' || true
     echo '```'
   done
   echo "<!-- bench:end -->"
