@@ -113,11 +113,17 @@ impl Budgets {
     }
 
     /// Drops holders that are not (any more) known pods: a safety net against a slot
-    /// outliving its pod.
-    pub fn prune(&self, known: impl Fn(&PodKey) -> bool) {
+    /// outliving its pod. Answers the budgets it freed a slot of.
+    pub fn prune(&self, known: impl Fn(&PodKey) -> bool) -> Vec<String> {
+        let mut freed = Vec::new();
         for mut h in self.holders.iter_mut() {
+            let before = h.len();
             h.retain(|k| known(k));
+            if h.len() < before {
+                freed.push(h.key().clone());
+            }
         }
+        freed
     }
 
     /// Every budget with its holders' count.
@@ -189,6 +195,10 @@ mod tests {
             Some(pod("b")),
             "queued again after it was woken"
         );
+        // A slot outliving its pod, dropped by the safety net, is named too.
+        assert!(b.try_take(&pod("gone"), &web, false));
+        assert_eq!(b.prune(|k| *k != pod("gone")), vec!["ns/web".to_string()]);
+        assert_eq!(b.prune(|_| true), Vec::<String>::new());
     }
 
     #[test]

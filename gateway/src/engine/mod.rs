@@ -396,9 +396,22 @@ impl Engine {
     /// it (known, and not holding a slot of it already: a drain that got its slot by its
     /// own look stays queued until a release passes it over).
     pub fn release_budget(self: &Arc<Self>, pod: &PodKey) {
-        for key in self.budgets.release(pod) {
+        let freed = self.budgets.release(pod);
+        self.wake_budget_waiters(freed, Some(pod));
+    }
+
+    /// Drops the budget slots of pods the engine no longer knows (a safety net), waking
+    /// the drains waiting for them.
+    pub fn prune_budgets(self: &Arc<Self>) {
+        let freed = self.budgets.prune(|k| self.pods.contains_key(k));
+        self.wake_budget_waiters(freed, None);
+    }
+
+    /// For each budget a slot of which was given back, kicks the oldest pod still waiting.
+    fn wake_budget_waiters(self: &Arc<Self>, freed: Vec<String>, gone: Option<&PodKey>) {
+        for key in freed {
             while let Some(next) = self.budgets.next_waiter(&key) {
-                if next != *pod && self.pods.contains_key(&next) && !self.budgets.holds_key(&key, &next) {
+                if Some(&next) != gone && self.pods.contains_key(&next) && !self.budgets.holds_key(&key, &next) {
                     self.kick(next);
                     break;
                 }

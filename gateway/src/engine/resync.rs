@@ -40,7 +40,7 @@ pub async fn resync_loop(engine: Arc<Engine>) {
         return;
     }
     loop {
-        engine.budgets.prune(|k| engine.pods.contains_key(k));
+        engine.prune_budgets();
         let jitter = 0.9 + rand::random::<f64>() * 0.2;
         let period = Duration::from_secs_f64(interval as f64 * jitter);
         let keys: Vec<PodKey> = engine
