@@ -48,18 +48,38 @@ where
     }
 }
 
-/// Whether the gateway's `/readyz` at `health` answers 200.
-pub async fn ready(health: std::net::SocketAddr) -> bool {
+/// The whole HTTP/1.1 answer (status line, headers, body) of `GET path` on the gateway's
+/// health listener at `health`; empty when it cannot be reached.
+pub async fn health_get(health: std::net::SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Ok(mut s) = tokio::net::TcpStream::connect(health).await else {
-        return false;
+        return String::new();
     };
     let _ = s
-        .write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes())
         .await;
     let mut buf = String::new();
     let _ = s.read_to_string(&mut buf).await;
-    buf.starts_with("HTTP/1.1 200")
+    buf
+}
+
+/// Whether the gateway's `/readyz` at `health` answers 200.
+pub async fn ready(health: std::net::SocketAddr) -> bool {
+    health_get(health, "/readyz").await.starts_with("HTTP/1.1 200")
+}
+
+/// Resident memory of a process (`pid`, or `"self"`), from `/proc/<pid>/status`.
+pub fn rss_bytes(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 /// The `p` quantile (0 to 1) of `v`, nearest rank.

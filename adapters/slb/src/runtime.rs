@@ -326,17 +326,9 @@ impl RuntimeClient {
                 .acquire()
                 .await
                 .expect("the pool's semaphore is never closed");
-            let answer = match &self.endpoint {
-                Endpoint::Unix(path) => roundtrip(UnixStream::connect(path).await, line).await,
-                Endpoint::Tcp(addr) => {
-                    let stream = TcpStream::connect(addr).await;
-                    if let Ok(s) = &stream {
-                        let _ = s.set_nodelay(true);
-                    }
-                    roundtrip(stream, line).await
-                }
-            }
-            .map_err(|e| self.io_error(&endpoint, e))?;
+            let answer = roundtrip(self.open_stream().await, line)
+                .await
+                .map_err(|e| self.io_error(&endpoint, e))?;
             String::from_utf8(answer).map_err(|_| self.malformed(line, "the answer is not UTF-8".into()))
         };
         self.bounded(line, call).await
@@ -349,21 +341,26 @@ impl RuntimeClient {
         idle.pop()
     }
 
-    /// A new connection, switched to prompt mode.
-    /// A new connection in prompt mode, not counted as pooled.
-    async fn open_prompt(&self) -> io::Result<Box<dyn Io>> {
-        let mut stream: Box<dyn Io> = match &self.endpoint {
+    /// A new connection to the endpoint.
+    async fn open_stream(&self) -> io::Result<Box<dyn Io>> {
+        Ok(match &self.endpoint {
             Endpoint::Unix(path) => Box::new(UnixStream::connect(path).await?),
             Endpoint::Tcp(addr) => {
                 let stream = TcpStream::connect(addr).await?;
                 let _ = stream.set_nodelay(true);
                 Box::new(stream)
             }
-        };
+        })
+    }
+
+    /// A new connection in prompt mode, not counted as pooled.
+    async fn open_prompt(&self) -> io::Result<Box<dyn Io>> {
+        let mut stream = self.open_stream().await?;
         exchange(&mut stream, "prompt", 1).await.map_err(Failure::into_io)?;
         Ok(stream)
     }
 
+    /// A new pooled connection, switched to prompt mode.
     async fn connect(&self) -> io::Result<Conn> {
         let stream = self.open_prompt().await?;
         self.pool.opened.fetch_add(1, Ordering::Relaxed);
@@ -386,7 +383,6 @@ impl RuntimeClient {
         }
     }
 
-    /// A read-only command: known error texts become errors, anything else is returned.
     /// The three reads of a backend's servers (`show servers state`, `show stat`, `show
     /// servers conn`) on one connection of their own, closed after them: one process's
     /// answers, never a pooled connection's (see the module docs).
@@ -395,14 +391,9 @@ impl RuntimeClient {
         backend: &str,
     ) -> Result<(Vec<ServerState>, Vec<StatRow>, Vec<ServerConn>), RuntimeError> {
         validate_name("backend", backend)?;
-        let all_digits = backend.bytes().all(|b| b.is_ascii_digit());
         let lines = [
             format!("show servers state {backend}"),
-            if all_digits {
-                "show stat".to_string()
-            } else {
-                format!("show stat {backend} 4 -1")
-            },
+            stat_command(backend),
             format!("show servers conn {backend}"),
         ];
         self.pool.sent.fetch_add(lines.len() as u64, Ordering::Relaxed);
@@ -432,14 +423,15 @@ impl RuntimeClient {
         };
         let answers = self.bounded(&lines.join("; "), call).await?;
         let servers = parse::parse_servers_state(&answers[0]).map_err(|r| self.malformed(&lines[0], r))?;
-        let mut stats = parse::parse_stat_csv(&answers[1]).map_err(|r| self.malformed(&lines[1], r))?;
-        if all_digits {
-            stats.retain(|r| r.pxname() == backend && r.svname() != "BACKEND" && r.svname() != "FRONTEND");
-        }
+        let stats = servers_of(
+            backend,
+            parse::parse_stat_csv(&answers[1]).map_err(|r| self.malformed(&lines[1], r))?,
+        );
         let conns = parse::parse_servers_conn(&answers[2]).map_err(|r| self.malformed(&lines[2], r))?;
         Ok((servers, stats, conns))
     }
 
+    /// A read-only command: known error texts become errors, anything else is returned.
     async fn query(&self, line: &str, backend: Option<&str>) -> Result<String, RuntimeError> {
         let answer = self.raw_read(line).await?;
         let endpoint = self.endpoint.to_string();
@@ -490,17 +482,10 @@ impl RuntimeClient {
     /// all-digit name there as a proxy id, so such backends are filtered from `show stat`.)
     pub async fn show_stat_servers(&self, backend: &str) -> Result<Vec<StatRow>, RuntimeError> {
         validate_name("backend", backend)?;
-        if backend.bytes().all(|b| b.is_ascii_digit()) {
-            let rows = self.show_stat().await?;
-            let servers: Vec<StatRow> = rows
-                .into_iter()
-                .filter(|r| r.pxname() == backend && r.svname() != "BACKEND" && r.svname() != "FRONTEND")
-                .collect();
-            return Ok(servers);
-        }
-        let cmd = format!("show stat {backend} 4 -1");
+        let cmd = stat_command(backend);
         let out = self.query(&cmd, Some(backend)).await?;
-        parse::parse_stat_csv(&out).map_err(|r| self.malformed(&cmd, r))
+        let rows = parse::parse_stat_csv(&out).map_err(|r| self.malformed(&cmd, r))?;
+        Ok(servers_of(backend, rows))
     }
 
     /// `show servers state BACKEND`.
@@ -584,6 +569,22 @@ impl RuntimeClient {
         let cmd = format!("shutdown sessions server {backend}/{server}");
         self.server_commands(backend, server, &[cmd]).await
     }
+}
+
+/// The `show stat` line for one backend's servers. HAProxy reads an all-digits name as a
+/// proxy id, so such a backend is read whole and filtered ([`servers_of`]).
+fn stat_command(backend: &str) -> String {
+    if backend.bytes().all(|b| b.is_ascii_digit()) {
+        "show stat".to_string()
+    } else {
+        format!("show stat {backend} 4 -1")
+    }
+}
+
+/// The server rows of `backend` in an answer of [`stat_command`].
+fn servers_of(backend: &str, mut rows: Vec<StatRow>) -> Vec<StatRow> {
+    rows.retain(|r| r.pxname() == backend && r.svname() != "BACKEND" && r.svname() != "FRONTEND");
+    rows
 }
 
 /// Writes `line` on a new connection outside prompt mode and reads the answer to its end.

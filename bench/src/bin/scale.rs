@@ -54,7 +54,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use sluice::model::{LedgerEntry, State, StatusSummary};
 use sluice_adapter::{Adapter, Capabilities, Observation, Target, TrafficState};
-use sluice_bench::{ms, percentile, ready, sluice_bin, Proc};
+use sluice_bench::{health_get, ms, percentile, ready, rss_bytes, sluice_bin, Proc};
 
 const BINDINGS: usize = 10;
 const ZONES: usize = 10;
@@ -282,13 +282,7 @@ impl Adapter for Latency {
 
 /// A process's resident memory and CPU time so far.
 fn proc_stats(pid: u32) -> Result<(u64, Duration)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
-        .context("VmRSS")?
-        * 1024;
+    let rss = rss_bytes(&pid.to_string()).context("VmRSS")?;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command's closing parenthesis; utime and stime are the 14th and 15th.
     let rest = stat.rsplit_once(')').context("stat")?.1;
@@ -300,16 +294,9 @@ fn proc_stats(pid: u32) -> Result<(u64, Duration)> {
 
 /// A metric's value from the gateway's `/metrics` (summed over its label sets).
 async fn metric(health: std::net::SocketAddr, name: &str, label: &str) -> f64 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut s) = tokio::net::TcpStream::connect(health).await else {
-        return 0.0;
-    };
-    let _ = s
-        .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .await;
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf).await;
-    buf.lines()
+    health_get(health, "/metrics")
+        .await
+        .lines()
         .filter(|l| l.starts_with(name) && l.contains(label))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
@@ -754,21 +741,19 @@ async fn main() -> Result<()> {
     }
     drop(gw);
     let pass = missed.is_empty();
-    {
-        println!(
-            "{}",
-            json!({
-                "bench": "scale", "clusters": args.clusters, "pods": total, "bound_pods": bound_pods.len(),
-                "sync_s": sync.as_secs_f64(), "rss_base_bytes": base, "rss_bytes": rss, "rss_peak_bytes": peak,
-                "bytes_per_pod": per_pod.round(), "sync_adapter_calls": sync_calls, "sync_pod_writes": sync_writes,
-                "steady_updates_per_s": (sent as f64 / wall.as_secs_f64()).round(), "steady_cpu_cores": cpu,
-                "relist_s": relist.as_secs_f64(), "relist_adapter_calls": relist_calls,
-                "evacuation_pods": evacuees.len(), "evacuation_s": evacuation.as_secs_f64(),
-                "evacuation_added_p50_ms": ms(p50), "evacuation_added_p99_ms": ms(p99),
-                "budget": budget, "budget_peak": budget_peak, "budget_violations": violations, "pass": pass
-            })
-        );
-    }
+    println!(
+        "{}",
+        json!({
+            "bench": "scale", "clusters": args.clusters, "pods": total, "bound_pods": bound_pods.len(),
+            "sync_s": sync.as_secs_f64(), "rss_base_bytes": base, "rss_bytes": rss, "rss_peak_bytes": peak,
+            "bytes_per_pod": per_pod.round(), "sync_adapter_calls": sync_calls, "sync_pod_writes": sync_writes,
+            "steady_updates_per_s": (sent as f64 / wall.as_secs_f64()).round(), "steady_cpu_cores": cpu,
+            "relist_s": relist.as_secs_f64(), "relist_adapter_calls": relist_calls,
+            "evacuation_pods": evacuees.len(), "evacuation_s": evacuation.as_secs_f64(),
+            "evacuation_added_p50_ms": ms(p50), "evacuation_added_p99_ms": ms(p99),
+            "budget": budget, "budget_peak": budget_peak, "budget_violations": violations, "pass": pass
+        })
+    );
     if !args.json {
         println!("{}", if pass { "PASS" } else { "FAIL" });
     }

@@ -62,13 +62,7 @@ fn epoch() -> Instant {
 }
 
 fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
-        .map(|kb| kb * 1024)
-        .unwrap_or(0)
+    sluice_bench::rss_bytes("self").unwrap_or(0)
 }
 
 /// A pod as a Deployment would create it, with the status a kubelet would report.

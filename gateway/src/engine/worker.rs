@@ -286,28 +286,26 @@ impl Worker<'_> {
             }
             return Next::Exit;
         }
-        let ledger = pod.ledger();
-        let bindings = self.engine.bindings_for(&pod);
-        let (invalid_selecting, invalid_names) = self.invalid_bindings(&pod);
-        let entries = ledger.clone().unwrap_or_default();
-        let targets = targets::assemble(&pod, &bindings, &entries, &invalid_names, &self.engine.adapters);
-        if targets.is_empty() && !pod.holds_sluice_finalizer() && ledger.is_ok() && invalid_selecting.is_empty() {
-            // No binding covers the pod any more (relabelled, selector edited): no budget
-            // counts it, so a slot it held goes back.
-            self.engine.release_budget(&self.key);
-            if matches!(intent, Intent::Restore) && pod.has_gate && pod.gate != Some(true) {
-                let problem = "the pod carries readinessGate sluice.dev/traffic-ready but no valid TrafficBinding \
-                               selects it: nothing will set the gate, so it stays NotReady (add a binding, or remove \
-                               the readiness gate)";
-                self.report(&pod, State::Unbound, vec![problem.into()], "NoTrafficBinding")
-                    .await;
+        let Assessment {
+            ledger,
+            bindings,
+            invalid_selecting,
+            targets,
+        } = match look(self.engine, &pod, &intent, forced) {
+            Look::Idle { unbound_gate } => {
+                // No budget counts the pod (or it serves): a slot it held goes back.
+                self.engine.release_budget(&self.key);
+                if unbound_gate {
+                    let problem = "the pod carries readinessGate sluice.dev/traffic-ready but no valid TrafficBinding \
+                                   selects it: nothing will set the gate, so it stays NotReady (add a binding, or \
+                                   remove the readiness gate)";
+                    self.report(&pod, State::Unbound, vec![problem.into()], "NoTrafficBinding")
+                        .await;
+                }
+                return Next::Exit;
             }
-            return Next::Exit;
-        }
-        if matches!(intent, Intent::Restore) && !forced && converged_by_record(&pod, &targets, &invalid_selecting) {
-            self.engine.release_budget(&self.key);
-            return Next::Exit;
-        }
+            Look::Work(a) => a,
+        };
         let observations = join_all(targets.iter().map(|t| self.observe(t))).await;
         let mut needs = self.engine.needs(&bindings);
         // An invalid binding still bounds its pods: its budget cannot be read, so it is
@@ -516,12 +514,6 @@ impl Worker<'_> {
             started.elapsed(),
         );
         Some(result)
-    }
-
-    /// Invalid bindings of the pod's namespace: those that select it (by name), and all
-    /// of them (their recorded targets are held).
-    fn invalid_bindings(&self, pod: &PodView) -> (Vec<String>, Vec<String>) {
-        invalid_bindings(self.engine, pod)
     }
 
     fn target_facts(
@@ -871,7 +863,8 @@ fn deadline_seconds(bindings: &[Binding], default: u64) -> u64 {
     bindings.iter().map(|b| b.deadline_seconds).min().unwrap_or(default)
 }
 
-/// The invalid bindings of the pod's namespace: those that select it, and every name.
+/// The invalid bindings of the pod's namespace: those that select it (by name), and every
+/// name (their recorded targets are held).
 fn invalid_bindings(engine: &Engine, pod: &PodView) -> (Vec<String>, Vec<String>) {
     let mut selecting = Vec::new();
     let mut names = Vec::new();
@@ -900,22 +893,57 @@ pub(super) fn settled(engine: &Arc<Engine>, key: &PodKey, pod: &PodView) -> bool
     if let Intent::Hold(h) = &intent {
         return h.problem().is_none();
     }
+    // An unbound gate is reported by the pass.
+    let idle = matches!(look(engine, pod, &intent, false), Look::Idle { unbound_gate: false });
+    if idle {
+        engine.release_budget(key);
+    }
+    idle
+}
+
+/// What a pass finds before it asks any adapter.
+enum Look {
+    /// Nothing to do: no binding covers the pod and nothing of Sluice's is on it (relabelled,
+    /// selector edited), or a restore its record says is done. `unbound_gate`: the pod
+    /// waits on a readiness gate no binding will set, which the pass reports.
+    Idle {
+        unbound_gate: bool,
+    },
+    Work(Assessment),
+}
+
+/// What a pass plans from: the ledger, the bindings, and the targets of both.
+struct Assessment {
+    ledger: Result<Vec<crate::model::LedgerEntry>, crate::model::ledger::LedgerError>,
+    bindings: Vec<Binding>,
+    /// Invalid bindings that select the pod, by name.
+    invalid_selecting: Vec<String>,
+    targets: Vec<PodTarget>,
+}
+
+/// The first look of a pass at a pod that is neither held nor waiting: its targets (the
+/// ledger's and the bindings'), and whether there is anything to do.
+fn look(engine: &Engine, pod: &PodView, intent: &Intent, forced: bool) -> Look {
     let ledger = pod.ledger();
     let bindings = engine.bindings_for(pod);
     let (invalid_selecting, invalid_names) = invalid_bindings(engine, pod);
     let entries = ledger.clone().unwrap_or_default();
     let targets = targets::assemble(pod, &bindings, &entries, &invalid_names, &engine.adapters);
-    let settled =
-        if targets.is_empty() && !pod.holds_sluice_finalizer() && ledger.is_ok() && invalid_selecting.is_empty() {
-            // The pass would report a gate no binding will ever set.
-            !(matches!(intent, Intent::Restore) && pod.has_gate && pod.gate != Some(true))
-        } else {
-            matches!(intent, Intent::Restore) && converged_by_record(pod, &targets, &invalid_selecting)
+    let restore = matches!(intent, Intent::Restore);
+    if targets.is_empty() && !pod.holds_sluice_finalizer() && ledger.is_ok() && invalid_selecting.is_empty() {
+        return Look::Idle {
+            unbound_gate: restore && pod.has_gate && pod.gate != Some(true),
         };
-    if settled {
-        engine.release_budget(key);
     }
-    settled
+    if restore && !forced && converged_by_record(pod, &targets, &invalid_selecting) {
+        return Look::Idle { unbound_gate: false };
+    }
+    Look::Work(Assessment {
+        ledger,
+        bindings,
+        invalid_selecting,
+        targets,
+    })
 }
 
 /// A restore the pod's record says is done: serving, gate True, every target it should
