@@ -314,6 +314,23 @@ mod tests {
     }
 
     #[test]
+    fn equal_label_sets_share_one_copy() {
+        let set = |app: &str| -> BTreeMap<String, String> {
+            [
+                ("app".to_string(), app.to_string()),
+                ("tier".to_string(), "web".to_string()),
+            ]
+            .into()
+        };
+        let (a, b) = (Labels::new(set("interned-a")), Labels::new(set("interned-a")));
+        assert!(Arc::ptr_eq(&a.0, &b.0), "one copy for equal sets");
+        assert_eq!(a.get("tier").map(String::as_str), Some("web"));
+        let c = Labels::new(set("interned-c"));
+        assert!(!Arc::ptr_eq(&a.0, &c.0));
+        assert_ne!(a, c);
+    }
+
+    #[test]
     fn finalizer_kinds_exclude_the_guard_and_other_controllers() {
         assert_eq!(finalizer_kind("sluice.dev/slb"), Some("slb"));
         assert_eq!(finalizer_kind(LEDGER_FINALIZER), None);
